@@ -1,0 +1,36 @@
+"""ping-llm measurement tokenizer, scheme v1 (the seed's): 10 role tokens, 256 byte tokens, PAD."""
+
+from tokenizer.errors import REASONS, REQUIRED_COLUMNS, DecodeError, InvalidMeasurement, SchemaError
+from tokenizer.measurement import decode_measurement, encode_measurement, epoch_seconds, split_measurements
+from tokenizer.table import EncodedTable, check_schema, encode_table
+from tokenizer.vocab import (
+    IPV4_LENGTH,
+    IPV6_LENGTH,
+    PAD,
+    TOKENIZER_NAME,
+    TOKENIZER_VERSION,
+    VOCAB_SIZE,
+    measurement_length,
+)
+
+__all__ = [
+    "DecodeError",
+    "EncodedTable",
+    "IPV4_LENGTH",
+    "IPV6_LENGTH",
+    "InvalidMeasurement",
+    "PAD",
+    "REASONS",
+    "REQUIRED_COLUMNS",
+    "SchemaError",
+    "TOKENIZER_NAME",
+    "TOKENIZER_VERSION",
+    "VOCAB_SIZE",
+    "check_schema",
+    "decode_measurement",
+    "encode_measurement",
+    "encode_table",
+    "epoch_seconds",
+    "measurement_length",
+    "split_measurements",
+]

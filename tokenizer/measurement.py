@@ -1,0 +1,212 @@
+"""Per-row encoding and decoding of one measurement (the reference implementation).
+
+The vectorized :func:`tokenizer.table.encode_table` must give exactly the tokens that
+:func:`encode_measurement` gives, row for row; tests hold the two together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tokenizer.addresses import address_words, format_address, parse_address
+from tokenizer.errors import DecodeError, InvalidMeasurement
+from tokenizer.order import MASK64, order_index
+from tokenizer.vocab import (
+    BYTE_OFFSET,
+    DEST_IP_START,
+    ERROR_COUNT_START,
+    IPV4_START,
+    IPV6_START,
+    MEASUREMENT_START,
+    MSM_ID_START,
+    PAD,
+    PERMUTATIONS,
+    RTT_START,
+    SIZE_START,
+    SRC_IP_START,
+    TIMESTAMP_START,
+)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def epoch_seconds(value: object) -> int:
+    """Floor of epoch seconds of a timestamp. A naive datetime is UTC, never local time."""
+    if isinstance(value, np.datetime64):
+        return int(value.astype("datetime64[s]").astype(np.int64))  # numpy floors toward -inf
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+        delta = aware - _EPOCH
+        # timedelta normalises to days + 0 <= seconds < 86400 + microseconds >= 0, so this is a floor.
+        return delta.days * 86400 + delta.seconds
+    raise TypeError(f"event_time: unsupported type {type(value).__name__}")
+
+
+def _integral(value: object, null: str, non_integral: str, out_of_range: str, lo: int, hi: int) -> int:
+    if value is None:
+        raise InvalidMeasurement(null)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise InvalidMeasurement(non_integral, repr(value))
+        value = int(value)
+    value = int(value)
+    if not lo <= value <= hi:
+        raise InvalidMeasurement(out_of_range, str(value))
+    return value
+
+
+def _address(row: Mapping, field: str) -> tuple[int, bytes]:
+    parsed = parse_address(row.get(field))
+    if isinstance(parsed, str):
+        raise InvalidMeasurement(f"{parsed}_{field}", repr(row.get(field)))
+    return parsed
+
+
+def _byte_tokens(raw: bytes) -> list[int]:
+    return [BYTE_OFFSET + b for b in raw]
+
+
+def encode_measurement(row: Mapping) -> list[int]:
+    """Encode one measurement (a mapping with the seed's columns) into v1 tokens.
+
+    Raises :class:`~tokenizer.errors.InvalidMeasurement` (a ``ValueError``) naming the field when the
+    row cannot be encoded faithfully. ``rtt = -1.0`` (a failed ping) is valid.
+    """
+    msm_id = row.get("msm_id")
+    if msm_id is None:
+        raise InvalidMeasurement("null_msm_id")
+    msm_id = int(msm_id)
+    if not _INT64_MIN <= msm_id <= _INT64_MAX:
+        raise InvalidMeasurement("msm_id_out_of_range", str(msm_id))
+    if row.get("event_time") is None:
+        raise InvalidMeasurement("null_event_time")
+    ts = epoch_seconds(row["event_time"])
+    src_version, src = _address(row, "src_addr")
+    dst_version, dst = _address(row, "dst_addr")
+    ip_version = row.get("ip_version")
+    if ip_version is None:
+        raise InvalidMeasurement("null_ip_version")
+    if isinstance(ip_version, (float, np.floating)) or int(ip_version) not in (4, 6):
+        raise InvalidMeasurement("invalid_ip_version", repr(ip_version))
+    ip_version = int(ip_version)
+    if src_version != ip_version or dst_version != ip_version:
+        raise InvalidMeasurement(
+            "ip_version_mismatch", f"ip_version={ip_version}, src is IPv{src_version}, dst is IPv{dst_version}"
+        )
+    rtt = row.get("rtt")
+    if rtt is None:
+        raise InvalidMeasurement("null_rtt")
+    rtt = float(rtt)
+    if not math.isfinite(rtt):
+        raise InvalidMeasurement("non_finite_rtt", repr(rtt))
+    size = _integral(row.get("size"), "null_size", "non_integral_size", "size_out_of_range", 0, 0xFFFF)
+    errors = _integral(
+        row.get("packet_error_count"),
+        "null_packet_error_count",
+        "non_integral_packet_error_count",
+        "packet_error_count_out_of_range",
+        0,
+        0xFF,
+    )
+
+    rtt_raw = struct.pack(">d", rtt)
+    family = IPV4_START if ip_version == 4 else IPV6_START
+    blocks = (
+        [SRC_IP_START, family, *_byte_tokens(src)],
+        [DEST_IP_START, family, *_byte_tokens(dst)],
+        [RTT_START, *_byte_tokens(rtt_raw)],
+        [SIZE_START, *_byte_tokens(struct.pack(">H", size))],
+        [ERROR_COUNT_START, BYTE_OFFSET + errors],
+        [TIMESTAMP_START, *_byte_tokens(struct.pack(">q", ts))],
+        [MSM_ID_START, *_byte_tokens(struct.pack(">q", msm_id))],
+    )
+    words = [
+        msm_id & MASK64,
+        ts & MASK64,
+        int.from_bytes(rtt_raw, "big"),
+        *address_words(src),
+        *address_words(dst),
+        size | errors << 16 | ip_version << 24,
+    ]
+    tokens = [MEASUREMENT_START]
+    for block in PERMUTATIONS[order_index(words)]:
+        tokens.extend(blocks[block])
+    return tokens
+
+
+def _bytes(tokens: Sequence[int], start: int, n: int) -> bytes:
+    chunk = tokens[start : start + n]
+    if len(chunk) != n or any(not BYTE_OFFSET <= t < BYTE_OFFSET + 256 for t in chunk):
+        raise DecodeError(f"expected {n} byte tokens at position {start}, got {list(chunk)}")
+    return bytes(t - BYTE_OFFSET for t in chunk)
+
+
+def decode_measurement(tokens: Sequence[int]) -> dict:
+    """Exact inverse of :func:`encode_measurement`.
+
+    Returns ``msm_id``, ``event_time`` (aware UTC datetime, whole seconds), ``src_addr`` and
+    ``dst_addr`` (canonical text), ``ip_version``, ``rtt`` (bit-exact float64), ``size`` and
+    ``packet_error_count``. Raises :class:`~tokenizer.errors.DecodeError` on a malformed sequence.
+    """
+    tokens = [int(t) for t in tokens]
+    if not tokens or tokens[0] != MEASUREMENT_START:
+        raise DecodeError("a measurement must start with MeasurementStart (0)")
+    out: dict = {}
+    versions = []
+    i = 1
+    while i < len(tokens):
+        role = tokens[i]
+        if role in (SRC_IP_START, DEST_IP_START):
+            family = tokens[i + 1] if i + 1 < len(tokens) else None
+            if family not in (IPV4_START, IPV6_START):
+                raise DecodeError(f"expected Ipv4Start/Ipv6Start at position {i + 1}")
+            version = 4 if family == IPV4_START else 6
+            n = 4 if version == 4 else 16
+            key = "src_addr" if role == SRC_IP_START else "dst_addr"
+            out[key] = format_address(version, _bytes(tokens, i + 2, n))
+            versions.append(version)
+            i += 2 + n
+            continue
+        if role == RTT_START:
+            out["rtt"] = struct.unpack(">d", _bytes(tokens, i + 1, 8))[0]
+            i += 9
+        elif role == SIZE_START:
+            out["size"] = struct.unpack(">H", _bytes(tokens, i + 1, 2))[0]
+            i += 3
+        elif role == ERROR_COUNT_START:
+            out["packet_error_count"] = _bytes(tokens, i + 1, 1)[0]
+            i += 2
+        elif role == TIMESTAMP_START:
+            seconds = struct.unpack(">q", _bytes(tokens, i + 1, 8))[0]
+            out["event_time"] = _EPOCH + dt.timedelta(seconds=seconds)
+            i += 9
+        elif role == MSM_ID_START:
+            out["msm_id"] = struct.unpack(">q", _bytes(tokens, i + 1, 8))[0]
+            i += 9
+        else:
+            raise DecodeError(f"unexpected token {role} at position {i}")
+    expected = {"msm_id", "event_time", "src_addr", "dst_addr", "rtt", "size", "packet_error_count"}
+    if set(out) != expected or len(versions) != 2 or versions[0] != versions[1]:
+        raise DecodeError(f"incomplete or inconsistent measurement: fields {sorted(out)}, families {versions}")
+    out["ip_version"] = versions[0]
+    return out
+
+
+def split_measurements(record: np.ndarray) -> list[np.ndarray]:
+    """Cut a record (whole measurements followed by PAD) into its measurements."""
+    record = np.asarray(record)
+    pad_at = np.flatnonzero(record == PAD)
+    end = int(pad_at[0]) if len(pad_at) else len(record)
+    if len(pad_at) and not np.all(record[end:] == PAD):
+        raise DecodeError("PAD is only allowed as a suffix of a record")
+    body = record[:end]
+    starts = np.flatnonzero(body == MEASUREMENT_START)
+    if end and (len(starts) == 0 or starts[0] != 0):
+        raise DecodeError("a record must start with MeasurementStart")
+    return np.split(body, starts[1:]) if end else []
