@@ -159,9 +159,13 @@ def decode_measurement(tokens: Sequence[int]) -> dict:
         raise DecodeError("a measurement must start with MeasurementStart (0)")
     out: dict = {}
     versions = []
+    seen: set[int] = set()
     i = 1
     while i < len(tokens):
         role = tokens[i]
+        if role in seen:
+            raise DecodeError(f"repeated block (role {role}) at position {i}")
+        seen.add(role)
         if role in (SRC_IP_START, DEST_IP_START):
             family = tokens[i + 1] if i + 1 < len(tokens) else None
             if family not in (IPV4_START, IPV6_START):
