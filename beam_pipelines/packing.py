@@ -37,8 +37,11 @@ class PackResult:
 
 
 def compositions(seq_len: int, short: int, long: int) -> list[tuple[int, int]]:
-    """For each count ``b`` of long items, the most short items ``a`` that still fit."""
-    return [((seq_len - b * long) // short, b) for b in range(seq_len // long + 1)]
+    """For each count ``b`` of long items, the most short items ``a`` that still fit; plus long items alone
+    (needed to balance data that is almost all long items)."""
+    comps = [((seq_len - b * long) // short, b) for b in range(seq_len // long + 1)]
+    pure_long = (0, seq_len // long)
+    return comps if pure_long in comps else comps + [pure_long]
 
 
 def best_pair(seq_len: int, short: int, long: int, long_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:

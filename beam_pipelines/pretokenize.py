@@ -232,8 +232,16 @@ def parse_args(argv):
     return options, beam_args
 
 
-def _beam_options(beam_args: list[str]) -> PipelineOptions:
-    args = list(beam_args)
+_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options from the pass-through arguments; DirectRunner on all cores unless told otherwise."""
+    # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
+    args = [
+        f"--runner={_RUNNER_ALIASES.get(a.split('=', 1)[1], a.split('=', 1)[1])}" if a.startswith("--runner=") else a
+        for a in beam_args
+    ]
     runner_given = any(a.startswith("--runner") for a in args)
     if not runner_given and not any(a.startswith("--direct_running_mode") for a in args):
         # All cores by default: the DirectRunner's multi-process mode with one worker per core.
@@ -432,8 +440,16 @@ def run(argv: list[str] | None = None) -> int:
     progress = _Progress(ctx, total_rows)
     progress.start()
     try:
-        with beam.Pipeline(options=_beam_options(beam_args)) as pipeline:
-            build_pipeline(pipeline, tasks, ctx)
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, tasks, ctx)
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            # The DaskRunner opens a client of its own; close it so it does not outlive the job.
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         progress.stop()
         shutil.rmtree(ctx.tmp, ignore_errors=True)
