@@ -1,0 +1,287 @@
+"""Grain input pipeline over a pretokenized dataset (ArrayRecord files + manifest.json, see DESIGN.md).
+
+Training stream, per host::
+
+    ArrayRecordDataSource(split files)[host::hosts]   # each host reads a disjoint part
+      .shuffle(seed).repeat()                         # global shuffle, a new order each epoch (seed + epoch)
+      .map_with_index(parse)                          # bytes -> (seq_len,) uint16, keeps the read index
+      .batch(per_host_batch, drop_remainder=True)
+      .map(finish)                                    # field-order augmentation, shift, loss weights
+      .to_iter_dataset(ReadOptions(...))              # thread prefetch  [.mp_prefetch(...) for processes]
+
+Every stage is a function of the element index, so the iterator's whole state is
+``{"next_index": batches_consumed}`` and resuming from it replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+
+import grain
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader
+
+from trainer import augment
+from trainer.config import Config
+
+MANIFEST_NAME = "manifest.json"
+_SEED_MOD = 2**32  # Grain's shuffle seeds are 32-bit
+
+
+class DatasetError(ValueError):
+    """A pretokenized dataset that is missing, incomplete or incompatible with the config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """An opened, checked pretokenized dataset."""
+
+    root: str  # directory holding manifest.json
+    manifest: dict  # the parsed manifest
+    seq_len: int  # tokens per record
+    pad_id: int  # padding id
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def split_names(self) -> list[str]:
+        return sorted(self.manifest["splits"])
+
+    def files(self, split: str) -> list[str]:
+        """Absolute paths of a split's files, in manifest order."""
+        return [os.path.join(self.root, f["path"]) for f in self._split(split)["files"]]
+
+    def num_records(self, split: str) -> int:
+        return int(self._split(split)["records"])
+
+    def _split(self, split: str) -> dict:
+        if split not in self.manifest["splits"]:
+            raise DatasetError(f"{self.root}: no split {split!r} (splits: {', '.join(self.split_names())})")
+        return self.manifest["splits"][split]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = None) -> Dataset:
+    """Open ``root`` through its manifest and check it against ``config``.
+
+    Refuses (with :class:`DatasetError`) a missing manifest, a tokenizer name/version, vocab size, pad id or
+    seq_len that disagrees with the config, a missing file, and a file whose record count (or, with
+    ``verify_checksums``, sha256) disagrees with the manifest.
+    """
+    path = os.path.join(root, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{root}: no {MANIFEST_NAME}; the dataset is missing or incomplete (run pretokenize)")
+    with open(path) as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}: not valid JSON: {err}") from None
+    for key in ("tokenizer", "seq_len", "splits", "fingerprint"):
+        if key not in manifest:
+            raise DatasetError(f"{path}: manifest has no {key!r}")
+    tok = manifest["tokenizer"]
+    expected = {
+        "name": config.tokenizer,
+        "version": config.tokenizer_version,
+        "vocab_size": config.model.vocab_size,
+        "pad_id": config.pad_id,
+    }
+    for key, want in expected.items():
+        if tok.get(key) != want:
+            raise DatasetError(
+                f"{root}: dataset tokenizer {key} is {tok.get(key)!r} but the config expects {want!r} "
+                f"(dataset tokenizer {tok}); pretokenize again or fix the config"
+            )
+    if manifest["seq_len"] != config.seq_len:
+        raise DatasetError(f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}")
+    checksums = config.verify_checksums if verify_checksums is None else verify_checksums
+    for split, info in manifest["splits"].items():
+        total = 0
+        for entry in info.get("files", []):
+            file_path = os.path.join(root, entry["path"])
+            if not os.path.isfile(file_path):
+                raise DatasetError(f"{root}: split {split}: file {entry['path']} is missing")
+            reader = ArrayRecordReader(file_path)
+            try:
+                found = reader.num_records()
+            finally:
+                reader.close()
+            if found != entry["records"]:
+                raise DatasetError(
+                    f"{root}: {entry['path']} holds {found} records but the manifest says {entry['records']}"
+                )
+            if checksums and _sha256(file_path) != entry["sha256"]:
+                raise DatasetError(f"{root}: {entry['path']}: sha256 differs from the manifest")
+            total += found
+        if total != info.get("records", total):
+            raise DatasetError(f"{root}: split {split} files hold {total} records but the manifest says {info['records']}")
+    return Dataset(root=root, manifest=manifest, seq_len=int(manifest["seq_len"]), pad_id=int(tok["pad_id"]))
+
+
+def parse_record(raw: bytes, seq_len: int) -> np.ndarray:
+    """One ArrayRecord record -> (seq_len,) uint16 token ids."""
+    tokens = np.frombuffer(raw, dtype="<u2")
+    if tokens.shape != (seq_len,):
+        raise DatasetError(f"record of {len(raw)} bytes, expected {2 * seq_len} ({seq_len} uint16 tokens)")
+    return tokens.astype(np.uint16, copy=False)
+
+
+def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dict[str, np.ndarray]:
+    """(B, L) tokens -> inputs, targets (inputs shifted left by one), loss weights (0 where the target is PAD).
+
+    Sequences keep length L: the last position's target is PAD (weight 0), so shapes stay powers of two.
+    With ``kinds``, also the field kind of every target (``augment.KIND_NAMES``; -1 for PAD).
+    """
+    tokens = np.asarray(tokens)
+    targets = np.empty_like(tokens)  # (B, L)
+    targets[:, :-1] = tokens[:, 1:]
+    targets[:, -1] = pad_id
+    out = {
+        "inputs": tokens.astype(np.int32),  # (B, L)
+        "targets": targets.astype(np.int32),  # (B, L)
+        "weights": (targets != pad_id).astype(np.float32),  # (B, L)
+    }
+    if kinds:
+        k = augment.field_kinds(tokens)  # (B, L) kinds of the inputs
+        out["kinds"] = np.concatenate([k[:, 1:], np.full((len(k), 1), augment.KIND_PAD, np.int8)], axis=1)  # (B, L)
+    return out
+
+
+class _Parse:
+    """bytes at read index i -> {"tokens", "index"}; ``index`` is global across hosts."""
+
+    def __init__(self, seq_len: int, process_index: int, process_count: int):
+        self.seq_len, self.process_index, self.process_count = seq_len, process_index, process_count
+
+    def __call__(self, index: int, raw: bytes) -> dict:
+        return {
+            "tokens": parse_record(raw, self.seq_len),
+            "index": np.int64(index * self.process_count + self.process_index),
+        }
+
+
+class _Finish:
+    """Batched {"tokens", "index"} -> model inputs, with field-order augmentation when ``seed`` is set."""
+
+    def __init__(self, pad_id: int, augment_seed: int | None, kinds: bool = False):
+        self.pad_id, self.augment_seed, self.kinds = pad_id, augment_seed, kinds
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
+        tokens = batch["tokens"]  # (B, L)
+        if self.augment_seed is not None:
+            tokens = augment.augment_batch(tokens, self.augment_seed, batch["index"])
+        return make_example(tokens, self.pad_id, kinds=self.kinds)
+
+
+def _shard(source, process_index: int, process_count: int) -> grain.MapDataset:
+    """This host's part: every ``process_count``-th record, after dropping the remainder so parts are equal."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
+    ds = grain.MapDataset.source(source)
+    usable = len(ds) - len(ds) % process_count
+    return ds[:usable][process_index::process_count]
+
+
+def train_dataset(
+    dataset: Dataset,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int,
+    augment_fields: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset``."""
+    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
+    ds = _shard(source, process_index, process_count)
+    if len(ds) == 0:
+        raise DatasetError(f"{dataset.root}: split {split} has no records for host {process_index} of {process_count}")
+    ds = ds.shuffle(seed=seed % _SEED_MOD).repeat()
+    ds = ds.map_with_index(_Parse(dataset.seq_len, process_index, process_count))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.map(_Finish(dataset.pad_id, seed if augment_fields else None))
+
+
+def train_iterator(
+    dataset: Dataset,
+    config: Config,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.DatasetIterator:
+    """A resumable iterator of this host's training batches (``config.batch_size // process_count`` records).
+
+    Its ``get_state()`` is a small JSON-able dict; ``set_state`` resumes exactly where it was taken.
+    """
+    if config.batch_size % process_count:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} processes")
+    ds = train_dataset(
+        dataset,
+        config.train_split,
+        batch_size=config.batch_size // process_count,
+        seed=config.seed,
+        augment_fields=config.augment,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return prefetch(ds, config).__iter__()
+
+
+def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
+    """Thread prefetch (``num_workers == 0``) or multiprocess prefetch (``num_workers`` processes)."""
+    read = grain.ReadOptions(num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1))
+    it = ds.to_iter_dataset(read)
+    if config.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers, per_worker_buffer_size=2))
+    return it
+
+
+def eval_batches(
+    dataset: Dataset,
+    split: str,
+    *,
+    batch_size: int,
+    max_batches: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 2,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This host's part of ``split`` in file order, no augmentation, with field kinds.
+
+    The last batch is filled with all-PAD rows (weight 0) so every batch has the same shape; every
+    host yields the same number of batches.
+    """
+    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
+    ds = _shard(source, process_index, process_count)
+    n = len(ds)
+    if max_batches:
+        ds = ds[: max_batches * batch_size]
+    ds = ds.map_with_index(_Parse(dataset.seq_len, process_index, process_count))
+    ds = ds.batch(batch_size, drop_remainder=False).map(_Finish(dataset.pad_id, None, kinds=True))
+    read = grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=4)
+    if n == 0:
+        return
+    for batch in ds.to_iter_dataset(read):
+        short = batch_size - len(batch["inputs"])
+        if short:
+            fill = {
+                "inputs": np.full((short, dataset.seq_len), dataset.pad_id, np.int32),
+                "targets": np.full((short, dataset.seq_len), dataset.pad_id, np.int32),
+                "weights": np.zeros((short, dataset.seq_len), np.float32),
+                "kinds": np.full((short, dataset.seq_len), augment.KIND_PAD, np.int8),
+            }
+            batch = {k: np.concatenate([v, fill[k]]) for k, v in batch.items()}
+        yield batch

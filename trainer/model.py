@@ -1,0 +1,147 @@
+"""A lean decoder-only Transformer in Flax NNX.
+
+Token embedding (267 rows) -> N x [pre-norm RMSNorm -> causal self-attention with RoPE -> residual,
+pre-norm RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> untied output projection.
+Attention spans the whole 1024-token record: context across measurements is the point.
+
+Parameters are float32; ``ModelConfig.dtype`` sets the compute dtype (float32 or bfloat16). Logits are
+returned in float32. The output projection starts tiny so a fresh model predicts a near-uniform
+distribution and its first loss is close to ln(267) ~ 5.587. Linear layers have no biases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from trainer.config import ModelConfig
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def rope(x: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (rotate-half form) over the last axis of x: (batch, seq, heads, head_dim)."""
+    seq, head_dim = x.shape[1], x.shape[-1]
+    half = head_dim // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # (half,)
+    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * freqs[None, :]  # (seq, half)
+    sin = jnp.sin(angles)[None, :, None, :]  # (1, seq, 1, half)
+    cos = jnp.cos(angles)[None, :, None, :]  # (1, seq, 1, half)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)  # (batch, seq, heads, half)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # (batch, seq, heads, head_dim)
+    return out.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Causal multi-head self-attention with RoPE on queries and keys."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = _DTYPES[cfg.dtype]
+        self.cfg = cfg
+        self.qkv = nnx.Linear(cfg.width, 3 * cfg.width, use_bias=False, dtype=dtype, rngs=rngs)
+        out_init = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+        self.out = nnx.Linear(cfg.width, cfg.width, use_bias=False, dtype=dtype, kernel_init=out_init, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, _ = x.shape
+        n, h = self.cfg.num_heads, self.cfg.head_dim
+        qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (batch, seq, 3, heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, seq, heads, head_dim)
+        q, k = rope(q, self.cfg.rope_theta), rope(k, self.cfg.rope_theta)
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (batch, seq, heads, head_dim)
+        return self.out(y.reshape(b, t, n * h))  # (batch, seq, width)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), three width x mlp_dim matrices."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = _DTYPES[cfg.dtype]
+        self.gate = nnx.Linear(cfg.width, cfg.mlp_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.up = nnx.Linear(cfg.width, cfg.mlp_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        down_init = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+        self.down = nnx.Linear(cfg.mlp_dim, cfg.width, use_bias=False, dtype=dtype, kernel_init=down_init, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))  # (batch, seq, width)
+
+
+class Block(nnx.Module):
+    """Pre-norm Transformer block."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = _DTYPES[cfg.dtype]
+        self.rate = cfg.dropout
+        self.attn_norm = nnx.RMSNorm(cfg.width, dtype=dtype, rngs=rngs)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = nnx.RMSNorm(cfg.width, dtype=dtype, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        x = x + _dropout(self.attn(self.attn_norm(x)), self.rate, k1)
+        return x + _dropout(self.mlp(self.mlp_norm(x)), self.rate, k2)
+
+
+class Decoder(nnx.Module):
+    """The ping-llm decoder: token ids (batch, seq) -> float32 logits (batch, seq, vocab)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = _DTYPES[cfg.dtype]
+        self.cfg = cfg
+        self.embed = nnx.Embed(
+            cfg.vocab_size, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
+        )
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.norm = nnx.RMSNorm(cfg.width, dtype=dtype, rngs=rngs)
+        # A tiny readout keeps the first logits near zero: near-uniform predictions, loss ~ ln(vocab).
+        head_init = nnx.initializers.normal(0.02 / math.sqrt(cfg.width))
+        self.head = nnx.Linear(cfg.width, cfg.vocab_size, use_bias=False, dtype=dtype, kernel_init=head_init, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """``dropout_key`` None means no dropout (evaluation)."""
+        x = self.embed(tokens)  # (batch, seq, width)
+        for i, block in enumerate(self.blocks):
+            key = jax.random.fold_in(dropout_key, i) if dropout_key is not None else None
+            x = block(x, key)  # (batch, seq, width)
+        return self.head(self.norm(x)).astype(jnp.float32)  # (batch, seq, vocab)
+
+
+def create(cfg: ModelConfig, seed: int) -> Decoder:
+    """A freshly initialised decoder."""
+    return Decoder(cfg, rngs=nnx.Rngs(params=seed))
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """Parameter shapes (a pure dict of ``jax.ShapeDtypeStruct``) without allocating anything."""
+    model = nnx.eval_shape(lambda: create(cfg, 0))
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Number of parameters, computed abstractly."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params(cfg)))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM-style: 6 * N_matmul + 12 * layers * seq * width.
+
+    N_matmul counts the parameters that take part in matrix multiplies (all but the input embedding,
+    which is a lookup, and the norm scales). The attention term counts the full (non-causal) score matrix,
+    as the usual MFU convention does.
+    """
+    params = abstract_params(cfg)
+    n_total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+    n_embed = cfg.vocab_size * cfg.width
+    n_norm = (2 * cfg.num_layers + 1) * cfg.width
+    return 6.0 * (n_total - n_embed - n_norm) + 12.0 * cfg.num_layers * seq_len * cfg.width

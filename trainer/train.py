@@ -1,0 +1,420 @@
+"""Train the decoder on a pretokenized dataset, with deterministic resume.
+
+    python -m trainer.train CONFIG.yaml|PRESET [key=value ...]
+
+Re-running the same command resumes from the latest complete checkpoint in ``workdir``. With
+``stop_at=N`` the run stops cleanly after step N with a checkpoint, as a preemption would; SIGTERM does
+the same after the current step. On CPU a resumed run's per-step losses are bit-identical to an
+uninterrupted run's: the parameters, optimizer state, step, RNG key and Grain iterator state are all in
+the checkpoint, dropout keys are derived from (key, step), and every batch is a function of its index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from trainer import augment, data, model as model_lib
+from trainer.checkpoint import Checkpointer
+from trainer.config import Config, ConfigError, load_config
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that cannot be resumed with this config or dataset."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer
+
+
+def decay_mask(params: Any) -> Any:
+    """Weight decay on matrices (kernels, embedding) only; never on norm scales or biases (1-D leaves)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+    warmup = min(config.warmup_steps, config.steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=config.learning_rate / max(warmup, 1),  # the first step already learns
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(config.steps, warmup + 1),
+        end_value=config.learning_rate * config.min_learning_rate_ratio,
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(
+            schedule,
+            b1=config.adam_b1,
+            b2=config.adam_b2,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+            mask=decay_mask,
+        ),
+    )
+    return tx, schedule
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Steps
+
+
+def token_losses(graphdef: nnx.GraphDef, params: Any, inputs: jax.Array, targets: jax.Array, dropout_key=None):
+    """Per-token cross-entropy, (batch, seq) float32."""
+    model = nnx.merge(graphdef, params)
+    logits = model(inputs, dropout_key=dropout_key)  # (batch, seq, vocab)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (batch, seq)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule, config: Config):
+    """The pure ``train_step(state, batch) -> (state, metrics)``; the caller jits it once."""
+    use_dropout = config.model.dropout > 0
+
+    def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
+        key = jax.random.fold_in(state["rng"], state["step"]) if use_dropout else None
+        weights = batch["weights"]  # (batch, seq)
+        total = weights.sum()
+
+        def loss_fn(params):
+            ce = token_losses(graphdef, params, batch["inputs"], batch["targets"], key)  # (batch, seq)
+            return (ce * weights).sum() / jnp.maximum(total, 1.0)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+            "rng": state["rng"],
+        }
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": schedule(state["step"]),
+            "target_tokens": total,
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+    """``eval_step(params, batch) -> sums`` of weighted loss and weight, overall and per field kind."""
+
+    def eval_step(params: Any, batch: dict) -> dict:
+        ce = token_losses(graphdef, params, batch["inputs"], batch["targets"])  # (batch, seq)
+        w = batch["weights"]  # (batch, seq)
+        onehot = jax.nn.one_hot(batch["kinds"], augment.NUM_KINDS, dtype=jnp.float32)  # (batch, seq, kinds); -1 -> 0
+        return {
+            "loss_sum": (ce * w).sum(),
+            "weight_sum": w.sum(),
+            "kind_loss_sum": jnp.einsum("bs,bsk->k", ce * w, onehot),  # (kinds,)
+            "kind_weight_sum": jnp.einsum("bs,bsk->k", w, onehot),  # (kinds,)
+        }
+
+    return eval_step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Logging
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per logged step) plus TensorBoard events; primary host only."""
+
+    def __init__(self, workdir: str, resume_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self.writer = None
+        if not enabled:
+            return
+        # Keep only what the checkpoint we resume from has seen: a killed run may have logged steps
+        # past its last checkpoint (and maybe half a line); they are replayed identically.
+        kept = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    if record.get("step", 0) <= resume_step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
+        self.file = open(self.path, "a")
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+        except ImportError:  # pragma: no cover - tensorboardX is a dependency
+            self.writer = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record, sort_keys=True) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The records of ``workdir/metrics.jsonl``."""
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
+    """Host-local numpy batch -> global jax arrays sharded along the batch axis."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+class _StopRequest:
+    """SIGTERM (a scheduler's preemption) asks the loop to checkpoint after the current step and stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(config: Config, dataset: data.Dataset, eval_step, params, batch_sharding) -> dict:
+    """Loss on ``config.eval_split``, overall and per field kind (``eval_loss_<kind>``)."""
+    pcount, pindex = jax.process_count(), jax.process_index()
+    global_bs = config.eval_batch_size or config.batch_size
+    sums = None
+    for batch in data.eval_batches(
+        dataset,
+        config.eval_split,
+        batch_size=global_bs // pcount,
+        max_batches=config.eval_batches,
+        process_index=pindex,
+        process_count=pcount,
+    ):
+        out = eval_step(params, _global_batch(batch, batch_sharding))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    if sums is None:
+        return {}
+    sums = jax.device_get(sums)
+    result = {"eval_loss": float(sums["loss_sum"] / max(sums["weight_sum"], 1.0)), "eval_tokens": int(sums["weight_sum"])}
+    for i, name in enumerate(augment.KIND_NAMES):
+        if sums["kind_weight_sum"][i] > 0:
+            result[f"eval_loss_{name}"] = float(sums["kind_loss_sum"][i] / sums["kind_weight_sum"][i])
+    return result
+
+
+def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
+    """Train (or resume) until ``config.last_step``; returns a summary (final step, loss, eval metrics)."""
+    workdir = os.path.abspath(workdir or config.workdir)
+    config = dataclasses.replace(config, workdir=workdir)
+    os.makedirs(workdir, exist_ok=True)
+    primary = jax.process_index() == 0
+    pcount, pindex = jax.process_count(), jax.process_index()
+
+    dataset = data.open_dataset(config.data_dir, config)
+    devices = np.array(jax.devices())
+    mesh = Mesh(devices, ("data",))
+    batch_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    eval_bs = config.eval_batch_size or config.batch_size
+    for name, bs in (("batch_size", config.batch_size), ("eval_batch_size", eval_bs)):
+        if bs % len(devices) or bs % pcount:
+            raise ConfigError(f"{name} {bs} must be divisible by {len(devices)} devices and {pcount} processes")
+
+    # Model and optimizer, created directly with replicated sharding.
+    abstract_model = nnx.eval_shape(lambda: model_lib.create(config.model, config.seed))
+    graphdef, _ = nnx.split(abstract_model)
+    n_params = model_lib.count_params(config.model)
+    tx, schedule = make_optimizer(config)
+
+    def init_state() -> dict:
+        params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, config.seed), nnx.Param))
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+        }
+
+    abstract_state = jax.eval_shape(init_state)
+    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding
+    )
+
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing)
+    iterator = data.train_iterator(dataset, config, process_index=pindex, process_count=pcount)
+    meta = {"config": config.to_dict(), "fingerprint": dataset.fingerprint, "params": n_params}
+
+    start = ckpt.latest_step()
+    if start is not None:
+        saved = ckpt.read_meta(start)
+        if saved.get("fingerprint") != dataset.fingerprint and not config.allow_fingerprint_change:
+            raise ResumeError(
+                f"{workdir}: checkpoint {start} was trained on dataset {saved.get('fingerprint')} but "
+                f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
+                "to resume anyway, or use another workdir"
+            )
+        if saved.get("config", {}).get("model") != config.to_dict()["model"]:
+            raise ResumeError(f"{workdir}: checkpoint {start} has model {saved['config'].get('model')}, config has {config.model}")
+        state, iterator_state = ckpt.restore(start, abstract_state)
+        iterator.set_state(iterator_state)
+    else:
+        state = jax.jit(init_state, out_shardings=state_sharding)()
+    step = int(jax.device_get(state["step"]))
+    if primary:
+        print(
+            f"ping-llm trainer: {n_params:,} parameters, {len(devices)} device(s) x {pcount} process(es) "
+            f"({jax.default_backend()}), dataset {dataset.fingerprint[:12]}, "
+            + (f"resuming from step {step}" if start is not None else "starting fresh"),
+            flush=True,
+        )
+
+    log = MetricsLog(workdir, step, primary)
+    train_step = jax.jit(
+        make_train_step(graphdef, tx, schedule, config),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding["params"], batch_sharding), out_shardings=replicated)
+
+    last_step = config.last_step
+    tokens_per_step = config.batch_size * config.seq_len
+    summary: dict = {"start_step": step, "params": n_params}
+    record: dict = {}
+    progress = None
+    if primary and config.progress and step < last_step:
+        from tqdm import tqdm
+
+        progress = tqdm(total=last_step, initial=step, desc="train", dynamic_ncols=True, file=sys.stderr)
+
+    t_last, steps_since, data_wait = time.perf_counter(), 0, 0.0
+    with _StopRequest() as stop:
+        while step < last_step:
+            t0 = time.perf_counter()
+            batch = next(iterator)
+            data_wait += time.perf_counter() - t0
+            state, metrics = train_step(state, _global_batch(batch, batch_sharding))
+            step += 1
+            steps_since += 1
+            is_eval = step == config.steps or (config.eval_every and step % config.eval_every == 0)
+            stopping = step == last_step or stop.requested
+            if step % config.log_every == 0 or is_eval or stopping:
+                metrics = jax.device_get(metrics)
+                now = time.perf_counter()
+                elapsed = now - t_last
+                record = {
+                    "step": step,
+                    "loss": float(metrics["loss"]),
+                    "learning_rate": float(metrics["learning_rate"]),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "tokens_per_sec": tokens_per_step * steps_since / elapsed,
+                    "nonpad_fraction": float(metrics["target_tokens"]) / tokens_per_step,
+                    "data_wait_fraction": data_wait / elapsed,
+                }
+                if is_eval:
+                    record.update(evaluate(config, dataset, eval_step, state["params"], batch_sharding))
+                log.write(record)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                t_last, steps_since, data_wait = time.perf_counter(), 0, 0.0
+            if progress is not None:
+                progress.update(1)
+            if step % config.checkpoint_every == 0 or stopping:
+                ckpt.save(step, state, iterator.get_state(), meta)
+            if stop.requested:
+                break
+    if progress is not None:
+        progress.close()
+    ckpt.close()
+    log.close()
+    if hasattr(iterator, "close"):
+        iterator.close()
+    summary.update({"step": step, **{k: v for k, v in record.items() if k != "step"}})
+    return summary
+
+
+def _maybe_initialize_distributed() -> None:
+    """Multi-host: ``jax.distributed.initialize`` when the launch script exported coordinator settings."""
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        return
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]),
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m trainer.train CONFIG [key=value ...]``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        config = load_config(argv[0], argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _maybe_initialize_distributed()
+    try:
+        summary = train_and_evaluate(config)
+    except (data.DatasetError, ResumeError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if jax.process_index() == 0:
+        print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
