@@ -99,12 +99,13 @@ def plan_records(n_short: int, n_long: int, seq_len: int, short: int, long: int)
     return np.array(out_a, dtype=np.int64), np.array(out_b, dtype=np.int64)
 
 
-def _scatter(out_flat, tokens, item_starts, dest, length):
-    """Copy items of one fixed ``length`` from ``tokens`` to ``dest`` positions in ``out_flat``."""
+def _gather(tokens, item_starts, length) -> np.ndarray:
+    """(items, length) matrix of fixed-length items picked out of ``tokens``."""
+    out = np.empty((len(item_starts), length), dtype=tokens.dtype)
     span = np.arange(length)
-    for lo in range(0, len(dest), _CHUNK):
-        src = item_starts[lo : lo + _CHUNK, None] + span  # (items, length)
-        out_flat[dest[lo : lo + _CHUNK, None] + span] = tokens[src]
+    for lo in range(0, len(item_starts), _CHUNK):
+        out[lo : lo + _CHUNK] = tokens[item_starts[lo : lo + _CHUNK, None] + span]
+    return out
 
 
 def pack_sorted(
@@ -130,18 +131,24 @@ def pack_sorted(
     a_counts, b_counts = plan_records(len(idx_a), len(idx_b), seq_len, short, long)
     r = len(a_counts)
     out = np.full((r, seq_len), PAD, dtype=np.uint16)
+    # Within a record the short part comes first, then the long part, each a contiguous span; a
+    # boolean mask of those spans, filled in row-major order, places every item without index arrays.
+    column = np.arange(seq_len)
+    a_end = (a_counts * short)[:, None]
+    b_end = a_end + (b_counts * long)[:, None]
     continuous = 0
-    for idx, counts, size, before in ((idx_a, a_counts, short, None), (idx_b, b_counts, long, a_counts * short)):
+    for idx, counts, size, mask in (
+        (idx_a, a_counts, short, column < a_end),
+        (idx_b, b_counts, long, (column >= a_end) & (column < b_end)),
+    ):
         if not len(idx):
             continue
-        rec = np.repeat(np.arange(r), counts)  # record of each item of this stream
-        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        k = np.arange(len(idx)) - start[rec]  # index of the item within its record's part
-        pos = k * size + (before[rec] if before is not None else 0)
-        _scatter(out.reshape(-1), tokens, starts[idx], rec * seq_len + pos, size)
-        # Items after the first of their part follow an item of the same stream in the same record.
+        out[mask] = _gather(tokens, starts[idx], size).reshape(-1)
+        # An item follows another of the same stream in the same record unless it opens its part.
+        first = np.zeros(len(idx), dtype=bool)
+        first[np.concatenate([[0], np.cumsum(counts)[:-1]])[counts > 0]] = True
         src = source[idx]
-        continuous += int(np.count_nonzero((k[1:] > 0) & (src[1:] == src[:-1])))
+        continuous += int(np.count_nonzero(~first[1:] & (src[1:] == src[:-1])))
     tokens_used = int(lengths.sum())
     return PackResult(
         records=out,

@@ -138,10 +138,12 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
         buckets = np.concatenate([b for b, _ in buffered])
         table = pa.Table.from_batches([p for _, p in buffered], schema=_PART_SCHEMA)
         order = np.argsort(buckets, kind="stable")
-        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
-        for chunk in np.split(order, bounds):
-            for batch in table.take(chunk).to_batches():
-                writers.write(int(buckets[chunk[0]]), batch)
+        table = table.take(order).combine_chunks()  # one take, then zero-copy slices per bucket
+        sorted_buckets = buckets[order]
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for batch in table.slice(lo, hi - lo).to_batches():
+                writers.write(int(sorted_buckets[lo]), batch)
         buffered, n_buffered = [], 0
 
     try:

@@ -51,15 +51,28 @@ def parse_unique(values: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     status = np.zeros(n, dtype=np.int8)
     packed = np.zeros((n, 16), dtype=np.uint8)
     words = np.zeros((n, 2), dtype=np.uint64)
-    codes = {"null": 0, "empty": -1, "malformed": -2}
+    if len(_CACHE) > _CACHE_LIMIT:
+        _CACHE.clear()
     for i, v in enumerate(values):
-        parsed = parse_address(v)
-        if isinstance(parsed, str):
-            status[i] = codes[parsed]
-            continue
-        version, raw = parsed
-        status[i] = version
-        packed[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-        hi, lo = address_words(raw)
-        words[i] = (hi, lo)
+        entry = _CACHE.get(v)
+        if entry is None:
+            entry = _CACHE[v] = _parse_entry(v)
+        status[i], packed[i], words[i] = entry
     return status, packed, words
+
+
+# Batches of one job see the same probes and targets again and again: remember parsed addresses per
+# process (bounded) so each distinct address is parsed about once per worker, not once per batch.
+_CACHE: dict = {}
+_CACHE_LIMIT = 1 << 20
+_STATUS = {"null": 0, "empty": -1, "malformed": -2}
+
+
+def _parse_entry(value) -> tuple[int, np.ndarray, tuple[int, int]]:
+    parsed = parse_address(value)
+    raw16 = np.zeros(16, dtype=np.uint8)
+    if isinstance(parsed, str):
+        return _STATUS[parsed], raw16, (0, 0)
+    version, raw = parsed
+    raw16[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return version, raw16, address_words(raw)
