@@ -48,6 +48,10 @@ def epoch_seconds(value: object) -> int:
     raise TypeError(f"event_time: unsupported type {type(value).__name__}")
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _integral(value: object, null: str, non_integral: str, out_of_range: str, lo: int, hi: int) -> int:
     if value is None:
         raise InvalidMeasurement(null)
@@ -55,6 +59,8 @@ def _integral(value: object, null: str, non_integral: str, out_of_range: str, lo
         if not float(value).is_integer():
             raise InvalidMeasurement(non_integral, repr(value))
         value = int(value)
+    elif not _is_integer(value):
+        raise InvalidMeasurement(non_integral, f"not a number: {value!r}")  # never coerce text
     value = int(value)
     if not lo <= value <= hi:
         raise InvalidMeasurement(out_of_range, str(value))
@@ -81,6 +87,9 @@ def encode_measurement(row: Mapping) -> list[int]:
     msm_id = row.get("msm_id")
     if msm_id is None:
         raise InvalidMeasurement("null_msm_id")
+    if not _is_integer(msm_id):
+        # Outside the int64 domain in the widest sense: text or fractions are never coerced.
+        raise InvalidMeasurement("msm_id_out_of_range", f"not an integer: {msm_id!r}")
     msm_id = int(msm_id)
     if not _INT64_MIN <= msm_id <= _INT64_MAX:
         raise InvalidMeasurement("msm_id_out_of_range", str(msm_id))
@@ -92,7 +101,7 @@ def encode_measurement(row: Mapping) -> list[int]:
     ip_version = row.get("ip_version")
     if ip_version is None:
         raise InvalidMeasurement("null_ip_version")
-    if isinstance(ip_version, (float, np.floating)) or int(ip_version) not in (4, 6):
+    if not _is_integer(ip_version) or int(ip_version) not in (4, 6):
         raise InvalidMeasurement("invalid_ip_version", repr(ip_version))
     ip_version = int(ip_version)
     if src_version != ip_version or dst_version != ip_version:

@@ -1,0 +1,152 @@
+"""Benchmark of the pretokenize job: throughput, peak memory as the input grows, and a naive baseline.
+
+    python benchmarks/pretokenize_bench.py [--rows 2000000] [--memory_rows 1000000,10000000]
+        [--naive_rows 100000] [--workdir DIR]
+
+All figures come from one run on the current machine:
+- end-to-end rows/s of ``python -m beam_pipelines.pretokenize`` (DirectRunner, multi-process, all cores)
+  on ``--rows`` seed-like rows, wall time measured from outside the process;
+- the largest resident set of any process of the job (``ru_maxrss`` of the job's process tree) for
+  each size in ``--memory_rows``: flat means the grouping does not hold the dataset;
+- a naive baseline on ``--naive_rows`` rows: per-row ``encode_measurement``, a Python packing loop,
+  one writer, in one process; reported as rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+from array_record.python.array_record_module import ArrayRecordWriter
+
+from beam_pipelines import synth
+from beam_pipelines.make_sample import write_shards
+from tokenizer import PAD, InvalidMeasurement, encode_measurement
+
+# Runs a command and reports the largest resident set among all the processes it waited for.
+_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def make_input(rows: int, directory: str, seed: int = 1) -> str:
+    """Seed-like rows in 250k-row row groups, written in 2M-row shards to bound this process's memory."""
+    os.makedirs(directory, exist_ok=True)
+    chunk = 2_000_000
+    for i, lo in enumerate(range(0, rows, chunk)):
+        table = synth.generate(min(chunk, rows - lo), seed=seed + i)
+        pq.write_table(table, os.path.join(directory, f"part-{i:05d}.parquet"), row_group_size=250_000, compression="zstd")
+    return directory
+
+
+def run_job(input_dir: str, output: str) -> tuple[float, int, dict]:
+    """Run the job in a fresh process tree; returns (wall seconds, peak RSS in MiB, manifest)."""
+    shutil.rmtree(output, ignore_errors=True)
+    cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "beam_pipelines.pretokenize", "--input", input_dir, "--output", output]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"pretokenize failed:\n{proc.stderr[-3000:]}")
+    peak_mib = int(proc.stdout.strip().splitlines()[-1]) // 1024
+    with open(os.path.join(output, "manifest.json")) as f:
+        return wall, peak_mib, json.load(f)
+
+
+def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) -> float:
+    """Per-row encoding, a Python packing loop (sources in time order, first fit), one writer."""
+    table = pq.read_table(input_dir).slice(0, rows)
+    start = time.perf_counter()
+    by_source: dict[str, list] = {}
+    for row in table.to_pylist():
+        try:
+            tokens = encode_measurement(row)
+        except InvalidMeasurement:
+            continue
+        by_source.setdefault(row["src_addr"], []).append((row["event_time"], tokens))
+    writer = ArrayRecordWriter(output, "group_size:1,zstd:3")
+    record: list[int] = []
+    for source in sorted(by_source):
+        for _, tokens in sorted(by_source[source], key=lambda x: x[0]):
+            if len(record) + len(tokens) > seq_len:
+                writer.write(np.array(record + [PAD] * (seq_len - len(record)), dtype="<u2").tobytes())
+                record = []
+            record.extend(tokens)
+    if record:
+        writer.write(np.array(record + [PAD] * (seq_len - len(record)), dtype="<u2").tobytes())
+    writer.close()
+    return rows / (time.perf_counter() - start)
+
+
+def padding(manifest: dict) -> float:
+    pad = sum(s["pad_tokens"] for s in manifest["splits"].values())
+    total = pad + sum(s["tokens"] for s in manifest["splits"].values())
+    return pad / total
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--memory_rows", default="1000000,10000000")
+    parser.add_argument("--naive_rows", type=int, default=100_000)
+    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    work = args.workdir or tempfile.mkdtemp(prefix="pretok-bench-")
+    os.makedirs(work, exist_ok=True)
+    print(f"machine: {machine()}")
+
+    main_input = make_input(args.rows, os.path.join(work, f"in-{args.rows}"))
+    wall, peak, manifest = run_job(main_input, os.path.join(work, "out"))
+    rate = args.rows / wall
+    print(f"pipeline: {args.rows:,} rows in {wall:.1f} s = {rate:,.0f} rows/s, peak RSS {peak:,} MiB, padding {100 * padding(manifest):.2f}%")
+
+    naive = naive_baseline(main_input, args.naive_rows, os.path.join(work, "naive.array_record"))
+    print(f"naive baseline: {naive:,.0f} rows/s ({args.naive_rows:,} rows)")
+
+    memory = []
+    for rows in [int(x) for x in args.memory_rows.split(",") if x]:
+        directory = main_input if rows == args.rows else make_input(rows, os.path.join(work, f"in-{rows}"))
+        m_wall, m_peak, _ = run_job(directory, os.path.join(work, f"out-{rows}"))
+        memory.append((rows, m_wall, m_peak))
+        print(f"memory: {rows:,} rows: peak RSS {m_peak:,} MiB, {rows / m_wall:,.0f} rows/s")
+
+    print()
+    print("| measurement | figure |")
+    print("|---|---|")
+    print(f"| pipeline, {args.rows:,} rows, DirectRunner all cores | {rate:,.0f} rows/s ({wall:.1f} s) |")
+    print(f"| naive baseline (per-row encode, Python packing, one writer) | {naive:,.0f} rows/s |")
+    print(f"| speed-up | {rate / naive:.1f}x |")
+    for rows, m_wall, m_peak in memory:
+        print(f"| peak RSS of any job process, {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
+    print(f"| projected wall time for the seed's 100M rows | {100e6 / rate / 60:.1f} min |")
+    print(f"\nmachine: {machine()}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
