@@ -25,6 +25,7 @@ Semantics (``docs/ingest.md`` has the long form):
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 import orjson
@@ -255,9 +256,10 @@ def convert_result(obj, rtt: str = "min", src: str = "from") -> list[tuple]:
     if af == 4 or af == 6:
         ip_version = _int(af, "invalid_af")
     elif af is None:
-        ip_version = 6 if ":" in dst else 4 if "." in dst else None
-        if ip_version is None:
-            raise RejectedResult("unknown_ip_version", repr(dst))
+        try:  # rare (fw 0/1): parse the destination rather than guess from its text
+            ip_version = ipaddress.ip_address(dst).version
+        except ValueError:
+            raise RejectedResult("unknown_ip_version", repr(dst)) from None
     else:
         ip_version = _int(af, "invalid_af")
 

@@ -211,7 +211,8 @@ def iter_line_lists(
                 return
             cut = data.find(b"\n")
             if cut >= 0:
-                pos, rest = offset + cut + 1, data[cut + 1 :]
+                pos = offset + cut + 1
+                f.seek(pos)  # and read on from the first line that starts in the range
                 break
             offset += len(data)
     while True:
@@ -259,7 +260,7 @@ def iter_line_lists(
             pos += length + 1
 
 
-_WS = re.compile(r"[ \t\r\n]*")
+_WS = re.compile("[ \t\r\n\ufeff]*")  # white space between values, and a byte order mark
 _ELEMENT_BREAK = re.compile(r"\}\s*,\s*\{")
 
 
@@ -282,7 +283,7 @@ def iter_json_values(
     """
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-    buf = utf8.decode(head[len(_BOM) :] if head.startswith(_BOM) else head)
+    buf = utf8.decode(head)
     pos = 0
     eof = False
     in_array = False
@@ -316,10 +317,10 @@ def iter_json_values(
             continue
         try:
             value, end = decoder.raw_decode(buf, pos)
-        except json.JSONDecodeError as exc:
-            # The value may just be cut by the end of the buffer: read on until a chunk's worth of text
-            # follows the point of failure (values are far shorter than a chunk) or the stream ends.
-            if not eof and len(buf) - exc.pos < chunk_bytes and len(buf) - pos < max_value_bytes:
+        except json.JSONDecodeError:
+            # The value may just be cut by the end of the buffer: read on and retry. It is invalid only
+            # if it still fails at the end of the stream or with max_value_bytes of text in hand.
+            if not eof and len(buf) - pos < max_value_bytes:
                 read_more()
                 continue
             found = _ELEMENT_BREAK.search(buf, pos + 1)
