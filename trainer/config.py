@@ -51,7 +51,7 @@ class Config:
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # the architecture
     # Data
-    data_dir: str = "data/pretokenized"  # pretokenized dataset (directory holding manifest.json)
+    data_dir: str = "out"  # pretokenized dataset (directory holding manifest.json); pretokenize writes ./out by default
     train_split: str = "train"  # split trained on
     eval_split: str = "val"  # split evaluated on
     seq_len: int = 1024  # tokens per record; must equal the manifest's seq_len
@@ -127,6 +127,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

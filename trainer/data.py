@@ -245,6 +245,10 @@ def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
     read = grain.ReadOptions(num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1))
     it = ds.to_iter_dataset(read)
     if config.num_workers > 0:
+        from absl import flags  # Grain's worker processes read absl flags; outside absl.app nobody parsed them
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers, per_worker_buffer_size=2))
     return it
 

@@ -1,0 +1,43 @@
+"""Helpers shared by the trainer tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from trainer import config as config_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# A model small enough that a CPU step takes some tens of milliseconds; resume and device
+# equivalence do not depend on size. Records stay 1024 tokens (the data contract). Dropout is on so
+# that the per-step dropout keys are part of what resume must reproduce.
+MINI = ["model.num_layers=1", "model.width=32", "model.num_heads=2", "model.mlp_dim=64", "model.dropout=0.1"]
+
+
+def overrides(data_dir, *extra: str) -> list[str]:
+    return [f"data_dir={data_dir}", "progress=false", *extra]
+
+
+def make_config(data_dir, *extra: str, preset: str = "tiny") -> config_lib.Config:
+    return config_lib.load_config(preset, overrides(data_dir, *extra))
+
+
+def subprocess_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def cli(args: list[str]) -> list[str]:
+    """The command line of ``python -m trainer.train ARGS``."""
+    return [sys.executable, "-m", "trainer.train", *args]
+
+
+def run_cli(args: list[str], timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cli(args), cwd=REPO_ROOT, env=subprocess_env(**extra_env), capture_output=True, text=True, timeout=timeout
+    )

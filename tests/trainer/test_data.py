@@ -1,0 +1,207 @@
+"""The Grain input pipeline (trainer/data.py): manifest checks, shift, masking, shuffling, sharding, state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import grain
+import numpy as np
+import pytest
+
+from tokenizer import PAD
+from trainer import data
+from trainer.config import load_config
+from tests.trainer.helpers import make_config
+
+
+def _hashes(tokens: np.ndarray) -> list[str]:
+    return [hashlib.sha1(row.astype("<u2").tobytes()).hexdigest() for row in tokens]
+
+
+def _split_hashes(ds: data.Dataset, split: str) -> list[str]:
+    source = grain.sources.ArrayRecordDataSource(ds.files(split))
+    return [hashlib.sha1(source[i]).hexdigest() for i in range(len(source))]
+
+
+def _edit_manifest(root, edit) -> None:
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_opens_the_pretokenized_sample(sample_dataset):
+    ds = data.open_dataset(str(sample_dataset), make_config(sample_dataset), verify_checksums=True)
+    assert set(ds.split_names()) == {"train", "val", "test"}
+    assert ds.seq_len == 1024 and ds.pad_id == PAD
+    assert ds.num_records("train") > 1000 and len(ds.fingerprint) == 64
+
+
+def test_targets_are_inputs_shifted_by_one_on_real_batches(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=8", "augment=false")
+    ds = data.open_dataset(str(sample_dataset), config)
+    iterator = data.train_iterator(ds, config)
+    records = set(_split_hashes(ds, "train"))
+    for _ in range(3):
+        batch = next(iterator)
+        inputs, targets = batch["inputs"], batch["targets"]
+        assert inputs.shape == targets.shape == (8, 1024) and inputs.dtype == np.int32
+        assert np.array_equal(targets[:, :-1], inputs[:, 1:])  # the shift
+        assert np.all(targets[:, -1] == PAD)
+        assert not np.array_equal(targets, inputs)
+        # Without augmentation the inputs are the records on disk, unchanged.
+        assert set(_hashes(inputs.astype(np.uint16))) <= records
+
+
+def test_shift_holds_with_augmentation_too(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=4")
+    batch = next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
+    assert np.array_equal(batch["targets"][:, :-1], batch["inputs"][:, 1:])
+
+
+def test_pad_targets_get_weight_zero(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=16", "augment=false")
+    batch = next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
+    assert np.array_equal(batch["weights"], (batch["targets"] != PAD).astype(np.float32))
+    assert (batch["weights"] == 0).any() and (batch["weights"] == 1).any()
+    # A hand-made record: 3 real tokens then PAD -> exactly the first two targets count.
+    tokens = np.full((1, 6), PAD, dtype=np.uint16)
+    tokens[0, :3] = [0, 1, 3]
+    example = data.make_example(tokens, PAD)
+    assert example["targets"].tolist() == [[1, 3, PAD, PAD, PAD, PAD]]
+    assert example["weights"].tolist() == [[1, 1, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["tokenizer"].update(name="v2"), "tokenizer name"),
+        (lambda m: m["tokenizer"].update(version=2), "tokenizer version"),
+        (lambda m: m["tokenizer"].update(vocab_size=300), "tokenizer vocab_size"),
+        (lambda m: m["tokenizer"].update(pad_id=0), "tokenizer pad_id"),
+        (lambda m: m.update(seq_len=512), "seq_len is 512"),
+        (lambda m: m["splits"]["train"]["files"][0].update(records=m["splits"]["train"]["files"][0]["records"] + 1), "holds"),
+        (lambda m: m["splits"]["val"]["files"][0].update(path="val/missing.array_record"), "missing"),
+        (lambda m: m.pop("fingerprint"), "no 'fingerprint'"),
+    ],
+)
+def test_manifest_disagreements_are_refused(dataset_copy, edit, message):
+    _edit_manifest(dataset_copy, edit)
+    with pytest.raises(data.DatasetError, match=message):
+        data.open_dataset(str(dataset_copy), make_config(dataset_copy))
+
+
+def test_config_disagreements_are_refused(sample_dataset):
+    with pytest.raises(data.DatasetError, match="seq_len"):
+        data.open_dataset(str(sample_dataset), make_config(sample_dataset, "seq_len=512"))
+    with pytest.raises(data.DatasetError, match="vocab_size"):
+        data.open_dataset(str(sample_dataset), make_config(sample_dataset, "model.vocab_size=300"))
+
+
+def test_missing_manifest_and_bad_checksum_are_refused(dataset_copy, tmp_path):
+    with pytest.raises(data.DatasetError, match="no manifest.json"):
+        data.open_dataset(str(tmp_path / "nowhere"), load_config("tiny"))
+    _edit_manifest(dataset_copy, lambda m: m["splits"]["test"]["files"][0].update(sha256="0" * 64))
+    data.open_dataset(str(dataset_copy), make_config(dataset_copy))  # checksums are opt-in
+    with pytest.raises(data.DatasetError, match="sha256"):
+        data.open_dataset(str(dataset_copy), make_config(dataset_copy, "verify_checksums=true"))
+
+
+def _epoch_hashes(ds, config, process_index=0, process_count=1, epochs=2) -> list[list[str]]:
+    stream = data.train_dataset(
+        ds, config.train_split, batch_size=1, seed=config.seed, augment_fields=False,
+        process_index=process_index, process_count=process_count,
+    )
+    per_host = ds.num_records(config.train_split) // process_count
+    hashes = [_hashes(stream[i]["inputs"].astype(np.uint16))[0] for i in range(epochs * per_host)]
+    return [hashes[e * per_host : (e + 1) * per_host] for e in range(epochs)]
+
+
+def test_global_shuffle_gives_a_new_order_each_epoch(sample_dataset):
+    config = make_config(sample_dataset, "train_split=val")
+    ds = data.open_dataset(str(sample_dataset), config)
+    first, second = _epoch_hashes(ds, config)
+    on_disk = _split_hashes(ds, "val")
+    assert sorted(first) == sorted(second) == sorted(on_disk)  # each epoch reads every record once
+    assert first != on_disk and second != first  # shuffled, and differently each epoch
+    again, _ = _epoch_hashes(ds, config)
+    assert again == first  # deterministic for the seed
+    other_seed, _ = _epoch_hashes(ds, make_config(sample_dataset, "train_split=val", "seed=1"))
+    assert other_seed != first
+
+
+def test_hosts_read_disjoint_parts(sample_dataset):
+    config = make_config(sample_dataset, "train_split=val")
+    ds = data.open_dataset(str(sample_dataset), config)
+    parts = [set(sum(_epoch_hashes(ds, config, i, 3, epochs=2), [])) for i in range(3)]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not parts[i] & parts[j]
+    n = ds.num_records("val")
+    assert sum(len(p) for p in parts) == n - n % 3
+
+
+def test_per_host_batches_and_global_read_indices(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=8")
+    ds = data.open_dataset(str(sample_dataset), config)
+    a = data.train_iterator(ds, config, process_index=0, process_count=2)
+    b = data.train_iterator(ds, config, process_index=1, process_count=2)
+    batch_a, batch_b = next(a), next(b)
+    assert batch_a["inputs"].shape == (4, 1024)
+    assert not set(_hashes(batch_a["inputs"].astype(np.uint16))) & set(_hashes(batch_b["inputs"].astype(np.uint16)))
+
+
+def test_iterator_state_is_small_and_resumes_exactly(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=4")
+    ds = data.open_dataset(str(sample_dataset), config)
+    iterator = data.train_iterator(ds, config)
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    assert len(json.dumps(state)) < 200
+    expected = [next(iterator) for _ in range(2)]
+    resumed = data.train_iterator(ds, config)
+    resumed.set_state(json.loads(json.dumps(state)))
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            assert np.array_equal(got[key], want[key])
+
+
+@pytest.mark.slow
+def test_multiprocess_prefetch_gives_the_same_batches_and_resumes(sample_dataset):
+    threads = make_config(sample_dataset, "batch_size=4")
+    procs = make_config(sample_dataset, "batch_size=4", "num_workers=2")
+    ds = data.open_dataset(str(sample_dataset), threads)
+    ref = data.train_iterator(ds, threads)
+    want = [next(ref) for _ in range(4)]
+    it = data.train_iterator(ds, procs)
+    try:
+        got = [next(it) for _ in range(3)]
+        state = json.loads(json.dumps(it.get_state()))
+    finally:
+        it.close()
+    resumed = data.train_iterator(ds, procs)
+    try:
+        resumed.set_state(state)
+        got.append(next(resumed))
+    finally:
+        resumed.close()
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g["inputs"], w["inputs"])
+
+
+def test_eval_batches_cover_the_split_with_kinds(sample_dataset):
+    config = make_config(sample_dataset)
+    ds = data.open_dataset(str(sample_dataset), config)
+    batches = list(data.eval_batches(ds, "val", batch_size=64))
+    n = ds.num_records("val")
+    assert len(batches) == -(-n // 64)
+    assert all(b["inputs"].shape == (64, 1024) for b in batches)
+    real_rows = sum(int((b["weights"].sum(axis=1) > 0).sum()) for b in batches)
+    assert real_rows == n
+    kinds = np.concatenate([b["kinds"].ravel() for b in batches])
+    weights = np.concatenate([b["weights"].ravel() for b in batches])
+    assert np.all((kinds >= 0) == (weights > 0))
+    assert len(list(data.eval_batches(ds, "val", batch_size=8, max_batches=3))) == 3

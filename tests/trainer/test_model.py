@@ -1,0 +1,92 @@
+"""The decoder (trainer/model.py) and the pure train step."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tokenizer import PAD
+from trainer import data, model as model_lib, train
+from trainer.config import load_config
+from tests.trainer.helpers import MINI, make_config
+
+
+@pytest.fixture(scope="module")
+def batch(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=2")
+    return next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
+
+
+def _split(config):
+    model = model_lib.create(config.model, config.seed)
+    graphdef, state = nnx.split(model)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def test_fresh_model_loss_is_close_to_ln_vocab(batch):
+    config = load_config("tiny")
+    graphdef, params = _split(config)
+    ce = jax.jit(train.token_losses, static_argnums=0)(graphdef, params, batch["inputs"], batch["targets"])
+    loss = float((ce * batch["weights"]).sum() / batch["weights"].sum())
+    assert abs(loss - math.log(267)) < 0.02, loss
+
+
+def test_attention_is_causal():
+    config = load_config("tiny", [*MINI, "model.num_layers=2"])
+    model = model_lib.create(config.model, 0)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 267, size=(1, 64)), jnp.int32)
+    changed = tokens.at[0, 40].set((tokens[0, 40] + 1) % 267)
+    a, b = model(tokens), model(changed)
+    assert a.shape == (1, 64, 267) and a.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(a[0, :40]), np.asarray(b[0, :40]))
+    assert not np.allclose(np.asarray(a[0, 40:]), np.asarray(b[0, 40:]))
+
+
+def test_bfloat16_compute_gives_float32_logits_near_float32():
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 267, size=(2, 32)), jnp.int32)
+    f32 = model_lib.create(load_config("tiny", MINI).model, 0)(tokens)
+    bf16 = model_lib.create(load_config("tiny", [*MINI, "model.dtype=bfloat16"]).model, 0)(tokens)
+    assert bf16.dtype == jnp.float32 and bool(jnp.isfinite(bf16).all())
+    np.testing.assert_allclose(np.asarray(bf16), np.asarray(f32), atol=0.05)
+
+
+def test_dropout_only_with_a_key():
+    config = load_config("tiny", [*MINI, "model.dropout=0.5"])
+    model = model_lib.create(config.model, 0)
+    tokens = jnp.zeros((1, 16), jnp.int32)
+    np.testing.assert_array_equal(np.asarray(model(tokens)), np.asarray(model(tokens)))
+    key = jax.random.PRNGKey(0)
+    assert not np.allclose(np.asarray(model(tokens, dropout_key=key)), np.asarray(model(tokens)))
+
+
+def test_pad_targets_do_not_count_in_the_loss(batch):
+    config = load_config("tiny", MINI)
+    graphdef, params = _split(config)
+    tx, schedule = train.make_optimizer(config)
+    step = jax.jit(train.make_train_step(graphdef, tx, schedule, config))
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0)}
+    # Cut the first record short: everything after position 500 becomes PAD.
+    inputs = np.array(batch["inputs"])
+    inputs[0, 500:] = PAD
+    example = data.make_example(inputs.astype(np.uint16), PAD)
+    _, metrics = step(state, example)
+    # Scribble over what the weights say is not counted: inputs after the cut, targets of weight 0.
+    scribbled = {k: np.array(v) for k, v in example.items()}
+    scribbled["inputs"][0, 501:] = 17
+    scribbled["targets"][scribbled["weights"] == 0] = 42
+    _, metrics2 = step(state, scribbled)
+    assert float(metrics["target_tokens"]) == float(example["weights"].sum())
+    assert float(metrics["loss"]) == float(metrics2["loss"])
+
+
+def test_weight_decay_skips_norms_and_biases():
+    _, params = _split(load_config("tiny"))
+    mask = train.decay_mask(params)
+    flat = {"/".join(map(str, k)): v for k, v in nnx.traversals.flatten_mapping(mask).items()}
+    assert flat["norm/scale"] is False and flat["blocks/0/attn_norm/scale"] is False
+    assert flat["head/kernel"] is True and flat["blocks/0/mlp/gate/kernel"] is True

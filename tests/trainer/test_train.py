@@ -1,0 +1,150 @@
+"""End-to-end training: deterministic resume (stop_at, SIGKILL), refusals, devices, and a pulse."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from trainer import train
+from trainer.config import load_config
+from tests.trainer.helpers import MINI, REPO_ROOT, cli, make_config, overrides, run_cli, subprocess_env
+
+STEPS = 24
+# Same schedule, data order and model for every run compared below; only where it stops differs.
+RUN = [*MINI, f"steps={STEPS}", "batch_size=4", "warmup_steps=4", "log_every=1", "checkpoint_every=4",
+       "eval_every=8", "eval_batches=1", "keep_checkpoints=2"]
+
+
+def _losses(workdir) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in train.read_metrics(str(workdir))]
+
+
+def _evals(workdir) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval_loss"]) for r in train.read_metrics(str(workdir)) if "eval_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def reference(sample_dataset, tmp_path_factory):
+    """An uninterrupted run of RUN."""
+    workdir = tmp_path_factory.mktemp("reference")
+    summary = train.train_and_evaluate(make_config(sample_dataset, *RUN), str(workdir))
+    assert summary["step"] == STEPS and summary["start_step"] == 0
+    return workdir
+
+
+def test_reference_run_logs_every_step(reference):
+    records = train.read_metrics(str(reference))
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    for key in ("loss", "learning_rate", "tokens_per_sec", "grad_norm"):
+        assert all(key in r for r in records)
+    assert abs(records[0]["loss"] - math.log(267)) < 0.05  # a fresh model is near uniform
+    assert [s for s, _ in _evals(reference)] == [8, 16, 24]
+    assert all(f"eval_loss_{k}" in records[-1] for k in ("src_addr", "dst_addr", "rtt", "size", "errors", "timestamp", "msm_id", "role"))
+    assert sorted(os.listdir(reference / "checkpoints")) == ["20", "24"]  # keep the last 2
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(reference / "tensorboard"))
+
+
+def test_resume_after_stop_at_is_bit_identical(sample_dataset, reference, tmp_path):
+    first = train.train_and_evaluate(make_config(sample_dataset, *RUN, "stop_at=10"), str(tmp_path))
+    assert first["step"] == 10
+    assert (tmp_path / "checkpoints" / "10").is_dir()
+    # A half-written checkpoint (as a crash mid-save leaves it) must never be picked up.
+    junk = tmp_path / "checkpoints" / "16.orbax-checkpoint-tmp-1234567"
+    junk.mkdir()
+    (junk / "garbage").write_text("half written")
+    second = train.train_and_evaluate(make_config(sample_dataset, *RUN), str(tmp_path))
+    assert second["start_step"] == 10 and second["step"] == STEPS
+    assert not junk.exists()
+    assert _losses(tmp_path) == _losses(reference)  # exact, not approximate
+    assert _evals(tmp_path) == _evals(reference)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(sample_dataset, reference, tmp_path):
+    args = ["tiny", *overrides(sample_dataset, *RUN), f"workdir={tmp_path}"]
+    proc = subprocess.Popen(cli(args), cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoints.is_dir() and any(name.isdigit() and int(name) >= 8 for name in os.listdir(checkpoints)):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = max(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+    assert killed_at < STEPS
+    result = run_cli(args)  # the same command again
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from step {killed_at}" in result.stdout
+    assert _losses(tmp_path) == _losses(reference)
+    assert _evals(tmp_path) == _evals(reference)
+
+
+def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path):
+    run = [*MINI, "steps=4", "batch_size=2", "eval_every=0", "eval_batches=1", "log_every=1", "checkpoint_every=2"]
+    train.train_and_evaluate(make_config(dataset_copy, *run, "stop_at=2"), str(tmp_path))
+    manifest_path = dataset_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["fingerprint"] = "f" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(train.ResumeError, match="fingerprint"):
+        train.train_and_evaluate(make_config(dataset_copy, *run), str(tmp_path))
+    # The CLI says so and exits non-zero.
+    assert train.run(["tiny", *overrides(dataset_copy, *run, f"workdir={tmp_path}")]) == 1
+    summary = train.train_and_evaluate(make_config(dataset_copy, *run, "allow_fingerprint_change=true"), str(tmp_path))
+    assert summary["start_step"] == 2 and summary["step"] == 4
+
+
+def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
+    run = ["steps=2", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1"]
+    train.train_and_evaluate(make_config(sample_dataset, *MINI, *run, "stop_at=1"), str(tmp_path))
+    with pytest.raises(train.ResumeError, match="model"):
+        train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.width=64", *run), str(tmp_path))
+
+
+def test_cli_refuses_bad_keys_and_missing_data(tmp_path, capsys):
+    assert train.run(["tiny", "stepz=3"]) == 2
+    assert "unknown config key(s) stepz" in capsys.readouterr().err
+    assert train.run(["tiny", f"data_dir={tmp_path}", f"workdir={tmp_path / 'w'}", "progress=false"]) == 1
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_four_devices_match_one_device(sample_dataset, reference, tmp_path):
+    args = ["tiny", *overrides(sample_dataset, *RUN, "stop_at=8"), f"workdir={tmp_path}"]
+    result = run_cli(args, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 device(s)" in result.stdout
+    got = train.read_metrics(str(tmp_path))
+    want = train.read_metrics(str(reference))[:8]
+    assert [r["step"] for r in got] == list(range(1, 9))
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-5, abs=1e-5)
+    assert got[-1]["eval_loss"] == pytest.approx(want[-1]["eval_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_has_a_pulse(sample_dataset, tmp_path):
+    """Pretokenize the sample (the session fixture runs the real job), train tiny, the loss goes down."""
+    steps = 30
+    rc = train.run(["tiny", *overrides(sample_dataset, f"steps={steps}", "batch_size=2", "warmup_steps=5",
+                                       "eval_every=0", "eval_batches=4", "checkpoint_every=100", f"workdir={tmp_path}")])
+    assert rc == 0
+    records = train.read_metrics(str(tmp_path))
+    losses = [r["loss"] for r in records]
+    assert len(losses) == steps
+    assert abs(losses[0] - math.log(267)) < 0.05
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0, losses
+    assert records[-1]["eval_loss"] < math.log(267) - 1.0
+    assert (tmp_path / "checkpoints" / str(steps)).is_dir()
