@@ -219,13 +219,15 @@ def iter_line_lists(
         if end is not None and pos >= end:
             return
         data = f.read(chunk_bytes)
-        if not data:
-            if rest:  # a last line without a newline
-                yield [rest]
-            return
         buf = rest + data if rest else data
+        if not buf:
+            return
         lines = buf.split(b"\n")
         rest = lines.pop()
+        if not data:  # the end of the stream: `rest` is a last line without a newline
+            if rest:
+                lines.append(rest)
+            data = rest = b""
         if end is not None:
             complete = len(buf) - len(rest)
             if pos + complete >= end:  # every later line starts at or after `end`
@@ -243,6 +245,8 @@ def iter_line_lists(
             pos += len(buf) - len(rest)
         if lines:
             yield lines
+        if not data:
+            return
         if len(rest) > max_line_bytes:
             length, line_head, found = len(rest), rest[: 1 << 16], False
             rest = b""

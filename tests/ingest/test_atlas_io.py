@@ -20,8 +20,7 @@ from beam_pipelines.atlas_io import INVALID, InputError, LongLine, iter_json_val
 
 def lines_of(data: bytes, start=0, end=None, chunk_bytes=7, max_line_bytes=1 << 20, head=b"") -> list:
     f = io.BytesIO(data)
-    if head:
-        f.seek(len(head))
+    f.seek(len(head))
     return [line for chunk in iter_line_lists(f, start, end, head, chunk_bytes, max_line_bytes) for line in chunk]
 
 
@@ -31,9 +30,11 @@ def lines_of(data: bytes, start=0, end=None, chunk_bytes=7, max_line_bytes=1 << 
     trailing_newline=st.booleans(),
     cuts=st.lists(st.integers(0, 200), max_size=4),
     chunk=st.integers(1, 9),
+    head=st.integers(0, 30),
 )
-@example(lines=[b"a", b"b", b"c"], trailing_newline=False, cuts=[1], chunk=9)  # a range's first read holds several lines
-def test_byte_ranges_partition_the_lines(lines, trailing_newline, cuts, chunk):
+@example(lines=[b"a", b"b", b"c"], trailing_newline=False, cuts=[1], chunk=9, head=0)  # one read, several lines
+@example(lines=[b"a", b"b", b"c"], trailing_newline=True, cuts=[], chunk=9, head=6)  # the head holds every line
+def test_byte_ranges_partition_the_lines(lines, trailing_newline, cuts, chunk, head):
     """Whatever the cut points and chunk size, the ranges' lines are the file's lines, each once, in order."""
     data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
     expected = data.split(b"\n")
@@ -45,6 +46,7 @@ def test_byte_ranges_partition_the_lines(lines, trailing_newline, cuts, chunk):
         got.extend(lines_of(data, start, end, chunk_bytes=chunk))
     assert got == expected
     assert lines_of(data, chunk_bytes=chunk) == expected
+    assert lines_of(data, chunk_bytes=chunk, head=data[:head]) == expected  # compressed streams: sniffed head
 
 
 def test_lines_blank_crlf_and_head():
