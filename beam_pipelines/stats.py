@@ -33,7 +33,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_pipelines import stats_core, stats_dataset
+from beam_pipelines import stats_core, stats_dataset, stats_render
 from beam_pipelines.parquet_io import InputError, ReadParquetBatches, plan_tasks, resolve_inputs
 from beam_pipelines.pretokenize import beam_options
 
@@ -288,8 +288,6 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
 
 def write_reports(report: dict, output: str, tmp: str, html: bool = True) -> list[str]:
     """Render and write the report files: each to a temporary name first, all renamed at the end."""
-    from beam_pipelines import stats_render
-
     texts = {
         "report.json": json.dumps(report, indent=2, allow_nan=False) + "\n",
         "report.md": stats_render.render_markdown(report),
@@ -328,7 +326,11 @@ def summary_line(report: dict) -> str:
     """A few lines for the terminal."""
     if report["report"] == "parquet":
         rtt = report["rtt_ms"]
-        quant = f"p50 {rtt.get('p50')}, p90 {rtt.get('p90')}, p99 {rtt.get('p99')} ms" if rtt.get("count") else "no successful pings"
+        quant = (
+            ", ".join(f"{p} {stats_render.ms(rtt[p])}" for p in ("p50", "p90", "p99")) + ("" if rtt["exact"] else " (binned)")
+            if rtt.get("count")
+            else "no successful pings"
+        )
         return (
             f"rows {report['rows']:,} (IPv4 {report['ipv4_rows']:,}, IPv6 {report['ipv6_rows']:,}, failed {report['failed_rows']:,}, "
             f"tokenizer would reject {report['rejected_rows']:,}); distinct msm_id {report['distinct_msm_id']:,}, "

@@ -62,6 +62,17 @@ def test_default_runner_mode_all_cores(parquet_inputs, tmp_path):
     assert default == in_memory
 
 
+@pytest.mark.slow
+def test_dask_runner_gives_the_same_report(parquet_inputs, tmp_path):
+    # The DaskRunner only computes the graph of the last transform: the summary writer must depend on all.
+    distributed = pytest.importorskip("distributed")
+    pattern, _ = parquet_inputs
+    rc, direct = run_stats(["--input", pattern], tmp_path / "direct", IN_MEMORY, "--no_html")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        rc, dask = run_stats(["--input", pattern], tmp_path / "dask", "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}", "--no_html")
+    assert rc == 0 and dask == direct
+
+
 def _expect_input_error(args, out, capsys, *needles):
     rc, report = run_stats(args, out, IN_MEMORY)
     err = capsys.readouterr().err
