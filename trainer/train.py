@@ -220,6 +220,17 @@ class _StopRequest:
     def _handle(self, signum, frame):
         self.requested = True
 
+    def agreed(self, sync_point: bool) -> bool:
+        """Whether to stop now. Hosts get the signal at different steps, so with several processes they
+        only decide together, at sync points (log steps, which synchronise anyway): all stop or none."""
+        if jax.process_count() == 1:
+            return self.requested
+        if not sync_point:
+            return False
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
@@ -346,7 +357,8 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
             step += 1
             steps_since += 1
             is_eval = step == config.steps or (config.eval_every and step % config.eval_every == 0)
-            stopping = step == last_step or stop.requested
+            preempted = stop.agreed(step % config.log_every == 0)
+            stopping = step == last_step or preempted
             if step % config.log_every == 0 or is_eval or stopping:
                 metrics = jax.device_get(metrics)
                 now = time.perf_counter()
@@ -370,7 +382,7 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 progress.update(1)
             if step % config.checkpoint_every == 0 or stopping:
                 ckpt.save(step, state, iterator.get_state(), meta)
-            if stop.requested:
+            if preempted:
                 break
     if progress is not None:
         progress.close()

@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -148,3 +149,80 @@ def test_has_a_pulse(sample_dataset, tmp_path):
     assert sum(losses[-5:]) / 5 < losses[0] - 1.0, losses
     assert records[-1]["eval_loss"] < math.log(267) - 1.0
     assert (tmp_path / "checkpoints" / str(steps)).is_dir()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_stops_then_resumes_bit_identical(sample_dataset, reference, tmp_path):
+    """A scheduler's preemption: scripts/train.sh gets SIGTERM, checkpoints after the current step, exits 0."""
+    args = ["tiny", *overrides(sample_dataset, *RUN, "checkpoint_every=100"), f"workdir={tmp_path}"]
+    env = subprocess_env(PYTHON=sys.executable)
+    proc = subprocess.Popen(["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    stopped_at = int(max(os.listdir(tmp_path / "checkpoints"), key=int))
+    assert 3 <= stopped_at < STEPS
+    assert _losses(tmp_path)[-1][0] == stopped_at
+    result = subprocess.run(["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from step {stopped_at}" in result.stdout
+    assert _losses(tmp_path) == _losses(reference)
+
+
+def test_launch_scripts_need_a_config():
+    for script in ("scripts/train.sh", "scripts/slurm_train.sh"):
+        result = subprocess.run(["bash", script], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert result.returncode == 2 and "usage" in result.stderr
+
+
+_FAKE_SRUN = """#!/usr/bin/env bash
+# Stand-in for srun: start SLURM_NTASKS copies of the command on this machine, SLURM_PROCID set.
+while [[ $# -gt 0 && "$1" == -* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i "$@" & pids+=($!); done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
+@pytest.mark.slow
+def test_slurm_script_runs_two_processes_and_resumes(sample_dataset, tmp_path):
+    """scripts/slurm_train.sh with stand-ins for srun/scontrol: two CPU processes on one machine play two
+    hosts (jax.distributed over Gloo), each reading its own half of the data; stop, then resume."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(_FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho localhost\n")
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    env = subprocess_env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHON=sys.executable, SLURM_JOB_NODELIST="localhost",
+        SLURM_NTASKS="2", JAX_COORDINATOR_PORT=str(20000 + os.getpid() % 20000),
+    )
+    workdir = tmp_path / "run"
+    args = ["tiny", *overrides(sample_dataset, *MINI, "steps=4", "batch_size=4", "checkpoint_every=2", "eval_every=2",
+                               "eval_batches=1", "log_every=1"), f"workdir={workdir}"]
+
+    def launch(*extra):
+        result = subprocess.run(["bash", "scripts/slurm_train.sh", *args, *extra], cwd=REPO_ROOT, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    first = launch("stop_at=2")
+    assert "2 device(s) x 2 process(es)" in first.stdout
+    saved = set(os.listdir(workdir / "checkpoints" / "2" / "data_iter"))
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= saved  # one iterator state per host
+    second = launch()
+    assert "resuming from step 2" in second.stdout
+    records = train.read_metrics(str(workdir))
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # the primary host alone writes metrics
+    assert all(math.isfinite(r["loss"]) for r in records) and "eval_loss" in records[-1]
