@@ -388,7 +388,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     output = args.output
-    tmp = os.path.join(output, _TMP_DIR)
+    # Absolute: workers (other processes, maybe another working directory) write the summary here.
+    tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
     try:
         os.makedirs(output, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)

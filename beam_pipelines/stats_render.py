@@ -367,6 +367,7 @@ def _value_bars(plt, counts: dict[str, int], xlabel: str, color: str):
     labels, values = list(counts), list(counts.values())
     ax.bar(range(len(values)), values, color=color)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=max(0.5, min(values) / 3))  # so the smallest bars still show on the log axis
     ax.set_xticks(range(len(values)), labels, rotation=45 if len(labels) > 8 else 0, ha="right" if len(labels) > 8 else "center", fontsize=8)
     total = sum(values)
     for i, v in enumerate(values):
