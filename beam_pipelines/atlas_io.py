@@ -51,8 +51,9 @@ from beam_pipelines.atlas import (
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
 CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
+_SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
 DEFAULT_SHARD_ROWS = 1_000_000
-DEFAULT_SPLIT_BYTES = 256 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
+DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
 ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -206,7 +207,7 @@ def iter_line_lists(
         f.seek(start - 1)
         offset = start - 1  # stream offset of data[0]
         while True:  # skip the tail of the line that started before `start`
-            data = f.read(chunk_bytes)
+            data = f.read(min(chunk_bytes, _SMALL_READ))
             if not data:
                 return
             cut = data.find(b"\n")
@@ -216,9 +217,13 @@ def iter_line_lists(
                 break
             offset += len(data)
     while True:
-        if end is not None and pos >= end:
-            return
-        data = f.read(chunk_bytes)
+        size = chunk_bytes
+        if end is not None:
+            if pos >= end:
+                return
+            # Near the end of the range, read little more than the range: only the last line's tail is needed.
+            size = min(chunk_bytes, max(end - pos - len(rest), _SMALL_READ))
+        data = f.read(size)
         buf = rest + data if rest else data
         if not buf:
             return
@@ -463,7 +468,7 @@ def ingest_stream(
                     continue
                 if type(obj) is dict:
                     # The hot path, inlined: one parse and one convert_result call per line.
-                    if needs_key_cleanup(line):
+                    if b" " in line and needs_key_cleanup(line):  # most lines have no space: one memchr
                         obj = clean_keys(obj)
                     try:
                         new = convert_result(obj, rtt, src)

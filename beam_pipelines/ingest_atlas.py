@@ -214,7 +214,7 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         "--split_bytes",
         type=int,
         default=atlas_io.DEFAULT_SPLIT_BYTES,
-        help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 256 MiB); no effect on the output",
+        help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); no effect on the output",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a previous result in --output")
     args, beam_args = parser.parse_known_args(argv)
