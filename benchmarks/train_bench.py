@@ -1,7 +1,7 @@
 """Trainer throughput, model FLOPs utilisation, and the input pipeline's rate measured alone.
 
     python benchmarks/train_bench.py [CONFIG|PRESET] [key=value ...] [--steps 10] [--input_batches 200]
-        [--peak_flops F] [--json OUT.json]
+        [--peak_flops F] [--json OUT.json] [--input_only]
 
 * trainer: the jitted ``train_step`` of ``trainer.train`` on one real batch, repeated (compute only, on all
   local devices), after two warm-up steps (compilation). Reports the median step time, tokens/s, records/s.
@@ -145,10 +145,22 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--input_batches", type=int, default=200, help="batches pulled from the input pipeline")
     parser.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s of all local devices together")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--input_only", action="store_true", help="measure only the input pipeline")
     args = parser.parse_args(argv)
 
     config = load_config(args.config, args.overrides)
     dataset = data.open_dataset(ensure_dataset(config.data_dir), config)
+    if args.input_only:
+        inputs = bench_input(config, dataset, args.input_batches)
+        print(
+            f"{args.config}: input pipeline alone, batch {config.batch_size}, {config.num_threads} threads, "
+            f"{config.num_workers} worker processes: {inputs['records_per_sec']:,.0f} records/s "
+            f"({inputs['records_per_sec'] * config.seq_len:,.0f} tokens/s)"
+        )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"config": args.config, "overrides": args.overrides, "input": inputs}, f, indent=2)
+        return 0
     n_params = model_lib.count_params(config.model)
     fpt = model_lib.flops_per_token(config.model, config.seq_len)
 

@@ -1,0 +1,21 @@
+"""ping-llm trainer: Grain input pipeline, Flax NNX decoder, optax training loop, Orbax checkpoints.
+
+Public API (imported lazily, so ``trainer.config`` and ``trainer.augment`` stay free of JAX):
+
+* ``trainer.config``: ``Config``, ``ModelConfig``, ``load_config``, ``ConfigError``
+* ``trainer.data``: ``open_dataset``, ``train_iterator``, ``eval_batches``, ``make_example``, ``DatasetError``
+* ``trainer.augment``: ``permute_fields``, ``augment_batch``, ``field_kinds``, ``KIND_NAMES``
+* ``trainer.model``: ``Decoder``, ``create``, ``count_params``, ``flops_per_token``
+* ``trainer.checkpoint``: ``Checkpointer``
+* ``trainer.train``: ``train_and_evaluate``, ``run`` (the CLI), ``make_train_step``, ``read_metrics``
+"""
+
+import importlib
+
+__all__ = ["augment", "checkpoint", "config", "data", "model", "train"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return importlib.import_module(f"trainer.{name}")
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -38,7 +38,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout rate after attention and MLP (training only)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (parameters are always float32)
     rope_theta: float = 10_000.0  # RoPE base frequency
-    max_seq_len: int = 1024  # longest sequence the RoPE tables are built for
+    max_seq_len: int = 1024  # longest seq_len this model is meant for (RoPE is computed per call)
 
     @property
     def head_dim(self) -> int:
@@ -74,7 +74,7 @@ class Config:
     # Optimizer
     learning_rate: float = 3e-3  # peak learning rate
     min_learning_rate_ratio: float = 0.1  # final learning rate as a fraction of the peak (cosine decay target)
-    warmup_steps: int = 100  # linear warmup from 0 to the peak
+    warmup_steps: int = 100  # linear warmup to the peak (the first step already uses peak / warmup_steps)
     weight_decay: float = 0.1  # AdamW decoupled weight decay (not applied to norms and biases)
     adam_b1: float = 0.9  # AdamW beta1
     adam_b2: float = 0.95  # AdamW beta2
