@@ -22,6 +22,7 @@ import argparse
 import concurrent.futures
 import glob
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -148,7 +149,9 @@ def _write_summary(summary, path: str) -> str:
     return path
 
 
-def build_pipeline(pipeline: beam.Pipeline, tasks, limits: stats_core.Limits, summary_path: str, progress_dir: str | None = None):
+def build_pipeline(
+    pipeline: beam.Pipeline, tasks, limits: stats_core.Limits, summary_path: str, progress_dir: str | None = None
+):
     """Attach the raw stats stages; the last step (the only sink) writes the merged summary to ``summary_path``."""
     return (
         pipeline
@@ -228,7 +231,7 @@ def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.L
             build_pipeline(pipeline, tasks, limits, summary_path, progress_dir)
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a worker's failure reaches us wrapped by Beam
+    except Exception as exc:
         # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
         if "InputError" in str(exc) or "SchemaError" in str(exc):
             raise InputError(_pipeline_error(exc)) from exc
@@ -313,7 +316,7 @@ def write_reports(report: dict, output: str, tmp: str, html: bool = True) -> lis
 
 def _json_safe(obj):
     """NaN (e.g. quantiles of nothing) becomes null, so report.json is strict JSON."""
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
@@ -327,7 +330,8 @@ def summary_line(report: dict) -> str:
     if report["report"] == "parquet":
         rtt = report["rtt_ms"]
         quant = (
-            ", ".join(f"{p} {stats_render.ms(rtt[p])}" for p in ("p50", "p90", "p99")) + ("" if rtt["exact"] else " (binned)")
+            ", ".join(f"{p} {stats_render.ms(rtt[p])}" for p in ("p50", "p90", "p99"))
+            + ("" if rtt["exact"] else " (binned)")
             if rtt.get("count")
             else "no successful pings"
         )
@@ -356,7 +360,12 @@ def parse_args(argv):
     source.add_argument("--input", help="Parquet file, directory or glob of raw pings")
     source.add_argument("--dataset", help="directory of a pretokenized dataset (with manifest.json)")
     parser.add_argument("--output", required=True, help="directory for report.json, report.md, report.html")
-    parser.add_argument("--workers", type=int, default=0, help="--dataset: processes reading files (default: one per core, or one for a small dataset)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="--dataset: processes reading files (default: one per core, or one for a small dataset)",
+    )
     parser.add_argument("--top", type=int, default=stats_core.Limits.top, help="entries in each top list (default 20)")
     parser.add_argument(
         "--distinct_limit",

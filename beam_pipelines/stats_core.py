@@ -216,7 +216,9 @@ def summarize_batch(batch: pa.RecordBatch | pa.Table, limits: Limits = Limits())
     s.other_ip_version_rows = n - s.ipv4_rows - s.ipv6_rows
 
     rtt_col = _column(batch, "rtt")
-    rtt, rtt_null = _numpy(rtt_col.cast(pa.float64()) if not pa.types.is_null(rtt_col.type) else rtt_col, np.float64, 0.0)
+    rtt, rtt_null = _numpy(
+        rtt_col.cast(pa.float64()) if not pa.types.is_null(rtt_col.type) else rtt_col, np.float64, 0.0
+    )
     with np.errstate(invalid="ignore"):
         failed = ~rtt_null & (rtt < 0)
         ok = ~rtt_null & np.isfinite(rtt) & (rtt >= 0)
@@ -320,7 +322,9 @@ def rtt_histogram_edges(lo: float, hi: float) -> np.ndarray:
     (at least 0.001 ms; smaller values, zero included, land in the first bin) past ``hi``."""
     start = math.floor(math.log10(max(lo, 1e-3)))
     stop = math.floor(math.log10(max(hi, 1e-3))) + 1
-    return 10.0 ** (np.arange(start * HISTOGRAM_BINS_PER_DECADE, stop * HISTOGRAM_BINS_PER_DECADE + 1) / HISTOGRAM_BINS_PER_DECADE)
+    return 10.0 ** (
+        np.arange(start * HISTOGRAM_BINS_PER_DECADE, stop * HISTOGRAM_BINS_PER_DECADE + 1) / HISTOGRAM_BINS_PER_DECADE
+    )
 
 
 def _distinct_json(counter: KeyCounter) -> dict:
@@ -365,7 +369,9 @@ def raw_report(stats: RawStats, inputs: list[dict], pattern: str) -> dict:
         "days_with_rows": len(stats.per_day),
         "rtt_ms": _rtt_json(rtt, limits),
         "rtt_ms_by_ip_version": {
-            fam: _rtt_json(stats.rtt[fam], limits) for fam in ("4", "6", "other") if fam != "other" or stats.rtt[fam].total
+            fam: _rtt_json(stats.rtt[fam], limits)
+            for fam in ("4", "6", "other")
+            if fam != "other" or stats.rtt[fam].total
         },
         "size_counts": _counts_json(stats.size_counts),
         "packet_error_count_counts": _counts_json(stats.error_counts),

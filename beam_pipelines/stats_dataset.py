@@ -61,8 +61,16 @@ class RecordStats:
         """Add ``other`` into this summary (in place) and return it."""
         if other.seq_len != self.seq_len:
             raise ValueError(f"cannot merge summaries of seq_len {self.seq_len} and {other.seq_len}")
-        for name in ("records", "measurements", "ipv4_measurements", "ipv6_measurements", "tokens", "pad_tokens",
-                     "malformed_records", "out_of_vocab_tokens"):
+        for name in (
+            "records",
+            "measurements",
+            "ipv4_measurements",
+            "ipv6_measurements",
+            "tokens",
+            "pad_tokens",
+            "malformed_records",
+            "out_of_vocab_tokens",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.measurements_per_record = _add_padded(self.measurements_per_record, other.measurements_per_record)
         self.tokens_per_record = self.tokens_per_record + other.tokens_per_record
@@ -92,7 +100,9 @@ def source_keys(flat: np.ndarray) -> tuple[np.ndarray, int, int]:
         pos = at[family == fam_token]
         pos = pos[pos + 2 + nbytes <= len(flat)]
         counts.append(len(pos))
-        raw = (flat[pos[:, None] + 2 + np.arange(nbytes)].astype(np.int64) - BYTE_OFFSET).astype(np.uint64)  # (n, nbytes)
+        raw = (flat[pos[:, None] + 2 + np.arange(nbytes)].astype(np.int64) - BYTE_OFFSET).astype(
+            np.uint64
+        )  # (n, nbytes)
         weights = np.uint64(1) << (np.uint64(8) * np.arange(7, -1, -1, dtype=np.uint64))  # big-endian bytes of a word
         key = np.zeros(len(pos), _SOURCE_DTYPE)
         key["family"] = 4 if fam_token == IPV4_START else 6
@@ -149,10 +159,12 @@ def summarize_file(directory: str, split: str, entry: dict, seq_len: int) -> Rec
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 digest.update(chunk)
         if digest.hexdigest() != entry["sha256"]:
-            raise InputError(f"{path}: sha256 differs from {manifest_lib.MANIFEST_NAME}; the file was changed or damaged")
+            raise InputError(
+                f"{path}: sha256 differs from {manifest_lib.MANIFEST_NAME}; the file was changed or damaged"
+            )
     try:
         reader = ArrayRecordReader(path)
-    except Exception as exc:  # noqa: BLE001 - the reader raises plain RuntimeError/ValueError
+    except Exception as exc:
         raise InputError(f"{path}: not a readable ArrayRecord file ({exc})") from exc
     out = RecordStats(seq_len)
     try:
@@ -164,7 +176,9 @@ def summarize_file(directory: str, split: str, entry: dict, seq_len: int) -> Rec
             wrong = [i for i, r in enumerate(raw) if len(r) != 2 * seq_len]
             if wrong:
                 i = wrong[0]
-                raise InputError(f"{path}: record {lo + i} has {len(raw[i])} bytes, expected {2 * seq_len} (seq_len {seq_len})")
+                raise InputError(
+                    f"{path}: record {lo + i} has {len(raw[i])} bytes, expected {2 * seq_len} (seq_len {seq_len})"
+                )
             block = np.frombuffer(b"".join(raw), dtype="<u2").reshape(len(raw), seq_len)  # (records, seq_len)
             out.merge(summarize_records(block))
     finally:
@@ -262,7 +276,9 @@ def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordSt
         splits[name] = _split_json(stats, len(files), sum(int(f.get("bytes", 0)) for f in files))
         for key in _COMPARED:
             if key in split and split[key] != splits[name][key]:
-                mismatches.append(f"splits.{name}.{key}: manifest says {split[key]:,}, records hold {splits[name][key]:,}")
+                mismatches.append(
+                    f"splits.{name}.{key}: manifest says {split[key]:,}, records hold {splits[name][key]:,}"
+                )
     counts = total.token_counts
     roles = {ROLE_NAMES[i]: int(counts[i]) for i in range(len(ROLE_NAMES))}
     rejected = manifest.get("rejected", {})
@@ -270,11 +286,17 @@ def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordSt
         "report": "dataset",
         "report_version": REPORT_VERSION,
         "dataset": directory,
-        "manifest": {k: manifest.get(k) for k in ("format_version", "fingerprint", "tokenizer", "seq_len", "rows", "options")},
+        "manifest": {
+            k: manifest.get(k) for k in ("format_version", "fingerprint", "tokenizer", "seq_len", "rows", "options")
+        },
         "seq_len": seq_len,
         "splits": splits,
-        "totals": {k: v for k, v in _split_json(total, sum(s["files"] for s in splits.values()),
-                                                sum(s["bytes"] for s in splits.values())).items()},
+        "totals": {
+            k: v
+            for k, v in _split_json(
+                total, sum(s["files"] for s in splits.values()), sum(s["bytes"] for s in splits.values())
+            ).items()
+        },
         "token_histogram": counts.tolist(),
         "vocabulary": {
             "size": VOCAB_SIZE,

@@ -49,7 +49,7 @@ class MissingMatplotlib(RuntimeError):
 # --- number formatting -----------------------------------------------------------------------------
 
 
-def human(n: float | int | None) -> str:
+def human(n: float | None) -> str:
     """Short count, like the seed's table: 57.7M, 66.3K, 912."""
     if n is None:
         return "-"
@@ -202,7 +202,13 @@ def render_raw_markdown(r: dict) -> str:
     lines += _table(
         ["day (UTC)", "rows", "IPv4", "IPv6", "failed"],
         [
-            [d, f"{v['rows']:,}", f"{v['ipv4_rows']:,}", f"{v['ipv6_rows']:,}", f"{v['failed_rows']:,} ({pct(v['failed_rows'], v['rows'], 2)})"]
+            [
+                d,
+                f"{v['rows']:,}",
+                f"{v['ipv4_rows']:,}",
+                f"{v['ipv6_rows']:,}",
+                f"{v['failed_rows']:,} ({pct(v['failed_rows'], v['rows'], 2)})",
+            ]
             for d, v in r["per_day"].items()
         ],
     )
@@ -212,7 +218,11 @@ def render_raw_markdown(r: dict) -> str:
         lines += ["", f"## Top {title}", ""]
         lines += _table([column, "rows", "share"], _top_rows(r, column))
     lines += ["", "## Method", ""]
-    lines += [f"- Quantiles: {r['methods']['quantiles']}.", f"- Distinct counts: {r['methods']['distinct']}.", "- Every other figure is an exact count."]
+    lines += [
+        f"- Quantiles: {r['methods']['quantiles']}.",
+        f"- Distinct counts: {r['methods']['distinct']}.",
+        "- Every other figure is an exact count.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -220,10 +230,19 @@ def dataset_summary_rows(r: dict) -> list[list[str]]:
     t = r["totals"]
     return [
         ["Dataset", f"`{r['dataset']}`"],
-        ["Tokenizer", f"{r['manifest']['tokenizer']['name']} (vocab {r['manifest']['tokenizer']['vocab_size']}), seq_len {r['seq_len']}"],
+        [
+            "Tokenizer",
+            f"{r['manifest']['tokenizer']['name']} (vocab {r['manifest']['tokenizer']['vocab_size']}), seq_len {r['seq_len']}",
+        ],
         ["Records", f"{t['records']:,}"],
-        ["Measurements", f"{t['measurements']:,} ({human(t['ipv4_measurements'])} IPv4, {human(t['ipv6_measurements'])} IPv6)"],
-        ["Tokens", f"{t['tokens']:,} + {t['pad_tokens']:,} PAD ({pct(t['pad_tokens'], t['tokens'] + t['pad_tokens'], 2)} padding)"],
+        [
+            "Measurements",
+            f"{t['measurements']:,} ({human(t['ipv4_measurements'])} IPv4, {human(t['ipv6_measurements'])} IPv6)",
+        ],
+        [
+            "Tokens",
+            f"{t['tokens']:,} + {t['pad_tokens']:,} PAD ({pct(t['pad_tokens'], t['tokens'] + t['pad_tokens'], 2)} padding)",
+        ],
         ["Sources", f"{t['sources']:,} distinct"],
         ["Files", f"{t['files']} ({human_bytes(t['bytes'])})"],
         ["Vocabulary used", f"{r['vocabulary']['used_ids']} of {r['vocabulary']['size']} ids"],
@@ -252,7 +271,16 @@ def _split_rows(r: dict) -> list[list[str]]:
     return rows
 
 
-_SPLIT_HEADER = ["split", "records", "measurements", "tokens", "pad tokens", "padding", "measurements/record (min/mean/max)", "sources"]
+_SPLIT_HEADER = [
+    "split",
+    "records",
+    "measurements",
+    "tokens",
+    "pad tokens",
+    "padding",
+    "measurements/record (min/mean/max)",
+    "sources",
+]
 
 
 def render_dataset_markdown(r: dict) -> str:
@@ -272,13 +300,17 @@ def render_dataset_markdown(r: dict) -> str:
         + [["byte tokens (256 ids)", f"{v['byte_tokens']:,}"], ["PAD", f"{v['pad_tokens']:,}"]],
     )
     if v["unused_ids"]:
-        lines.append(f"\nUnused ids: {', '.join(map(str, v['unused_ids'][:40]))}{' …' if len(v['unused_ids']) > 40 else ''}")
+        lines.append(
+            f"\nUnused ids: {', '.join(map(str, v['unused_ids'][:40]))}{' …' if len(v['unused_ids']) > 40 else ''}"
+        )
     checks = r["checks"]
     lines += ["", "## Checks", ""]
-    lines.append(f"- Every file's record count, size and sha256 match the manifest (else the report would not exist).")
+    lines.append("- Every file's record count, size and sha256 match the manifest (else the report would not exist).")
     lines.append(f"- Split counts agree with the manifest: {'yes' if checks['manifest_agrees'] else 'no'}.")
     lines += [f"  - {m}" for m in checks["mismatches"]]
-    lines.append(f"- Malformed records (PAD inside, or not starting with MeasurementStart): {checks['malformed_records']:,}.")
+    lines.append(
+        f"- Malformed records (PAD inside, or not starting with MeasurementStart): {checks['malformed_records']:,}."
+    )
     lines.append(f"- Token ids outside the vocabulary: {checks['out_of_vocab_tokens']:,}.")
     lines.append("- Every figure is an exact count over every record.")
     return "\n".join(lines) + "\n"
@@ -296,7 +328,9 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as exc:
-        raise MissingMatplotlib("matplotlib is not installed; install the 'report' extra (pip install 'ping-llm[report]')") from exc
+        raise MissingMatplotlib(
+            "matplotlib is not installed; install the 'report' extra (pip install 'ping-llm[report]')"
+        ) from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -368,7 +402,13 @@ def _value_bars(plt, counts: dict[str, int], xlabel: str, color: str):
     ax.bar(range(len(values)), values, color=color)
     ax.set_yscale("log")
     ax.set_ylim(bottom=max(0.5, min(values) / 3))  # so the smallest bars still show on the log axis
-    ax.set_xticks(range(len(values)), labels, rotation=45 if len(labels) > 8 else 0, ha="right" if len(labels) > 8 else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(values)),
+        labels,
+        rotation=45 if len(labels) > 8 else 0,
+        ha="right" if len(labels) > 8 else "center",
+        fontsize=8,
+    )
     total = sum(values)
     for i, v in enumerate(values):
         ax.text(i, v, pct(v, total), ha="center", va="bottom", fontsize=7, color="#444")
@@ -397,7 +437,13 @@ def _reasons(plt, by_reason: dict[str, int], total: int | None):
 
 def _day_axis(ax, days: list[str]):
     step = max(1, len(days) // 10)
-    ax.set_xticks(range(0, len(days), step), [d[5:] if len(d) == 10 else d for d in days[::step]], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(0, len(days), step),
+        [d[5:] if len(d) == 10 else d for d in days[::step]],
+        rotation=45,
+        ha="right",
+        fontsize=8,
+    )
 
 
 def raw_figures(r: dict) -> dict[str, str]:
@@ -431,7 +477,12 @@ def raw_figures(r: dict) -> dict[str, str]:
         if t.get("count"):
             x = np.maximum(np.array(t["cdf"]["ms"]), 1e-3)
             label = {"4": "IPv4", "6": "IPv6"}.get(fam, fam)
-            ax.plot(x, np.array(t["cdf"]["percent"]) / 100, color=_FAMILY_COLOR.get(fam, _GREY), label=f"{label} ({human(t['count'])} pings)")
+            ax.plot(
+                x,
+                np.array(t["cdf"]["percent"]) / 100,
+                color=_FAMILY_COLOR.get(fam, _GREY),
+                label=f"{label} ({human(t['count'])} pings)",
+            )
             drawn = True
     if drawn:
         ax.set_xscale("log")
@@ -466,12 +517,24 @@ def raw_figures(r: dict) -> dict[str, str]:
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.4, 3.0), gridspec_kw={"width_ratios": [1, 3]})
     if rows:
-        parts = [("IPv4", r["ipv4_rows"], _BLUE), ("IPv6", r["ipv6_rows"], _ORANGE), ("other", r["other_ip_version_rows"], _GREY)]
+        parts = [
+            ("IPv4", r["ipv4_rows"], _BLUE),
+            ("IPv6", r["ipv6_rows"], _ORANGE),
+            ("other", r["other_ip_version_rows"], _GREY),
+        ]
         bottom = 0
         for label, n, color in parts:
             if n:
                 ax0.bar(0, n / rows, bottom=bottom, color=color, width=0.6)
-                ax0.text(0, bottom + n / rows / 2, f"{label}\n{pct(n, rows)}", ha="center", va="center", color="white", fontsize=8)
+                ax0.text(
+                    0,
+                    bottom + n / rows / 2,
+                    f"{label}\n{pct(n, rows)}",
+                    ha="center",
+                    va="center",
+                    color="white",
+                    fontsize=8,
+                )
                 bottom += n / rows
         ax0.set_xticks([0], ["all rows"])
         ax0.set_ylim(0, 1)
@@ -497,7 +560,13 @@ def raw_figures(r: dict) -> dict[str, str]:
     if days:
         rate = np.array([d["failed_rows"] / d["rows"] if d["rows"] else 0 for d in per_day])
         ax.plot(range(len(days)), 100 * rate, color=_RED, marker="o", markersize=3, label="per day")
-        ax.axhline(100 * (r["failure_rate"] or 0), color=_GREY, linestyle="--", linewidth=1, label=f"overall {pct(r['failed_rows'], rows, 2)}")
+        ax.axhline(
+            100 * (r["failure_rate"] or 0),
+            color=_GREY,
+            linestyle="--",
+            linewidth=1,
+            label=f"overall {pct(r['failed_rows'], rows, 2)}",
+        )
         _day_axis(ax, days)
         ax.set_ylabel("failed pings (rtt < 0), %")
         ax.set_ylim(bottom=0)
@@ -507,10 +576,14 @@ def raw_figures(r: dict) -> dict[str, str]:
     figs["failure-rate"] = _png(fig)
 
     figs["size-distribution"] = _png(_value_bars(plt, r["size_counts"], "size (bytes)", _BLUE))
-    figs["error-count-distribution"] = _png(_value_bars(plt, r["packet_error_count_counts"], "packet_error_count", _ORANGE))
+    figs["error-count-distribution"] = _png(
+        _value_bars(plt, r["packet_error_count_counts"], "packet_error_count", _ORANGE)
+    )
     figs["top-msm-id"] = _png(_barh_top(plt, r["top"]["msm_id"], rows, _GREEN, r["top_count_error"]["msm_id"]))
     figs["top-sources"] = _png(_barh_top(plt, r["top"]["src_addr"], rows, _BLUE, r["top_count_error"]["src_addr"]))
-    figs["top-destinations"] = _png(_barh_top(plt, r["top"]["dst_addr"], rows, _ORANGE, r["top_count_error"]["dst_addr"]))
+    figs["top-destinations"] = _png(
+        _barh_top(plt, r["top"]["dst_addr"], rows, _ORANGE, r["top_count_error"]["dst_addr"])
+    )
     figs["rejected-by-reason"] = _png(_reasons(plt, r["rejected_by_reason"], rows))
     return figs
 
@@ -528,8 +601,13 @@ def _per_record_plot(plt, r: dict, key: str, xlabel: str, log: bool = False):
         y = np.array(list(counts.values()))
         full = np.zeros(x.max() - x.min() + 3)
         full[x - x.min() + 1] = y / y.sum()  # (range + 2,): a zero on each side closes the steps
-        ax.step(np.arange(x.min() - 1, x.max() + 2), full, where="mid", color=_SPLIT_COLOR.get(name, _GREY),
-                label=f"{name}: min {s[key]['min']}, mean {s[key]['mean']:.1f}, max {s[key]['max']}")
+        ax.step(
+            np.arange(x.min() - 1, x.max() + 2),
+            full,
+            where="mid",
+            color=_SPLIT_COLOR.get(name, _GREY),
+            label=f"{name}: min {s[key]['min']}, mean {s[key]['mean']:.1f}, max {s[key]['max']}",
+        )
         drawn = True
     if drawn:
         ax.set_xlabel(xlabel)
@@ -556,7 +634,9 @@ def dataset_figures(r: dict) -> dict[str, str]:
     splits = list(r["splits"].values())
 
     fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.8))
-    for ax, key, label in zip(axes, ("records", "measurements", "tokens"), ("records", "measurements", "tokens (non-PAD)")):
+    for ax, key, label in zip(
+        axes, ("records", "measurements", "tokens"), ("records", "measurements", "tokens (non-PAD)")
+    ):
         values = [s[key] for s in splits]
         ax.bar(names, values, color=[_SPLIT_COLOR.get(n, _GREY) for n in names])
         total = sum(values)
@@ -568,8 +648,12 @@ def dataset_figures(r: dict) -> dict[str, str]:
     fig.tight_layout()
     figs["split-sizes"] = _png(fig)
 
-    figs["tokens-per-record"] = _png(_per_record_plot(plt, r, "tokens_per_record", f"non-PAD tokens in a record (seq_len {r['seq_len']})", log=True))
-    figs["measurements-per-record"] = _png(_per_record_plot(plt, r, "measurements_per_record", "measurements in a record"))
+    figs["tokens-per-record"] = _png(
+        _per_record_plot(plt, r, "tokens_per_record", f"non-PAD tokens in a record (seq_len {r['seq_len']})", log=True)
+    )
+    figs["measurements-per-record"] = _png(
+        _per_record_plot(plt, r, "measurements_per_record", "measurements in a record")
+    )
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [2, 3]})
     fractions = [100 * (s["pad_fraction"] or 0) for s in splits]
@@ -586,7 +670,13 @@ def dataset_figures(r: dict) -> dict[str, str]:
             pad = np.array([r["seq_len"] - int(k) for k in counts])
             n = np.array(list(counts.values()))
             order = np.argsort(pad)
-            ax1.plot(pad[order], np.cumsum(n[order]) / n.sum(), drawstyle="steps-post", color=_SPLIT_COLOR.get(name, _GREY), label=name)
+            ax1.plot(
+                pad[order],
+                np.cumsum(n[order]) / n.sum(),
+                drawstyle="steps-post",
+                color=_SPLIT_COLOR.get(name, _GREY),
+                label=name,
+            )
             drawn = True
     if drawn:
         ax1.set_xscale("symlog", linthresh=10)
@@ -606,7 +696,9 @@ def dataset_figures(r: dict) -> dict[str, str]:
     ax.bar(ids, np.where(counts > 0, counts, np.nan), width=1.0, color=colors[: len(counts)], linewidth=0)
     ax.set_yscale("log")
     ax.set_xlim(-1, len(counts))
-    ax.set_xlabel(f"token id (green: roles 0-9, blue: bytes 10-265, grey: PAD 266); {r['vocabulary']['used_ids']} of {r['vocabulary']['size']} ids used")
+    ax.set_xlabel(
+        f"token id (green: roles 0-9, blue: bytes 10-265, grey: PAD 266); {r['vocabulary']['used_ids']} of {r['vocabulary']['size']} ids used"
+    )
     ax.set_ylabel("occurrences (log)")
     figs["vocabulary-use"] = _png(fig)
 
@@ -672,7 +764,10 @@ def _page(title: str, subtitle: str, sections: list[tuple[str, str]]) -> str:
 def render_raw_html(r: dict) -> str:
     figs = raw_figures(r)
     reasons = (
-        _html_table(["reason", "rows", "share"], [[k, f"{v:,}", pct(v, r["rows"], 3)] for k, v in r["rejected_by_reason"].items()])
+        _html_table(
+            ["reason", "rows", "share"],
+            [[k, f"{v:,}", pct(v, r["rows"], 3)] for k, v in r["rejected_by_reason"].items()],
+        )
         if r["rejected_by_reason"]
         else "<p>None: every row can be encoded.</p>"
     )
@@ -681,16 +776,33 @@ def render_raw_html(r: dict) -> str:
         for c in ("msm_id", "src_addr", "dst_addr")
     )
     sections = [
-        ("Summary", _html_table(["Metric", "Value"], raw_summary_rows(r), align_numbers=False)
-         + "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in raw_value_ranges(r)) + "</ul>"),
-        ("RTT of successful pings by IP version", _html_table(["IP version", "pings", "min", "p50", "p90", "p99", "max"], _rtt_rows(r))),
+        (
+            "Summary",
+            _html_table(["Metric", "Value"], raw_summary_rows(r), align_numbers=False)
+            + "<ul>"
+            + "".join(f"<li>{html.escape(x)}</li>" for x in raw_value_ranges(r))
+            + "</ul>",
+        ),
+        (
+            "RTT of successful pings by IP version",
+            _html_table(["IP version", "pings", "min", "p50", "p90", "p99", "max"], _rtt_rows(r)),
+        ),
         ("Plots", _figures_html(RAW_FIGURES, figs)),
         ("Rows the tokenizer would reject", reasons),
         ("Top values", f"<div style='display:flex;gap:24px;flex-wrap:wrap'>{tops}</div>"),
-        ("Method", "<ul>" + "".join(
-            f"<li>{html.escape(x)}</li>"
-            for x in (f"Quantiles: {r['methods']['quantiles']}.", f"Distinct counts: {r['methods']['distinct']}.", "Every other figure is an exact count.")
-        ) + "</ul>"),
+        (
+            "Method",
+            "<ul>"
+            + "".join(
+                f"<li>{html.escape(x)}</li>"
+                for x in (
+                    f"Quantiles: {r['methods']['quantiles']}.",
+                    f"Distinct counts: {r['methods']['distinct']}.",
+                    "Every other figure is an exact count.",
+                )
+            )
+            + "</ul>",
+        ),
     ]
     return _page("Ping data report", f"{r['input']['pattern']} · {r['rows']:,} rows", sections)
 
@@ -700,7 +812,9 @@ def render_dataset_html(r: dict) -> str:
     checks = r["checks"]
     check_items = [
         "Every file's record count, size and sha256 match the manifest.",
-        "Split counts agree with the manifest." if checks["manifest_agrees"] else "Split counts DISAGREE with the manifest: " + "; ".join(checks["mismatches"]),
+        "Split counts agree with the manifest."
+        if checks["manifest_agrees"]
+        else "Split counts DISAGREE with the manifest: " + "; ".join(checks["mismatches"]),
         f"Malformed records: {checks['malformed_records']:,}; token ids outside the vocabulary: {checks['out_of_vocab_tokens']:,}.",
     ]
     reasons = (
@@ -713,9 +827,12 @@ def render_dataset_html(r: dict) -> str:
         ("Splits", _html_table(_SPLIT_HEADER, _split_rows(r))),
         ("Plots", _figures_html(DATASET_FIGURES, figs)),
         ("Rejected rows by reason", reasons),
-        ("Checks", "<ul>" + "".join(
-            f"<li{' class=bad' if 'DISAGREE' in x else ''}>{html.escape(x)}</li>" for x in check_items
-        ) + "</ul>"),
+        (
+            "Checks",
+            "<ul>"
+            + "".join(f"<li{' class=bad' if 'DISAGREE' in x else ''}>{html.escape(x)}</li>" for x in check_items)
+            + "</ul>",
+        ),
     ]
     return _page("Pretokenized dataset report", f"{r['dataset']} · {r['totals']['records']:,} records", sections)
 

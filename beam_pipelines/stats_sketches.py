@@ -87,9 +87,8 @@ class HyperLogLog:
 
     ``2**precision`` one-byte registers; merging is an element-wise maximum, so any merge order gives
     the same registers. Adding a hash twice changes nothing. Relative standard error
-    ``1.04 / sqrt(2**precision)`` (0.81% at the default precision 14); the key counter only reports
-    an estimate far above the small-range regime (past ``limit`` >> 2.5 * registers distinct keys),
-    where the raw estimator is unbiased.
+    ``1.04 / sqrt(2**precision)`` (0.81% at the default precision 14) at every size, with Ertl's
+    estimator (no small-range or mid-range bias to correct).
     """
 
     def __init__(self, precision: int = 14):
@@ -116,13 +115,42 @@ class HyperLogLog:
         np.maximum(self.registers, other.registers, out=self.registers)
 
     def estimate(self) -> int:
+        """Ertl's improved estimator (arXiv:1702.01284, algorithm 6): unbiased over the whole range,
+        from very small to very large counts, without the empirical bias tables of HyperLogLog++."""
         m = len(self.registers)
-        alpha = 0.7213 / (1 + 1.079 / m)
-        raw = alpha * m * m / float(np.sum(np.ldexp(1.0, -self.registers.astype(np.int64))))
-        zeros = int(np.count_nonzero(self.registers == 0))
-        if raw <= 2.5 * m and zeros:
-            raw = m * math.log(m / zeros)  # linear counting in the small range
-        return int(round(raw))
+        q = 64 - self.precision
+        hist = np.bincount(self.registers, minlength=q + 2).astype(np.float64)  # registers per value 0..q+1
+        z = m * _tau(1 - hist[q + 1] / m)
+        for k in range(q, 0, -1):
+            z = 0.5 * (z + hist[k])
+        z += m * _sigma(hist[0] / m)
+        return round(m * m / (2 * math.log(2)) / z) if z else 0
+
+
+def _sigma(x: float) -> float:
+    if x == 1.0:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        previous = z
+        z += x * y
+        y += y
+        if z == previous:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x in (0.0, 1.0):
+        return 0.0
+    y, z = 1.0, 1.0 - x
+    while True:
+        x = math.sqrt(x)
+        previous = z
+        y *= 0.5
+        z -= (1 - x) ** 2 * y
+        if z == previous:
+            return z / 3
 
 
 # --- quantiles --------------------------------------------------------------------------------------
@@ -136,6 +164,7 @@ class QuantileTable:
     distinct value: the table is exact. When it would hold more than ``limit`` keys, ``shift`` grows
     (dropping low mantissa bits) until at most ``limit // 2`` bins remain: each bin then spans a
     relative width of at most ``2**(shift - 52)`` and keeps its exact count, minimum and maximum.
+    Exactness and the final bins depend only on the data, not on batching or merge order.
 
     Quantile method (nearest rank): ``p``-th percentile = the smallest value with at least ``p``% of
     the values at or below it, i.e. the value of rank ``ceil(p * n / 100)`` in sorted order. A bin's
@@ -200,8 +229,10 @@ class QuantileTable:
         hi = np.concatenate([self.hi] + [p[2] for p in self._pending])
         self._pending, self._pending_bins = [], 0
         self.counts, self.lo, self.hi = self._regroup(counts, lo, hi, self.shift)
-        if len(self.counts) > self.limit:
-            # Coarsen to half the limit, not just under it, so the next batches do not coarsen again at once.
+        if len(self.counts) > self.limit or self.shift:
+            # Once binned, always the finest bins that leave at most half the limit: that shift depends
+            # only on the data (never on how batches were grouped and merged, as a part holds no more
+            # bins than the whole), so the report is deterministic; the spare half saves re-coarsening.
             while len(self.counts) > self.limit // 2:
                 self.shift += 1
                 self.counts, self.lo, self.hi = self._regroup(self.counts, self.lo, self.hi, self.shift)
@@ -356,7 +387,8 @@ class KeyCounter:
         self.count_error += other.count_error
         if other.hll is not None:
             if self.hll is None:
-                self.compact()
+                self.compact()  # may itself pass the limit and start the sketch
+            if self.hll is None:
                 self._start_sketch()
             self.hll.merge(other.hll)
         self._push(other.keys, other.counts)
@@ -389,7 +421,9 @@ class KeyCounter:
         if len(self.keys) > self.limit:
             if self.hll is None:
                 self._start_sketch()
-            threshold = int(np.partition(self.counts, len(self.counts) - self.limit - 1)[len(self.counts) - self.limit - 1])
+            threshold = int(
+                np.partition(self.counts, len(self.counts) - self.limit - 1)[len(self.counts) - self.limit - 1]
+            )
             keep = self.counts > threshold
             self.keys = self.keys.filter(pa.array(keep))
             self.counts = self.counts[keep] - threshold

@@ -50,8 +50,10 @@ def main(argv=None) -> int:
         table = synth.generate(args.rows, seed=0)
         path = os.path.join(work, "bench.parquet")
         pq.write_table(table, path, row_group_size=args.row_group, compression="zstd")
-        print(f"generated {args.rows:,} rows ({os.path.getsize(path) / 1e6:.1f} MB, {-(-args.rows // args.row_group)} row groups) "
-              f"in {time.perf_counter() - t:.1f} s")
+        print(
+            f"generated {args.rows:,} rows ({os.path.getsize(path) / 1e6:.1f} MB, {-(-args.rows // args.row_group)} row groups) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
 
         # Reference: one process, no Beam, the same per-batch summaries and merges.
         t = time.perf_counter()
@@ -67,8 +69,10 @@ def main(argv=None) -> int:
         if rc:
             print("stats job failed", file=sys.stderr)
             return rc
-        print(f"RESULT stats --input, DirectRunner multi_processing, {os.cpu_count()} workers: "
-              f"{args.rows / wall:,.0f} rows/s ({wall:.1f} s wall, report files included)")
+        print(
+            f"RESULT stats --input, DirectRunner multi_processing, {os.cpu_count()} workers: "
+            f"{args.rows / wall:,.0f} rows/s ({wall:.1f} s wall, report files included)"
+        )
 
         if args.dataset:
             from beam_pipelines import pretokenize
@@ -82,9 +86,12 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - t
             import json
 
-            records = json.load(open(os.path.join(work, "dataset_report", "report.json")))["totals"]["records"]
-            print(f"RESULT stats --dataset, {os.cpu_count()} processes: {records / wall:,.0f} records/s "
-                  f"({records * 1024 / wall / 1e6:,.1f} M tokens/s, {wall:.1f} s wall)")
+            with open(os.path.join(work, "dataset_report", "report.json")) as f:
+                records = json.load(f)["totals"]["records"]
+            print(
+                f"RESULT stats --dataset, {os.cpu_count()} processes: {records / wall:,.0f} records/s "
+                f"({records * 1024 / wall / 1e6:,.1f} M tokens/s, {wall:.1f} s wall)"
+            )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -151,7 +151,9 @@ def expected_raw(tables: pa.Table | list[pa.Table], per_row_reasons: bool = True
         "packet_error_count_counts": Counter(_bucket(r["packet_error_count"]) for r in rows),
     }
     per_day_failed = Counter(
-        t.date().isoformat() for t, r in ((r["event_time"], r) for r in rows) if t is not None and r["rtt"] is not None and r["rtt"] < 0
+        t.date().isoformat()
+        for t, r in ((r["event_time"], r) for r in rows)
+        if t is not None and r["rtt"] is not None and r["rtt"] < 0
     )
     exp["failed_per_day"] = dict(sorted(per_day_failed.items()))
     good = np.sort(rtt[ok])
@@ -221,13 +223,16 @@ def check_against(report: dict, exp: dict) -> None:
         if got["exact"]:
             assert [got[f"p{p}"] for p in (50, 90, 99)] == [nearest_rank_value(sv, p) for p in (50, 90, 99)]
     top = report["top"]
-    for column, counts in (("msm_id", exp["msm_counts"]), ("src_addr", exp["src_counts"]), ("dst_addr", exp["dst_counts"])):
+    for column, counts in (
+        ("msm_id", exp["msm_counts"]),
+        ("src_addr", exp["src_counts"]),
+        ("dst_addr", exp["dst_counts"]),
+    ):
         if report["distinct"][column]["exact"]:
             assert [e["rows"] for e in top[column]] == sorted(counts.values(), reverse=True)[: len(top[column])]
             assert all(counts[e["value"]] == e["rows"] for e in top[column])
     assert sum(report["rows_per_day"].values()) + report["event_time_null_rows"] == report["rows"]
     assert sum(report["rejected_by_reason"].values()) == report["rejected_rows"]
-
 
 
 @pytest.fixture(scope="session")
@@ -313,6 +318,7 @@ def write_dataset(directory: str, table: pa.Table, seq_len: int = 256, files_per
         json.dump(manifest, f, indent=2, sort_keys=True)
     return manifest
 
+
 def decode_dataset(directory: str) -> dict:
     """Per split: every figure the report gives, from decoding every measurement of every record."""
     with open(os.path.join(directory, "manifest.json")) as f:
@@ -377,13 +383,24 @@ def check_dataset_report(report: dict, directory: str) -> None:
     assert list(report["splits"]) == [s for s in ("train", "val", "test") if s in manifest["splits"]]
     for name, exp in truth["splits"].items():
         got = report["splits"][name]
-        for key in ("records", "measurements", "tokens", "pad_tokens", "pad_fraction", "sources", "ipv4_measurements", "ipv6_measurements"):
+        for key in (
+            "records",
+            "measurements",
+            "tokens",
+            "pad_tokens",
+            "pad_fraction",
+            "sources",
+            "ipv4_measurements",
+            "ipv6_measurements",
+        ):
             assert got[key] == exp[key], (name, key)
         assert got["measurements_per_record"]["counts"] == exp["measurements_per_record"]["counts"]
         for key in ("min", "max"):
             assert got["measurements_per_record"][key] == exp["measurements_per_record"][key]
             assert got["tokens_per_record"][key] == exp["tokens_per_record"][key]
-        assert got["measurements_per_record"]["mean"] == pytest.approx(exp["measurements_per_record"]["mean"], rel=1e-12)
+        assert got["measurements_per_record"]["mean"] == pytest.approx(
+            exp["measurements_per_record"]["mean"], rel=1e-12
+        )
         assert got["tokens_per_record"]["counts"] == exp["tokens_per_record"]["counts"]
         assert got["files"] == len(manifest["splits"][name]["files"])
     assert report["token_histogram"] == truth["histogram"]
@@ -391,10 +408,12 @@ def check_dataset_report(report: dict, directory: str) -> None:
     assert report["vocabulary"]["pad_tokens"] == truth["histogram"][PAD]
     assert report["totals"]["records"] == sum(s["records"] for s in truth["splits"].values())
     assert report["totals"]["sources"] == truth["sources"]
-    assert report["rejected"] == {"total": manifest["rejected"]["total"], "by_reason": manifest["rejected"]["by_reason"]}
+    assert report["rejected"] == {
+        "total": manifest["rejected"]["total"],
+        "by_reason": manifest["rejected"]["by_reason"],
+    }
     assert report["checks"]["manifest_agrees"], report["checks"]["mismatches"]
     assert report["checks"]["malformed_records"] == 0
-
 
 
 @pytest.fixture(scope="session")

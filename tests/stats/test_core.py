@@ -13,8 +13,9 @@ import pytest
 from beam_pipelines.stats_core import Limits, RawStats, merge_all, raw_report, summarize_batch, value_buckets
 
 
-def report_of(tables, chunk: int, limits: Limits = Limits()) -> dict:
+def report_of(tables, chunk: int, limits: Limits | None = None) -> dict:
     """Summaries of ``chunk``-row batches, merged in a scrambled order, as Beam may."""
+    limits = limits or Limits()
     parts = [summarize_batch(b, limits) for t in tables for b in t.to_batches(max_chunksize=chunk)]
     order = np.random.default_rng(chunk).permutation(len(parts))
     return raw_report(merge_all((parts[i] for i in order), limits), [], "test")
@@ -38,13 +39,25 @@ def test_batching_does_not_change_the_report(dirty):
     assert a == b
 
 
+def test_binned_quantiles_and_sketched_distinct_counts_do_not_depend_on_batching(dirty):
+    limits = Limits(distinct=10, quantile=50)
+    a, b = report_of([dirty], 333, limits), report_of([dirty], 2500, limits)
+    assert not a["rtt_ms"]["exact"]
+    assert a["rtt_ms"] == b["rtt_ms"] and a["rtt_ms_by_ip_version"] == b["rtt_ms_by_ip_version"]
+    assert a["distinct"] == b["distinct"]
+
+
 def test_past_the_exact_limits_bounds_hold(helpers):
     t = helpers.dirty_table(8000, seed=3)
     limits = Limits(distinct=10, quantile=50, top=5)
     report = report_of([t], 900, limits)
     exp = helpers.expected_raw(t, per_row_reasons=False)
     assert not report["rtt_ms"]["exact"]
-    for column, key in (("src_addr", "distinct_src_addr"), ("dst_addr", "distinct_dst_addr"), ("msm_id", "distinct_msm_id")):
+    for column, key in (
+        ("src_addr", "distinct_src_addr"),
+        ("dst_addr", "distinct_dst_addr"),
+        ("msm_id", "distinct_msm_id"),
+    ):
         d = report["distinct"][column]
         if exp[key] <= limits.distinct:
             assert d["exact"] and d["count"] == exp[key]
@@ -53,7 +66,11 @@ def test_past_the_exact_limits_bounds_hold(helpers):
         assert abs(d["count"] - exp[key]) <= d["relative_error_bound"] * exp[key]
     # Misra-Gries: reported counts are low by at most top_count_error, never high.
     assert not report["distinct"]["src_addr"]["exact"]
-    for column, counts in (("msm_id", exp["msm_counts"]), ("src_addr", exp["src_counts"]), ("dst_addr", exp["dst_counts"])):
+    for column, counts in (
+        ("msm_id", exp["msm_counts"]),
+        ("src_addr", exp["src_counts"]),
+        ("dst_addr", exp["dst_counts"]),
+    ):
         err = report["top_count_error"][column]
         for e in report["top"][column]:
             assert counts[e["value"]] - err <= e["rows"] <= counts[e["value"]]
@@ -63,8 +80,18 @@ def test_past_the_exact_limits_bounds_hold(helpers):
 
 
 def test_value_buckets():
-    assert value_buckets(pa.array([64, 64, None, -1, 70000, 0], pa.int64())) == {64: 2, "null": 1, "negative": 1, "> 65535": 1, 0: 1}
-    assert value_buckets(pa.array([64.0, 64.5, float("nan"), float("inf"), None])) == {64: 1, "non_integral": 3, "null": 1}
+    assert value_buckets(pa.array([64, 64, None, -1, 70000, 0], pa.int64())) == {
+        64: 2,
+        "null": 1,
+        "negative": 1,
+        "> 65535": 1,
+        0: 1,
+    }
+    assert value_buckets(pa.array([64.0, 64.5, float("nan"), float("inf"), None])) == {
+        64: 1,
+        "non_integral": 3,
+        "null": 1,
+    }
     assert value_buckets(pa.array([2**64 - 1, 3], pa.uint64())) == {"> 65535": 1, 3: 1}
     assert value_buckets(pa.nulls(3)) == {"null": 3}
 
@@ -97,7 +124,10 @@ def test_empty_report_is_valid_json():
 
 def test_timestamps_before_1970_and_sub_second_floor(helpers):
     t = helpers.dirty_table(10, seed=1).slice(0, 2)
-    times = pa.array([dt.datetime(1969, 12, 31, 23, 59, 59, 500000), dt.datetime(2025, 1, 1, 0, 0, 0, 1)], pa.timestamp("us", tz="UTC"))
+    times = pa.array(
+        [dt.datetime(1969, 12, 31, 23, 59, 59, 500000), dt.datetime(2025, 1, 1, 0, 0, 0, 1)],
+        pa.timestamp("us", tz="UTC"),
+    )
     t = t.set_column(1, "event_time", times)
     r = raw_report(summarize_batch(t), [], "x")
     assert r["event_time_min"] == "1969-12-31T23:59:59.500000Z"

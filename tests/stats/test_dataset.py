@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+
 import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
@@ -17,7 +18,10 @@ from tokenizer import PAD
 def run_report(args, out) -> tuple[int, dict | None]:
     rc = stats.run([*args, "--output", str(out), "--no_html"])
     path = os.path.join(out, "report.json")
-    return rc, (json.load(open(path)) if os.path.exists(path) else None)
+    if not os.path.exists(path):
+        return rc, None
+    with open(path) as f:
+        return rc, json.load(f)
 
 
 def test_dataset_report_matches_a_decode_of_every_record(hand_dataset, tmp_path, helpers):
@@ -25,7 +29,7 @@ def test_dataset_report_matches_a_decode_of_every_record(hand_dataset, tmp_path,
     assert rc == 0
     helpers.check_dataset_report(report, hand_dataset)
     assert report["rejected"]["total"] > 0  # dirty rows were rejected by the packer's tokenizer
-    text = open(tmp_path / "report.md").read()
+    text = (tmp_path / "report.md").read_text()
     assert "| train |" in text and "Manifest agrees | yes" in text
 
 

@@ -19,7 +19,10 @@ IN_MEMORY = "--direct_running_mode=in_memory"
 def run_stats(args, out, *extra) -> tuple[int, dict | None]:
     rc = stats.run([*args, "--output", str(out), *extra])
     path = os.path.join(out, "report.json")
-    return rc, (json.load(open(path)) if os.path.exists(path) else None)
+    if not os.path.exists(path):
+        return rc, None
+    with open(path) as f:
+        return rc, json.load(f)
 
 
 def test_raw_report_matches_independent_computation(parquet_inputs, tmp_path, helpers, capsys):
@@ -32,7 +35,7 @@ def test_raw_report_matches_independent_computation(parquet_inputs, tmp_path, he
     out = capsys.readouterr()
     assert "rows/s" in out.out and "[stats]" in out.err
     assert not os.path.exists(tmp_path / stats._TMP_DIR)
-    md = open(tmp_path / "report.md").read()
+    md = (tmp_path / "report.md").read_text()
     assert f"| Rows | {report['rows']:,} |" in md and "| IPv4 |" in md and "## Method" in md
 
 
@@ -68,8 +71,16 @@ def test_dask_runner_gives_the_same_report(parquet_inputs, tmp_path):
     distributed = pytest.importorskip("distributed")
     pattern, _ = parquet_inputs
     rc, direct = run_stats(["--input", pattern], tmp_path / "direct", IN_MEMORY, "--no_html")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
-        rc, dask = run_stats(["--input", pattern], tmp_path / "dask", "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}", "--no_html")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        rc, dask = run_stats(
+            ["--input", pattern],
+            tmp_path / "dask",
+            "--runner=DaskRunner",
+            f"--dask_client_address={cluster.scheduler_address}",
+            "--no_html",
+        )
         try:  # the runner leaves its client open; close it before the cluster so it does not retry noisily
             distributed.default_client().close()
         except ValueError:
@@ -88,22 +99,30 @@ def _expect_input_error(args, out, capsys, *needles):
 
 
 def test_glob_matching_nothing(tmp_path, capsys):
-    _expect_input_error(["--input", str(tmp_path / "nope*.parquet")], tmp_path / "out", capsys, "matches no file", "nope*.parquet")
+    _expect_input_error(
+        ["--input", str(tmp_path / "nope*.parquet")], tmp_path / "out", capsys, "matches no file", "nope*.parquet"
+    )
 
 
 def test_not_parquet(tmp_path, capsys):
     (tmp_path / "a.parquet").write_text("hello")
-    _expect_input_error(["--input", str(tmp_path / "*.parquet")], tmp_path / "out", capsys, "a.parquet", "not a readable Parquet file")
+    _expect_input_error(
+        ["--input", str(tmp_path / "*.parquet")], tmp_path / "out", capsys, "a.parquet", "not a readable Parquet file"
+    )
 
 
 def test_missing_column(dirty, tmp_path, capsys):
     pq.write_table(dirty.drop_columns(["rtt"]), tmp_path / "x.parquet")
-    _expect_input_error(["--input", str(tmp_path / "x.parquet")], tmp_path / "out", capsys, "x.parquet", "'rtt'", "missing")
+    _expect_input_error(
+        ["--input", str(tmp_path / "x.parquet")], tmp_path / "out", capsys, "x.parquet", "'rtt'", "missing"
+    )
 
 
 def test_wrong_column_type(dirty, tmp_path, capsys):
     pq.write_table(dirty.set_column(5, "rtt", dirty.column("rtt").cast(pa.string())), tmp_path / "x.parquet")
-    _expect_input_error(["--input", str(tmp_path / "x.parquet")], tmp_path / "out", capsys, "x.parquet", "'rtt'", "type")
+    _expect_input_error(
+        ["--input", str(tmp_path / "x.parquet")], tmp_path / "out", capsys, "x.parquet", "'rtt'", "type"
+    )
 
 
 def test_usage_errors(tmp_path, capsys):
@@ -131,7 +150,7 @@ def test_dataset_report_of_real_pretokenize_matches_decode(sample_dir, tmp_path,
     helpers.check_dataset_report(report, str(ds))
     rc, raw = run_stats(["--input", str(sample_dir / "*.parquet")], tmp_path / "raw", IN_MEMORY, "--no_html")
     # The two halves agree with each other and with the manifest.
-    manifest = json.load(open(ds / "manifest.json"))
+    manifest = json.loads((ds / "manifest.json").read_text())
     assert raw["rejected_by_reason"] == manifest["rejected"]["by_reason"] == report["rejected"]["by_reason"]
     assert raw["tokenizer"]["accepted_rows"] == report["totals"]["measurements"]
     assert raw["tokenizer"]["tokens"] == report["totals"]["tokens"]

@@ -19,7 +19,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def figures_in(page: str) -> dict[str, bytes]:
     """figure id -> PNG bytes, for every <figure id=...><img src=data:image/png;base64,...> in the page."""
-    found = re.findall(r'<figure id="([^"]+)"><figcaption>[^<]*</figcaption><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    found = re.findall(
+        r'<figure id="([^"]+)"><figcaption>[^<]*</figcaption><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">',
+        page,
+    )
     return {fig_id: base64.b64decode(data, validate=True) for fig_id, data in found}
 
 
@@ -39,7 +42,9 @@ def check_page(page: str, specs) -> None:
 
 @pytest.fixture(scope="module")
 def raw(dirty):
-    return json.loads(json.dumps(raw_report(merge_all(summarize_batch(b) for b in dirty.to_batches(2000)), [], "x/*.parquet")))
+    return json.loads(
+        json.dumps(raw_report(merge_all(summarize_batch(b) for b in dirty.to_batches(2000)), [], "x/*.parquet"))
+    )
 
 
 def test_raw_html_has_every_plot(raw):
@@ -58,7 +63,9 @@ def test_raw_markdown(raw):
 
 def test_approximate_figures_carry_their_bounds(dirty):
     limits = Limits(distinct=10, quantile=20)
-    r = json.loads(json.dumps(raw_report(merge_all(summarize_batch(b, limits) for b in dirty.to_batches(1000)), [], "x")))
+    r = json.loads(
+        json.dumps(raw_report(merge_all(summarize_batch(b, limits) for b in dirty.to_batches(1000)), [], "x"))
+    )
     md = stats_render.render_markdown(r)
     assert "≈" in md and "± 2.4%" in md  # HyperLogLog distinct counts
     assert "rank error ≤" in md  # quantiles from bins
@@ -67,9 +74,9 @@ def test_approximate_figures_carry_their_bounds(dirty):
 
 def test_dataset_html_and_markdown(hand_dataset, tmp_path):
     assert stats.run(["--dataset", hand_dataset, "--output", str(tmp_path)]) == 0
-    page = open(tmp_path / "report.html", encoding="utf-8").read()
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
     check_page(page, stats_render.DATASET_FIGURES)
-    md = open(tmp_path / "report.md", encoding="utf-8").read()
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# Pretokenized dataset report") and "| Records |" in md and "| total |" in md
 
 
@@ -90,5 +97,10 @@ def test_without_matplotlib_the_page_is_skipped(parquet_inputs, tmp_path, monkey
 
 
 def test_human_numbers():
-    assert [stats_render.human(n) for n in (912, 66_275, 57_700_000, 100_005_691)] == ["912", "66.3K", "57.7M", "100.0M"]
+    assert [stats_render.human(n) for n in (912, 66_275, 57_700_000, 100_005_691)] == [
+        "912",
+        "66.3K",
+        "57.7M",
+        "100.0M",
+    ]
     assert stats_render.ms(50.0) == "50 ms" and stats_render.ms(302281.5) == "302,281.5 ms"

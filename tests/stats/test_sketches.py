@@ -55,7 +55,9 @@ def test_quantiles_exact_while_small():
 def test_quantiles_within_rank_bound_when_coarsened(limit):
     rng = np.random.default_rng(limit)
     # Heavy point masses (as RTTs rounded to a few values would have) plus a wide continuous tail.
-    x = np.concatenate([np.full(3000, 50.0), np.full(1000, 0.0), rng.lognormal(3, 1.5, 40_000), rng.uniform(0, 1e5, 500)])
+    x = np.concatenate(
+        [np.full(3000, 50.0), np.full(1000, 0.0), rng.lognormal(3, 1.5, 40_000), rng.uniform(0, 1e5, 500)]
+    )
     rng.shuffle(x)
     q = _table(np.array_split(x, 23), limit=limit)
     s = np.sort(x)
