@@ -17,7 +17,8 @@ Semantics (``docs/ingest.md`` has the long form):
   replies to a packet of their own, so, as in RIPE's own ``min``/``avg``/``rcvd``, they are left out.
 * ``packet_error_count``: entries of ``result`` without an ``rtt`` (timeouts ``{"x": "*"}``, ``error``
   and ``late`` entries); without a ``result`` list (firmware 0/1), ``sent - rcvd``. With ``each``,
-  0 for a packet that got a reply and 1 for one that did not.
+  0 for a packet that got a reply and 1 for one that did not. An empty list (``"result": []``) has
+  no entry: rtt ``-1.0``, 0 errors, and no row at all with ``each`` (counted as ``without_rows``).
 * ``src_addr``: ``from`` (the probe's public address), else the probe's local ``src_addr``
   (``src="from"``, the default); the local one only with ``src="src_addr"``. Both keep their own columns.
 * ``ip_version``: ``af``; without ``af``, from the destination address's text.

@@ -105,12 +105,14 @@ class WorkUnit:
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Sorted, de-duplicated files matching any of ``patterns`` (paths or globs; ``**`` recurses).
+    """Sorted, de-duplicated files matching any of ``patterns`` (files, directories or globs; ``**`` recurses).
 
     Raises :class:`InputError` for a pattern that matches no file: a typo must not make an empty dataset.
     """
     paths = set()
     for pattern in patterns:
+        if os.path.isdir(pattern):
+            pattern = os.path.join(pattern, "*")
         found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
         if not found:
             raise InputError(f"input {pattern!r} matches no file")
@@ -359,6 +361,7 @@ class UnitCounts:
     without_rows: int = 0  # converted results that gave no row (--rtt each and an empty `result` list)
     rejected: Counter = dataclasses.field(default_factory=Counter)
     skipped: Counter = dataclasses.field(default_factory=Counter)
+    progress_lines: int = 0  # lines read so far, updated once per chunk while reading
 
 
 class FragmentWriter:
@@ -492,6 +495,7 @@ def ingest_stream(
                         convert(element, orjson.dumps(element))
                 else:
                     convert(obj, line)
+            counts.progress_lines = number
             if len(rows) >= batch_rows:
                 yield "rows", rows_to_batch(rows)
                 rows = []
@@ -507,6 +511,7 @@ def ingest_stream(
             else:
                 convert(value, text)
             if len(rows) >= batch_rows:
+                counts.progress_lines = number
                 yield "rows", rows_to_batch(rows)
                 rows = []
             if len(rejected) >= batch_rows:
@@ -527,9 +532,9 @@ class _CheckedStream:
     """A read-only stream whose read errors name the file (corrupt or truncated compressed data), and
     which reports progress to a small JSON file every few seconds for the driver to show."""
 
-    def __init__(self, f, path: str, what: str, progress_path: str | None, every: float = 2.0):
+    def __init__(self, f, path: str, what: str, progress_path: str | None, lines=lambda: 0, every: float = 2.0):
         self._f, self._path, self._what = f, path, what
-        self._progress_path, self._every = progress_path, every
+        self._progress_path, self._lines, self._every = progress_path, lines, every
         self._last = time.monotonic()
         self.bytes = 0
 
@@ -551,7 +556,7 @@ class _CheckedStream:
         if self._progress_path:
             tmp = self._progress_path + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"bytes": self.bytes}, f)
+                json.dump({"bytes": self.bytes, "lines": self._lines()}, f)
             os.replace(tmp, self._progress_path)
 
 
@@ -580,7 +585,7 @@ def ingest_unit(
     except OSError as exc:
         raise InputError(f"{unit.path}: cannot open ({exc.strerror or exc})") from exc
     with raw:
-        f = _CheckedStream(raw, unit.path, what, progress)
+        f = _CheckedStream(raw, unit.path, what, progress, lambda: counts.progress_lines)
         layout, head = unit.layout, b""
         if layout is None:
             head = f.read(1 << 16)
@@ -595,6 +600,7 @@ def ingest_unit(
                 counts.rows += batch.num_rows
             else:
                 rejected_out.write(batch)
+        counts.progress_lines = counts.lines
         f.report()
     return {
         "kind": "unit",
@@ -657,7 +663,13 @@ def plan_shards(units: Sequence[dict], shard_rows: int) -> list[dict]:
                 shard = lo // shard_rows
                 hi = min(position + n, (shard + 1) * shard_rows)
                 shards[shard]["pieces"].append(
-                    {"fragment": fragment, "batches": batches, "start": lo - position, "rows": hi - lo, "line_offset": off}
+                    {
+                        "fragment": fragment,
+                        "batches": batches,
+                        "start": lo - position,
+                        "rows": hi - lo,
+                        "line_offset": off,
+                    }
                 )
                 lo = hi
             position += n

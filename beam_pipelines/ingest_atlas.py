@@ -35,7 +35,13 @@ from beam_pipelines import atlas_io
 from beam_pipelines.atlas import RTT_MODES, SRC_MODES
 from beam_pipelines.atlas_io import InputError
 
-_OWN_FILES = {atlas_io.MANIFEST_NAME, atlas_io.MANIFEST_NAME + ".tmp", atlas_io.SUCCESS_NAME, atlas_io.REJECTED_DIR, atlas_io.TMP_DIR}
+_OWN_FILES = {
+    atlas_io.MANIFEST_NAME,
+    atlas_io.MANIFEST_NAME + ".tmp",
+    atlas_io.SUCCESS_NAME,
+    atlas_io.REJECTED_DIR,
+    atlas_io.TMP_DIR,
+}
 
 
 class UsageError(ValueError):
@@ -101,7 +107,8 @@ def _finalize(keyed, ctx: JobContext) -> dict:
     manifest = atlas_io.build_manifest(units, shards, ctx.inputs, ctx.options)
     manifest["fingerprint"] = _fingerprint(ctx)
     atlas_io.write_json_atomic(os.path.join(ctx.output, atlas_io.MANIFEST_NAME), manifest)
-    atlas_io.write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), {"fingerprint": manifest["fingerprint"]})
+    success = {"fingerprint": manifest["fingerprint"]}
+    atlas_io.write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), success)
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     return manifest
 
@@ -205,16 +212,23 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         description="Convert RIPE Atlas ping results (JSON lines or JSON arrays; bz2, gz, xz or plain) into "
         "Parquet shards in the seed's schema. Unknown options are passed to Apache Beam (e.g. --runner).",
     )
-    parser.add_argument("--input", action="append", required=True, help="file or glob; may be repeated")
+    parser.add_argument("--input", action="append", required=True, help="file, directory or glob; may be repeated")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--rtt", choices=RTT_MODES, default="min", help="min (default) or avg RTT per result, or one row per packet")
-    parser.add_argument("--src", choices=SRC_MODES, default="from", help="source address: from (public, default) or src_addr (local)")
-    parser.add_argument("--shard_rows", type=int, default=atlas_io.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)")
+    parser.add_argument(
+        "--rtt", choices=RTT_MODES, default="min", help="min (default) or avg RTT per result, or one row per packet"
+    )
+    parser.add_argument(
+        "--src", choices=SRC_MODES, default="from", help="source address: from (public, default) or src_addr (local)"
+    )
+    parser.add_argument(
+        "--shard_rows", type=int, default=atlas_io.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)"
+    )
     parser.add_argument(
         "--split_bytes",
         type=int,
         default=atlas_io.DEFAULT_SPLIT_BYTES,
-        help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); no effect on the output",
+        help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); "
+        "no effect on the output",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a previous result in --output")
     args, beam_args = parser.parse_known_args(argv)
@@ -252,7 +266,8 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
         args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append("--direct_num_workers=0")  # one worker per core
-    if "Dask" in " ".join(args) and not any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args):
+    dask_partitioning = any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args)
+    if "Dask" in " ".join(args) and not dask_partitioning:
         # The DaskRunner puts up to 128 created elements in one partition (one task): one unit each instead.
         args.append("--dask_partition_size=1")
     return PipelineOptions(args)
@@ -276,7 +291,12 @@ def plan(options: Options):
         row_group_rows=atlas_io.ROW_GROUP_ROWS,
         batch_rows=atlas_io.BATCH_ROWS,
         inputs=inputs,
-        options={"rtt": options.rtt, "src": options.src, "shard_rows": options.shard_rows, "row_group_rows": atlas_io.ROW_GROUP_ROWS},
+        options={
+            "rtt": options.rtt,
+            "src": options.src,
+            "shard_rows": options.shard_rows,
+            "row_group_rows": atlas_io.ROW_GROUP_ROWS,
+        },
     )
     return units, ctx
 
@@ -295,7 +315,9 @@ def prepare_output(options: Options) -> None:
     if os.path.isdir(out):
         foreign = sorted(n for n in os.listdir(out) if not _is_own(n))
         if foreign and not options.overwrite:
-            raise UsageError(f"{out} holds files this job did not write ({foreign[:3]}); choose another --output or pass --overwrite")
+            raise UsageError(
+                f"{out} holds files this job did not write ({foreign[:3]}); choose another --output or pass --overwrite"
+            )
         # _SUCCESS and the manifest go first: from here on, nothing in DIR passes for a complete result.
         for name in (atlas_io.SUCCESS_NAME, atlas_io.MANIFEST_NAME, atlas_io.MANIFEST_NAME + ".tmp"):
             if os.path.exists(os.path.join(out, name)):
@@ -326,20 +348,25 @@ class _Progress(threading.Thread):
 
     def run(self):
         while not self._halt.wait(self._every):
-            done = self._bytes()
+            lines, done = self._read()
             elapsed = time.monotonic() - self._start
             if done:
-                print(f"[ingest_atlas] read {done / 1e6:,.0f} MB of JSON, {done / 1e6 / elapsed:,.1f} MB/s", file=sys.stderr)
+                print(
+                    f"[ingest_atlas] {lines:,} lines, {lines / elapsed:,.0f} lines/s; "
+                    f"{done / 1e6:,.0f} MB of JSON, {done / 1e6 / elapsed:,.1f} MB/s",
+                    file=sys.stderr,
+                )
 
-    def _bytes(self) -> int:
-        total = 0
+    def _read(self) -> tuple[int, int]:
+        lines = done = 0
         for path in glob.glob(os.path.join(self._dir, "unit-*.json")):
             try:
                 with open(path) as f:
-                    total += json.load(f)["bytes"]
+                    progress = json.load(f)
+                lines, done = lines + progress["lines"], done + progress["bytes"]
             except (OSError, ValueError, KeyError):
                 pass  # being replaced right now; counted next time
-        return total
+        return lines, done
 
     def stop(self):
         self._halt.set()
@@ -364,7 +391,8 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
     lines.append(f"skipped       {skipped['total']:,} non-ping result(s)" + (f": {by_type}" if by_type else ""))
     rejected = manifest["rejected"]
     by_reason = ", ".join(f"{k} {v:,}" for k, v in rejected["by_reason"].items())
-    lines.append(f"rejected      {rejected['total']:,} line(s)" + (f": {by_reason} (in {atlas_io.REJECTED_DIR}/)" if by_reason else ""))
+    where = f": {by_reason} (in {atlas_io.REJECTED_DIR}/)" if by_reason else ""
+    lines.append(f"rejected      {rejected['total']:,} line(s){where}")
     if seconds:
         lines.append(f"wall time     {seconds:,.1f} s, {t['records'] / seconds:,.0f} results/s")
     return "\n".join(lines)
@@ -397,7 +425,8 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     total = sum(i["bytes"] for i in ctx.inputs)
     print(
-        f"ingest_atlas: {len(ctx.inputs)} file(s), {total / 1e6:,.1f} MB, {len(units)} work unit(s) -> {options.output}",
+        f"ingest_atlas: {len(ctx.inputs)} file(s), {total / 1e6:,.1f} MB, {len(units)} work unit(s) "
+        f"-> {options.output}",
         file=sys.stderr,
     )
     progress = _Progress(ctx)
@@ -409,7 +438,10 @@ def run(argv: list[str] | None = None) -> int:
         progress.stop()
         shutil.rmtree(ctx.tmp, ignore_errors=True)
         print(f"error: ingest_atlas failed: {_pipeline_error(exc)}", file=sys.stderr)
-        print(f"no {atlas_io.SUCCESS_NAME} was written; {options.output} does not hold a complete result", file=sys.stderr)
+        print(
+            f"no {atlas_io.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
+            file=sys.stderr,
+        )
         return 1
     progress.stop()
     try:

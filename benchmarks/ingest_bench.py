@@ -30,7 +30,8 @@ import time
 
 TARGET_PER_CORE = 50_000
 ONE_CORE_LINES = 500_000
-ATLAS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "atlas", "ping-results.jsonl.gz")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ATLAS_FILE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "atlas", "ping-results.jsonl.gz")
 
 
 def cpu_name() -> str:
@@ -67,7 +68,11 @@ def _write_lines(out, real: bytes, n: int) -> None:
 
 def make_inputs(folder: str, real: bytes, lines: int, fmt: str, files: int) -> tuple[list[str], int]:
     """Repeat the real file's lines to ``lines`` lines in ``files`` files; returns (paths, bytes)."""
-    opener = {"plain": open, "gz": lambda p, m: gzip.open(p, m, compresslevel=1), "bz2": lambda p, m: bz2.open(p, m, 1)}[fmt]
+    opener = {
+        "plain": open,
+        "gz": lambda p, m: gzip.open(p, m, compresslevel=1),
+        "bz2": lambda p, m: bz2.open(p, m, compresslevel=1),
+    }[fmt]
     suffix = {"plain": "", "gz": ".gz", "bz2": ".bz2"}[fmt]
     paths, total = [], 0
     for i in range(files):
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=2_500_000, help="results to ingest (default 2500000)")
     parser.add_argument("--format", choices=("plain", "gz", "bz2"), default="plain", help="input files (default plain)")
     parser.add_argument("--files", type=int, default=1, help="number of input files (default 1)")
-    parser.add_argument("--split_bytes", type=int, default=None, help="byte ranges of a plain file (default: the job's)")
+    parser.add_argument("--split_bytes", type=int, default=None, help="range size for a plain file")
     parser.add_argument("--workdir", default=None, help="where to put the inputs and output (default: a temp folder)")
     args, beam_args = parser.parse_known_args(argv)
 
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     print(f"| ingest_atlas job, DirectRunner, {n} worker(s), {len(paths)} {args.format} file(s), wall clock "
           f"| {args.lines:,} | {seconds:,.1f} | {rate:,.0f} | {rate / n:,.0f} |")  # fmt: skip
-    print(f"| ingest_unit, one core, no Beam (read + parse + convert + Arrow) | {ONE_CORE_LINES:,} | {ONE_CORE_LINES / single:,.1f} "
+    print(f"| ingest_unit, one core, no Beam (read + parse + convert + Arrow) | {ONE_CORE_LINES:,} "
+          f"| {ONE_CORE_LINES / single:,.1f} "
           f"| {single:,.0f} | {single:,.0f} |")  # fmt: skip
     print()
     verdict = "meets" if rate / n >= TARGET_PER_CORE else "misses"

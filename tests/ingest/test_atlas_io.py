@@ -208,3 +208,22 @@ def test_ingest_unit_names_a_corrupt_file(tmp_path):
     (unit,) = atlas_io.plan_units(atlas_io.inspect_inputs([str(path)]))
     with pytest.raises(InputError, match="cut.jsonl.gz: cannot read gzip stream"):
         atlas_io.ingest_unit(unit, str(tmp_path))
+
+
+def test_ingest_unit_compressed_json_array(tmp_path):
+    """A gzip-compressed API download (one JSON array): its layout is found while reading."""
+    result = {"af": 6, "dst_addr": "2001:db8::1", "from": "2001:db8::2", "msm_id": 2001, "size": 20,
+              "timestamp": 1700000000, "type": "ping", "result": [{"rtt": 3.5}, {"x": "*"}]}  # fmt: skip
+    items = [result, {"type": "traceroute"}, 7, {**result, "msm_id": 2002}]
+    path = tmp_path / "api.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(items).encode()))
+    (unit,) = atlas_io.plan_units(atlas_io.inspect_inputs(atlas_io.expand_inputs([str(tmp_path)])))  # a folder
+    assert (unit.compression, unit.layout) == ("gzip", None)
+    summary = atlas_io.ingest_unit(unit, str(tmp_path), chunk_bytes=16)
+    assert (summary["lines"], summary["rows"], summary["skipped"], summary["rejected"]) == (
+        4, 2, {"traceroute": 1}, {"not_an_object": 1},
+    )  # fmt: skip
+    rows = pa.ipc.open_file(summary["rows_fragment"]).read_all()
+    assert rows.column("msm_id").to_pylist() == [2001, 2002] and rows.column("packet_error_count").to_pylist() == [1, 1]
+    rejected = pa.ipc.open_file(summary["rejected_fragment"]).read_all().to_pylist()
+    assert rejected == [{"file": str(path), "line_number": 3, "reason": "not_an_object", "raw_line": "7"}]
