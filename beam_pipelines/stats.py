@@ -40,6 +40,7 @@ from beam_pipelines.pretokenize import beam_options
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"
+MAX_RANK_ERROR = 0.005  # quantile rank error the reports promise; the summary warns past it
 SMALL_DATASET_RECORDS = 1 << 15  # --dataset reads smaller datasets in one process unless --workers says otherwise
 
 
@@ -335,10 +336,16 @@ def summary_line(report: dict) -> str:
             if rtt.get("count")
             else "no successful pings"
         )
+        worst = max(rtt.get("rank_error_bound", {}).values(), default=0.0)
+        warning = (
+            f"\nwarning: a quantile's rank error bound is {100 * worst:.2f}% (> 0.5%); raise --quantile_limit"
+            if worst > MAX_RANK_ERROR
+            else ""
+        )
         return (
             f"rows {report['rows']:,} (IPv4 {report['ipv4_rows']:,}, IPv6 {report['ipv6_rows']:,}, failed {report['failed_rows']:,}, "
             f"tokenizer would reject {report['rejected_rows']:,}); distinct msm_id {report['distinct_msm_id']:,}, "
-            f"src {report['distinct_src_addr']:,}, dst {report['distinct_dst_addr']:,}; RTT {quant}"
+            f"src {report['distinct_src_addr']:,}, dst {report['distinct_dst_addr']:,}; RTT {quant}" + warning
         )
     t = report["totals"]
     line = (
