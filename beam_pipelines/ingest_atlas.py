@@ -401,10 +401,12 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
 def _pipeline_error(exc: BaseException) -> str:
     """The useful line of an exception that Beam may have wrapped in layers of context."""
     text = str(exc)
+    line = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
     for marker in ("InputError: ", "OSError: ", "RuntimeError: "):
         if marker in text:
-            return text.rsplit(marker, 1)[1].splitlines()[0].strip(" '\"[]")
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+            line = text.rsplit(marker, 1)[1].splitlines()[0]
+            break
+    return line.split(" [while running", 1)[0].strip(" '\"[]")  # Beam appends the step's name
 
 
 def run(argv: list[str] | None = None) -> int:
