@@ -65,9 +65,11 @@ def peak_flops(dtype: str, override: float | None) -> tuple[float, str]:
     kind = jax.devices()[0].device_kind
     for name, peaks in _PEAKS.items():
         if name in kind:
-            return peaks[dtype] * jax.local_device_count(), f"datasheet {name} dense {dtype} x {jax.local_device_count()}"
+            n = jax.local_device_count()
+            return peaks[dtype] * n, f"datasheet {name} dense {dtype} x {n}"
     per_device = measured_matmul_peak(dtype)
-    return per_device * jax.local_device_count(), f"measured 2048^3 {dtype} matmul on {kind} x {jax.local_device_count()}"
+    n = jax.local_device_count()
+    return per_device * n, f"measured 2048^3 {dtype} matmul on {kind} x {n}"
 
 
 def ensure_dataset(data_dir: str) -> str:
@@ -90,7 +92,12 @@ def bench_trainer(config, dataset, steps: int) -> dict:
 
     def init_state():
         params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, config.seed), nnx.Param))
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0)}
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": jax.random.PRNGKey(0),
+        }
 
     state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init_state))
     state = jax.jit(init_state, out_shardings=state_sharding)()

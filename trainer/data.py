@@ -105,7 +105,9 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
                 f"(dataset tokenizer {tok}); pretokenize again or fix the config"
             )
     if manifest["seq_len"] != config.seq_len:
-        raise DatasetError(f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}")
+        raise DatasetError(
+            f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}"
+        )
     checksums = config.verify_checksums if verify_checksums is None else verify_checksums
     for split, info in manifest["splits"].items():
         total = 0
@@ -126,7 +128,9 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
                 raise DatasetError(f"{root}: {entry['path']}: sha256 differs from the manifest")
             total += found
         if total != info.get("records", total):
-            raise DatasetError(f"{root}: split {split} files hold {total} records but the manifest says {info['records']}")
+            raise DatasetError(
+                f"{root}: split {split} files hold {total} records but the manifest says {info['records']}"
+            )
     return Dataset(root=root, manifest=manifest, seq_len=int(manifest["seq_len"]), pad_id=int(tok["pad_id"]))
 
 
@@ -242,7 +246,9 @@ def train_iterator(
 
 def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
     """Thread prefetch (``num_workers == 0``) or multiprocess prefetch (``num_workers`` processes)."""
-    read = grain.ReadOptions(num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1))
+    read = grain.ReadOptions(
+        num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1)
+    )
     it = ds.to_iter_dataset(read)
     if config.num_workers > 0:
         from absl import flags  # Grain's worker processes read absl flags; outside absl.app nobody parsed them

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -35,6 +34,14 @@ from trainer.config import Config, ConfigError, load_config
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+
+
+# Keys that may change between a run and its resumption without changing what is computed.
+_RESUME_FREE_KEYS = {
+    "workdir", "stop_at", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "async_checkpointing",
+    "allow_fingerprint_change", "num_workers", "num_threads", "prefetch_buffer", "verify_checksums", "data_dir",
+    "eval_every", "eval_batches", "eval_batch_size",
+}
 
 
 class ResumeError(RuntimeError):
@@ -254,7 +261,10 @@ def evaluate(config: Config, dataset: data.Dataset, eval_step, params, batch_sha
     if sums is None:
         return {}
     sums = jax.device_get(sums)
-    result = {"eval_loss": float(sums["loss_sum"] / max(sums["weight_sum"], 1.0)), "eval_tokens": int(sums["weight_sum"])}
+    result = {
+        "eval_loss": float(sums["loss_sum"] / max(sums["weight_sum"], 1.0)),
+        "eval_tokens": int(sums["weight_sum"]),
+    }
     for i, name in enumerate(augment.KIND_NAMES):
         if sums["kind_weight_sum"][i] > 0:
             result[f"eval_loss_{name}"] = float(sums["kind_loss_sum"][i] / sums["kind_weight_sum"][i])
@@ -300,7 +310,9 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding
     )
 
-    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing)
+    ckpt = Checkpointer(
+        os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing
+    )
     iterator = data.train_iterator(dataset, config, process_index=pindex, process_count=pcount)
     meta = {"config": config.to_dict(), "fingerprint": dataset.fingerprint, "params": n_params}
 
@@ -314,7 +326,15 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 "to resume anyway, or use another workdir"
             )
         if saved.get("config", {}).get("model") != config.to_dict()["model"]:
-            raise ResumeError(f"{workdir}: checkpoint {start} has model {saved['config'].get('model')}, config has {config.model}")
+            raise ResumeError(
+                f"{workdir}: checkpoint {start} has model {saved['config'].get('model')}, config has {config.model}"
+            )
+        changed = sorted(
+            k for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS and saved.get("config", {}).get(k) != v
+        )
+        if changed and primary:
+            print(f"warning: resuming with changed config keys {', '.join(changed)}; the data order and "
+                  "schedule may differ from the run that wrote the checkpoint", file=sys.stderr)
         state, iterator_state = ckpt.restore(start, abstract_state)
         iterator.set_state(iterator_state)
     else:
@@ -335,7 +355,9 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )
-    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding["params"], batch_sharding), out_shardings=replicated)
+    eval_step = jax.jit(
+        make_eval_step(graphdef), in_shardings=(state_sharding["params"], batch_sharding), out_shardings=replicated
+    )
 
     last_step = config.last_step
     tokens_per_step = config.batch_size * config.seq_len

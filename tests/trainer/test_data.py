@@ -81,7 +81,7 @@ def test_pad_targets_get_weight_zero(sample_dataset):
         (lambda m: m["tokenizer"].update(vocab_size=300), "tokenizer vocab_size"),
         (lambda m: m["tokenizer"].update(pad_id=0), "tokenizer pad_id"),
         (lambda m: m.update(seq_len=512), "seq_len is 512"),
-        (lambda m: m["splits"]["train"]["files"][0].update(records=m["splits"]["train"]["files"][0]["records"] + 1), "holds"),
+        (lambda m: m["splits"]["train"]["files"][0].update(records=1 + m["splits"]["train"]["records"]), "holds"),
         (lambda m: m["splits"]["val"]["files"][0].update(path="val/missing.array_record"), "missing"),
         (lambda m: m.pop("fingerprint"), "no 'fingerprint'"),
     ],

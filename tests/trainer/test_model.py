@@ -69,7 +69,12 @@ def test_pad_targets_do_not_count_in_the_loss(batch):
     graphdef, params = _split(config)
     tx, schedule = train.make_optimizer(config)
     step = jax.jit(train.make_train_step(graphdef, tx, schedule, config))
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0)}
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": tx.init(params),
+        "rng": jax.random.PRNGKey(0),
+    }
     # Cut the first record short: everything after position 500 becomes PAD.
     inputs = np.array(batch["inputs"])
     inputs[0, 500:] = PAD

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from trainer import train
-from trainer.config import load_config
 from tests.trainer.helpers import MINI, REPO_ROOT, cli, make_config, overrides, run_cli, subprocess_env
 
 STEPS = 24
@@ -39,6 +38,7 @@ def reference(sample_dataset, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_reference_run_logs_every_step(reference):
     records = train.read_metrics(str(reference))
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
@@ -46,11 +46,13 @@ def test_reference_run_logs_every_step(reference):
         assert all(key in r for r in records)
     assert abs(records[0]["loss"] - math.log(267)) < 0.05  # a fresh model is near uniform
     assert [s for s, _ in _evals(reference)] == [8, 16, 24]
-    assert all(f"eval_loss_{k}" in records[-1] for k in ("src_addr", "dst_addr", "rtt", "size", "errors", "timestamp", "msm_id", "role"))
+    kinds = ("src_addr", "dst_addr", "rtt", "size", "errors", "timestamp", "msm_id", "role")
+    assert all(f"eval_loss_{k}" in records[-1] for k in kinds)
     assert sorted(os.listdir(reference / "checkpoints")) == ["20", "24"]  # keep the last 2
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(reference / "tensorboard"))
 
 
+@pytest.mark.slow
 def test_resume_after_stop_at_is_bit_identical(sample_dataset, reference, tmp_path):
     first = train.train_and_evaluate(make_config(sample_dataset, *RUN, "stop_at=10"), str(tmp_path))
     assert first["step"] == 10
@@ -69,7 +71,9 @@ def test_resume_after_stop_at_is_bit_identical(sample_dataset, reference, tmp_pa
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(sample_dataset, reference, tmp_path):
     args = ["tiny", *overrides(sample_dataset, *RUN), f"workdir={tmp_path}"]
-    proc = subprocess.Popen(cli(args), cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cli(args), cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 240
     try:
@@ -92,6 +96,7 @@ def test_resume_after_sigkill_is_bit_identical(sample_dataset, reference, tmp_pa
     assert _evals(tmp_path) == _evals(reference)
 
 
+@pytest.mark.slow
 def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path):
     run = [*MINI, "steps=4", "batch_size=2", "eval_every=0", "eval_batches=1", "log_every=1", "checkpoint_every=2"]
     train.train_and_evaluate(make_config(dataset_copy, *run, "stop_at=2"), str(tmp_path))
@@ -107,6 +112,7 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path):
     assert summary["start_step"] == 2 and summary["step"] == 4
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
     run = ["steps=2", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1"]
     train.train_and_evaluate(make_config(sample_dataset, *MINI, *run, "stop_at=1"), str(tmp_path))
@@ -139,8 +145,8 @@ def test_four_devices_match_one_device(sample_dataset, reference, tmp_path):
 def test_has_a_pulse(sample_dataset, tmp_path):
     """Pretokenize the sample (the session fixture runs the real job), train tiny, the loss goes down."""
     steps = 30
-    rc = train.run(["tiny", *overrides(sample_dataset, f"steps={steps}", "batch_size=2", "warmup_steps=5",
-                                       "eval_every=0", "eval_batches=4", "checkpoint_every=100", f"workdir={tmp_path}")])
+    run = [f"steps={steps}", "batch_size=2", "warmup_steps=5", "eval_every=0", "eval_batches=4", "checkpoint_every=100"]
+    rc = train.run(["tiny", *overrides(sample_dataset, *run, f"workdir={tmp_path}")])
     assert rc == 0
     records = train.read_metrics(str(tmp_path))
     losses = [r["loss"] for r in records]
@@ -156,7 +162,9 @@ def test_sigterm_checkpoints_and_stops_then_resumes_bit_identical(sample_dataset
     """A scheduler's preemption: scripts/train.sh gets SIGTERM, checkpoints after the current step, exits 0."""
     args = ["tiny", *overrides(sample_dataset, *RUN, "checkpoint_every=100"), f"workdir={tmp_path}"]
     env = subprocess_env(PYTHON=sys.executable)
-    proc = subprocess.Popen(["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -170,7 +178,9 @@ def test_sigterm_checkpoints_and_stops_then_resumes_bit_identical(sample_dataset
     stopped_at = int(max(os.listdir(tmp_path / "checkpoints"), key=int))
     assert 3 <= stopped_at < STEPS
     assert _losses(tmp_path)[-1][0] == stopped_at
-    result = subprocess.run(["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["scripts/train.sh", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from step {stopped_at}" in result.stdout
     assert _losses(tmp_path) == _losses(reference)
