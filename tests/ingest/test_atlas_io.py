@@ -227,3 +227,21 @@ def test_ingest_unit_compressed_json_array(tmp_path):
     assert rows.column("msm_id").to_pylist() == [2001, 2002] and rows.column("packet_error_count").to_pylist() == [1, 1]
     rejected = pa.ipc.open_file(summary["rejected_fragment"]).read_all().to_pylist()
     assert rejected == [{"file": str(path), "line_number": 3, "reason": "not_an_object", "raw_line": "7"}]
+
+
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_ingest_stream_batches_keep_everything_in_order(layout):
+    good = {"af": 4, "dst_addr": "192.0.2.1", "from": "192.0.2.2", "msm_id": 0, "size": 48,
+            "timestamp": 1700000000, "type": "ping", "result": [{"rtt": 1.0}]}  # fmt: skip
+    items = [{**good, "msm_id": i} if i % 3 else {"type": "ping", "n": i} for i in range(20)]
+    text = b"\n".join(orjson.dumps(i) for i in items) if layout == "lines" else orjson.dumps(items)
+    f = io.BytesIO(text)
+    values = iter_line_lists(f, chunk_bytes=50) if layout == "lines" else iter_json_values(f, chunk_bytes=50)
+    counts = atlas_io.UnitCounts()
+    out = list(atlas_io.ingest_stream(values, layout, "f", "min", "from", counts, batch_rows=2))
+    rows = pa.Table.from_batches([b for kind, b in out if kind == "rows"])
+    rejected = pa.Table.from_batches([b for kind, b in out if kind == "rejected"])
+    assert rows.column("msm_id").to_pylist() == [i for i in range(20) if i % 3]
+    assert rejected.column("line_number").to_pylist() == [i + 1 for i in range(20) if i % 3 == 0]
+    assert set(rejected.column("reason").to_pylist()) == {"missing_msm_id"}
+    assert (counts.lines, counts.records, counts.converted, sum(counts.rejected.values())) == (20, 20, 13, 7)
