@@ -3,7 +3,7 @@
 Training stream, per host::
 
     ArrayRecordDataSource(split files)[host::hosts]   # each host reads a disjoint part
-      .shuffle(seed).repeat()                         # global shuffle, a new order each epoch (seed + epoch)
+      .shuffle(mix(seed)).repeat()                    # global shuffle, a new order each epoch (mix(seed) + epoch)
       .map_with_index(parse)                          # bytes -> (seq_len,) uint16, keeps the read index
       .batch(per_host_batch, drop_remainder=True)
       .map(finish)                                    # field-order augmentation, shift, loss weights
@@ -25,6 +25,7 @@ import grain
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
+from tokenizer.order import splitmix64
 from trainer import augment
 from trainer.config import Config
 
@@ -213,7 +214,9 @@ def train_dataset(
     ds = _shard(source, process_index, process_count)
     if len(ds) == 0:
         raise DatasetError(f"{dataset.root}: split {split} has no records for host {process_index} of {process_count}")
-    ds = ds.shuffle(seed=seed % _SEED_MOD).repeat()
+    # Grain seeds epoch e with (shuffle seed + e); mixing the run seed first keeps runs with neighbouring
+    # seeds from sharing epoch orders (seed 1's first epoch would otherwise be seed 0's second).
+    ds = ds.shuffle(seed=splitmix64(seed % 2**64) % _SEED_MOD).repeat()
     ds = ds.map_with_index(_Parse(dataset.seq_len, process_index, process_count))
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.map(_Finish(dataset.pad_id, seed if augment_fields else None))
