@@ -142,7 +142,7 @@ def test_dask_runner_gives_byte_identical_output(tmp_path, sample_dir):
     reference = tmp_path / "direct"
     assert pretokenize.run(["--input", str(sample_dir), "--output", str(reference), IN_MEMORY]) == 0
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         out = tmp_path / "dask"
         code = pretokenize.run(

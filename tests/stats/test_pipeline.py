@@ -72,7 +72,7 @@ def test_dask_runner_gives_the_same_report(parquet_inputs, tmp_path):
     pattern, _ = parquet_inputs
     rc, direct = run_stats(["--input", pattern], tmp_path / "direct", IN_MEMORY, "--no_html")
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         rc, dask = run_stats(
             ["--input", pattern],
