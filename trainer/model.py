@@ -29,14 +29,23 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def rope(x: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding (rotate-half form) over the last axis of x: (batch, seq, heads, head_dim)."""
+def rope(x: jax.Array, theta: float, positions: jax.Array | None = None) -> jax.Array:
+    """Rotary position embedding (rotate-half form) over the last axis of x: (batch, seq, heads, head_dim).
+
+    ``positions`` (batch, seq) gives each token's position (the cached decode path); None means
+    ``0..seq-1`` for every row (the training forward).
+    """
     seq, head_dim = x.shape[1], x.shape[-1]
     half = head_dim // 2
     freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # (half,)
-    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * freqs[None, :]  # (seq, half)
-    sin = jnp.sin(angles)[None, :, None, :]  # (1, seq, 1, half)
-    cos = jnp.cos(angles)[None, :, None, :]  # (1, seq, 1, half)
+    if positions is None:
+        angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * freqs[None, :]  # (seq, half)
+        sin = jnp.sin(angles)[None, :, None, :]  # (1, seq, 1, half)
+        cos = jnp.cos(angles)[None, :, None, :]  # (1, seq, 1, half)
+    else:
+        angles = positions.astype(jnp.float32)[:, :, None] * freqs[None, None, :]  # (batch, seq, half)
+        sin = jnp.sin(angles)[:, :, None, :]  # (batch, seq, 1, half)
+        cos = jnp.cos(angles)[:, :, None, :]  # (batch, seq, 1, half)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)  # (batch, seq, heads, half)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # (batch, seq, heads, head_dim)
     return out.astype(x.dtype)
@@ -60,6 +69,29 @@ class Attention(nnx.Module):
         q, k = rope(q, self.cfg.rope_theta), rope(k, self.cfg.rope_theta)
         y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (batch, seq, heads, head_dim)
         return self.out(y.reshape(b, t, n * h))  # (batch, seq, width)
+
+    def decode(
+        self, x: jax.Array, positions: jax.Array, cache_k: jax.Array, cache_v: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Attention of new tokens x (batch, new, width) at ``positions`` (batch, new) over a KV cache.
+
+        The cache holds the keys and values of position p in slot p: (batch, slots, heads, head_dim).
+        The new keys and values are written to their slots first, then each query attends to slots
+        ``<= its position``. Slots past a row's position may hold stale values (a padded prefill); they
+        are never attended to and are overwritten when that position is decoded.
+        """
+        b, t, _ = x.shape
+        n, h = self.cfg.num_heads, self.cfg.head_dim
+        slots = cache_k.shape[1]
+        qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (batch, new, 3, heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, new, heads, head_dim)
+        q, k = rope(q, self.cfg.rope_theta, positions), rope(k, self.cfg.rope_theta, positions)
+        rows = jnp.arange(b)[:, None]  # (batch, 1)
+        cache_k = cache_k.at[rows, positions].set(k.astype(cache_k.dtype), mode="drop")  # (batch, slots, heads, hd)
+        cache_v = cache_v.at[rows, positions].set(v.astype(cache_v.dtype), mode="drop")  # (batch, slots, heads, hd)
+        mask = jnp.arange(slots)[None, None, None, :] <= positions[:, None, :, None]  # (batch, 1, new, slots)
+        y = jax.nn.dot_product_attention(q, cache_k, cache_v, mask=mask)  # (batch, new, heads, head_dim)
+        return self.out(y.reshape(b, t, n * h)), cache_k, cache_v  # (batch, new, width)
 
 
 class MLP(nnx.Module):
@@ -92,6 +124,12 @@ class Block(nnx.Module):
         x = x + _dropout(self.attn(self.attn_norm(x)), self.rate, k1)
         return x + _dropout(self.mlp(self.mlp_norm(x)), self.rate, k2)
 
+    def decode(self, x, positions, cache_k, cache_v):
+        """:meth:`__call__` without dropout, attending over a KV cache (see :meth:`Attention.decode`)."""
+        y, cache_k, cache_v = self.attn.decode(self.attn_norm(x), positions, cache_k, cache_v)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
+
 
 class Decoder(nnx.Module):
     """The ping-llm decoder: token ids (batch, seq) -> float32 logits (batch, seq, vocab)."""
@@ -115,6 +153,32 @@ class Decoder(nnx.Module):
             key = jax.random.fold_in(dropout_key, i) if dropout_key is not None else None
             x = block(x, key)  # (batch, seq, width)
         return self.head(self.norm(x)).astype(jnp.float32)  # (batch, seq, vocab)
+
+    def init_cache(self, batch: int, slots: int) -> dict:
+        """An empty KV cache for ``batch`` rows of up to ``slots`` positions.
+
+        ``{"k", "v"}``, each (layers, batch, slots, heads, head_dim) in the compute dtype.
+        """
+        shape = (self.cfg.num_layers, batch, slots, self.cfg.num_heads, self.cfg.head_dim)
+        dtype = _DTYPES[self.cfg.dtype]
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+    def decode(self, tokens: jax.Array, positions: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """Cache-aware forward for sampling: logits of ``tokens`` (batch, new) at ``positions`` (batch, new).
+
+        Returns float32 logits (batch, new, vocab) and the cache with these tokens' keys and values
+        written to their positions' slots. Feeding a record in pieces (a prompt, then one token at a
+        time, positions continuing where the last piece stopped) gives the logits of :meth:`__call__`
+        on the whole record, within float tolerance: same parameters, same RoPE positions, no dropout.
+        """
+        x = self.embed(tokens)  # (batch, new, width)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.decode(x, positions, cache["k"][i], cache["v"][i])  # x: (batch, new, width)
+            ks.append(k)
+            vs.append(v)
+        logits = self.head(self.norm(x)).astype(jnp.float32)  # (batch, new, vocab)
+        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs)}  # cache: (layers, batch, slots, heads, head_dim)
 
 
 def create(cfg: ModelConfig, seed: int) -> Decoder:
