@@ -32,17 +32,12 @@ import math
 import orjson
 import pyarrow as pa
 
+from beam_pipelines.schema import SEED_FIELDS
+
 ROW_SCHEMA = pa.schema(
     [
         # The seed's columns, in its order: what the tokenizer reads.
-        ("msm_id", pa.int64()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("src_addr", pa.string()),
-        ("dst_addr", pa.string()),
-        ("ip_version", pa.int64()),
-        ("rtt", pa.float64()),
-        ("size", pa.int64()),
-        ("packet_error_count", pa.int64()),
+        *SEED_FIELDS,
         # The rest of the result, as given (null when the result lacks the field).
         ("prb_id", pa.int64()),
         ("from_addr", pa.string()),  # `from`: the probe's public address

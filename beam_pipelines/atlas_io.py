@@ -19,7 +19,6 @@ import codecs
 import dataclasses
 import glob
 import gzip
-import hashlib
 import json
 import lzma
 import os
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from beam_pipelines.files import sha256_file
 from beam_pipelines.atlas import (
     MAX_LINE_BYTES,
     REJECTED_SCHEMA,
@@ -691,14 +691,6 @@ def _piece_batches(piece: dict) -> Iterator[pa.RecordBatch]:
             break
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_shard(spec: dict, output: str, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it."""
     kind = spec["kind"]
@@ -734,7 +726,7 @@ def write_shard(spec: dict, output: str, row_group_rows: int = ROW_GROUP_ROWS) -
         "path": spec["path"],
         "rows": rows,
         "bytes": os.path.getsize(path),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
     }
 
 
@@ -780,17 +772,6 @@ def build_manifest(units: Sequence[dict], shards: Sequence[dict], inputs: Sequen
     if sum(s["rows"] for s in rejected_shards) != totals["rejected"]:
         raise RuntimeError("ingest_atlas: the rejected files do not hold every rejected line")
     return manifest
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """JSON to a temporary name, fsync, rename: readers see all of it or nothing."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def is_shard_name(name: str) -> bool:

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines.files import write_json_atomic
 from beam_pipelines import atlas_io
 from beam_pipelines.atlas import RTT_MODES, SRC_MODES
 from beam_pipelines.atlas_io import InputError
@@ -106,9 +107,9 @@ def _finalize(keyed, ctx: JobContext) -> dict:
     shards = [s for s in summaries if s["kind"] == "shard"]
     manifest = atlas_io.build_manifest(units, shards, ctx.inputs, ctx.options)
     manifest["fingerprint"] = _fingerprint(ctx)
-    atlas_io.write_json_atomic(os.path.join(ctx.output, atlas_io.MANIFEST_NAME), manifest)
+    write_json_atomic(os.path.join(ctx.output, atlas_io.MANIFEST_NAME), manifest)
     success = {"fingerprint": manifest["fingerprint"]}
-    atlas_io.write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), success)
+    write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), success)
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     return manifest
 

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
+from beam_pipelines.files import write_json_atomic  # noqa: F401  (re-exported for the jobs)
 from tokenizer import PAD, TOKENIZER_NAME, TOKENIZER_VERSION, VOCAB_SIZE
 
 FORMAT_VERSION = 1
@@ -41,17 +42,6 @@ def fingerprint(inputs: Sequence[Mapping], options: Mapping) -> str:
         "format_version": FORMAT_VERSION,
     }
     return hashlib.sha256(canonical_json(payload)).hexdigest()
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON to a temporary name, fsync, then rename: readers see all of it or nothing."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(directory: str) -> dict:

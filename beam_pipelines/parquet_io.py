@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 
@@ -17,6 +16,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beam_pipelines.files import sha256_file
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch within a task: bounds a worker's memory per element
@@ -50,14 +50,6 @@ class RowGroupTask:
     @property
     def task_id(self) -> str:
         return f"{self.file_index:05d}-{self.row_group:05d}"
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def expand_pattern(pattern: str) -> list[str]:
@@ -94,7 +86,7 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
                 bytes=os.path.getsize(path),
                 rows=meta.num_rows,
                 row_groups=tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
-                sha256=_sha256(path) if fingerprint else "",
+                sha256=sha256_file(path) if fingerprint else "",
             )
         )
     return files

@@ -22,7 +22,6 @@ import shutil
 import sys
 import threading
 import time
-from collections import Counter
 
 import apache_beam as beam
 import numpy as np

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+from beam_pipelines.files import sha256_file
 
 _COMPRESSION = re.compile(r"^(uncompressed|snappy|zstd(:-?\d+)?|brotli(:\d+)?)$")
 
@@ -46,12 +47,9 @@ def write_records(path: str, records: np.ndarray, compression: str) -> dict:
         reader.close()
     if found != len(records):
         raise OSError(f"{tmp}: wrote {len(records)} records but read back {found}")
-    digest = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+    digest = sha256_file(tmp)
     os.replace(tmp, path)
-    return {"records": int(found), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+    return {"records": int(found), "bytes": os.path.getsize(path), "sha256": digest}
 
 
 def read_records(path: str, seq_len: int) -> np.ndarray:

@@ -13,12 +13,12 @@ The token stream needs no decoding to be counted: role ids never appear as byte 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
+from beam_pipelines.files import sha256_file
 from beam_pipelines import manifest as manifest_lib
 from beam_pipelines.parquet_io import InputError
 from tokenizer import PAD, VOCAB_SIZE
@@ -154,11 +154,7 @@ def summarize_file(directory: str, split: str, entry: dict, seq_len: int) -> Rec
     if "bytes" in entry and size != entry["bytes"]:
         raise InputError(f"{path}: has {size:,} bytes, {manifest_lib.MANIFEST_NAME} says {entry['bytes']:,}")
     if entry.get("sha256"):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise InputError(
                 f"{path}: sha256 differs from {manifest_lib.MANIFEST_NAME}; the file was changed or damaged"
             )

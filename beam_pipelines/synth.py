@@ -12,18 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-SCHEMA = pa.schema(
-    [
-        ("msm_id", pa.int64()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("src_addr", pa.string()),
-        ("dst_addr", pa.string()),
-        ("ip_version", pa.int64()),
-        ("rtt", pa.float64()),
-        ("size", pa.int64()),
-        ("packet_error_count", pa.int64()),
-    ]
-)
+from beam_pipelines.schema import SEED_SCHEMA
+
+SCHEMA = SEED_SCHEMA
 
 START_US = 1_750_723_200_000_000  # 2025-06-24T00:00:00Z, the seed's first day
 SPAN_US = 28 * 86_400 * 1_000_000  # 28 days

@@ -27,26 +27,12 @@ import shutil
 import sys
 import tempfile
 import time
+from common import cpu_name, cores  # benchmarks/common.py (the script's folder is on sys.path)
 
 TARGET_PER_CORE = 50_000
 ONE_CORE_LINES = 500_000
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATLAS_FILE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "atlas", "ping-results.jsonl.gz")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _real() -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,8 +28,8 @@ import pyarrow.parquet as pq
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from beam_pipelines import synth
-from beam_pipelines.make_sample import write_shards
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 # Runs a command and reports the largest resident set among all the processes it waited for.
 _WRAPPER = (
@@ -39,17 +38,6 @@ _WRAPPER = (
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     "sys.exit(rc)\n"
 )
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
 def make_input(rows: int, directory: str, seed: int = 1) -> str:

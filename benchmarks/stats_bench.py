@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -22,16 +21,7 @@ import time
 import pyarrow.parquet as pq
 
 from beam_pipelines import stats, stats_core, synth
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 
 def main(argv=None) -> int:

@@ -28,22 +28,9 @@ from beam_pipelines import synth  # noqa: E402
 from tokenizer.errors import InvalidMeasurement  # noqa: E402
 from tokenizer.measurement import encode_measurement  # noqa: E402
 from tokenizer.table import encode_table  # noqa: E402
+from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 
 TARGET_ROWS_PER_S = 1_000_000
-
-
-def cpu_name() -> str:
-    name = platform.processor()
-    if name and name not in ("x86_64", "aarch64", "arm64", "i386"):
-        return name
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return name or platform.machine()
 
 
 def pin_to_one_core() -> str:

@@ -20,25 +20,12 @@ from beam_pipelines import synth
 from tokenizer import order
 from tokenizer.measurement import encode_measurement
 from tokenizer.table import encode_table
+from tests.tokenizer.rows import UTC, seed_row
 
-UTC = dt.timezone.utc
 ROLE_TO_BLOCK = {1: 0, 2: 1, 5: 2, 6: 3, 7: 4, 8: 5, 9: 6}  # src, dst, rtt, size, errors, timestamp, msm_id
 ALL_ORDERS = list(itertools.permutations(range(7)))  # lexicographic, as documented
 
 
-def seed_row(**changes) -> dict:
-    row = {
-        "msm_id": 12345,
-        "event_time": dt.datetime(2025, 6, 24, 12, 0, 0, tzinfo=UTC),
-        "src_addr": "192.0.2.1",
-        "dst_addr": "8.8.8.8",
-        "ip_version": 4,
-        "rtt": 42.5,
-        "size": 64,
-        "packet_error_count": 0,
-    }
-    row.update(changes)
-    return row
 
 
 # --- an independent implementation of the documented function ------------------------------------

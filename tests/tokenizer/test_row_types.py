@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
+from tests.tokenizer.rows import seed_row
 from tokenizer import InvalidMeasurement, encode_measurement
 
-ROW = {
-    "msm_id": 12345,
-    "event_time": dt.datetime(2025, 6, 24, 12, 0, 0, tzinfo=dt.timezone.utc),
-    "src_addr": "192.0.2.1",
-    "dst_addr": "8.8.8.8",
-    "ip_version": 4,
-    "rtt": 42.5,
-    "size": 64,
-    "packet_error_count": 0,
-}
+ROW = seed_row()
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from tokenizer.errors import REASONS, InvalidMeasurement, SchemaError
 from tokenizer.measurement import encode_measurement
 from tokenizer.table import EncodedTable, check_schema, encode_table
+from tests.tokenizer.rows import SEED_TS, seed_row
 
-UTC = dt.timezone.utc
-SEED_TS = 1750766400  # 2025-06-24T12:00:00Z
 COLUMNS = ("msm_id", "event_time", "src_addr", "dst_addr", "ip_version", "rtt", "size", "packet_error_count")
 SEED_TYPES = {
     "msm_id": pa.int64(),
@@ -35,19 +34,6 @@ SEED_TYPES = {
 }
 
 
-def seed_row(**changes) -> dict:
-    row = {
-        "msm_id": 12345,
-        "event_time": dt.datetime(2025, 6, 24, 12, 0, 0, tzinfo=UTC),
-        "src_addr": "192.0.2.1",
-        "dst_addr": "8.8.8.8",
-        "ip_version": 4,
-        "rtt": 42.5,
-        "size": 64,
-        "packet_error_count": 0,
-    }
-    row.update(changes)
-    return row
 
 
 def make_table(rows: list[dict], **types) -> pa.Table:

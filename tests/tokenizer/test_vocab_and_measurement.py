@@ -21,24 +21,10 @@ import tokenizer
 from tokenizer import vocab
 from tokenizer.errors import REASON_FIELD, REASONS, DecodeError, InvalidMeasurement
 from tokenizer.measurement import decode_measurement, encode_measurement, epoch_seconds, split_measurements
-
-UTC = dt.timezone.utc
-SEED_TS = 1750766400  # 2025-06-24T12:00:00Z
+from tests.tokenizer.rows import SEED_TS, UTC, seed_row
 
 
-def seed_row(**changes) -> dict:
-    row = {
-        "msm_id": 12345,
-        "event_time": dt.datetime(2025, 6, 24, 12, 0, 0, tzinfo=UTC),
-        "src_addr": "192.0.2.1",
-        "dst_addr": "8.8.8.8",
-        "ip_version": 4,
-        "rtt": 42.5,
-        "size": 64,
-        "packet_error_count": 0,
-    }
-    row.update(changes)
-    return row
+
 
 
 def b(raw: bytes) -> list[int]:
