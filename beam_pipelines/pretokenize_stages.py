@@ -55,6 +55,7 @@ class JobContext:
     cut_points: tuple[int, ...]  # time mode only
     num_buckets: int
     compression: str
+    tmp_compression: str  # Arrow IPC compression of the bucket files: none, lz4 or zstd
     inputs: tuple[dict, ...]  # path, bytes, rows, sha256 per input file
     options: dict  # the options that shape the output (recorded in the manifest)
     fingerprint: str
@@ -78,6 +79,10 @@ class JobContext:
 # --- stage 1 + 2: read and encode one row group, partition by bucket ------------------------------
 
 
+def _ipc_codec(name: str) -> str | None:
+    return None if name == "none" else name
+
+
 class _BucketWriters:
     """Append-only Arrow IPC files, one per bucket, opened on first use."""
 
@@ -92,7 +97,7 @@ class _BucketWriters:
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{self._task_id}.arrow")
             self._writers[bucket] = pa.ipc.new_file(
-                path, _PART_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                path, _PART_SCHEMA, options=pa.ipc.IpcWriteOptions(compression=_ipc_codec(self._ctx.tmp_compression))
             )
             self.paths[bucket] = path
         self._writers[bucket].write_batch(batch)

@@ -45,27 +45,15 @@ def parse_unique(values: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     Returns ``status`` (int8: 4 or 6 for valid, 0 null, -1 empty, -2 malformed),
     ``packed`` (uint8, (n, 16): IPv4 in the first 4 columns) and ``words`` (uint64, (n, 2): high, low).
-    A Python loop is fine here: it runs once per *distinct* address, not per row.
+    Python work here is per *distinct* address, never per row.
     """
-    n = len(values)
-    status = np.zeros(n, dtype=np.int8)
-    packed = np.zeros((n, 16), dtype=np.uint8)
-    words = np.zeros((n, 2), dtype=np.uint64)
-    if len(_CACHE) > _CACHE_LIMIT:
+    if len(_CACHE.index) + len(values) > _CACHE_LIMIT:
         _CACHE.clear()
-    for i, v in enumerate(values):
-        entry = _CACHE.get(v)
-        if entry is None:
-            entry = _CACHE[v] = _parse_entry(v)
-        status[i], packed[i], words[i] = entry
-    return status, packed, words
-
-
-# Batches of one job see the same probes and targets again and again: remember parsed addresses per
-# process (bounded) so each distinct address is parsed about once per worker, not once per batch.
-_CACHE: dict = {}
-_CACHE_LIMIT = 1 << 20
-_STATUS = {"null": 0, "empty": -1, "malformed": -2}
+    index = _CACHE.index
+    slots = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    for i in np.flatnonzero(slots < 0).tolist():
+        slots[i] = _CACHE.add(values[i])
+    return _CACHE.status[slots], _CACHE.packed[slots], _CACHE.words[slots]
 
 
 def _parse_entry(value) -> tuple[int, np.ndarray, tuple[int, int]]:
@@ -76,3 +64,36 @@ def _parse_entry(value) -> tuple[int, np.ndarray, tuple[int, int]]:
     version, raw = parsed
     raw16[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     return version, raw16, address_words(raw)
+
+
+class _ParsedAddresses:
+    """Addresses parsed so far in this process, as rows of numpy arrays.
+
+    Batches of one job see the same probes and targets again and again, so each distinct address is
+    parsed about once per worker rather than once per batch; a lookup is then one dict probe per
+    distinct value plus a vectorized gather. Bounded by ``_CACHE_LIMIT`` entries.
+    """
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.index: dict = {}
+        self.status = np.zeros(1024, dtype=np.int8)
+        self.packed = np.zeros((1024, 16), dtype=np.uint8)
+        self.words = np.zeros((1024, 2), dtype=np.uint64)
+
+    def add(self, value) -> int:
+        slot = len(self.index)
+        if slot == len(self.status):  # grow geometrically
+            self.status = np.concatenate([self.status, np.zeros_like(self.status)])
+            self.packed = np.concatenate([self.packed, np.zeros_like(self.packed)])
+            self.words = np.concatenate([self.words, np.zeros_like(self.words)])
+        self.status[slot], self.packed[slot], self.words[slot] = _parse_entry(value)
+        self.index[value] = slot
+        return slot
+
+
+_CACHE = _ParsedAddresses()
+_CACHE_LIMIT = 1 << 20
+_STATUS = {"null": 0, "empty": -1, "malformed": -2}

@@ -269,3 +269,11 @@ def test_type_variants_and_extra_columns(tmp_path):
     rejected = manifest["rejected"]["total"]
     assert len(got) + rejected == base.num_rows
     assert all(float(np.float32(r)) == r for r in got)  # float32 RTTs widened exactly
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_scratch_compression_does_not_change_the_output(tmp_path, sample_run, sample_dir, codec):
+    out, _, _, _ = sample_run
+    other = tmp_path / codec
+    assert pretokenize.run(["--input", str(sample_dir), "--output", str(other), "--tmp_compression", codec, IN_MEMORY]) == 0
+    assert tree_digest(other) == tree_digest(out)
