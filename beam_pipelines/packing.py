@@ -21,9 +21,6 @@ import numpy as np
 
 from tokenizer import PAD
 
-_CHUNK = 1 << 16  # items per scatter chunk: bounds temporary index arrays
-
-
 @dataclasses.dataclass(frozen=True)
 class PackResult:
     """Records of one (bucket, split) and their counts."""
@@ -99,36 +96,19 @@ def plan_records(n_short: int, n_long: int, seq_len: int, short: int, long: int)
     return np.array(out_a, dtype=np.int64), np.array(out_b, dtype=np.int64)
 
 
-def _gather(tokens, item_starts, length) -> np.ndarray:
-    """(items, length) matrix of fixed-length items picked out of ``tokens``."""
-    out = np.empty((len(item_starts), length), dtype=tokens.dtype)
-    span = np.arange(length)
-    for lo in range(0, len(item_starts), _CHUNK):
-        out[lo : lo + _CHUNK] = tokens[item_starts[lo : lo + _CHUNK, None] + span]
-    return out
-
-
 def pack_sorted(
-    tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, source: np.ndarray, seq_len: int
+    short_items: np.ndarray, short_source: np.ndarray, long_items: np.ndarray, long_source: np.ndarray, seq_len: int
 ) -> PackResult:
-    """Pack items, given in (source, time) order, into records of ``seq_len`` tokens.
+    """Pack two streams of fixed-length items, each in (source, time) order, into ``seq_len`` records.
 
-    ``tokens[starts[i]:starts[i] + lengths[i]]`` is item ``i`` (items may lie anywhere in ``tokens``, so
-    callers sort an index, not the tokens); ``source`` gives each item's source id. Every source's items
-    must share one length (true for v1: the family fixes it); at most two lengths occur.
+    ``short_items`` is (n_short, short) and ``long_items`` (n_long, long) uint16 (for v1: the IPv4
+    measurements, 45 tokens, and the IPv6 ones, 69); ``*_source`` give each item's source id. A source
+    must not appear in both streams (true for v1: a source address has one family).
     """
-    n = len(starts)
-    sizes = np.unique(lengths)
-    if len(sizes) > 2:
-        raise ValueError(f"items of more than two lengths: {sizes.tolist()}")
-    short = int(sizes[0]) if len(sizes) else seq_len
-    long = int(sizes[-1]) if len(sizes) else seq_len
-    is_long = lengths == long if len(sizes) == 2 else np.zeros(n, dtype=bool)
-    idx_a = np.flatnonzero(~is_long)
-    idx_b = np.flatnonzero(is_long)
-    if len(sizes) == 2 and np.intersect1d(source[idx_a], source[idx_b]).size:
+    short, long = short_items.shape[1], long_items.shape[1]
+    if np.intersect1d(short_source, long_source).size:
         raise ValueError("a source has items of two lengths")
-    a_counts, b_counts = plan_records(len(idx_a), len(idx_b), seq_len, short, long)
+    a_counts, b_counts = plan_records(len(short_items), len(long_items), seq_len, short, long)
     r = len(a_counts)
     out = np.full((r, seq_len), PAD, dtype=np.uint16)
     # Within a record the short part comes first, then the long part, each a contiguous span; a
@@ -137,24 +117,24 @@ def pack_sorted(
     a_end = (a_counts * short)[:, None]
     b_end = a_end + (b_counts * long)[:, None]
     continuous = 0
-    for idx, counts, size, mask in (
-        (idx_a, a_counts, short, column < a_end),
-        (idx_b, b_counts, long, (column >= a_end) & (column < b_end)),
+    for items, src, counts, mask in (
+        (short_items, short_source, a_counts, column < a_end),
+        (long_items, long_source, b_counts, (column >= a_end) & (column < b_end)),
     ):
-        if not len(idx):
+        if not len(items):
             continue
-        out[mask] = _gather(tokens, starts[idx], size).reshape(-1)
+        out[mask] = items.reshape(-1)
         # An item follows another of the same stream in the same record unless it opens its part.
-        first = np.zeros(len(idx), dtype=bool)
+        first = np.zeros(len(items), dtype=bool)
         first[np.concatenate([[0], np.cumsum(counts)[:-1]])[counts > 0]] = True
-        src = source[idx]
         continuous += int(np.count_nonzero(~first[1:] & (src[1:] == src[:-1])))
-    tokens_used = int(lengths.sum())
+    tokens_used = short_items.size + long_items.size
+    n = len(short_items) + len(long_items)
     return PackResult(
         records=out,
         measurements=n,
         tokens=tokens_used,
         pad_tokens=r * seq_len - tokens_used,
-        sources=int(np.unique(source).size),
+        sources=int(np.unique(short_source).size + np.unique(long_source).size),
         continuous=continuous,
     )

@@ -24,7 +24,7 @@ from beam_pipelines.packing import PackResult, pack_sorted
 from beam_pipelines.parquet_io import RowGroupTask, read_task
 from beam_pipelines.records_io import write_records
 from beam_pipelines.splitting import SPLIT_NAMES, bucket_of, source_hash, split_by_source, split_by_time
-from tokenizer import encode_table
+from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 
 TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
@@ -142,7 +142,10 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
             return
         buckets = np.concatenate([b for b, _ in buffered])
         table = pa.Table.from_batches([p for _, p in buffered], schema=_PART_SCHEMA)
-        order = np.argsort(buckets, kind="stable")
+        # Bucket, then family: within every batch of a bucket file the IPv4 rows come first, so the
+        # packer can take each family's fixed-length tokens as one matrix without indexing tokens.
+        family = table.column("family").to_numpy()
+        order = np.lexsort((family, buckets))
         table = table.take(order).combine_chunks()  # one take, then zero-copy slices per bucket
         sorted_buckets = buckets[order]
         bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
@@ -203,30 +206,54 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
 # --- stage 3 + 4 + 5: group one bucket by source in time order, pack per split --------------------
 
 
+_META = ("split", "src_hi", "src_lo", "timestamp", "file", "row")
+
+
+def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
+    """A bucket's rows per family: metadata columns and an (items, length) token matrix, in file order."""
+    meta: dict[int, list] = {4: [], 6: []}
+    tokens: dict[int, list] = {4: [], 6: []}
+    for path in sorted(paths):
+        reader = pa.ipc.open_file(path)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            family = batch.column("family").to_numpy()
+            n4 = int(np.count_nonzero(family == 4))
+            if not np.all(family[:n4] == 4):
+                raise RuntimeError(f"{path}: bucket file rows are not grouped by family")
+            tok = batch.column("tokens")
+            offsets = tok.offsets.to_numpy()
+            values = tok.values.to_numpy()
+            for fam, lo, hi, width in ((4, 0, n4, IPV4_LENGTH), (6, n4, len(family), IPV6_LENGTH)):
+                if hi > lo:
+                    meta[fam].append({k: batch.column(k).to_numpy()[lo:hi] for k in _META})
+                    tokens[fam].append(values[offsets[lo] : offsets[hi]].reshape(-1, width))
+    out = {}
+    for fam, width in ((4, IPV4_LENGTH), (6, IPV6_LENGTH)):
+        cols = {k: np.concatenate([m[k] for m in meta[fam]]) if meta[fam] else np.zeros(0, np.int64) for k in _META}
+        out[fam] = (cols, np.concatenate(tokens[fam]) if tokens[fam] else np.zeros((0, width), np.uint16))
+    return out
+
+
+def _sorted_stream(cols: dict, matrix: np.ndarray, split: int, first_source: int) -> tuple[np.ndarray, np.ndarray]:
+    """One family's items of one split in (source, time) order, with source ids from ``first_source``."""
+    sel = np.flatnonzero(cols["split"] == split)
+    # Source first, then time; (file, row) breaks ties so the order never depends on the runner.
+    order = sel[np.lexsort(tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi")))]
+    hi, lo = cols["src_hi"][order], cols["src_lo"][order]
+    new_source = np.concatenate([[True], (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])]) if len(order) else np.zeros(0, bool)
+    return matrix[order], first_source + np.cumsum(new_source) - 1
+
+
 def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tuple[int, PackResult]]:
     """Read one bucket's parts, group by source in time order and pack each split's records."""
-    tables = [pa.ipc.open_file(p).read_all() for p in sorted(paths)]
-    table = pa.concat_tables(tables) if tables else _PART_SCHEMA.empty_table()
-    tok = table.column("tokens").combine_chunks()
-    flat = tok.values.to_numpy()
-    offsets = tok.offsets.to_numpy()
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    cols = {name: table.column(name).to_numpy() for name in ("split", "family", "src_hi", "src_lo", "timestamp", "file", "row")}
+    streams = _family_streams(paths)
     results = []
     for split in range(len(SPLIT_NAMES)):
-        sel = np.flatnonzero(cols["split"] == split)
-        if not len(sel):
-            continue
-        # Source first, then time; (file, row) breaks ties so the order never depends on the runner.
-        order = sel[
-            np.lexsort(
-                tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi", "family"))
-            )
-        ]
-        key = np.stack([cols["family"][order].astype(np.uint64), cols["src_hi"][order], cols["src_lo"][order]], axis=1)
-        new_source = np.concatenate([[True], np.any(key[1:] != key[:-1], axis=1)])
-        source = np.cumsum(new_source) - 1
-        results.append((split, pack_sorted(flat, starts[order], lengths[order], source, ctx.seq_len)))
+        short, short_src = _sorted_stream(*streams[4], split, 0)
+        long, long_src = _sorted_stream(*streams[6], split, int(short_src[-1]) + 1 if len(short_src) else 0)
+        if len(short) or len(long):
+            results.append((split, pack_sorted(short, short_src, long, long_src, ctx.seq_len)))
     ctx.progress(f"pack-{bucket:05d}", {"bucket": bucket})
     return results
 

@@ -83,29 +83,25 @@ def test_plan_records_rejects_too_short_records():
         plan_records(1, 1, 60, 45, 69)
 
 
-def _items(sources, lengths, seed=0):
-    """Items of the given lengths with recognisable tokens: [0, source, index...] then filler."""
+def _stream(sources, length, first_id, seed):
+    """Items of one length with recognisable tokens: MeasurementStart, then random bytes."""
     rng = np.random.default_rng(seed)
-    chunks = []
-    for i, (s, n) in enumerate(zip(sources, lengths)):
-        body = rng.integers(10, 266, size=n).astype(np.uint16)
-        body[0] = 0
-        chunks.append(body)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return np.concatenate(chunks), starts, np.asarray(lengths, dtype=np.int64), chunks
+    items = rng.integers(10, 266, size=(len(sources), length)).astype(np.uint16)
+    items[:, 0] = 0
+    return items, np.asarray(sources, dtype=np.int64)
 
 
 def test_pack_sorted_places_every_item_whole_and_in_order():
     # 3 IPv4 sources with 30, 5, 40 items, 2 IPv6 sources with 25 and 8 items.
-    sources = [0] * 30 + [1] * 5 + [2] * 40 + [3] * 25 + [4] * 8
-    lengths = [45] * 75 + [69] * 33
-    tokens, starts, lens, chunks = _items(sources, lengths)
-    result = pack_sorted(tokens, starts, lens, np.array(sources), 1024)
+    short, short_src = _stream([0] * 30 + [1] * 5 + [2] * 40, 45, 0, seed=1)
+    long, long_src = _stream([3] * 25 + [4] * 8, 69, 75, seed=2)
+    result = pack_sorted(short, short_src, long, long_src, 1024)
     rec = result.records
     assert rec.dtype == np.uint16 and rec.shape[1] == 1024
-    assert result.measurements == len(sources)
-    assert result.tokens == sum(lengths) and result.pad_tokens == rec.size - sum(lengths)
+    assert result.measurements == 108
+    assert result.tokens == short.size + long.size and result.pad_tokens == rec.size - result.tokens
     assert result.sources == 5
+    catalogue = {bytes(r): ("s", i) for i, r in enumerate(short)} | {bytes(r): ("l", i) for i, r in enumerate(long)}
     # Rebuild the item sequence from the records: whole items, PAD only as suffix.
     seen = []
     for r in rec:
@@ -113,22 +109,22 @@ def test_pack_sorted_places_every_item_whole_and_in_order():
         assert np.all(r[end:] == PAD)
         pos = 0
         while pos < end:
-            n = 45 if any(np.array_equal(r[pos : pos + 45], c) for c in chunks if len(c) == 45) else 69
-            match = [i for i, c in enumerate(chunks) if len(c) == n and np.array_equal(r[pos : pos + n], c)]
-            assert match, "an item was cut or altered"
-            seen.append(match[0])
-            pos += n
-    assert sorted(seen) == list(range(len(sources)))  # every item exactly once
-    # Within each source, items appear in their given (time) order across records.
-    for s in set(sources):
-        order = [i for i in seen if sources[i] == s]
+            hit = catalogue.get(bytes(r[pos : pos + 45])) or catalogue.get(bytes(r[pos : pos + 69]))
+            assert hit, "an item was cut or altered"
+            seen.append(hit)
+            pos += 45 if hit[0] == "s" else 69
+    assert sorted(seen) == sorted(catalogue.values())  # every item exactly once
+    # Within each stream (and so each source), items appear in their given (time) order.
+    for kind in "sl":
+        order = [i for k, i in seen if k == kind]
         assert order == sorted(order)
 
 
 def test_pack_sorted_rejects_a_source_with_two_lengths():
-    tokens, starts, lens, _ = _items([0, 0], [45, 69])
+    short, short_src = _stream([0], 45, 0, seed=1)
+    long, long_src = _stream([0], 69, 1, seed=2)
     with pytest.raises(ValueError, match="two lengths"):
-        pack_sorted(tokens, starts, lens, np.array([0, 0]), 1024)
+        pack_sorted(short, short_src, long, long_src, 1024)
 
 
 def test_parse_fractions():
