@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import json
 import math
 import os
 import shutil
@@ -372,8 +373,6 @@ class _Progress(threading.Thread):
         bar.close()
 
     def _rows_done(self) -> int:
-        import json
-
         total = 0
         for path in glob.glob(os.path.join(self._dir, "encode-*.json")):
             try:
