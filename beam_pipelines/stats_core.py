@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_pipelines.stats_sketches import KeyCounter, QuantileTable
-from tokenizer import TOKENIZER_NAME, TOKENIZER_VERSION, encode_table
+from tokenizer import TOKENIZER_NAME, TOKENIZER_VERSION, validate_table
 from tokenizer.errors import REASONS
 
 REPORT_VERSION = 1
@@ -256,10 +256,10 @@ def summarize_batch(batch: pa.RecordBatch | pa.Table, limits: Limits = Limits())
     s.dst_addr.add(_column(batch, "dst_addr"))
 
     # The tokenizer itself decides what it would reject, so the report can never disagree with pretokenize.
-    encoded = encode_table(batch)
-    s.accepted_rows = len(encoded.accepted)
-    s.tokens = int(encoded.offsets[-1])
-    s.rejected = Counter(encoded.reason_counts())
+    checked = validate_table(batch)
+    s.accepted_rows = len(checked.accepted)
+    s.tokens = checked.tokens
+    s.rejected = Counter(checked.reason_counts())
     return s
 
 

@@ -2,7 +2,7 @@
 
 from tokenizer.errors import REASONS, REQUIRED_COLUMNS, DecodeError, InvalidMeasurement, SchemaError
 from tokenizer.measurement import decode_measurement, encode_measurement, epoch_seconds, split_measurements
-from tokenizer.table import EncodedTable, check_schema, encode_table
+from tokenizer.table import EncodedTable, Validation, check_schema, encode_table, validate_table
 from tokenizer.vocab import (
     IPV4_LENGTH,
     IPV6_LENGTH,
@@ -26,6 +26,7 @@ __all__ = [
     "TOKENIZER_NAME",
     "TOKENIZER_VERSION",
     "VOCAB_SIZE",
+    "Validation",
     "check_schema",
     "decode_measurement",
     "encode_measurement",
@@ -33,4 +34,5 @@ __all__ = [
     "epoch_seconds",
     "measurement_length",
     "split_measurements",
+    "validate_table",
 ]

@@ -174,11 +174,44 @@ def _bytes_be(values: np.ndarray, dtype: str) -> np.ndarray:
     return arr.view(np.uint8).reshape(len(values), -1)
 
 
-def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
-    """Encode every row of ``table``; rows that cannot be encoded faithfully are rejected with a reason.
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """Result of :func:`validate_table`: which rows :func:`encode_table` would accept, without the tokens."""
 
-    Raises :class:`SchemaError` when a required column is missing or of an unsupported type.
+    accepted: np.ndarray  # int64, input row index of each accepted row
+    ip_version: np.ndarray  # int8, 4 or 6, of each accepted row
+    rejected: np.ndarray  # int64, input row index of each rejected row
+    reasons: np.ndarray  # object (str), rejection reason of each rejected row
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the accepted rows would take."""
+        n4 = int(np.count_nonzero(self.ip_version == 4))
+        return n4 * measurement_length(4) + (len(self.ip_version) - n4) * measurement_length(6)
+
+    def reason_counts(self) -> dict[str, int]:
+        """Rejected rows by reason."""
+        return dict(sorted(Counter(self.reasons.tolist()).items()))
+
+
+def validate_table(table: pa.Table | pa.RecordBatch) -> Validation:
+    """The accept/reject decision of :func:`encode_table` (same rows, same reasons), without encoding.
+
+    For reports that need to know what would be rejected but not the tokens (about twice as fast).
     """
+    code, cols = _check(table)
+    accepted = np.flatnonzero(code == 0)
+    rejected = np.flatnonzero(code != 0)
+    return Validation(
+        accepted=accepted.astype(np.int64),
+        ip_version=cols["ver"][accepted].astype(np.int8),
+        rejected=rejected.astype(np.int64),
+        reasons=np.array(REASONS, dtype=object)[code[rejected].astype(np.int64) - 1],
+    )
+
+
+def _check(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, dict]:
+    """Reason code per row (0: accepted) and the decoded columns encoding needs."""
     check_schema(table.schema)
     n = table.num_rows
     code = np.zeros(n, dtype=np.int8)
@@ -232,7 +265,18 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
         0xFF,
         flag,
     )
+    cols = dict(msm=msm, ts=ts, ver=ver, rtt=rtt, size=size, errors=errors, src_idx=src_idx, dst_idx=dst_idx)
+    return code, dict(cols, packed=packed, words=words)
 
+
+def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
+    """Encode every row of ``table``; rows that cannot be encoded faithfully are rejected with a reason.
+
+    Raises :class:`SchemaError` when a required column is missing or of an unsupported type.
+    """
+    code, cols = _check(table)
+    msm, ts, ver, rtt, size, errors = (cols[k] for k in ("msm", "ts", "ver", "rtt", "size", "errors"))
+    src_idx, dst_idx, packed, words = cols["src_idx"], cols["dst_idx"], cols["packed"], cols["words"]
     accepted = np.flatnonzero(code == 0)
     rejected = np.flatnonzero(code != 0)
     reasons = np.array(REASONS, dtype=object)[code[rejected].astype(np.int64) - 1]

@@ -30,3 +30,24 @@ def test_wrong_types_are_rejected_not_coerced(field, value, reason):
 
 def test_integral_floats_for_size_are_accepted():
     assert encode_measurement(dict(ROW, size=64.0)) == encode_measurement(ROW)
+
+
+def test_validate_table_decides_exactly_like_encode_table():
+    import pyarrow as pa
+
+    from beam_pipelines import synth
+    from tokenizer import encode_table, validate_table
+
+    table = synth.generate(5_000, seed=9)
+    # Add one row of each of a few more reasons to the generator's dirty rows.
+    extra = pa.Table.from_pylist(
+        [seed_row(rtt=float("nan")), seed_row(size=70_000), seed_row(ip_version=6), seed_row(msm_id=None)],
+        schema=table.schema,
+    )
+    table = pa.concat_tables([table, extra])
+    enc, val = encode_table(table), validate_table(table)
+    assert val.accepted.tolist() == enc.accepted.tolist()
+    assert val.rejected.tolist() == enc.rejected.tolist()
+    assert val.reasons.tolist() == enc.reasons.tolist()
+    assert val.tokens == int(enc.offsets[-1])
+    assert val.reason_counts() == enc.reason_counts() and len(val.reason_counts()) >= 6
