@@ -135,7 +135,7 @@ def rtt_from_tokens(tokens: np.ndarray) -> np.ndarray:
     return raw.reshape(-1, 8).copy().view(">f8").astype(np.float64).reshape(raw.shape[:-1])
 
 
-def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, max_rows: int = 256,
+def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, max_rows: int = 1024,
                 progress: bool = False) -> np.ndarray:
     """(n, samples) sampled RTTs, one row per prompt (each from :func:`rtt_prompt`).
 
@@ -255,7 +255,7 @@ def evaluate(
     seed: int = 0,
     nll_batches: int = 0,
     batch_size: int = 8,
-    max_rows: int = 256,
+    max_rows: int = 1024,
     progress: bool = False,
 ) -> tuple[dict, dict]:
     """Run the evaluation; returns ``(report, table)`` where ``table`` holds per-measurement columns."""
@@ -484,7 +484,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--nll_batches", type=int, default=0, help="batches for the per-field NLL (0: whole split)")
     p.add_argument("--batch_size", type=int, default=8, help="records per NLL batch (default 8)")
-    p.add_argument("--max_rows", type=int, default=256, help="sampled rows per decode batch (default 256)")
+    p.add_argument("--max_rows", type=int, default=1024, help="sampled rows per decode batch (default 1024)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 

@@ -7,6 +7,10 @@ Attention spans the whole 1024-token record: context across measurements is the 
 Parameters are float32; ``ModelConfig.dtype`` sets the compute dtype (float32 or bfloat16). Logits are
 returned in float32. The output projection starts tiny so a fresh model predicts a near-uniform
 distribution and its first loss is close to ln(267) ~ 5.587. Linear layers have no biases.
+
+For sampling, ``Decoder.decode`` runs the same layers over a KV cache (tokens at explicit positions, the
+same RoPE), and ``Decoder.decode_shared`` lets many continuations of a prompt read one copy of the
+prompt's cache; neither changes the parameters or the training forward (``trainer.sampling`` uses them).
 """
 
 from __future__ import annotations
@@ -93,6 +97,43 @@ class Attention(nnx.Module):
         y = jax.nn.dot_product_attention(q, cache_k, cache_v, mask=mask)  # (batch, new, heads, head_dim)
         return self.out(y.reshape(b, t, n * h)), cache_k, cache_v  # (batch, new, width)
 
+    def decode_shared(self, x, positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v):
+        """:meth:`decode` for many continuations of a few prompts, without copying the prompts' cache.
+
+        Rows come in groups of ``samples``: row ``r`` continues prompt ``r // samples``. ``prefix_k`` and
+        ``prefix_v`` (prompts, prefix_slots, heads, head_dim) hold the prompts' keys and values (slot = position,
+        valid below ``prefix_len`` (prompts,)); ``cache_k``/``cache_v`` (rows, slots, heads, head_dim) hold each
+        row's own tokens, position ``p`` in slot ``p - prefix_len``. Attention runs over both at once (one
+        softmax), so the result equals attention over the prompt and continuation laid end to end.
+        """
+        b, t, _ = x.shape
+        n, h = self.cfg.num_heads, self.cfg.head_dim
+        prompts = prefix_k.shape[0]
+        samples = b // prompts
+        qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (rows, new, 3, heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (rows, new, heads, head_dim)
+        q, k = rope(q, self.cfg.rope_theta, positions), rope(k, self.cfg.rope_theta, positions)
+        row_len = jnp.repeat(prefix_len, samples)  # (rows,)
+        slots = positions - row_len[:, None]  # (rows, new) slot of each new token in the row's own cache
+        rows = jnp.arange(b)[:, None]  # (rows, 1)
+        cache_k = cache_k.at[rows, slots].set(k.astype(cache_k.dtype), mode="drop")  # (rows, slots, heads, hd)
+        cache_v = cache_v.at[rows, slots].set(v.astype(cache_v.dtype), mode="drop")  # (rows, slots, heads, hd)
+        scale = 1.0 / math.sqrt(h)
+        qf = q.astype(jnp.float32).reshape(prompts, samples, t, n, h) * scale  # (prompts, samples, new, heads, hd)
+        pre = jnp.einsum("pstnd,pknd->pstnk", qf, prefix_k.astype(jnp.float32))  # (prompts, samples, new, heads, P)
+        pre_ok = jnp.arange(prefix_k.shape[1])[None, :] < prefix_len[:, None]  # (prompts, P)
+        pre = jnp.where(pre_ok[:, None, None, None, :], pre, -1e30)
+        own = jnp.einsum("btnd,bknd->btnk", qf.reshape(b, t, n, h), cache_k.astype(jnp.float32))  # (rows, new, heads, S)
+        own_ok = jnp.arange(cache_k.shape[1])[None, None, :] <= slots[:, :, None]  # (rows, new, S)
+        own = jnp.where(own_ok[:, :, None, :], own, -1e30).reshape(prompts, samples, t, n, -1)
+        probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1)  # (prompts, samples, new, heads, P+S)
+        p_pre, p_own = probs[..., : pre.shape[-1]], probs[..., pre.shape[-1] :]
+        y = jnp.einsum("pstnk,pknd->pstnd", p_pre, prefix_v.astype(jnp.float32))  # (prompts, samples, new, heads, hd)
+        y = y.reshape(b, t, n, h) + jnp.einsum(
+            "btnk,bknd->btnd", p_own.reshape(b, t, n, -1), cache_v.astype(jnp.float32)
+        )  # (rows, new, heads, head_dim)
+        return self.out(y.astype(x.dtype).reshape(b, t, n * h)), cache_k, cache_v  # (rows, new, width)
+
 
 class MLP(nnx.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), three width x mlp_dim matrices."""
@@ -127,6 +168,14 @@ class Block(nnx.Module):
     def decode(self, x, positions, cache_k, cache_v):
         """:meth:`__call__` without dropout, attending over a KV cache (see :meth:`Attention.decode`)."""
         y, cache_k, cache_v = self.attn.decode(self.attn_norm(x), positions, cache_k, cache_v)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
+
+    def decode_shared(self, x, positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v):
+        """:meth:`decode` over a shared prompt cache (see :meth:`Attention.decode_shared`)."""
+        y, cache_k, cache_v = self.attn.decode_shared(
+            self.attn_norm(x), positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v
+        )
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
 
@@ -179,6 +228,28 @@ class Decoder(nnx.Module):
             vs.append(v)
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (batch, new, vocab)
         return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs)}  # cache: (layers, batch, slots, heads, head_dim)
+
+    def decode_shared(
+        self, tokens: jax.Array, positions: jax.Array, prefix: dict, prefix_len: jax.Array, cache: dict
+    ) -> tuple[jax.Array, dict]:
+        """:meth:`decode` for ``samples`` continuations of each of a few prompts (rows grouped by prompt).
+
+        ``prefix`` is the prompts' cache from :meth:`decode` (layers, prompts, slots, heads, head_dim), read
+        but never copied per row; ``prefix_len`` (prompts,) their lengths; ``cache`` (layers, rows, slots,
+        heads, head_dim) each row's own tokens from position ``prefix_len`` on. Returns float32 logits
+        (rows, new, vocab) and the updated row cache. Equal, within float tolerance, to :meth:`decode`
+        with the prompt's cache repeated for every row, at a fraction of the memory traffic.
+        """
+        x = self.embed(tokens)  # (rows, new, width)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.decode_shared(
+                x, positions, prefix["k"][i], prefix["v"][i], prefix_len, cache["k"][i], cache["v"][i]
+            )  # x: (rows, new, width)
+            ks.append(k)
+            vs.append(v)
+        logits = self.head(self.norm(x)).astype(jnp.float32)  # (rows, new, vocab)
+        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs)}  # (layers, rows, slots, heads, head_dim)
 
 
 def create(cfg: ModelConfig, seed: int) -> Decoder:

@@ -7,9 +7,11 @@
   compiles a handful of shapes, not one per prompt.
 * :func:`sample` continues each prompt ``num_samples`` times until the measurement it ends in is
   complete. At every step the logits of tokens the grammar (:mod:`trainer.grammar`) forbids are set to
-  -inf, so every sample decodes. The prompt is prefilled once and its cache repeated per sample.
-  Draws come from a numpy Generator seeded by ``(seed, prompt id)``, so a prompt's samples do not
-  depend on which other prompts share its batch.
+  -inf, so every sample decodes. Each prompt is prefilled once; its samples attend to that one cache
+  (:meth:`trainer.model.Decoder.decode_shared`) plus a small cache of their own tokens, so the cost of
+  a step does not grow with samples x prompt length.
+  Draws come from a numpy Generator seeded by ``(seed, prompt id)``, so a prompt's random numbers do not
+  depend on which other prompts share its batch (its logits may, in the last float bits, through padding).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from trainer.config import Config, from_dict
 
 CHECKPOINT_DIR = "checkpoints"  # as trainer.train writes it
 LENGTH_BUCKET = 64  # prompt and cache lengths are rounded up to a multiple of this
+NEW_BUCKET = 8  # the samples' own caches are rounded up to a multiple of this
 
 
 class CheckpointError(RuntimeError):
@@ -96,12 +99,14 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
     return LoadedModel(config, graphdef, state["params"], int(step), meta.get("fingerprint"))
 
 
-def _bucket(n: int) -> int:
-    return max(LENGTH_BUCKET, math.ceil(n / LENGTH_BUCKET) * LENGTH_BUCKET)
+def _bucket(n: int, size: int = LENGTH_BUCKET) -> int:
+    return max(size, math.ceil(n / size) * size)
 
 
 class Sampler:
-    """Jitted prefill and decode step of one model (see :meth:`trainer.model.Decoder.decode`)."""
+    """Jitted functions of one model: :meth:`prefill` a batch of prompts, then either :meth:`step` over
+    a cache with one row per sequence (``Decoder.decode``) or :meth:`step_shared` for many samples per
+    prompt over the prompts' one cache (``Decoder.decode_shared``, what :func:`sample` uses)."""
 
     def __init__(self, graphdef: nnx.GraphDef, params: dict):
         self.graphdef, self.params = graphdef, params
@@ -120,15 +125,23 @@ class Sampler:
             logits, cache = model.decode(tokens[:, None], positions[:, None], cache)  # (batch, 1, vocab)
             return logits[:, 0], cache  # (batch, vocab)
 
+        def step_shared(params, tokens, positions, prefix, prefix_len, cache):
+            model = nnx.merge(graphdef, params)
+            logits, cache = model.decode_shared(tokens[:, None], positions[:, None], prefix, prefix_len, cache)
+            return logits[:, 0], cache  # (rows, vocab)
+
         self._prefill = jax.jit(prefill)
         self._step = jax.jit(step, donate_argnums=(3,))
+        self._step_shared = jax.jit(step_shared, donate_argnums=(5,))
+        self._cfg = nnx.merge(graphdef, params).cfg  # the ModelConfig, for cache shapes
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> Sampler:
         return cls(loaded.graphdef, loaded.params)
 
-    def prefill(self, prompts: Sequence[np.ndarray], slots: int) -> tuple[np.ndarray, dict]:
-        """Logits after each prompt ((B, vocab) numpy) and a cache of ``slots`` positions holding the prompts.
+    def prefill(self, prompts: Sequence[np.ndarray], slots: int | None = None) -> tuple[np.ndarray, dict]:
+        """Logits after each prompt ((B, vocab) numpy) and a cache of ``slots`` positions holding the prompts
+        (default: the longest prompt's length rounded up to ``LENGTH_BUCKET``).
 
         Prompts are right-padded to a common bucketed length; a padded tail's cache slots are stale but
         never attended to (positions continue from each prompt's own length).
@@ -136,6 +149,7 @@ class Sampler:
         lengths = np.array([len(p) for p in prompts], dtype=np.int32)
         if lengths.min() < 1:
             raise ValueError("empty prompt")
+        slots = _bucket(int(lengths.max())) if slots is None else slots
         width = min(_bucket(int(lengths.max())), slots)
         tokens = np.full((len(prompts), width), MEASUREMENT_START, dtype=np.int32)  # (B, width)
         for i, p in enumerate(prompts):
@@ -146,6 +160,21 @@ class Sampler:
     def step(self, tokens: np.ndarray, positions: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
         """Logits ((B, vocab) numpy) after feeding one token per row at ``positions``; the updated cache."""
         logits, cache = self._step(self.params, np.asarray(tokens, np.int32), np.asarray(positions, np.int32), cache)
+        return np.asarray(logits), cache
+
+    def new_cache(self, rows: int, slots: int) -> dict:
+        """An empty cache for the samples' own tokens: (layers, rows, slots, heads, head_dim)."""
+        c = self._cfg
+        shape = (c.num_layers, rows, slots, c.num_heads, c.head_dim)
+        dtype = jnp.bfloat16 if c.dtype == "bfloat16" else jnp.float32
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+    def step_shared(self, tokens, positions, prefix: dict, prefix_len, cache: dict) -> tuple[np.ndarray, dict]:
+        """:meth:`step` for rows grouped by prompt over the prompts' shared cache (see ``Decoder.decode_shared``)."""
+        logits, cache = self._step_shared(
+            self.params, np.asarray(tokens, np.int32), np.asarray(positions, np.int32), prefix,
+            np.asarray(prefix_len, np.int32), cache,
+        )
         return np.asarray(logits), cache
 
 
@@ -191,10 +220,9 @@ def sample(
     )
     lengths = np.array([len(p) for p in prompts])
     longest_new = int(max(grammar.tokens_left(st)[0] for st in states))
-    slots = _bucket(int(lengths.max()) + longest_new)
-    logits, cache = sampler.prefill(prompts, slots)  # (n, vocab)
+    logits, prefix = sampler.prefill(prompts)  # (n, vocab); prefix (layers, n, slots, heads, head_dim)
     logits = np.repeat(logits, s, axis=0)  # (n * s, vocab)
-    cache = jax.tree.map(lambda c: jnp.repeat(c, s, axis=1), cache)  # (layers, n * s, slots, heads, head_dim)
+    cache = sampler.new_cache(n * s, _bucket(longest_new, NEW_BUCKET))  # the samples' own tokens
     gens = [np.random.default_rng([seed, int(i)]) for i in prompt_ids]
     out = np.full((n * s, longest_new), PAD, dtype=np.int64)  # (n * s, new)
     positions = np.repeat(lengths, s)  # (n * s,) position of the next token of each row
@@ -215,7 +243,7 @@ def sample(
         if state.done.all():
             out = out[:, : t + 1]
             break
-        logits, cache = sampler.step(np.where(active, tokens, MEASUREMENT_START), positions, cache)
+        logits, cache = sampler.step_shared(np.where(active, tokens, MEASUREMENT_START), positions, prefix, lengths, cache)
         positions = positions + 1
     return [out[i * s : (i + 1) * s] for i in range(n)]
 

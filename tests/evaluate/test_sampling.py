@@ -77,6 +77,30 @@ def test_padded_prefill_of_unequal_prompts_matches_each_prompt_alone():
         np.testing.assert_allclose(stepped[i], full[n], atol=1e-4 * np.abs(full).max())
 
 
+def test_shared_prompt_decoding_equals_the_full_forward():
+    """Several continuations per prompt over the prompts' one cache: the logits of the whole sequences."""
+    model = _model()
+    graphdef, state = nnx.split(model)
+    sampler = sampling.Sampler(graphdef, nnx.to_pure_dict(state))
+    samples, new = 3, 6
+    lengths = np.array([9, 40])
+    records = np.array(_tokens((2 * samples, 40 + new), seed=5))  # one row per continuation
+    for p in range(2):  # the rows of a prompt share its tokens, then go their own ways
+        records[p * samples : (p + 1) * samples, : lengths[p]] = records[p * samples, : lengths[p]]
+    full = np.asarray(_forward(model, jnp.asarray(records)))  # (rows, seq, vocab)
+    tol = 1e-4 * np.abs(full).max()
+    last, prefix = sampler.prefill([records[p * samples, : lengths[p]] for p in range(2)])
+    for p in range(2):
+        np.testing.assert_allclose(last[p], full[p * samples, lengths[p] - 1], atol=tol)
+    cache = sampler.new_cache(2 * samples, 8)
+    positions = np.repeat(lengths, samples)  # (rows,)
+    for t in range(new):
+        rows = np.arange(2 * samples)
+        logits, cache = sampler.step_shared(records[rows, positions], positions, prefix, lengths, cache)
+        np.testing.assert_allclose(logits, full[rows, positions], atol=tol)
+        positions = positions + 1
+
+
 @pytest.fixture(scope="module")
 def random_sampler():
     """An untrained model: its samples are nearly arbitrary, which is what the grammar must cope with."""
