@@ -133,7 +133,8 @@ def _from_table(table: _Table, keys: list) -> tuple[Prediction, np.ndarray]:
     if not len(table.answers):
         return Prediction(nan, nan, nan, nan.copy(), np.zeros(len(keys), np.int64)), ok
     pick = lambda a: np.where(ok, a[r], np.nan)  # noqa: E731
-    return Prediction(pick(table.median), pick(table.p10), pick(table.p90), pick(table.fail_share), np.zeros(len(keys), np.int64)), ok
+    level = np.zeros(len(keys), np.int64)
+    return Prediction(pick(table.median), pick(table.p10), pick(table.p90), pick(table.fail_share), level), ok
 
 
 def _fill(primary: Prediction, ok: np.ndarray, fallback: Prediction, shift: int) -> Prediction:

@@ -38,7 +38,8 @@ from tokenizer.vocab import BLOCK_RTT, BYTE_OFFSET, MEASUREMENT_START, NUM_BLOCK
 from trainer import baselines as bl
 from trainer import grammar
 
-REPORT_JSON, REPORT_MD, PLOT_PNG, PREDICTIONS_CSV = "report.json", "report.md", "rtt_pred_vs_true.png", "predictions.csv"
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
 MODEL = "model"
 CONTEXT_LAST = "context_last"
 
@@ -290,7 +291,10 @@ def evaluate(
     invalid = ~np.isfinite(rtt_samples)
     report = {
         "rtt": {
-            MODEL: {**bl.metrics(evaluated.rtt, model_pred), "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0},
+            MODEL: {
+                **bl.metrics(evaluated.rtt, model_pred),
+                "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0,
+            },
             "baselines": {name: bl.metrics(evaluated.rtt, p) for name, p in predictions.items()},
         },
         "nll_per_field": nll_per_field,
@@ -406,7 +410,8 @@ def write_predictions(table: dict, path: str) -> None:
                    repr(float(table["true_rtt"][i]))]
             for name in names:
                 p = table[name]
-                row += [_csv(p.value[i]), _csv(p.low[i]), _csv(p.high[i]), _csv(p.fail_prob[i]), bl.LEVELS[int(p.level[i])]]
+                row += [_csv(p.value[i]), _csv(p.low[i]), _csv(p.high[i]), _csv(p.fail_prob[i])]
+                row.append(bl.LEVELS[int(p.level[i])])
             writer.writerow(row)
 
 

@@ -123,7 +123,9 @@ class Attention(nnx.Module):
         pre = jnp.einsum("pstnd,pknd->pstnk", qf, prefix_k.astype(jnp.float32))  # (prompts, samples, new, heads, P)
         pre_ok = jnp.arange(prefix_k.shape[1])[None, :] < prefix_len[:, None]  # (prompts, P)
         pre = jnp.where(pre_ok[:, None, None, None, :], pre, -1e30)
-        own = jnp.einsum("btnd,bknd->btnk", qf.reshape(b, t, n, h), cache_k.astype(jnp.float32))  # (rows, new, heads, S)
+        own = jnp.einsum(
+            "btnd,bknd->btnk", qf.reshape(b, t, n, h), cache_k.astype(jnp.float32)
+        )  # (rows, new, heads, S)
         own_ok = jnp.arange(cache_k.shape[1])[None, None, :] <= slots[:, :, None]  # (rows, new, S)
         own = jnp.where(own_ok[:, :, None, :], own, -1e30).reshape(prompts, samples, t, n, -1)
         probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1)  # (prompts, samples, new, heads, P+S)

@@ -215,9 +215,8 @@ def sample(
             raise grammar.GrammarError("the prompt's last measurement is already complete")
         states.append(state)
     rows = np.repeat(np.arange(n), s)  # (n * s,) prompt of each row
-    state = grammar.State(
-        **{f.name: np.concatenate([getattr(st, f.name) for st in states])[rows] for f in dataclasses.fields(grammar.State)}
-    )
+    fields = [f.name for f in dataclasses.fields(grammar.State)]
+    state = grammar.State(**{f: np.concatenate([getattr(st, f) for st in states])[rows] for f in fields})
     lengths = np.array([len(p) for p in prompts])
     longest_new = int(max(grammar.tokens_left(st)[0] for st in states))
     logits, prefix = sampler.prefill(prompts)  # (n, vocab); prefix (layers, n, slots, heads, head_dim)
@@ -243,7 +242,8 @@ def sample(
         if state.done.all():
             out = out[:, : t + 1]
             break
-        logits, cache = sampler.step_shared(np.where(active, tokens, MEASUREMENT_START), positions, prefix, lengths, cache)
+        fed = np.where(active, tokens, MEASUREMENT_START)  # finished rows feed a harmless token
+        logits, cache = sampler.step_shared(fed, positions, prefix, lengths, cache)
         positions = positions + 1
     return [out[i * s : (i + 1) * s] for i in range(n)]
 

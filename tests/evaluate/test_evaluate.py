@@ -157,7 +157,8 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
     ],
 )
 def test_evaluate_bad_input_is_one_clear_error(args, message, trained_workdir, eval_dataset, tmp_path, capsys):
-    paths = {"empty": str(tmp_path), "data": str(eval_dataset), "out": str(tmp_path / "r"), "trained": str(trained_workdir)}
+    paths = {"empty": str(tmp_path), "data": str(eval_dataset), "out": str(tmp_path / "r"),
+             "trained": str(trained_workdir)}
     rc = evaluate.run([a.format(**paths) for a in args])
     err = capsys.readouterr().err.strip()
     assert rc == 2

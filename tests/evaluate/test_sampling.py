@@ -175,7 +175,8 @@ def test_load_restores_the_trained_parameters(trained_workdir, loaded_model):
 
     assert loaded_model.step == TRAIN_STEPS
     assert loaded_model.config.model.width == 32
-    fresh = nnx.to_pure_dict(nnx.state(model_lib.create(loaded_model.config.model, loaded_model.config.seed), nnx.Param))
+    cfg = loaded_model.config
+    fresh = nnx.to_pure_dict(nnx.state(model_lib.create(cfg.model, cfg.seed), nnx.Param))
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), loaded_model.params, fresh)
     assert max(jax.tree.leaves(moved)) > 1e-4  # trained, not freshly initialised
     with pytest.raises(sampling.CheckpointError, match="no checkpoint for step 3"):
