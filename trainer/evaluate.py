@@ -251,7 +251,7 @@ def evaluate(
     split: str,
     *,
     train_split: str = "train",
-    max_measurements: int = 256,
+    max_measurements: int = 1000,
     samples: int = 128,
     seed: int = 0,
     nll_batches: int = 0,
@@ -294,6 +294,8 @@ def evaluate(
             MODEL: {
                 **bl.metrics(evaluated.rtt, model_pred),
                 "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0,
+                # model minus baseline, paired over the same measurements, with a bootstrap interval
+                "vs": {name: bl.compare(evaluated.rtt, model_pred, p, seed=seed) for name, p in predictions.items()},
             },
             "baselines": {name: bl.metrics(evaluated.rtt, p) for name, p in predictions.items()},
         },
@@ -355,16 +357,20 @@ def render_markdown(report: dict) -> str:
         f"## RTT prediction ({meta['evaluated_measurements']} of {meta['split_measurements']} measurements, "
         f"{meta['samples_per_measurement']} samples each, seed {meta['seed']})",
         "",
-        "| predictor | median abs error (ms) | mean abs error (ms) | median abs log ratio | failure accuracy "
-        "| calibration 10-90% | scored | fallback to dst / global |",
-        "|---|---|---|---|---|---|---|---|",
+        "| predictor | median abs error (ms) | model minus this, 95% CI (ms) | mean abs error (ms) "
+        "| median abs log ratio | failure accuracy | calibration 10-90% | scored | fallback to dst / global |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(MODEL, report["rtt"][MODEL])] + list(report["rtt"]["baselines"].items())
     for name, r in rows:
         fb = r.get("fallback", {})
         fallback = "-" if name == MODEL else f"{fb.get('dst_median', 0):.0%} / {fb.get('global_median', 0):.0%}"
+        vs = report["rtt"][MODEL].get("vs", {}).get(name)
+        paired = "-"
+        if vs and vs["ci95"] is not None:
+            paired = f"{vs['median_abs_error_diff_ms']:+.2f} [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]"
         lines.append(
-            f"| {'**model**' if name == MODEL else name} | {_fmt(r['median_abs_error_ms'], 2)} "
+            f"| {'**model**' if name == MODEL else name} | {_fmt(r['median_abs_error_ms'], 2)} | {paired} "
             f"| {_fmt(r['mean_abs_error_ms'], 2)} | {_fmt(r['median_abs_log_ratio'])} "
             f"| {_fmt(r['failure_accuracy'])} | {_fmt(r['calibration_10_90'])} "
             f"| {r['scored']} | {fallback} |"
@@ -377,7 +383,9 @@ def render_markdown(report: dict) -> str:
         f"and {model['invalid_sample_share']:.2%} of its samples were NaN or infinite. "
         f"{model['true_failures']} evaluated measurements failed. Baselines are fitted on the "
         f"`{meta['train_split']}` split; `context_last` is the pair's latest RTT earlier in the same record "
-        "(what the model also sees), falling back to `dst_median`.",
+        "(what the model also sees), falling back to `dst_median`. The second column is the model's median "
+        "absolute error minus the predictor's on the measurements both score (negative: the model is better), "
+        "with a 95% bootstrap interval.",
         "",
         "## Per-field negative log-likelihood",
         "",
@@ -483,7 +491,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--train_split", default="train", help="split the baselines are fitted on (default train)")
     p.add_argument("--output", required=True, help="report directory")
-    p.add_argument("--max_measurements", type=int, default=256, help="measurements for RTT prediction (0: all)")
+    p.add_argument("--max_measurements", type=int, default=1000, help="measurements for RTT prediction (0: all)")
     p.add_argument("--samples", type=int, default=128, help="RTT samples per measurement (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of measurements and the sampling")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")

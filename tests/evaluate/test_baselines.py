@@ -181,3 +181,22 @@ def test_context_last_falls_back_one_level_coarser():
     assert pred.value[1] == dst.value[1] and pred.value[2] == dst.value[2]
     assert [bl.LEVELS[i] for i in pred.level] == ["own", "global_median", "dst_median"]
     assert np.isnan(pred.low).all()
+
+
+def _point(values):
+    values = np.asarray(values, np.float64)
+    nan = np.full(len(values), np.nan)
+    return bl.Prediction(values, nan, nan, np.zeros(len(values)), np.zeros(len(values), np.int64))
+
+
+def test_paired_comparison():
+    true = np.array([10.0, 20.0, 30.0, -1.0])
+    a, b = _point([11.0, 22.0, 33.0, 5.0]), _point([12.0, 22.0, 35.0, 5.0])  # errors 1 2 3 | 2 2 5
+    got = bl.compare(true, a, b, seed=0, resamples=200)
+    assert got["measurements"] == 3  # the failed measurement is not scored
+    assert got["median_abs_error_diff_ms"] == 0.0  # medians 2 and 2
+    assert got["a_better_share"] == pytest.approx((1 + 0.5 + 1) / 3)
+    shifted = bl.compare(true, _point(true + 1), _point(true + 2), resamples=50)
+    assert shifted["median_abs_error_diff_ms"] == -1.0 and shifted["ci95"] == [-1.0, -1.0]
+    assert shifted["a_better_share"] == 1.0
+    assert bl.compare(true, _point([np.nan] * 4), b)["ci95"] is None

@@ -114,6 +114,8 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
                    "mean_abs_error_ms", "scored", "measurements"}
     assert metric_keys <= set(report["rtt"]["model"])
     assert set(report["rtt"]["baselines"]) == {*bl.NAMES, evaluate.CONTEXT_LAST}
+    assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
+    assert {"median_abs_error_diff_ms", "ci95", "a_better_share"} <= set(report["rtt"]["model"]["vs"]["global_median"])
     for name, figures in report["rtt"]["baselines"].items():
         assert metric_keys <= set(figures), name
         assert figures["measurements"] == 12
