@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 
 import numpy as np
 
@@ -47,13 +48,14 @@ def parse_unique(values: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``packed`` (uint8, (n, 16): IPv4 in the first 4 columns) and ``words`` (uint64, (n, 2): high, low).
     Python work here is per *distinct* address, never per row.
     """
-    if len(_CACHE.index) + len(values) > _CACHE_LIMIT:
-        _CACHE.clear()
-    index = _CACHE.index
+    cache = _cache()
+    if len(cache.index) + len(values) > _CACHE_LIMIT:
+        cache.clear()
+    index = cache.index
     slots = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
     for i in np.flatnonzero(slots < 0).tolist():
-        slots[i] = _CACHE.add(values[i])
-    return _CACHE.status[slots], _CACHE.packed[slots], _CACHE.words[slots]
+        slots[i] = cache.add(values[i])
+    return cache.status[slots], cache.packed[slots], cache.words[slots]
 
 
 def _parse_entry(value) -> tuple[int, np.ndarray, tuple[int, int]]:
@@ -94,6 +96,14 @@ class _ParsedAddresses:
         return slot
 
 
-_CACHE = _ParsedAddresses()
+# One cache per thread: runners may call the encoder from several threads of one process.
+_LOCAL = threading.local()
 _CACHE_LIMIT = 1 << 20
+
+
+def _cache() -> _ParsedAddresses:
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        cache = _LOCAL.cache = _ParsedAddresses()
+    return cache
 _STATUS = {"null": 0, "empty": -1, "malformed": -2}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
+
 import pytest
 
 from tests.tokenizer.rows import seed_row
@@ -51,3 +55,32 @@ def test_validate_table_decides_exactly_like_encode_table():
     assert val.reasons.tolist() == enc.reasons.tolist()
     assert val.tokens == int(enc.offsets[-1])
     assert val.reason_counts() == enc.reason_counts() and len(val.reason_counts()) >= 6
+
+
+def test_encode_table_from_many_threads_at_once():
+    """Runners may encode in several threads of one process (e.g. Beam's multi_threading mode)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from beam_pipelines import synth
+    from tokenizer import encode_table
+
+    tables = [synth.generate(3_000, seed=s) for s in range(8)]  # each with its own few thousand addresses
+    # Expected tokens from the per-row encoder, so no address is cached before the threads start.
+    expected = []
+    for t in tables:
+        rows = []
+        for row in t.to_pylist():
+            try:
+                rows.extend(encode_measurement(row))
+            except InvalidMeasurement:
+                pass
+        expected.append(np.array(rows, dtype=np.uint16))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads very often, so races show up
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(lambda t: encode_table(t).tokens, tables * 5))
+    finally:
+        sys.setswitchinterval(interval)
+    for i, tokens in enumerate(got):
+        assert np.array_equal(tokens, expected[i % len(tables)])
