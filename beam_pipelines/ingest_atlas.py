@@ -29,9 +29,9 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.files import write_json_atomic
+from beam_pipelines.options import beam_options
 from beam_pipelines import atlas_io
 from beam_pipelines.atlas import RTT_MODES, SRC_MODES
 from beam_pipelines.atlas_io import InputError
@@ -245,33 +245,6 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         overwrite=args.overwrite,
     )
     return options, beam_args
-
-
-_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
-
-
-def beam_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options from the pass-through arguments; the DirectRunner on all cores unless told otherwise."""
-    args = []
-    for a in beam_args:
-        if a.startswith("--runner="):
-            name = a.split("=", 1)[1]
-            a = f"--runner={_RUNNER_ALIASES.get(name, name)}"
-        args.append(a)
-    if "--runner" in args:  # `--runner NAME` as two words
-        i = args.index("--runner")
-        if i + 1 < len(args):
-            args[i + 1] = _RUNNER_ALIASES.get(args[i + 1], args[i + 1])
-    runner = next((a for a in args if a.startswith("--runner")), "")
-    if not runner and not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=multi_processing")
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args.append("--direct_num_workers=0")  # one worker per core
-    dask_partitioning = any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args)
-    if "Dask" in " ".join(args) and not dask_partitioning:
-        # The DaskRunner puts up to 128 created elements in one partition (one task): one unit each instead.
-        args.append("--dask_partition_size=1")
-    return PipelineOptions(args)
 
 
 def _fingerprint(ctx: JobContext) -> str:

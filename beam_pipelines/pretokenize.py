@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import manifest as manifest_lib
 from beam_pipelines import pretokenize_stages as stages
 from beam_pipelines.parquet_io import InputError, plan_tasks, resolve_inputs
+from beam_pipelines.options import beam_options
 from beam_pipelines.records_io import check_compression
 from beam_pipelines.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
 from tokenizer import IPV6_LENGTH
@@ -239,25 +239,6 @@ def parse_args(argv):
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return options, beam_args
-
-
-_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
-
-
-def beam_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options from the pass-through arguments; DirectRunner on all cores unless told otherwise."""
-    # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
-    args = [
-        f"--runner={_RUNNER_ALIASES.get(a.split('=', 1)[1], a.split('=', 1)[1])}" if a.startswith("--runner=") else a
-        for a in beam_args
-    ]
-    runner_given = any(a.startswith("--runner") for a in args)
-    if not runner_given and not any(a.startswith("--direct_running_mode") for a in args):
-        # All cores by default: the DirectRunner's multi-process mode with one worker per core.
-        args += ["--direct_running_mode=multi_processing"]
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args += ["--direct_num_workers=0"]
-    return PipelineOptions(args)
 
 
 def _second_counts(files):

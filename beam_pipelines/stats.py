@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines import stats_core, stats_dataset, stats_render
 from beam_pipelines.parquet_io import InputError, ReadParquetBatches, plan_tasks, resolve_inputs
-from beam_pipelines.pretokenize import beam_options
+from beam_pipelines.options import beam_options
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"

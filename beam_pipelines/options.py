@@ -1,0 +1,39 @@
+"""Beam pipeline options shared by every job: the pass-through arguments plus sensible defaults."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+# Beam only knows the DaskRunner by its full name; accept the short one the docs use.
+_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options from the pass-through arguments.
+
+    Defaults, each only when the user said nothing about it: the DirectRunner in multi-process mode with
+    one worker per core; worker logs at ERROR (the SDK harness otherwise prints dozens of INFO lines per
+    worker); and, on Dask, one created element per partition so every task can run on its own worker.
+    """
+    args = []
+    for a in beam_args:
+        if a.startswith("--runner="):
+            name = a.split("=", 1)[1]
+            a = f"--runner={_RUNNER_ALIASES.get(name, name)}"
+        args.append(a)
+    if "--runner" in args:  # `--runner NAME` as two words
+        i = args.index("--runner")
+        if i + 1 < len(args):
+            args[i + 1] = _RUNNER_ALIASES.get(args[i + 1], args[i + 1])
+    runner = next((a for a in args if a.startswith("--runner")), "")
+    if not runner and not any(a.startswith("--direct_running_mode") for a in args):
+        args.append("--direct_running_mode=multi_processing")
+        if not any(a.startswith("--direct_num_workers") for a in args):
+            args.append("--direct_num_workers=0")  # one worker per core
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args.append("--default_sdk_harness_log_level=ERROR")
+    dask_partitioning = any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args)
+    if "Dask" in " ".join(args) and not dask_partitioning:
+        # The DaskRunner puts up to 128 created elements in one partition (one task): one unit each instead.
+        args.append("--dask_partition_size=1")
+    return PipelineOptions(args)
