@@ -16,7 +16,6 @@ Every stage is a function of the element index, so the iterator's whole state is
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ import grain
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
+from beam_pipelines.files import sha256_file
 from tokenizer.order import splitmix64
 from trainer import augment
 from trainer.config import Config
@@ -64,14 +64,6 @@ class Dataset:
         if split not in self.manifest["splits"]:
             raise DatasetError(f"{self.root}: no split {split!r} (splits: {', '.join(self.split_names())})")
         return self.manifest["splits"][split]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = None) -> Dataset:
@@ -125,7 +117,7 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
                 raise DatasetError(
                     f"{root}: {entry['path']} holds {found} records but the manifest says {entry['records']}"
                 )
-            if checksums and _sha256(file_path) != entry["sha256"]:
+            if checksums and sha256_file(file_path) != entry["sha256"]:
                 raise DatasetError(f"{root}: {entry['path']}: sha256 differs from the manifest")
             total += found
         if total != info.get("records", total):
