@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines.files import write_json_atomic
 from beam_pipelines.options import beam_options
+from beam_pipelines.transforms import GatherAll
 from beam_pipelines import atlas_io
 from beam_pipelines.atlas import RTT_MODES, SRC_MODES
 from beam_pipelines.atlas_io import InputError
@@ -95,14 +96,12 @@ class _WriteShardFn(beam.DoFn):
             yield atlas_io.write_shard(element, self._ctx.output, self._ctx.row_group_rows)
 
 
-def _plan(keyed, ctx: JobContext):
-    units = list(keyed[1])
+def _plan(units: list, ctx: JobContext):
     return [*units, *atlas_io.plan_shards(units, ctx.shard_rows)]
 
 
-def _finalize(keyed, ctx: JobContext) -> dict:
+def _finalize(summaries: list, ctx: JobContext) -> dict:
     """Manifest, then ``_SUCCESS``, then the temporary fragments go."""
-    summaries = list(keyed[1])
     units = [s for s in summaries if s["kind"] == "unit"]
     shards = [s for s in summaries if s["kind"] == "shard"]
     manifest = atlas_io.build_manifest(units, shards, ctx.inputs, ctx.options)
@@ -142,8 +141,7 @@ class PlanShards(beam.PTransform):
         ctx = self._ctx
         return (
             summaries
-            | "KeyUnitSummaries" >> beam.Map(lambda s: (0, s))
-            | "GatherUnitSummaries" >> beam.GroupByKey()
+            | "GatherUnitSummaries" >> GatherAll()
             | "PlanShardSpecs" >> beam.FlatMap(_plan, ctx)
         )
 
@@ -174,8 +172,7 @@ class WriteManifest(beam.PTransform):
         ctx = self._ctx
         return (
             summaries
-            | "KeyAllSummaries" >> beam.Map(lambda s: (0, s))
-            | "GatherAllSummaries" >> beam.GroupByKey()
+            | "GatherAllSummaries" >> GatherAll()
             | "Finalize" >> beam.Map(_finalize, ctx)
         )
 

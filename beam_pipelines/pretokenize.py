@@ -35,6 +35,7 @@ from beam_pipelines import pretokenize_stages as stages
 from beam_pipelines.parquet_io import InputError, plan_tasks, resolve_inputs
 from beam_pipelines.options import beam_options
 from beam_pipelines.records_io import check_compression
+from beam_pipelines.transforms import GatherAll
 from beam_pipelines.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
 from tokenizer import IPV6_LENGTH
 
@@ -157,9 +158,8 @@ class WriteManifest(beam.PTransform):
         return (
             pcolls
             | "FlattenSummaries" >> beam.Flatten()
-            | "KeySummaries" >> beam.Map(lambda s: (0, s))
-            | "GatherSummaries" >> beam.GroupByKey()
-            | "Finalize" >> beam.Map(lambda kv: stages.finalize(list(kv[1]), ctx))
+            | "GatherSummaries" >> GatherAll()
+            | "Finalize" >> beam.Map(stages.finalize, ctx)
         )
 
 

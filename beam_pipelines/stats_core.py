@@ -19,10 +19,10 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from beam_pipelines.stats_sketches import KeyCounter, QuantileTable
 from tokenizer import TOKENIZER_NAME, TOKENIZER_VERSION, validate_table
+from tokenizer.table import column_values
 from tokenizer.errors import REASONS
 
 REPORT_VERSION = 1
@@ -148,17 +148,6 @@ def _column(batch, name: str) -> pa.Array:
     return col
 
 
-def _numpy(col: pa.Array, dtype, fill) -> tuple[np.ndarray, np.ndarray]:
-    """(values with nulls replaced by ``fill``, null mask)."""
-    n = len(col)
-    if pa.types.is_null(col.type):
-        return np.full(n, fill, dtype=dtype), np.ones(n, dtype=bool)
-    null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(n, dtype=bool)
-    if col.null_count:
-        col = pc.fill_null(col, pa.scalar(fill, col.type))
-    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False), null
-
-
 def value_buckets(col: pa.Array, hi: int = SIZE_MAX) -> Counter:
     """Exact counts of a size-like column: integral values 0..hi one by one, the rest in named buckets
     (``null``, ``non_integral`` for fractions, NaN and inf, ``negative``, ``> hi``)."""
@@ -196,7 +185,7 @@ def _event_time_us(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(microseconds since the epoch, null mask); sub-microsecond parts are floored."""
     if pa.types.is_null(col.type):
         return np.zeros(len(col), np.int64), np.ones(len(col), dtype=bool)
-    raw, null = _numpy(col.cast(pa.int64()), np.int64, 0)
+    raw, null = column_values(col.cast(pa.int64()), np.int64, 0)
     scale = _US_PER_UNIT[col.type.unit]
     return (np.floor_divide(raw, 1000) if scale is None else raw * scale), null
 
@@ -209,14 +198,14 @@ def summarize_batch(batch: pa.RecordBatch | pa.Table, limits: Limits = Limits())
     if n == 0:
         return s
 
-    version, version_null = _numpy(_column(batch, "ip_version"), np.int64, 0)
+    version, version_null = column_values(_column(batch, "ip_version"), np.int64, 0)
     is4 = ~version_null & (version == 4)
     is6 = ~version_null & (version == 6)
     s.ipv4_rows, s.ipv6_rows = int(is4.sum()), int(is6.sum())
     s.other_ip_version_rows = n - s.ipv4_rows - s.ipv6_rows
 
     rtt_col = _column(batch, "rtt")
-    rtt, rtt_null = _numpy(
+    rtt, rtt_null = column_values(
         rtt_col.cast(pa.float64()) if not pa.types.is_null(rtt_col.type) else rtt_col, np.float64, 0.0
     )
     with np.errstate(invalid="ignore"):

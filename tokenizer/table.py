@@ -108,7 +108,7 @@ def _column(table: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
     return col
 
 
-def _values(col: pa.Array, dtype, fill=0) -> tuple[np.ndarray, np.ndarray]:
+def column_values(col: pa.Array, dtype, fill=0) -> tuple[np.ndarray, np.ndarray]:
     """(values with nulls filled, null mask) as numpy arrays."""
     n = len(col)
     if pa.types.is_null(col.type):
@@ -136,7 +136,7 @@ def _addresses(src: pa.Array, dst: pa.Array):
     status = np.append(status, np.int8(0))
     packed = np.vstack([packed, np.zeros((1, 16), np.uint8)])
     words = np.vstack([words, np.zeros((1, 2), np.uint64)])
-    idx, null = _values(encoded.indices, np.int64)
+    idx, null = column_values(encoded.indices, np.int64)
     idx[null] = len(uniques)
     return status[idx[:n]], idx[:n], status[idx[n:]], idx[n:], packed, words
 
@@ -144,13 +144,13 @@ def _addresses(src: pa.Array, dst: pa.Array):
 def _integral(col: pa.Array, null_reason, non_integral_reason, range_reason, hi, flag):
     """Validate a size-like column (integer or integral float in 0..hi); returns int64 values."""
     if pa.types.is_floating(col.type):
-        vals, null = _values(col, np.float64)
+        vals, null = column_values(col, np.float64)
         flag(null, null_reason)
         with np.errstate(invalid="ignore"):
             flag(~np.isfinite(vals) | (vals != np.floor(vals)), non_integral_reason)
             flag((vals < 0) | (vals > hi), range_reason)
             return np.where(np.isfinite(vals) & (vals >= 0) & (vals <= hi), vals, 0).astype(np.int64)
-    vals, null = _values(col, np.int64) if not pa.types.is_uint64(col.type) else _values(col, np.uint64)
+    vals, null = column_values(col, np.int64) if not pa.types.is_uint64(col.type) else column_values(col, np.uint64)
     flag(null, null_reason)
     big = vals > hi if vals.dtype == np.uint64 else (vals < 0) | (vals > hi)
     flag(big, range_reason)
@@ -222,19 +222,19 @@ def _check(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, dict]:
 
     msm_col = _column(table, "msm_id")
     if pa.types.is_uint64(msm_col.type):
-        raw, msm_null = _values(msm_col, np.uint64)
+        raw, msm_null = column_values(msm_col, np.uint64)
         flag(msm_null, "null_msm_id")
         flag(raw > np.uint64(_INT64_MAX), "msm_id_out_of_range")
         msm = raw.view(np.int64)
     else:
-        msm, msm_null = _values(msm_col, np.int64)
+        msm, msm_null = column_values(msm_col, np.int64)
         flag(msm_null, "null_msm_id")
 
     ts_col = _column(table, "event_time")
     if pa.types.is_null(ts_col.type):
         ts, ts_null = np.zeros(n, np.int64), np.ones(n, bool)
     else:
-        ts, ts_null = _values(ts_col.cast(pa.int64()), np.int64)
+        ts, ts_null = column_values(ts_col.cast(pa.int64()), np.int64)
         ts = np.floor_divide(ts, _UNIT_PER_SECOND[ts_col.type.unit])
     flag(ts_null, "null_event_time")
 
@@ -246,13 +246,13 @@ def _check(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, dict]:
         flag(status == -1, f"empty_{field}")
         flag(status == -2, f"malformed_{field}")
 
-    ver, ver_null = _values(_column(table, "ip_version"), np.int64)
+    ver, ver_null = column_values(_column(table, "ip_version"), np.int64)
     flag(ver_null, "null_ip_version")
     flag((ver != 4) & (ver != 6), "invalid_ip_version")
     flag((src_status != ver) | (dst_status != ver), "ip_version_mismatch")
 
     rtt_col = _column(table, "rtt")
-    rtt, rtt_null = _values(rtt_col, np.float64)
+    rtt, rtt_null = column_values(rtt_col, np.float64)
     flag(rtt_null, "null_rtt")
     flag(~np.isfinite(rtt), "non_finite_rtt")
 
