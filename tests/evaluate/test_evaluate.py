@@ -37,6 +37,7 @@ def _with_rtt(record: np.ndarray, index: int, rtt: float) -> tuple[np.ndarray, i
     return out, start, end
 
 
+@pytest.mark.slow
 def test_rtt_prediction_sees_nothing_of_the_measurements_own_rtt(test_records, loaded_model):
     record = test_records[3]
     index = 5
@@ -149,6 +150,7 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
     assert all(float(r["global_median_rtt"]) == pytest.approx(g) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

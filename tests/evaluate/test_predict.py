@@ -17,6 +17,7 @@ def _json_run(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_forward_query_gives_an_rtt_distribution(trained_workdir, capsys):
     answer = _json_run(capsys, "--workdir", str(trained_workdir), "--src", "10.1.2.3", "--dst", "8.8.8.8",
                        "--time", "2025-07-01T12:00:00Z", "--samples", "32", "--show", "32")
@@ -33,6 +34,7 @@ def test_forward_query_gives_an_rtt_distribution(trained_workdir, capsys):
     assert set(answer["fields"]) == {"size", "packet_error_count", "msm_id"}
 
 
+@pytest.mark.slow
 def test_inverse_query_samples_destinations(trained_workdir, capsys):
     answer = _json_run(capsys, "--workdir", str(trained_workdir), "--given", "src=2001:db8::7",
                        "--given", "rtt=25.5", "--samples", "16", "--show", "16", "--seed", "3")
@@ -43,6 +45,7 @@ def test_inverse_query_samples_destinations(trained_workdir, capsys):
         assert m["ip_version"] == 6 and ":" in m["dst_addr"]  # the family follows the given source
 
 
+@pytest.mark.slow
 def test_text_output(trained_workdir, capsys):
     assert predict.run(["--workdir", str(trained_workdir), "--src", "10.1.2.3", "--dst", "8.8.8.8",
                         "--samples", "8", "--show", "2"]) == 0

@@ -34,6 +34,7 @@ def _tokens(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB_SIZE, size=shape))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cached_step_by_step_logits_equal_the_full_forward(dtype):
     cfg = ModelConfig(num_layers=2, width=32, num_heads=2, mlp_dim=64, dtype=dtype)
@@ -170,6 +171,7 @@ def test_load_refuses_a_workdir_without_checkpoints(tmp_path):
         sampling.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_load_restores_the_trained_parameters(trained_workdir, loaded_model):
     from tests.evaluate.conftest import TRAIN_STEPS
 
