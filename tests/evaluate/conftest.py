@@ -6,7 +6,6 @@ import pathlib
 
 import pytest
 
-from beam_pipelines import pretokenize
 from tests.trainer.helpers import make_config
 
 # A model small enough that training a few steps and sampling take seconds on a busy CPU.
@@ -15,14 +14,9 @@ TRAIN_STEPS = 12
 
 
 @pytest.fixture(scope="session")
-def eval_dataset(sample_dir, tmp_path_factory) -> pathlib.Path:
-    """``beam_pipelines.pretokenize`` on the bundled sample; do not modify."""
-    out = tmp_path_factory.mktemp("eval_pretokenized") / "sample"
-    rc = pretokenize.run(
-        ["--input", str(sample_dir / "*.parquet"), "--output", str(out), "--direct_running_mode=in_memory"]
-    )
-    assert rc == 0
-    return out
+def eval_dataset(sample_dataset) -> pathlib.Path:
+    """The session's pretokenized bundled sample (tests/conftest.py); do not modify."""
+    return sample_dataset
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +26,15 @@ def trained_workdir(eval_dataset, tmp_path_factory) -> pathlib.Path:
 
     workdir = tmp_path_factory.mktemp("eval_workdir")
     config = make_config(
-        eval_dataset, *MINI, f"steps={TRAIN_STEPS}", "batch_size=4", "warmup_steps=2",
-        f"checkpoint_every={TRAIN_STEPS}", "eval_every=0", "eval_batches=1", "async_checkpointing=false",
+        eval_dataset,
+        *MINI,
+        f"steps={TRAIN_STEPS}",
+        "batch_size=4",
+        "warmup_steps=2",
+        f"checkpoint_every={TRAIN_STEPS}",
+        "eval_every=0",
+        "eval_batches=1",
+        "async_checkpointing=false",
     )
     summary = train.train_and_evaluate(config, str(workdir))
     assert summary["step"] == TRAIN_STEPS
