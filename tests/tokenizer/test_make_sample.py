@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipelines import make_sample, synth
+from tests.tokenizer.geography import held_out_errors
 from tokenizer.table import encode_table
 
 EXPECTED_SCHEMA = pa.schema(
@@ -177,3 +178,32 @@ def test_sources_have_hundreds_of_measurements(sample):
     # Measurement ids are shared by many probes.
     per_msm = np.asarray(sample["msm_id"].value_counts().field("counts"))
     assert np.median(per_msm) >= 100
+
+
+def test_geography_makes_destinations_and_source_prefixes_informative(sample):
+    """As in the real RIPE Atlas results (README, "The bundled sample"): for sources never seen, the
+    destination's median RTT is far better than the global median, and a source's /8 adds to it."""
+    errors = held_out_errors(sample)
+    assert errors["dst"] < 0.75 * errors["global"]
+    assert errors["src8_dst"] < 0.9 * errors["dst"]
+
+
+def test_addresses_come_from_their_regions_space():
+    table = synth.generate(20_000, seed=5)
+    regions = {octet: i for i, r in enumerate(synth.REGIONS) for octet in r[4]}
+    prefixes = {p: i for i, r in enumerate(synth.REGIONS) for p in r[5]}
+    private = 0
+    for column in ("src_addr", "dst_addr"):
+        values = [a for a in table[column].to_pylist() if a and a != "not-an-address"]  # clean rows
+        assert len(values) > 19_000
+        for a in values:
+            if ":" in a:
+                assert ":".join(a.split(":")[:2]) in prefixes, a
+            elif a.startswith("192.168."):
+                private += column == "src_addr"
+            else:
+                assert int(a.split(".")[0]) in regions, a
+    assert 0 < private < 0.2 * len(table)  # only probes sit behind NAT
+    # Each region's IPv4 space is its own: no first octet is allocated twice, none is reserved.
+    octets = [o for r in synth.REGIONS for o in r[4]]
+    assert len(octets) == len(set(octets)) and not set(octets) & {0, 10, 127, 169, 172, 192, 224}
