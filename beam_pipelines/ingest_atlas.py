@@ -31,7 +31,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.files import write_json_atomic
-from beam_pipelines.options import beam_options
+from beam_pipelines.options import beam_options, run_to_completion
 from beam_pipelines.transforms import GatherAll
 from beam_pipelines import atlas_io
 from beam_pipelines.atlas import RTT_MODES, SRC_MODES
@@ -405,8 +405,9 @@ def run(argv: list[str] | None = None) -> int:
     progress = _Progress(ctx)
     progress.start()
     try:
-        with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
-            build_pipeline(pipeline, units, ctx)
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, units, ctx)
+        run_to_completion(pipeline)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         progress.stop()
         shutil.rmtree(ctx.tmp, ignore_errors=True)

@@ -63,3 +63,19 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
         # The DaskRunner puts up to 128 created elements in one partition (one task): one unit each instead.
         args.append("--dask_partition_size=1")
     return PipelineOptions(args)
+
+
+def run_to_completion(pipeline) -> None:
+    """Run ``pipeline``, wait for it, and release what the runner opened for it.
+
+    The DaskRunner opens a ``distributed.Client`` of its own (and, without ``--dask_client_address``, a
+    local cluster behind it) and leaves both open; left alone they outlive the job and log errors at
+    interpreter exit. The client is closed whether the pipeline succeeded or not.
+    """
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()  # also closes a local cluster the client started

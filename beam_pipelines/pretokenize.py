@@ -33,7 +33,7 @@ from apache_beam.metrics import Metrics
 from beam_pipelines import manifest as manifest_lib
 from beam_pipelines import pretokenize_stages as stages
 from beam_pipelines.parquet_io import InputError, plan_tasks, resolve_inputs
-from beam_pipelines.options import beam_options
+from beam_pipelines.options import beam_options, run_to_completion
 from beam_pipelines.records_io import check_compression
 from beam_pipelines.transforms import GatherAll
 from beam_pipelines.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
@@ -431,14 +431,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         pipeline = beam.Pipeline(options=beam_options(beam_args))
         build_pipeline(pipeline, tasks, ctx)
-        result = pipeline.run()
-        try:
-            result.wait_until_finish()
-        finally:
-            # The DaskRunner opens a client of its own; close it so it does not outlive the job.
-            client = getattr(result, "client", None)
-            if client is not None:
-                client.close()
+        run_to_completion(pipeline)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         progress.stop()
         shutil.rmtree(ctx.tmp, ignore_errors=True)

@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines import stats_core, stats_dataset, stats_render
 from beam_pipelines.parquet_io import InputError, ReadParquetBatches, plan_tasks, resolve_inputs
-from beam_pipelines.options import beam_options
+from beam_pipelines.options import beam_options, run_to_completion
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"
@@ -228,8 +228,9 @@ def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.L
     progress = _Progress("read", "rows", total, lambda: _marker_rows(progress_dir))
     progress.start()
     try:
-        with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
-            build_pipeline(pipeline, tasks, limits, summary_path, progress_dir)
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, tasks, limits, summary_path, progress_dir)
+        run_to_completion(pipeline)
     except InputError:
         raise
     except Exception as exc:

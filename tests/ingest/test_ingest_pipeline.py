@@ -88,12 +88,15 @@ def test_same_bytes_whatever_the_runner_mode_or_split(small_inputs, tmp_path):
 
 @pytest.mark.slow
 def test_dask_runner_same_bytes(small_inputs, tmp_path):
-    pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed")
     src, _ = small_inputs
     a, b = tmp_path / "a", tmp_path / "b"
     assert ingest(src, a, IN_MEMORY, "--shard_rows", "100") == 0
+    # No --dask_client_address: the runner starts a local cluster, which must not outlive the job.
     assert ingest(src, b, "--runner=DaskRunner", "--shard_rows", "100", "--split_bytes", "2000") == 0
     assert tree_bytes(a) == tree_bytes(b)
+    with pytest.raises(ValueError, match="No clients found"):
+        distributed.default_client()
 
 
 def test_input_matching_nothing(tmp_path, capsys):

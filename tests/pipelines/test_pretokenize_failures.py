@@ -149,5 +149,7 @@ def test_dask_runner_gives_byte_identical_output(tmp_path, sample_dir):
             ["--input", str(sample_dir), "--output", str(out), "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"]
         )
         assert code == 0
+        with pytest.raises(ValueError, match="No clients found"):  # the job closed the runner's client
+            distributed.default_client()
     assert tree_digest(out) == tree_digest(reference)
     assert load_manifest(out)["rows"]["read"] == 120_000
