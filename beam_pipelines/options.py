@@ -36,8 +36,9 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options from the pass-through arguments.
 
     Defaults, each only when the user said nothing about it: :class:`LocalRunner` (the DirectRunner's
-    batch engine) in multi-process mode with one worker per core; worker logs at ERROR (the SDK harness otherwise prints dozens of INFO lines per
-    worker); and, on Dask, one created element per partition so every task can run on its own worker.
+    batch engine) in multi-process mode with one worker per core; worker logs at ERROR (the SDK harness
+    otherwise prints dozens of INFO lines per worker); and, on Dask, one created element per partition
+    so every task can run on its own worker.
     """
     args = []
     for a in beam_args:

@@ -3,12 +3,14 @@
 The data carries structure a model can learn, like the seed's dataset: probes and targets with stable
 addresses and a position in a latent geography of seven regions (probes mostly in Europe and North
 America, addresses from their region's space as the RIRs allocate them); measurement ids shared by
-many probes; RTT per (source, destination) from distance, path inflation and access latency, plus jitter and rare spikes;
-failures as ``rtt = -1.0``; size mostly 64; error counts mostly 0; about 58% IPv4; 28 days of
+many probes; RTT per (source, destination) from distance, path inflation and access latency, plus
+jitter and rare spikes; failures as ``rtt = -1.0``; size mostly 64; error counts mostly 0; about 58% IPv4; 28 days of
 timestamps; and a small share of dirty rows as real exports have (empty source, null destination).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,27 +25,43 @@ DIRTY_FRACTION = 0.003  # share of rows made dirty like real exports
 FAILURE_RATE = 0.02
 
 
-# Regions of the latent geography: a population centre (degrees), the share of probes and of targets
-# placed there, and the address space allocated there. RIPE Atlas probes sit mostly in Europe and North
-# America, and addresses are allocated by region (the RIRs), so a destination and a source's prefix both
-# say something about the RTT; in the real results in shared/data/atlas a destination's median RTT halves
-# the global median's error, and a source's /8 together with the destination cuts it further.
+class Region(NamedTuple):
+    """A region of the latent geography: a population centre, the shares of probes and targets placed
+    there, and the address space allocated there. RIPE Atlas probes sit mostly in Europe and North
+    America, and addresses are allocated by region (the RIRs), so a destination and a source's prefix
+    both say something about the RTT; in the real results in shared/data/atlas a destination's median
+    RTT halves the global median's error, and a source's /8 together with the destination cuts it further.
+    """
+
+    name: str
+    centre: tuple[float, float]  # latitude, longitude in degrees
+    probe_share: float  # share of the probes placed here
+    target_share: float  # share of the targets placed here
+    ipv4_first_octets: tuple[int, ...]  # this region's IPv4 space (no reserved octet)
+    ipv6_prefixes: tuple[str, ...]  # this region's IPv6 prefixes (first two groups)
+
+
 REGIONS = (
-    # name,      (lat, lon),   probes, targets, IPv4 first octets,                 IPv6 prefixes
-    ("frankfurt", (50, 8), 0.35, 0.20, (*range(77, 96),), ("2a02:1810", "2a01:4f8")),
-    ("london", (52, 0), 0.25, 0.15, (*range(176, 192),), ("2a00:23c8", "2a02:c7f")),
-    ("new_york", (40, -75), 0.18, 0.20, (*range(20, 77),), ("2600:3c00", "2601:18")),
-    ("tokyo", (35, 135), 0.06, 0.12, (*range(110, 127),), ("2400:4050", "2404:7a80")),
-    ("sao_paulo", (-23, -46), 0.04, 0.08, (*range(196, 202),), ("2804:14c", "2800:3f0")),
-    ("singapore", (1, 104), 0.07, 0.13, (*range(202, 224),), ("2401:fa00", "2406:da18")),
-    ("delhi", (28, 77), 0.05, 0.12, (*range(100, 110),), ("2401:4900", "2405:201")),
+    Region("frankfurt", (50, 8), 0.35, 0.20, tuple(range(77, 96)), ("2a02:1810", "2a01:4f8")),
+    Region("london", (52, 0), 0.25, 0.15, tuple(range(176, 192)), ("2a00:23c8", "2a02:c7f")),
+    Region("new_york", (40, -75), 0.18, 0.20, tuple(range(20, 77)), ("2600:3c00", "2601:18")),
+    Region("tokyo", (35, 135), 0.06, 0.12, tuple(range(110, 127)), ("2400:4050", "2404:7a80")),
+    Region("sao_paulo", (-23, -46), 0.04, 0.08, tuple(range(196, 202)), ("2804:14c", "2800:3f0")),
+    Region("singapore", (1, 104), 0.07, 0.13, tuple(range(202, 224)), ("2401:fa00", "2406:da18")),
+    Region("delhi", (28, 77), 0.05, 0.12, tuple(range(100, 110)), ("2401:4900", "2405:201")),
 )
 FOREIGN_ADDRESS_SHARE = 0.08  # addresses from another region's space (multinational networks, moved blocks)
 
+# Every region's first octets, region after region, and where each region's run starts in it.
+_V4_POOL = np.concatenate([r.ipv4_first_octets for r in REGIONS])
+_V4_SIZE = np.array([len(r.ipv4_first_octets) for r in REGIONS])
+_V4_START = np.cumsum(_V4_SIZE) - _V4_SIZE
+_CENTRES = np.radians(np.array([r.centre for r in REGIONS], dtype=float))  # (regions, 2)
 
-def _regions(rng: np.random.Generator, n: int, column: int) -> np.ndarray:
-    """Region index of ``n`` hosts, drawn with the probe (column 2) or target (column 3) shares."""
-    weights = np.array([r[column] for r in REGIONS])
+
+def _regions(rng: np.random.Generator, n: int, shares: list[float]) -> np.ndarray:
+    """Region index of ``n`` hosts, drawn with the given per-region shares."""
+    weights = np.array(shares)
     return rng.choice(len(REGIONS), size=n, p=weights / weights.sum())
 
 
@@ -57,10 +75,7 @@ def _ipv4(rng: np.random.Generator, region: np.ndarray, private_share: float) ->
     """IPv4 addresses from each host's regional space; a share of them private (probes behind NAT)."""
     n = len(region)
     octets = rng.integers(1, 255, size=(n, 4))
-    pool = np.concatenate([r[4] for r in REGIONS])  # every region's first octets, region after region
-    size = np.array([len(r[4]) for r in REGIONS])
-    start = np.cumsum(size) - size
-    octets[:, 0] = pool[start[region] + rng.integers(0, size[region])]
+    octets[:, 0] = _V4_POOL[_V4_START[region] + rng.integers(0, _V4_SIZE[region])]
     private = rng.random(n) < private_share
     octets[private, 0] = 192
     octets[private, 1] = 168
@@ -72,7 +87,7 @@ def _ipv6(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
     n = len(region)
     groups = rng.integers(0, 1 << 16, size=(n, 4))
     pick = rng.integers(0, 2, size=n)
-    prefixes = [REGIONS[r][5][p] for r, p in zip(region.tolist(), pick.tolist())]
+    prefixes = [REGIONS[r].ipv6_prefixes[p] for r, p in zip(region.tolist(), pick.tolist())]
     return np.array(
         [f"{p}:{a:x}:{b:x}::{c:x}:{d:x}" for p, (a, b, c, d) in zip(prefixes, groups.tolist())], dtype=object
     )
@@ -80,8 +95,7 @@ def _ipv6(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
 
 def _positions(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
     """Points on a globe (radians), scattered around their region's centre."""
-    centres = np.radians(np.array([r[1] for r in REGIONS], dtype=float))
-    return centres[region] + rng.normal(0, 0.12, size=(len(region), 2))
+    return _CENTRES[region] + rng.normal(0, 0.12, size=(len(region), 2))
 
 
 def _distance_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -98,13 +112,13 @@ def generate(rows: int, seed: int = 0) -> pa.Table:
     n_targets = max(6, rows // 2000)
     n_msm = max(6, n_targets * 2)
 
-    probe_region = _regions(rng, n_probes, column=2)
+    probe_region = _regions(rng, n_probes, [r.probe_share for r in REGIONS])
     probe_pos = _positions(rng, probe_region)
     probe_v4 = _ipv4(rng, _address_region(rng, probe_region), private_share=0.15)
     probe_v6 = _ipv6(rng, _address_region(rng, probe_region))
     probe_dual = rng.random(n_probes) < 0.7  # dual-stack probes can run IPv6 measurements
     probe_access_ms = rng.gamma(2.0, 3.0, size=n_probes)  # last-mile latency of the probe
-    target_region = _regions(rng, n_targets, column=3)
+    target_region = _regions(rng, n_targets, [r.target_share for r in REGIONS])
     target_pos = _positions(rng, target_region)
     target_v4 = _ipv4(rng, _address_region(rng, target_region), private_share=0.0)
     target_v6 = _ipv6(rng, _address_region(rng, target_region))

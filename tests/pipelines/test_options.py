@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import apache_beam as beam
 import pytest
 from apache_beam.runners.portability import prism_runner
@@ -37,8 +39,6 @@ def test_defaults_pick_the_local_runner_in_multi_process_mode():
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_local_runner_runs_a_pipeline_without_prism_or_temp_folders(mode, no_prism, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # every temporary folder Beam makes lands here
-    import tempfile
-
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     args = [f"--direct_running_mode={mode}", "--direct_num_workers=2"]
     with beam.Pipeline(options=options.beam_options(args)) as p:

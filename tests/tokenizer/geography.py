@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from trainer import baselines
+
 
 def held_out_errors(table: pa.Table) -> dict[str, float]:
     """Median absolute error on held-out sources (every 10th distinct IPv4 source) of three predictors
@@ -30,22 +32,21 @@ def held_out_errors(table: pa.Table) -> dict[str, float]:
     sources = np.unique(src)
     test = np.isin(src, sources[::10])
     first_octet = np.array([s.split(".")[0] for s in src])
+    # The evaluation's baselines, fitted with the source's /8 in place of the source: their pair_median is
+    # then the /8 + destination median, falling back to the destination's median and then the global one.
+    fitted = baselines.fit(
+        baselines.Observations(first_octet[~test], dst[~test], rtt[~test], np.zeros((~test).sum(), np.int64))
+    )
 
-    def medians(keys):
-        return {k: np.median(rtt[~test][keys[~test] == k]) for k in np.unique(keys[~test])}
+    def predicted(name):
+        return baselines.predict(fitted, name, first_octet[test], dst[test]).value
 
-    glob_med = np.median(rtt[~test])
-    dst_med = medians(dst)
-    pair_keys = np.char.add(np.char.add(first_octet, "/"), dst)
-    pair_med = medians(pair_keys)
-    by_dst = np.array([dst_med.get(d, glob_med) for d in dst[test]])
-    by_pair = np.array([pair_med.get(k, dst_med.get(d, glob_med)) for k, d in zip(pair_keys[test], dst[test])])
     truth = rtt[test]
     return {
         "rows": float(len(rtt)),
-        "global": float(np.median(np.abs(truth - glob_med))),
-        "dst": float(np.median(np.abs(truth - by_dst))),
-        "src8_dst": float(np.median(np.abs(truth - by_pair))),
+        "global": float(np.median(np.abs(truth - predicted("global_median")))),
+        "dst": float(np.median(np.abs(truth - predicted("dst_median")))),
+        "src8_dst": float(np.median(np.abs(truth - predicted("pair_median")))),
     }
 
 

@@ -190,8 +190,8 @@ def test_geography_makes_destinations_and_source_prefixes_informative(sample):
 
 def test_addresses_come_from_their_regions_space():
     table = synth.generate(20_000, seed=5)
-    regions = {octet: i for i, r in enumerate(synth.REGIONS) for octet in r[4]}
-    prefixes = {p: i for i, r in enumerate(synth.REGIONS) for p in r[5]}
+    regions = {octet: i for i, r in enumerate(synth.REGIONS) for octet in r.ipv4_first_octets}
+    prefixes = {p: i for i, r in enumerate(synth.REGIONS) for p in r.ipv6_prefixes}
     private = 0
     for column in ("src_addr", "dst_addr"):
         values = [a for a in table[column].to_pylist() if a and a != "not-an-address"]  # clean rows
@@ -205,5 +205,5 @@ def test_addresses_come_from_their_regions_space():
                 assert int(a.split(".")[0]) in regions, a
     assert 0 < private < 0.2 * len(table)  # only probes sit behind NAT
     # Each region's IPv4 space is its own: no first octet is allocated twice, none is reserved.
-    octets = [o for r in synth.REGIONS for o in r[4]]
+    octets = [o for r in synth.REGIONS for o in r.ipv4_first_octets]
     assert len(octets) == len(set(octets)) and not set(octets) & {0, 10, 127, 169, 172, 192, 224}
