@@ -37,6 +37,8 @@ class ModelConfig:
     mlp_dim: int = 448  # hidden width of the SwiGLU MLP (three width x mlp_dim matrices)
     dropout: float = 0.0  # dropout rate after attention and MLP (training only)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (parameters are always float32)
+    attention: str = "auto"  # training attention: xla, cudnn (flash attention) or auto (cudnn on a GPU in bf16)
+    field_embedding: bool = True  # add a learned (block role, offset in block) embedding to every token
     rope_theta: float = 10_000.0  # RoPE base frequency
     max_seq_len: int = 1024  # longest seq_len this model is meant for (RoPE is computed per call)
 
@@ -210,6 +212,30 @@ def from_dict(values: Mapping) -> Config:
     return _build(Config, values)
 
 
+# Model keys that choose how a model is computed, not what: a run may resume, or a checkpoint be loaded,
+# with another value.
+MODEL_EXECUTION_KEYS = frozenset({"attention"})
+
+
+def from_saved(values: Mapping) -> Config:
+    """:func:`from_dict` for a config saved with a checkpoint, written by this or an earlier version.
+
+    Checkpoints written before the field embedding existed have no ``model.field_embedding`` key: their
+    model has none, so the key reads as false (the dataclass default, true, is for new runs).
+    """
+    values = dict(values)
+    model = dict(values.get("model", {}))
+    model.setdefault("field_embedding", False)
+    values["model"] = model
+    return from_dict(values)
+
+
+def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether parameters of a model with config ``a`` fit one with config ``b`` and compute the same thing."""
+    strip = lambda m: {k: v for k, v in dataclasses.asdict(m).items() if k not in MODEL_EXECUTION_KEYS}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def load_config(path_or_preset: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load a YAML preset or file, then apply ``key=value`` overrides."""
     values: dict = {}
@@ -241,6 +267,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.width {m.width} must split into {m.num_heads} heads of even size")
     if m.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
+    if m.attention not in ("auto", "xla", "cudnn"):
+        raise ConfigError(f"model.attention must be auto, xla or cudnn, got {m.attention!r}")
+    if m.attention == "cudnn" and m.dtype != "bfloat16":
+        raise ConfigError("model.attention=cudnn needs model.dtype=bfloat16 (cuDNN flash attention is half precision)")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
     if config.seq_len > m.max_seq_len:

@@ -1,12 +1,21 @@
 """A lean decoder-only Transformer in Flax NNX.
 
-Token embedding (267 rows) -> N x [pre-norm RMSNorm -> causal self-attention with RoPE -> residual,
-pre-norm RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> untied output projection.
+Token embedding (267 rows) + field embedding -> N x [pre-norm RMSNorm -> causal self-attention with RoPE
+-> residual, pre-norm RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> untied output projection.
 Attention spans the whole 1024-token record: context across measurements is the point.
 
 Parameters are float32; ``ModelConfig.dtype`` sets the compute dtype (float32 or bfloat16). Logits are
 returned in float32. The output projection starts tiny so a fresh model predicts a near-uniform
 distribution and its first loss is close to ln(267) ~ 5.587. Linear layers have no biases.
+
+The field embedding (``ModelConfig.field_embedding``) adds to every token a learned vector for *where it is
+in its measurement*: the role of the block it belongs to (the last block-start token at or before it) and
+its offset inside that block. It is computed causally from the token ids alone, so it is the same
+function of the prefix in training, evaluation and sampling. Why: the field order of every measurement is
+shuffled, so without it the model must first learn a two-step lookup (find the block's role token, count
+bytes since) before it can relate, say, an RTT to the destination's first address byte; with it that is
+one content match. On the bundled sample it is what lets a ``tiny`` model learn the destination -> RTT
+dependence within a few hundred steps (README, "Evaluation").
 
 For sampling, ``Decoder.decode`` runs the same layers over a KV cache (tokens at explicit positions, the
 same RoPE), and ``Decoder.decode_shared`` lets many continuations of a prompt read one copy of the
@@ -21,9 +30,51 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tokenizer.vocab import IPV4_START, IPV6_START, NUM_ROLES, block_lengths
 from trainer.config import ModelConfig
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# Field embedding: the role of a token's block (a role id, or NO_FIELD before the first block start) and
+# the token's offset in that block, clipped to MAX_OFFSET (past the end of a record's last block: padding).
+NO_FIELD = NUM_ROLES
+MAX_OFFSET = max(block_lengths(6)) - 1  # 17: an IPv6 address block is role + family + 16 bytes
+FIELD_ROWS = (NUM_ROLES + 1) * (MAX_OFFSET + 1)
+_CODE = 16  # a block start is carried as position * _CODE + role; roles (and NO_FIELD) are < _CODE
+EMPTY_BLOCK_STATE = -1 * _CODE + NO_FIELD  # "no block start seen yet", below every real code
+
+
+def is_block_start(tokens: jax.Array) -> jax.Array:
+    """True for role tokens that open a block (every role but the address-family tokens inside one)."""
+    return (tokens < NUM_ROLES) & (tokens != IPV4_START) & (tokens != IPV6_START)
+
+
+def field_ids(tokens: jax.Array, positions: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Field-embedding row of every token, and the block state after the last one.
+
+    ``tokens`` and ``positions`` are (batch, new); ``state`` (batch,) encodes the last block start before
+    these tokens (``EMPTY_BLOCK_STATE`` for none). Positions increase along a row, so the latest block
+    start at or before each token is a running maximum of ``position * 16 + role``. Returns the rows
+    (batch, new) into a (``FIELD_ROWS``, width) table and the new state (batch,).
+    """
+    code = jnp.where(is_block_start(tokens), positions * _CODE + tokens, state[:, None])  # (batch, new)
+    code = jax.lax.cummax(code, axis=1)  # (batch, new) the last block start at or before each token
+    role = jnp.remainder(code, _CODE)  # (batch, new)
+    offset = jnp.clip(positions - jnp.floor_divide(code, _CODE), 0, MAX_OFFSET)  # (batch, new)
+    return role * (MAX_OFFSET + 1) + offset, code[:, -1]
+
+
+def attention_kernel(cfg: ModelConfig) -> str:
+    """The ``jax.nn.dot_product_attention`` implementation of the training forward for ``cfg.attention``.
+
+    ``auto`` takes cuDNN's fused flash attention on a GPU in bfloat16 (it never materialises the
+    (seq x seq) score matrix: less memory and, measured in the README, faster) and XLA's elsewhere. The
+    cached decode paths always use XLA's, which takes their explicit masks.
+    """
+    if cfg.attention != "auto":
+        return cfg.attention
+    return "cudnn" if jax.default_backend() == "gpu" and cfg.dtype == "bfloat16" else "xla"
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -71,7 +122,9 @@ class Attention(nnx.Module):
         qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (batch, seq, 3, heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, seq, heads, head_dim)
         q, k = rope(q, self.cfg.rope_theta), rope(k, self.cfg.rope_theta)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (batch, seq, heads, head_dim)
+        y = jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, implementation=attention_kernel(self.cfg)
+        )  # (batch, seq, heads, head_dim)
         return self.out(y.reshape(b, t, n * h))  # (batch, seq, width)
 
     def decode(
@@ -191,6 +244,11 @@ class Decoder(nnx.Module):
         self.embed = nnx.Embed(
             cfg.vocab_size, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
         )
+        self.field = (
+            nnx.Embed(FIELD_ROWS, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+            if cfg.field_embedding
+            else None
+        )
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.norm = nnx.RMSNorm(cfg.width, dtype=dtype, rngs=rngs)
         # A tiny readout keeps the first logits near zero: near-uniform predictions, loss ~ ln(vocab).
@@ -199,20 +257,32 @@ class Decoder(nnx.Module):
 
     def __call__(self, tokens: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """``dropout_key`` None means no dropout (evaluation)."""
-        x = self.embed(tokens)  # (batch, seq, width)
+        b, t = tokens.shape
+        positions = jnp.broadcast_to(jnp.arange(t), (b, t))  # (batch, seq)
+        x, _ = self._embed(tokens, positions, jnp.full((b,), EMPTY_BLOCK_STATE, jnp.int32))  # (batch, seq, width)
         for i, block in enumerate(self.blocks):
             key = jax.random.fold_in(dropout_key, i) if dropout_key is not None else None
             x = block(x, key)  # (batch, seq, width)
         return self.head(self.norm(x)).astype(jnp.float32)  # (batch, seq, vocab)
 
+    def _embed(self, tokens: jax.Array, positions: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Input vectors (batch, new, width) of tokens at positions, and the block state after them."""
+        x = self.embed(tokens)  # (batch, new, width)
+        rows, state = field_ids(tokens, positions, state)  # (batch, new), (batch,)
+        if self.field is not None:
+            x = x + self.field(rows)  # (batch, new, width)
+        return x, state
+
     def init_cache(self, batch: int, slots: int) -> dict:
         """An empty KV cache for ``batch`` rows of up to ``slots`` positions.
 
-        ``{"k", "v"}``, each (layers, batch, slots, heads, head_dim) in the compute dtype.
+        ``{"k", "v"}``, each (layers, batch, slots, heads, head_dim) in the compute dtype, and ``"block"``
+        (batch,) int32, the last block start seen (see :func:`field_ids`).
         """
         shape = (self.cfg.num_layers, batch, slots, self.cfg.num_heads, self.cfg.head_dim)
         dtype = _DTYPES[self.cfg.dtype]
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+        block = jnp.full((batch,), EMPTY_BLOCK_STATE, jnp.int32)
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
 
     def decode(self, tokens: jax.Array, positions: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """Cache-aware forward for sampling: logits of ``tokens`` (batch, new) at ``positions`` (batch, new).
@@ -221,15 +291,18 @@ class Decoder(nnx.Module):
         written to their positions' slots. Feeding a record in pieces (a prompt, then one token at a
         time, positions continuing where the last piece stopped) gives the logits of :meth:`__call__`
         on the whole record, within float tolerance: same parameters, same RoPE positions, no dropout.
+        Tokens that pad a prompt on the right must not be block starts (use PAD), so that the cache's
+        block state is the prompt's own.
         """
-        x = self.embed(tokens)  # (batch, new, width)
+        x, block_state = self._embed(tokens, positions, cache["block"])  # (batch, new, width), (batch,)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             x, k, v = block.decode(x, positions, cache["k"][i], cache["v"][i])  # x: (batch, new, width)
             ks.append(k)
             vs.append(v)
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (batch, new, vocab)
-        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs)}  # cache: (layers, batch, slots, heads, head_dim)
+        # k, v: (layers, batch, slots, heads, head_dim); block: (batch,)
+        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block_state}
 
     def decode_shared(
         self, tokens: jax.Array, positions: jax.Array, prefix: dict, prefix_len: jax.Array, cache: dict
@@ -238,11 +311,12 @@ class Decoder(nnx.Module):
 
         ``prefix`` is the prompts' cache from :meth:`decode` (layers, prompts, slots, heads, head_dim), read
         but never copied per row; ``prefix_len`` (prompts,) their lengths; ``cache`` (layers, rows, slots,
-        heads, head_dim) each row's own tokens from position ``prefix_len`` on. Returns float32 logits
-        (rows, new, vocab) and the updated row cache. Equal, within float tolerance, to :meth:`decode`
-        with the prompt's cache repeated for every row, at a fraction of the memory traffic.
+        heads, head_dim) each row's own tokens from position ``prefix_len`` on, and ``"block"`` (rows,) each
+        row's block state (its prompt's to begin with). Returns float32 logits (rows, new, vocab) and the
+        updated row cache. Equal, within float tolerance, to :meth:`decode` with the prompt's cache repeated
+        for every row, at a fraction of the memory traffic.
         """
-        x = self.embed(tokens)  # (rows, new, width)
+        x, block_state = self._embed(tokens, positions, cache["block"])  # (rows, new, width), (rows,)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             x, k, v = block.decode_shared(
@@ -251,7 +325,8 @@ class Decoder(nnx.Module):
             ks.append(k)
             vs.append(v)
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (rows, new, vocab)
-        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs)}  # (layers, rows, slots, heads, head_dim)
+        # k, v: (layers, rows, slots, heads, head_dim); block: (rows,)
+        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block_state}
 
 
 def create(cfg: ModelConfig, seed: int) -> Decoder:
@@ -273,12 +348,12 @@ def count_params(cfg: ModelConfig) -> int:
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward), PaLM-style: 6 * N_matmul + 12 * layers * seq * width.
 
-    N_matmul counts the parameters that take part in matrix multiplies (all but the input embedding,
-    which is a lookup, and the norm scales). The attention term counts the full (non-causal) score matrix,
+    N_matmul counts the parameters that take part in matrix multiplies (all but the input and field
+    embeddings, which are lookups, and the norm scales). The attention term counts the full (non-causal) score matrix,
     as the usual MFU convention does.
     """
     params = abstract_params(cfg)
     n_total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    n_embed = cfg.vocab_size * cfg.width
+    n_embed = (cfg.vocab_size + (FIELD_ROWS if cfg.field_embedding else 0)) * cfg.width
     n_norm = (2 * cfg.num_layers + 1) * cfg.width
     return 6.0 * (n_total - n_embed - n_norm) + 12.0 * cfg.num_layers * seq_len * cfg.width

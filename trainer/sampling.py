@@ -29,7 +29,7 @@ from flax import nnx
 from tokenizer.vocab import MEASUREMENT_START, PAD, VOCAB_SIZE
 from trainer import grammar
 from trainer import model as model_lib
-from trainer.config import Config, from_dict
+from trainer.config import Config, from_saved
 
 CHECKPOINT_DIR = "checkpoints"  # as trainer.train writes it
 LENGTH_BUCKET = 64  # prompt and cache lengths are rounded up to a multiple of this
@@ -75,7 +75,7 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
         elif step not in steps:
             raise CheckpointError(f"{directory}: no checkpoint for step {step} (have {sorted(steps)})")
         meta = ckpt.read_meta(step)
-        config = from_dict(meta["config"])
+        config = from_saved(meta["config"])
         # The checkpoint holds the whole training state; rebuild its abstract shape as the trainer does.
         tx, _ = make_optimizer(config)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -151,7 +151,7 @@ class Sampler:
             raise ValueError("empty prompt")
         slots = _bucket(int(lengths.max())) if slots is None else slots
         width = min(_bucket(int(lengths.max())), slots)
-        tokens = np.full((len(prompts), width), MEASUREMENT_START, dtype=np.int32)  # (B, width)
+        tokens = np.full((len(prompts), width), PAD, dtype=np.int32)  # (B, width); PAD opens no block
         for i, p in enumerate(prompts):
             tokens[i, : len(p)] = p
         last, cache = self._prefill(self.params, tokens, lengths, np.zeros(slots, np.int8))
@@ -162,12 +162,15 @@ class Sampler:
         logits, cache = self._step(self.params, np.asarray(tokens, np.int32), np.asarray(positions, np.int32), cache)
         return np.asarray(logits), cache
 
-    def new_cache(self, rows: int, slots: int) -> dict:
-        """An empty cache for the samples' own tokens: (layers, rows, slots, heads, head_dim)."""
+    def new_cache(self, prefix: dict, samples: int, slots: int) -> dict:
+        """An empty cache for the own tokens of ``samples`` continuations of each prompt of ``prefix`` (from
+        :meth:`prefill`): k and v (layers, prompts * samples, slots, heads, head_dim), rows grouped by
+        prompt, and each row's block state, its prompt's."""
         c = self._cfg
-        shape = (c.num_layers, rows, slots, c.num_heads, c.head_dim)
+        shape = (c.num_layers, prefix["block"].shape[0] * samples, slots, c.num_heads, c.head_dim)
         dtype = jnp.bfloat16 if c.dtype == "bfloat16" else jnp.float32
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+        block = jnp.repeat(prefix["block"], samples)  # (rows,)
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
 
     def step_shared(self, tokens, positions, prefix: dict, prefix_len, cache: dict) -> tuple[np.ndarray, dict]:
         """:meth:`step` for rows grouped by prompt over the prompts' shared cache (see ``Decoder.decode_shared``)."""
@@ -221,7 +224,7 @@ def sample(
     longest_new = int(max(grammar.tokens_left(st)[0] for st in states))
     logits, prefix = sampler.prefill(prompts)  # (n, vocab); prefix (layers, n, slots, heads, head_dim)
     logits = np.repeat(logits, s, axis=0)  # (n * s, vocab)
-    cache = sampler.new_cache(n * s, _bucket(longest_new, NEW_BUCKET))  # the samples' own tokens
+    cache = sampler.new_cache(prefix, s, _bucket(longest_new, NEW_BUCKET))  # the samples' own tokens
     gens = [np.random.default_rng([seed, int(i)]) for i in prompt_ids]
     out = np.full((n * s, longest_new), PAD, dtype=np.int64)  # (n * s, new)
     positions = np.repeat(lengths, s)  # (n * s,) position of the next token of each row

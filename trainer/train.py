@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from trainer import augment, data, model as model_lib
 from trainer.checkpoint import Checkpointer
-from trainer.config import Config, ConfigError, load_config
+from trainer.config import Config, ConfigError, from_saved, load_config, same_architecture
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -325,10 +325,9 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
                 "to resume anyway, or use another workdir"
             )
-        if saved.get("config", {}).get("model") != config.to_dict()["model"]:
-            raise ResumeError(
-                f"{workdir}: checkpoint {start} has model {saved['config'].get('model')}, config has {config.model}"
-            )
+        saved_model = from_saved(saved.get("config", {})).model
+        if not same_architecture(saved_model, config.model):
+            raise ResumeError(f"{workdir}: checkpoint {start} has model {saved_model}, config has {config.model}")
         changed = sorted(
             k for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS and saved.get("config", {}).get(k) != v
         )

@@ -93,7 +93,7 @@ def test_shared_prompt_decoding_equals_the_full_forward():
     last, prefix = sampler.prefill([records[p * samples, : lengths[p]] for p in range(2)])
     for p in range(2):
         np.testing.assert_allclose(last[p], full[p * samples, lengths[p] - 1], atol=tol)
-    cache = sampler.new_cache(2 * samples, 8)
+    cache = sampler.new_cache(prefix, samples, 8)
     positions = np.repeat(lengths, samples)  # (rows,)
     for t in range(new):
         rows = np.arange(2 * samples)

@@ -47,6 +47,8 @@ def test_overrides_are_typed():
         ("augment=3", "augment: expected bool"),
         ("model.width=100", "heads of even size"),
         ("model.dtype=float16", "model.dtype"),
+        ("model.attention=flash", "model.attention"),
+        ("model.attention=cudnn", "model.attention=cudnn needs"),
         ("batch_size=0", "batch_size must be positive"),
         ("steps", "expected key=value"),
     ],
@@ -70,3 +72,15 @@ def test_every_field_has_a_comment():
             line = next(l for l in source.splitlines() if l.strip().startswith(f"{field}:"))
             assert "#" in line, f"{cls.__name__}.{field} has no comment"
     assert math.isclose(config_lib.load_config("tiny").learning_rate, 3e-3)
+
+
+def test_saved_configs_without_the_field_embedding_key_predate_it():
+    saved = config_lib.load_config("tiny").to_dict()
+    assert config_lib.from_saved(saved).model.field_embedding is True
+    del saved["model"]["field_embedding"]  # what checkpoints written before the field embedding hold
+    old = config_lib.from_saved(saved)
+    assert old.model.field_embedding is False
+    assert config_lib.from_dict(saved).model.field_embedding is True  # a new run's default is unchanged
+    assert not config_lib.same_architecture(old.model, config_lib.load_config("tiny").model)
+    xla = config_lib.load_config("tiny", ["model.attention=xla"]).model
+    assert config_lib.same_architecture(xla, config_lib.load_config("tiny").model)

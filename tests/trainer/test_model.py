@@ -95,3 +95,63 @@ def test_weight_decay_skips_norms_and_biases():
     flat = {"/".join(map(str, k)): v for k, v in nnx.traversals.flatten_mapping(mask).items()}
     assert flat["norm/scale"] is False and flat["blocks/0/attn_norm/scale"] is False
     assert flat["head/kernel"] is True and flat["blocks/0/mlp/gate/kernel"] is True
+
+
+def _field_rows_by_loop(tokens):
+    """Reference for ``model_lib.field_ids``: walk each row, remembering the last block-opening role token."""
+    block_roles = {0, 1, 2, 5, 6, 7, 8, 9}  # every role but the address-family tokens Ipv4Start/Ipv6Start
+    out = np.zeros(tokens.shape, np.int64)
+    for r, row in enumerate(tokens):
+        role, pos = 10, -1  # 10: before the first block start
+        for i, tok in enumerate(row):
+            if tok in block_roles:
+                role, pos = tok, i
+            out[r, i] = role * 18 + min(i - pos, 17)
+    return out
+
+
+def test_field_ids_name_each_tokens_block_and_offset():
+    from tokenizer import encode_measurement
+    import datetime as dt
+
+    m6 = np.asarray(encode_measurement({
+        "msm_id": 7, "event_time": dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc), "src_addr": "2001:db8::2",
+        "dst_addr": "2001:db8::1", "ip_version": 6, "rtt": 1.5, "size": 64, "packet_error_count": 0,
+    }))  # fmt: skip
+    rng = np.random.default_rng(2)
+    real = np.concatenate([m6, m6, np.full(20, PAD)])[None, :]  # a record: measurements then padding
+    noise = rng.integers(0, 267, size=(3, real.shape[1]))  # arbitrary ids, role tokens anywhere
+    tokens = np.concatenate([real, noise])
+    b, t = tokens.shape
+    positions = np.broadcast_to(np.arange(t), (b, t))
+    empty = np.full((b,), model_lib.EMPTY_BLOCK_STATE)
+    rows, _ = model_lib.field_ids(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(empty))
+    np.testing.assert_array_equal(np.asarray(rows), _field_rows_by_loop(tokens))
+    # In the real measurement: the first address byte of the IPv6 destination is (DestIpStart, offset 2).
+    dst = int(np.flatnonzero(m6 == 2)[0])
+    assert int(rows[0, dst + 2]) == 2 * 18 + 2
+    # Fed in two pieces with the state carried, the rows are the same as in one piece.
+    cut = 37
+    tokens, positions = jnp.asarray(tokens), jnp.asarray(positions)
+    first, state = model_lib.field_ids(tokens[:, :cut], positions[:, :cut], jnp.asarray(empty))
+    second, _ = model_lib.field_ids(tokens[:, cut:], positions[:, cut:], state)
+    np.testing.assert_array_equal(np.concatenate([first, second], axis=1), np.asarray(rows))
+
+
+def test_field_embedding_can_be_switched_off():
+    on = load_config("tiny", MINI).model
+    off = load_config("tiny", [*MINI, "model.field_embedding=false"]).model
+    assert model_lib.count_params(on) - model_lib.count_params(off) == model_lib.FIELD_ROWS * on.width
+    assert model_lib.flops_per_token(on, 1024) == model_lib.flops_per_token(off, 1024)  # a lookup, no matmul
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, 267, size=(1, 32)), jnp.int32)
+    assert model_lib.create(off, 0)(tokens).shape == (1, 32, 267)
+
+
+def test_attention_kernel_choice():
+    cfg = load_config("tiny", MINI).model
+    assert model_lib.attention_kernel(cfg) == "xla"  # float32, and no GPU in the test suite's world
+    bf16 = load_config("tiny", [*MINI, "model.dtype=bfloat16"]).model
+    expected = "cudnn" if jax.default_backend() == "gpu" else "xla"
+    assert model_lib.attention_kernel(bf16) == expected
+    forced = load_config("tiny", [*MINI, "model.dtype=bfloat16", "model.attention=xla"]).model
+    assert model_lib.attention_kernel(forced) == "xla"

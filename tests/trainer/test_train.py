@@ -118,6 +118,11 @@ def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
     train.train_and_evaluate(make_config(sample_dataset, *MINI, *run, "stop_at=1"), str(tmp_path))
     with pytest.raises(train.ResumeError, match="model"):
         train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.width=64", *run), str(tmp_path))
+    with pytest.raises(train.ResumeError, match="model"):
+        train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.field_embedding=false", *run), str(tmp_path))
+    # The attention kernel says how the same model is computed: resuming with another one is fine.
+    summary = train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.attention=xla", *run), str(tmp_path))
+    assert summary["start_step"] == 1 and summary["step"] == 2
 
 
 def test_cli_refuses_bad_keys_and_missing_data(tmp_path, capsys):
