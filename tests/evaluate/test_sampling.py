@@ -183,3 +183,30 @@ def test_load_restores_the_trained_parameters(trained_workdir, loaded_model):
     assert max(jax.tree.leaves(moved)) > 1e-4  # trained, not freshly initialised
     with pytest.raises(sampling.CheckpointError, match="no checkpoint for step 3"):
         sampling.load(str(trained_workdir), step=3)
+
+
+@pytest.mark.slow
+def test_checkpoints_from_before_the_field_embedding_still_load(eval_dataset, tmp_path):
+    """A checkpoint whose saved config predates ``model.field_embedding`` (no such key) loads as a model
+    without one, and samples."""
+    import json
+
+    from tests.evaluate.conftest import MINI
+    from tests.trainer.helpers import make_config
+    from trainer import train
+
+    config = make_config(
+        eval_dataset, *MINI, "model.field_embedding=false", "steps=2", "batch_size=2", "eval_every=0",
+        "eval_batches=1", "checkpoint_every=2", "async_checkpointing=false",
+    )  # fmt: skip
+    train.train_and_evaluate(config, str(tmp_path))
+    meta_file = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    for key in ("field_embedding", "attention"):  # what an older version wrote
+        del meta["config"]["model"][key]
+    meta_file.write_text(json.dumps(meta))
+    loaded = sampling.load(str(tmp_path))
+    assert loaded.config.model.field_embedding is False and "field" not in loaded.params
+    outs = sampling.sample(sampling.Sampler.from_loaded(loaded), [[MEASUREMENT_START]], 4, seed=1)
+    for m in sampling.complete_measurements([MEASUREMENT_START], outs[0]):
+        decode_measurement(m)
