@@ -18,21 +18,14 @@ py=${PYTHON:-python3}
 log="$out/bench_100m.log"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$log"
-$py - <<'PY' 2>&1 | tee -a "$log"
-import time, jax, jax.numpy as jnp, numpy as np, flax, optax, grain
+PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" $py - <<'PY' 2>&1 | tee -a "$log"
+import jax, jax.numpy as jnp, numpy as np, flax, optax
+from train_bench import measured_matmul_peak
 print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__)
 print("devices", jax.devices())
 # A measured ceiling next to the datasheet's: the best of 20 8192^3 bf16 matmuls on random operands.
-n = 8192
+print(f"measured bf16 matmul peak: {measured_matmul_peak('bfloat16', n=8192) / 1e12:.1f} TFLOP/s")
 rng = np.random.default_rng(0)
-a = jnp.asarray(rng.standard_normal((n, n)), jnp.bfloat16)
-b = jnp.asarray(rng.standard_normal((n, n)), jnp.bfloat16)
-f = jax.jit(lambda x, y: x @ y)
-f(a, b).block_until_ready()
-best = float("inf")
-for _ in range(20):
-    t0 = time.perf_counter(); f(a, b).block_until_ready(); best = min(best, time.perf_counter() - t0)
-print(f"measured bf16 matmul peak: {2 * n**3 / best / 1e12:.1f} TFLOP/s")
 # cuDNN flash attention (model.attention=auto on a GPU) against XLA's, both against a float32 reference.
 q, k, v = (jnp.asarray(rng.standard_normal((8, 1024, 12, 64)), jnp.bfloat16) for _ in range(3))
 ref = jax.nn.dot_product_attention(*(x.astype(jnp.float32) for x in (q, k, v)), is_causal=True)

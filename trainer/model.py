@@ -268,21 +268,14 @@ class Decoder(nnx.Module):
     def _embed(self, tokens: jax.Array, positions: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Input vectors (batch, new, width) of tokens at positions, and the block state after them."""
         x = self.embed(tokens)  # (batch, new, width)
+        if self.field is None:  # the block state only feeds the field embedding
+            return x, state
         rows, state = field_ids(tokens, positions, state)  # (batch, new), (batch,)
-        if self.field is not None:
-            x = x + self.field(rows)  # (batch, new, width)
-        return x, state
+        return x + self.field(rows), state  # (batch, new, width)
 
     def init_cache(self, batch: int, slots: int) -> dict:
-        """An empty KV cache for ``batch`` rows of up to ``slots`` positions.
-
-        ``{"k", "v"}``, each (layers, batch, slots, heads, head_dim) in the compute dtype, and ``"block"``
-        (batch,) int32, the last block start seen (see :func:`field_ids`).
-        """
-        shape = (self.cfg.num_layers, batch, slots, self.cfg.num_heads, self.cfg.head_dim)
-        dtype = _DTYPES[self.cfg.dtype]
-        block = jnp.full((batch,), EMPTY_BLOCK_STATE, jnp.int32)
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
+        """:func:`empty_cache` for this model."""
+        return empty_cache(self.cfg, batch, slots)
 
     def decode(self, tokens: jax.Array, positions: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """Cache-aware forward for sampling: logits of ``tokens`` (batch, new) at ``positions`` (batch, new).
@@ -327,6 +320,18 @@ class Decoder(nnx.Module):
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (rows, new, vocab)
         # k, v: (layers, rows, slots, heads, head_dim); block: (rows,)
         return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block_state}
+
+
+def empty_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
+    """An empty KV cache for ``batch`` rows of up to ``slots`` positions of a model with config ``cfg``.
+
+    ``{"k", "v"}``, each (layers, batch, slots, heads, head_dim) in the compute dtype, and ``"block"``
+    (batch,) int32, the last block start seen (none yet; see :func:`field_ids`).
+    """
+    shape = (cfg.num_layers, batch, slots, cfg.num_heads, cfg.head_dim)
+    dtype = _DTYPES[cfg.dtype]
+    block = jnp.full((batch,), EMPTY_BLOCK_STATE, jnp.int32)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
 
 
 def create(cfg: ModelConfig, seed: int) -> Decoder:

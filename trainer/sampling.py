@@ -166,11 +166,9 @@ class Sampler:
         """An empty cache for the own tokens of ``samples`` continuations of each prompt of ``prefix`` (from
         :meth:`prefill`): k and v (layers, prompts * samples, slots, heads, head_dim), rows grouped by
         prompt, and each row's block state, its prompt's."""
-        c = self._cfg
-        shape = (c.num_layers, prefix["block"].shape[0] * samples, slots, c.num_heads, c.head_dim)
-        dtype = jnp.bfloat16 if c.dtype == "bfloat16" else jnp.float32
-        block = jnp.repeat(prefix["block"], samples)  # (rows,)
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
+        cache = model_lib.empty_cache(self._cfg, prefix["block"].shape[0] * samples, slots)
+        cache["block"] = jnp.repeat(prefix["block"], samples)  # (rows,)
+        return cache
 
     def step_shared(self, tokens, positions, prefix: dict, prefix_len, cache: dict) -> tuple[np.ndarray, dict]:
         """:meth:`step` for rows grouped by prompt over the prompts' shared cache (see ``Decoder.decode_shared``)."""

@@ -325,11 +325,14 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
                 "to resume anyway, or use another workdir"
             )
-        saved_model = from_saved(saved.get("config", {})).model
-        if not same_architecture(saved_model, config.model):
-            raise ResumeError(f"{workdir}: checkpoint {start} has model {saved_model}, config has {config.model}")
-        changed = sorted(
-            k for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS and saved.get("config", {}).get(k) != v
+        saved_config = from_saved(saved.get("config", {}))
+        if not same_architecture(saved_config.model, config.model):
+            raise ResumeError(
+                f"{workdir}: checkpoint {start} has model {saved_config.model}, config has {config.model}"
+            )
+        saved_values = saved_config.to_dict()
+        changed = sorted(  # the model was compared above
+            k for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS | {"model"} and saved_values[k] != v
         )
         if changed and primary:
             print(f"warning: resuming with changed config keys {', '.join(changed)}; the data order and "
