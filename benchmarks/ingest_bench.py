@@ -72,7 +72,7 @@ def make_inputs(folder: str, real: bytes, lines: int, fmt: str, files: int) -> t
 
 def one_core(folder: str, real: bytes, n_lines: int = ONE_CORE_LINES) -> float:
     """results/s of ingest_unit (one work unit, this process, no Beam) on a plain file."""
-    from beam_pipelines import atlas_io
+    from beam_pipelines.ingest_atlas import streams as atlas_io
 
     sample = os.path.join(folder, "one-core.jsonl")
     with open(sample, "wb") as out:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="where to put the inputs and output (default: a temp folder)")
     args, beam_args = parser.parse_known_args(argv)
 
-    from beam_pipelines import ingest_atlas
+    from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 
     folder = tempfile.mkdtemp(prefix="ingest_bench-", dir=args.workdir)
     try:

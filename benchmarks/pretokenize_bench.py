@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from beam_pipelines import synth
+from beam_pipelines.make_sample import synth
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
 from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 

@@ -2,7 +2,7 @@
 
     python benchmarks/stats_bench.py [--rows 2000000] [--row_group 131072] [--workdir DIR] [--dataset]
 
-Generates ``--rows`` seed-like rows (beam_pipelines.synth, dirty rows included) into one Parquet
+Generates ``--rows`` seed-like rows (beam_pipelines.make_sample.synth, dirty rows included) into one Parquet
 file with ``--row_group``-row row groups (so every core gets work), then runs the stats job the way
 users do: DirectRunner, multi-process, one worker per core. Prints the machine, the job's wall time
 and rows/s, and for reference the single-process summarize rate without Beam (what one core does).
@@ -20,7 +20,11 @@ import time
 
 import pyarrow.parquet as pq
 
-from beam_pipelines import stats, stats_core, synth
+from beam_pipelines.stats import pipeline as stats
+
+from beam_pipelines.stats import raw as stats_core
+
+from beam_pipelines.make_sample import synth
 from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
         )
 
         if args.dataset:
-            from beam_pipelines import pretokenize
+            from beam_pipelines.pretokenize import pipeline as pretokenize
 
             ds = os.path.join(work, "dataset")
             t = time.perf_counter()

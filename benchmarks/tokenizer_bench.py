@@ -3,7 +3,7 @@
     python benchmarks/tokenizer_bench.py                       # 1M rows, best of 3, pinned to one core
     taskset -c 0 python benchmarks/tokenizer_bench.py --rows 200000 --loop-rows 20000
 
-The data comes from :func:`beam_pipelines.synth.generate` (58% IPv4, addresses repeated the way real probes
+The data comes from :func:`beam_pipelines.make_sample.synth.generate` (58% IPv4, addresses repeated the way real probes
 and targets repeat, a small share of dirty rows). ``encode_table`` is timed on the whole table; the Python
 loop of ``encode_measurement`` is timed on a prefix of ``--loop-rows`` rows (already converted with
 ``to_pylist``, which is not timed) and extrapolated to rows/s. Prints a markdown table.
@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
-from beam_pipelines import synth  # noqa: E402
+from beam_pipelines.make_sample import synth  # noqa: E402
 from tokenizer.errors import InvalidMeasurement  # noqa: E402
 from tokenizer.measurement import encode_measurement  # noqa: E402
 from tokenizer.table import encode_table  # noqa: E402

@@ -75,7 +75,7 @@ def peak_flops(dtype: str, override: float | None) -> tuple[float, str]:
 def ensure_dataset(data_dir: str) -> str:
     if os.path.isfile(os.path.join(data_dir, data.MANIFEST_NAME)):
         return data_dir
-    from beam_pipelines import pretokenize
+    from beam_pipelines.pretokenize import pipeline as pretokenize
 
     out = os.path.join(tempfile.mkdtemp(prefix="train_bench_"), "sample")
     print(f"{data_dir} has no dataset; pretokenizing the bundled sample into {out}", file=sys.stderr)

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from beam_pipelines import pretokenize
+from beam_pipelines.pretokenize import pipeline as pretokenize
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"

@@ -24,7 +24,7 @@ import grain
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
-from beam_pipelines.files import sha256_file
+from beam_pipelines.common.files import sha256_file
 from tokenizer.order import splitmix64
 from trainer import augment
 from trainer.config import Config

@@ -19,7 +19,7 @@ dependence within a few hundred steps (README, "Evaluation").
 
 For sampling, ``Decoder.decode`` runs the same layers over a KV cache (tokens at explicit positions, the
 same RoPE), and ``Decoder.decode_shared`` lets many continuations of a prompt read one copy of the
-prompt's cache; neither changes the parameters or the training forward (``trainer.sampling`` uses them).
+prompt's cache; neither changes the parameters or the training forward (``trainer.eval.sampling`` uses them).
 """
 
 from __future__ import annotations

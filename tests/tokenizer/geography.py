@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trainer import baselines
+from trainer.eval import baselines
 
 
 def held_out_errors(table: pa.Table) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from beam_pipelines import synth
+from beam_pipelines.make_sample import synth
 from tokenizer import order
 from tokenizer.measurement import encode_measurement
 from tokenizer.table import encode_table

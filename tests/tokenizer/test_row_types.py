@@ -39,7 +39,7 @@ def test_integral_floats_for_size_are_accepted():
 def test_validate_table_decides_exactly_like_encode_table():
     import pyarrow as pa
 
-    from beam_pipelines import synth
+    from beam_pipelines.make_sample import synth
     from tokenizer import encode_table, validate_table
 
     table = synth.generate(5_000, seed=9)
@@ -61,7 +61,7 @@ def test_encode_table_from_many_threads_at_once():
     """Runners may encode in several threads of one process (e.g. Beam's multi_threading mode)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from beam_pipelines import synth
+    from beam_pipelines.make_sample import synth
     from tokenizer import encode_table
 
     tables = [synth.generate(3_000, seed=s) for s in range(8)]  # each with its own few thousand addresses

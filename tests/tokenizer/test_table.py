@@ -233,7 +233,7 @@ def test_vectorized_equals_per_row(table):
 
 
 def test_vectorized_equals_per_row_on_synthetic_data():
-    from beam_pipelines import synth
+    from beam_pipelines.make_sample import synth
 
     table = synth.generate(3000, seed=3)
     enc = assert_matches_per_row(table)

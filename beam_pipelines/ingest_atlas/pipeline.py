@@ -1,0 +1,432 @@
+"""Ingest RIPE Atlas ping results (daily dumps or API downloads) into Parquet shards in the seed's schema.
+
+    python -m beam_pipelines.ingest_atlas --input GLOB --output DIR [--rtt min|avg|each] [--src from|src_addr]
+        [--shard_rows 1000000] [--overwrite] [any Beam pipeline option, e.g. --runner=DaskRunner]
+
+Inputs: ``.bz2``, ``.gz``, ``.xz`` or plain files (told apart by their first bytes), each JSON lines (the
+daily dumps ``ping-YYYY-MM-DDTHH00.bz2``) or a JSON array (API downloads), read as streams. Output:
+``DIR/part-NNNNN-of-NNNNN.parquet`` (zstd, :data:`beam_pipelines.ingest_atlas.convert.ROW_SCHEMA`, rows in input file
+then line order), ``DIR/rejected/rejected-NNNNN-of-NNNNN.parquet`` (file, line_number, reason, raw_line),
+``DIR/manifest.json`` (counts, shards with sha256) and, last, ``DIR/_SUCCESS``.
+
+Stages (composite PTransforms over plain functions in ``atlas_io``): ReadAtlasResults (one work unit per
+compressed file or per byte range of a plain file: stream, convert, write Arrow fragments) ->
+PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParquetShards -> WriteManifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_pipelines.common.files import write_json_atomic
+from beam_pipelines.common.options import beam_options, run_to_completion
+from beam_pipelines.common.transforms import GatherAll
+from beam_pipelines.ingest_atlas import streams as atlas_io
+from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
+from beam_pipelines.ingest_atlas.streams import InputError
+
+_OWN_FILES = {
+    atlas_io.MANIFEST_NAME,
+    atlas_io.MANIFEST_NAME + ".tmp",
+    atlas_io.SUCCESS_NAME,
+    atlas_io.REJECTED_DIR,
+    atlas_io.TMP_DIR,
+}
+
+
+class UsageError(ValueError):
+    """Bad options, or an output directory that must not be touched."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    """Everything a worker needs; pickled into the DoFns."""
+
+    output: str
+    rtt: str
+    src: str
+    shard_rows: int
+    row_group_rows: int
+    batch_rows: int
+    inputs: tuple  # dicts: index, path, bytes, compression
+    options: dict  # the options that shape the output (recorded in the manifest)
+
+    @property
+    def tmp(self) -> str:
+        return os.path.join(self.output, atlas_io.TMP_DIR)
+
+
+# --- Beam adapters -----------------------------------------------------------------------------------
+
+
+class _IngestUnitFn(beam.DoFn):
+    def __init__(self, ctx: JobContext):
+        self._ctx = ctx
+        self._records = Metrics.counter("ingest_atlas", "records")
+        self._rows = Metrics.counter("ingest_atlas", "rows")
+
+    def process(self, unit):
+        ctx = self._ctx
+        summary = atlas_io.ingest_unit(unit, ctx.tmp, ctx.rtt, ctx.src, ctx.batch_rows)
+        self._records.inc(summary["records"])
+        self._rows.inc(summary["rows"])
+        yield summary
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, ctx: JobContext):
+        self._ctx = ctx
+
+    def process(self, element):
+        if element["kind"] == "unit":  # unit summaries ride along to the manifest
+            yield element
+        else:
+            yield atlas_io.write_shard(element, self._ctx.output, self._ctx.row_group_rows)
+
+
+def _plan(units: list, ctx: JobContext):
+    return [*units, *atlas_io.plan_shards(units, ctx.shard_rows)]
+
+
+def _finalize(summaries: list, ctx: JobContext) -> dict:
+    """Manifest, then ``_SUCCESS``, then the temporary fragments go."""
+    units = [s for s in summaries if s["kind"] == "unit"]
+    shards = [s for s in summaries if s["kind"] == "shard"]
+    manifest = atlas_io.build_manifest(units, shards, ctx.inputs, ctx.options)
+    manifest["fingerprint"] = _fingerprint(ctx)
+    write_json_atomic(os.path.join(ctx.output, atlas_io.MANIFEST_NAME), manifest)
+    success = {"fingerprint": manifest["fingerprint"]}
+    write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), success)
+    shutil.rmtree(ctx.tmp, ignore_errors=True)
+    return manifest
+
+
+class ReadAtlasResults(beam.PTransform):
+    """PBegin -> one summary per work unit; its rows and rejected lines are in fragment files."""
+
+    def __init__(self, units, ctx: JobContext):
+        super().__init__()
+        self._units, self._ctx = units, ctx
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CreateWorkUnits" >> beam.Create(self._units)
+            | "SpreadWorkUnits" >> beam.Reshuffle()
+            | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(self._ctx))
+        )
+
+
+class PlanShards(beam.PTransform):
+    """Unit summaries -> shard specs (and the unit summaries again): a barrier, since a shard's rows are
+    known only once every unit before it is done."""
+
+    def __init__(self, ctx: JobContext):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, summaries):
+        ctx = self._ctx
+        return (
+            summaries
+            | "GatherUnitSummaries" >> GatherAll()
+            | "PlanShardSpecs" >> beam.FlatMap(_plan, ctx)
+        )
+
+
+class WriteParquetShards(beam.PTransform):
+    """Shard specs -> one Parquet file each (temporary name, then renamed) -> its summary."""
+
+    def __init__(self, ctx: JobContext):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, specs):
+        return specs | "SpreadShards" >> beam.Reshuffle() | "WriteShard" >> beam.ParDo(_WriteShardFn(self._ctx))
+
+
+class WriteManifest(beam.PTransform):
+    """Every summary -> the manifest and ``_SUCCESS``, written last.
+
+    The pipeline is one chain ending here, so a runner that computes only the last transform's graph
+    (the DaskRunner) still runs every stage.
+    """
+
+    def __init__(self, ctx: JobContext):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, summaries):
+        ctx = self._ctx
+        return (
+            summaries
+            | "GatherAllSummaries" >> GatherAll()
+            | "Finalize" >> beam.Map(_finalize, ctx)
+        )
+
+
+def build_pipeline(pipeline: beam.Pipeline, units, ctx: JobContext):
+    """Attach the ingest stages to ``pipeline``; returns the manifest PCollection."""
+    return (
+        pipeline
+        | "ReadAtlasResults" >> ReadAtlasResults(units, ctx)
+        | "PlanShards" >> PlanShards(ctx)
+        | "WriteParquetShards" >> WriteParquetShards(ctx)
+        | "WriteManifest" >> WriteManifest(ctx)
+    )
+
+
+# --- options, planning, output directory -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Parsed job options (the non-Beam ones)."""
+
+    inputs: tuple[str, ...]
+    output: str
+    rtt: str
+    src: str
+    shard_rows: int
+    split_bytes: int
+    overwrite: bool
+
+
+def parse_args(argv) -> tuple[Options, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.ingest_atlas",
+        description="Convert RIPE Atlas ping results (JSON lines or JSON arrays; bz2, gz, xz or plain) into "
+        "Parquet shards in the seed's schema. Unknown options are passed to Apache Beam (e.g. --runner).",
+    )
+    parser.add_argument("--input", action="append", required=True, help="file, directory or glob; may be repeated")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument(
+        "--rtt", choices=RTT_MODES, default="min", help="min (default) or avg RTT per result, or one row per packet"
+    )
+    parser.add_argument(
+        "--src", choices=SRC_MODES, default="from", help="source address: from (public, default) or src_addr (local)"
+    )
+    parser.add_argument(
+        "--shard_rows", type=int, default=atlas_io.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)"
+    )
+    parser.add_argument(
+        "--split_bytes",
+        type=int,
+        default=atlas_io.DEFAULT_SPLIT_BYTES,
+        help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); "
+        "no effect on the output",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous result in --output")
+    args, beam_args = parser.parse_known_args(argv)
+    if args.shard_rows < 1 or args.split_bytes < 1:
+        raise UsageError("--shard_rows and --split_bytes must be positive")
+    options = Options(
+        inputs=tuple(args.input),
+        output=args.output,
+        rtt=args.rtt,
+        src=args.src,
+        shard_rows=args.shard_rows,
+        split_bytes=args.split_bytes,
+        overwrite=args.overwrite,
+    )
+    return options, beam_args
+
+
+def _fingerprint(ctx: JobContext) -> str:
+    payload = {"inputs": [{"path": i["path"], "bytes": i["bytes"]} for i in ctx.inputs], "options": ctx.options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan(options: Options):
+    """Find and inspect the inputs; returns the work units and the job context. Raises InputError."""
+    files = atlas_io.inspect_inputs(atlas_io.expand_inputs(options.inputs))
+    units = atlas_io.plan_units(files, options.split_bytes)
+    inputs = tuple({"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression} for f in files)
+    ctx = JobContext(
+        output=options.output,
+        rtt=options.rtt,
+        src=options.src,
+        shard_rows=options.shard_rows,
+        row_group_rows=atlas_io.ROW_GROUP_ROWS,
+        batch_rows=atlas_io.BATCH_ROWS,
+        inputs=inputs,
+        options={
+            "rtt": options.rtt,
+            "src": options.src,
+            "shard_rows": options.shard_rows,
+            "row_group_rows": atlas_io.ROW_GROUP_ROWS,
+        },
+    )
+    return units, ctx
+
+
+def _is_own(name: str) -> bool:
+    return name in _OWN_FILES or atlas_io.is_shard_name(name) or atlas_io.is_shard_name(name.removesuffix(".tmp"))
+
+
+def prepare_output(options: Options) -> None:
+    """Refuse to replace a complete result without --overwrite; clear this job's files from a previous run."""
+    out = options.output
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output {out} exists and is not a directory")
+    if os.path.isfile(os.path.join(out, atlas_io.SUCCESS_NAME)) and not options.overwrite:
+        raise UsageError(f"{out} already holds a complete ingest result; pass --overwrite to replace it")
+    if os.path.isdir(out):
+        foreign = sorted(n for n in os.listdir(out) if not _is_own(n))
+        if foreign and not options.overwrite:
+            raise UsageError(
+                f"{out} holds files this job did not write ({foreign[:3]}); choose another --output or pass --overwrite"
+            )
+        # _SUCCESS and the manifest go first: from here on, nothing in DIR passes for a complete result.
+        for name in (atlas_io.SUCCESS_NAME, atlas_io.MANIFEST_NAME, atlas_io.MANIFEST_NAME + ".tmp"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        for name in os.listdir(out):
+            if atlas_io.is_shard_name(name.removesuffix(".tmp")):
+                os.remove(os.path.join(out, name))
+        shutil.rmtree(os.path.join(out, atlas_io.TMP_DIR), ignore_errors=True)
+        rejected = os.path.join(out, atlas_io.REJECTED_DIR)
+        if os.path.isdir(rejected):
+            for path in glob.glob(os.path.join(rejected, "rejected-*.parquet*")):
+                os.remove(path)
+    os.makedirs(os.path.join(out, atlas_io.TMP_DIR, "progress"), exist_ok=True)
+
+
+# --- progress and summary ----------------------------------------------------------------------------
+
+
+class _Progress(threading.Thread):
+    """Polls the workers' progress files and prints the text read and its rate every ``every`` seconds."""
+
+    def __init__(self, ctx: JobContext, every: float = 10.0):
+        super().__init__(daemon=True)
+        self._dir = os.path.join(ctx.tmp, "progress")
+        self._every = every
+        self._halt = threading.Event()
+        self._start = time.monotonic()
+
+    def run(self):
+        while not self._halt.wait(self._every):
+            lines, done = self._read()
+            elapsed = time.monotonic() - self._start
+            if done:
+                print(
+                    f"[ingest_atlas] {lines:,} lines, {lines / elapsed:,.0f} lines/s; "
+                    f"{done / 1e6:,.0f} MB of JSON, {done / 1e6 / elapsed:,.1f} MB/s",
+                    file=sys.stderr,
+                )
+
+    def _read(self) -> tuple[int, int]:
+        lines = done = 0
+        for path in glob.glob(os.path.join(self._dir, "unit-*.json")):
+            try:
+                with open(path) as f:
+                    progress = json.load(f)
+                lines, done = lines + progress["lines"], done + progress["bytes"]
+            except (OSError, ValueError, KeyError):
+                pass  # being replaced right now; counted next time
+        return lines, done
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def format_summary(manifest: dict, seconds: float | None = None) -> str:
+    """The end-of-job report: lines, results, rows, skipped by type, rejected by reason, rate."""
+    t = manifest["totals"]
+    inputs = manifest["inputs"]
+    lines = [
+        f"inputs        {len(inputs)} file(s), {sum(i['bytes'] for i in inputs) / 1e6:,.1f} MB",
+        f"lines read    {t['lines']:,} ({t['blank_lines']:,} blank), {t['records']:,} JSON values",
+        f"results       {t['converted']:,} ping results converted",
+        f"rows written  {t['rows']:,} (--rtt {manifest['options']['rtt']}, --src {manifest['options']['src']}) "
+        f"in {len(manifest['shards'])} shard(s)",
+    ]
+    if t["without_rows"]:
+        lines.append(f"              {t['without_rows']:,} converted result(s) held no packet and gave no row")
+    skipped = manifest["skipped"]
+    by_type = ", ".join(f"{k} {v:,}" for k, v in skipped["by_type"].items())
+    lines.append(f"skipped       {skipped['total']:,} non-ping result(s)" + (f": {by_type}" if by_type else ""))
+    rejected = manifest["rejected"]
+    by_reason = ", ".join(f"{k} {v:,}" for k, v in rejected["by_reason"].items())
+    where = f": {by_reason} (in {atlas_io.REJECTED_DIR}/)" if by_reason else ""
+    lines.append(f"rejected      {rejected['total']:,} line(s){where}")
+    if seconds:
+        lines.append(f"wall time     {seconds:,.1f} s, {t['records'] / seconds:,.0f} results/s")
+    return "\n".join(lines)
+
+
+def _pipeline_error(exc: BaseException) -> str:
+    """The useful line of an exception that Beam may have wrapped in layers of context."""
+    text = str(exc)
+    line = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    for marker in ("InputError: ", "OSError: ", "RuntimeError: "):
+        if marker in text:
+            line = text.rsplit(marker, 1)[1].splitlines()[0]
+            break
+    return line.split(" [while running", 1)[0].strip(" '\"[]")  # Beam appends the step's name
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit code (0 done, 1 the pipeline failed, 2 bad options or inputs)."""
+    started = time.monotonic()
+    try:
+        options, beam_args = parse_args(argv)
+    except SystemExit as exc:  # argparse's --help or usage error: an exit code, not an exit
+        return exc.code if isinstance(exc.code, int) else 2
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        units, ctx = plan(options)
+        prepare_output(options)
+    except (UsageError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = sum(i["bytes"] for i in ctx.inputs)
+    print(
+        f"ingest_atlas: {len(ctx.inputs)} file(s), {total / 1e6:,.1f} MB, {len(units)} work unit(s) "
+        f"-> {options.output}",
+        file=sys.stderr,
+    )
+    progress = _Progress(ctx)
+    progress.start()
+    try:
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, units, ctx)
+        run_to_completion(pipeline)
+    except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
+        progress.stop()
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
+        print(f"error: ingest_atlas failed: {_pipeline_error(exc)}", file=sys.stderr)
+        print(
+            f"no {atlas_io.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
+            file=sys.stderr,
+        )
+        return 1
+    progress.stop()
+    try:
+        with open(os.path.join(options.output, atlas_io.MANIFEST_NAME)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        print(f"error: the pipeline finished without writing a manifest ({exc})", file=sys.stderr)
+        return 1
+    print(format_summary(manifest, time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,779 @@
+"""Streaming RIPE Atlas result files into Arrow fragments, and fragments into Parquet shards. No Beam here.
+
+Reading is streamed (a daily dump is gigabytes): files are read in chunks of a few MB and cut into
+lines, or, for a JSON array (an API download), into its elements. Rows go to Arrow record batches
+of :data:`BATCH_ROWS` and straight to an Arrow IPC *fragment* file per work unit, so a worker holds
+one batch at a time and the runner only ever sees small summaries. Once every unit is done, the
+fragments are cut into Parquet shards of a fixed number of rows in (file, line) order, so the shard
+boundaries depend only on the inputs and options, not on the runner or the number of workers.
+
+A work unit is a whole file (compressed files cannot be split) or, for a large plain JSON-lines
+file, a byte range; a range owns the lines that *start* in it, and reports how many it read so that
+line numbers of rejected lines can be made file-global when the shards are written.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import dataclasses
+import glob
+import gzip
+import json
+import lzma
+import os
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from beam_pipelines.common.files import sha256_file
+from beam_pipelines.ingest_atlas.convert import (
+    MAX_LINE_BYTES,
+    REJECTED_SCHEMA,
+    ROW_SCHEMA,
+    RTT_MODES,
+    SRC_MODES,
+    RejectedResult,
+    SkippedResult,
+    clean_keys,
+    convert_result,
+    needs_key_cleanup,
+    raw_text,
+    rows_to_batch,
+)
+
+BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
+CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
+_SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
+DEFAULT_SHARD_ROWS = 1_000_000
+DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
+ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SUCCESS_NAME = "_SUCCESS"
+REJECTED_DIR = "rejected"
+TMP_DIR = "_tmp_ingest"
+
+_BOM = b"\xef\xbb\xbf"
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
+# A stream error from a decompressor: the file is corrupt or truncated.
+_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+_SHARD_NAME = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
+
+
+class InputError(ValueError):
+    """An input that cannot be read: nothing matches, unreadable, corrupt or truncated. Names the file."""
+
+
+# --- finding and planning inputs -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """One input file as found at planning time."""
+
+    index: int
+    path: str
+    bytes: int
+    compression: str | None  # "gzip", "bz2", "xz" or None
+    layout: str | None  # "lines" or "array" for plain files; None (found while reading) for compressed ones
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkUnit:
+    """One unit of reading work: a whole file, or the lines of a plain file that start in [start, end)."""
+
+    file_index: int
+    path: str
+    compression: str | None
+    layout: str | None
+    range_index: int
+    start: int
+    end: int | None  # None: to the end of the file
+
+    @property
+    def unit_id(self) -> str:
+        return f"{self.file_index:05d}-{self.range_index:05d}"
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Sorted, de-duplicated files matching any of ``patterns`` (files, directories or globs; ``**`` recurses).
+
+    Raises :class:`InputError` for a pattern that matches no file: a typo must not make an empty dataset.
+    """
+    paths = set()
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            pattern = os.path.join(pattern, "*")
+        found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+        if not found:
+            raise InputError(f"input {pattern!r} matches no file")
+        paths.update(found)
+    return sorted(paths)
+
+
+def detect_compression(path: str, head: bytes) -> str | None:
+    """The compression of a file from its first bytes; its suffix must not claim another one."""
+    found = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+    claimed = _SUFFIX.get(os.path.splitext(path)[1].lower())
+    if claimed and found != claimed:
+        raise InputError(f"{path}: named like a {claimed} file but is not one (first bytes {head[:6]!r})")
+    return found
+
+
+def sniff_layout(head: bytes) -> str:
+    """``"array"`` when the text starts (after a BOM and white space) with ``[``, else ``"lines"``."""
+    text = head[len(_BOM) :] if head.startswith(_BOM) else head
+    text = text.lstrip(b" \t\r\n")
+    return "array" if text.startswith(b"[") else "lines"
+
+
+def inspect_inputs(paths: Sequence[str]) -> list[InputFile]:
+    """Open each file once to learn its size, compression and (plain files) layout."""
+    files = []
+    for index, path in enumerate(paths):
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        compression = detect_compression(path, head)
+        layout = None if compression else sniff_layout(head)
+        files.append(InputFile(index, path, size, compression, layout))
+    return files
+
+
+def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[WorkUnit]:
+    """Work units in (file, range) order: plain JSON-lines files are cut into ranges of ``split_bytes``."""
+    units = []
+    for f in files:
+        if f.compression is None and f.layout == "lines" and f.bytes > split_bytes:
+            n = -(-f.bytes // split_bytes)
+            for r in range(n):
+                start, end = r * split_bytes, min((r + 1) * split_bytes, f.bytes)
+                units.append(WorkUnit(f.index, f.path, None, "lines", r, start, end))
+        else:
+            units.append(WorkUnit(f.index, f.path, f.compression, f.layout, 0, 0, None))
+    return units
+
+
+# --- streaming text --------------------------------------------------------------------------------
+
+
+def open_stream(path: str, compression: str | None):
+    """A binary file object of the decompressed contents."""
+    raw = open(path, "rb")
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if compression == "bz2":
+        return bz2.BZ2File(raw, mode="rb")
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class LongLine:
+    """Stands for a line longer than the limit: its first bytes and its length."""
+
+    head: bytes
+    length: int
+
+
+def iter_line_lists(
+    f,
+    start: int = 0,
+    end: int | None = None,
+    head: bytes = b"",
+    chunk_bytes: int = CHUNK_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[list]:
+    """Lists of the lines (``bytes`` without ``\\n``) that start in ``[start, end)`` of a binary stream.
+
+    ``head`` is data already read from the stream's start. ``start > 0`` needs a seekable stream: the
+    line running across ``start`` belongs to the range before. A line longer than ``max_line_bytes`` is
+    reported as a :class:`LongLine` and skipped without being held in memory.
+    """
+    pos = start  # stream offset of the first byte of `rest`
+    rest = head
+    if start > 0:
+        f.seek(start - 1)
+        offset = start - 1  # stream offset of data[0]
+        while True:  # skip the tail of the line that started before `start`
+            data = f.read(min(chunk_bytes, _SMALL_READ))
+            if not data:
+                return
+            cut = data.find(b"\n")
+            if cut >= 0:
+                pos = offset + cut + 1
+                f.seek(pos)  # and read on from the first line that starts in the range
+                break
+            offset += len(data)
+    while True:
+        size = chunk_bytes
+        if end is not None:
+            if pos >= end:
+                return
+            # Near the end of the range, read little more than the range: only the last line's tail is needed.
+            size = min(chunk_bytes, max(end - pos - len(rest), _SMALL_READ))
+        data = f.read(size)
+        buf = rest + data if rest else data
+        if not buf:
+            return
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        if not data:  # the end of the stream: `rest` is a last line without a newline
+            if rest:
+                lines.append(rest)
+            data = rest = b""
+        if end is not None:
+            complete = len(buf) - len(rest)
+            if pos + complete >= end:  # every later line starts at or after `end`
+                keep, p = [], pos
+                for line in lines:
+                    if p >= end:
+                        break
+                    keep.append(line)
+                    p += len(line) + 1
+                if keep:
+                    yield keep
+                return
+            pos += complete
+        else:
+            pos += len(buf) - len(rest)
+        if lines:
+            yield lines
+        if not data:
+            return
+        if len(rest) > max_line_bytes:
+            length, line_head, found = len(rest), rest[: 1 << 16], False
+            rest = b""
+            while not found:  # drop the rest of the long line as it streams by
+                data = f.read(chunk_bytes)
+                if not data:
+                    break
+                cut = data.find(b"\n")
+                found = cut >= 0
+                length += cut if found else len(data)
+                rest = data[cut + 1 :] if found else b""
+            yield [LongLine(line_head, length)]
+            if not found:
+                return
+            pos += length + 1
+
+
+_WS = re.compile("[ \t\r\n\ufeff]*")  # white space between values, and a byte order mark
+_ELEMENT_BREAK = re.compile(r"\}\s*,\s*\{")
+
+
+class _Invalid:
+    """Stands for a JSON value that could not be parsed (see :func:`iter_json_values`)."""
+
+
+INVALID = _Invalid()
+
+
+def iter_json_values(
+    f,
+    head: bytes = b"",
+    chunk_bytes: int = CHUNK_BYTES,
+    max_value_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[tuple[object, str]]:
+    """``(value, text)`` for each JSON value of a stream, one array level opened: for ``[{..}, {..}]``
+    the two objects, for ``[..] [..]`` the elements of both. An unparseable value gives
+    ``(INVALID, text)``; reading resumes at the next ``}, {``. Only one value is held in memory at a time.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    buf = utf8.decode(head)
+    pos = 0
+    eof = False
+    in_array = False
+
+    def read_more() -> bool:
+        nonlocal buf, pos, eof
+        data = f.read(chunk_bytes)
+        if not data:
+            eof = True
+            buf, pos = buf[pos:] + utf8.decode(b"", final=True), 0
+            return False
+        buf, pos = buf[pos:] + utf8.decode(data), 0
+        return True
+
+    while True:
+        pos = _WS.match(buf, pos).end()
+        if pos >= len(buf):
+            if eof or not read_more():
+                if pos >= len(buf):
+                    return
+            continue
+        char = buf[pos]
+        if in_array and char == "]":
+            in_array, pos = False, pos + 1
+            continue
+        if in_array and char == ",":
+            pos += 1
+            continue
+        if not in_array and char == "[":
+            in_array, pos = True, pos + 1
+            continue
+        try:
+            value, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError:
+            # The value may just be cut by the end of the buffer: read on and retry. It is invalid only
+            # if it still fails at the end of the stream or with max_value_bytes of text in hand.
+            if not eof and len(buf) - pos < max_value_bytes:
+                read_more()
+                continue
+            found = _ELEMENT_BREAK.search(buf, pos + 1)
+            while found is None and not eof and len(buf) - pos < max_value_bytes:
+                read_more()
+                found = _ELEMENT_BREAK.search(buf, pos + 1)
+            stop = found.start() + 1 if found else len(buf)
+            yield INVALID, buf[pos:stop]
+            pos = stop
+            continue
+        yield value, buf[pos:end]
+        pos = end
+
+
+# --- one work unit: stream -> rows and rejected lines -> Arrow fragments ----------------------------
+
+
+@dataclasses.dataclass
+class UnitCounts:
+    """What one work unit read. ``records`` = ``converted`` + ``skipped`` + ``rejected`` (JSON values seen)."""
+
+    lines: int = 0  # physical lines (JSON lines) or values (JSON array) read
+    blank_lines: int = 0
+    records: int = 0
+    converted: int = 0  # ping results that became rows
+    rows: int = 0
+    without_rows: int = 0  # converted results that gave no row (--rtt each and an empty `result` list)
+    rejected: Counter = dataclasses.field(default_factory=Counter)
+    skipped: Counter = dataclasses.field(default_factory=Counter)
+    progress_lines: int = 0  # lines read so far, updated once per chunk while reading
+
+
+class FragmentWriter:
+    """Arrow IPC file written under a temporary name and renamed on close; nothing is created for no rows."""
+
+    def __init__(self, path: str, schema: pa.Schema):
+        self.path, self._schema = path, schema
+        self._writer = None
+        self.batches: list[int] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._writer is None:
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            self._writer = pa.ipc.new_file(self.path + ".tmp", self._schema, options=options)
+        self._writer.write_batch(batch)
+        self.batches.append(batch.num_rows)
+
+    def close(self) -> str | None:
+        if self._writer is None:
+            return None
+        self._writer.close()
+        os.replace(self.path + ".tmp", self.path)
+        return self.path
+
+
+def _rejected_batch(path: str, rejected: list[tuple]) -> pa.RecordBatch:
+    numbers, reasons, raws = zip(*rejected)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([path] * len(rejected), pa.string()),
+            pa.array(numbers, pa.int64()),
+            pa.array(reasons, pa.string()),
+            pa.array(raws, pa.string()),
+        ],
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def ingest_stream(
+    values: Iterator,
+    layout: str,
+    path: str,
+    rtt: str,
+    src: str,
+    counts: UnitCounts,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Convert a stream into ``("rows", batch)`` and ``("rejected", batch)`` items, in input order.
+
+    ``values`` is :func:`iter_line_lists` output for ``layout="lines"`` or :func:`iter_json_values`
+    output for ``"array"``. Line numbers are 1-based and local to the stream. ``counts`` is complete
+    once the generator is exhausted.
+    """
+    if rtt not in RTT_MODES or src not in SRC_MODES:
+        raise ValueError(f"rtt must be one of {RTT_MODES} and src one of {SRC_MODES}")
+    rows: list[tuple] = []
+    rejected: list[tuple] = []
+    rejected_counts, skipped_counts = counts.rejected, counts.skipped
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    number = records = blank = converted = without_rows = 0
+
+    def reject(reason: str, raw) -> None:
+        rejected.append((number, reason, raw_text(raw)))
+        rejected_counts[reason] += 1
+
+    def convert(obj, raw) -> None:
+        nonlocal converted, without_rows
+        if type(obj) is dict and needs_key_cleanup(raw):
+            obj = clean_keys(obj)
+        try:
+            new = convert_result(obj, rtt, src)
+        except RejectedResult as exc:
+            reject(exc.reason, raw)
+            return
+        except SkippedResult as exc:
+            skipped_counts[exc.type] += 1
+            return
+        converted += 1
+        if new:
+            rows.extend(new)
+        else:
+            without_rows += 1
+
+    if layout == "lines":
+        first = True
+        for lines in values:
+            if first and lines and type(lines[0]) is bytes and lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+            first = False
+            for line in lines:
+                number += 1
+                if type(line) is not bytes:  # a LongLine
+                    records += 1
+                    reject("line_too_long", line.head)
+                    rejected[-1] = (number, "line_too_long", f"{rejected[-1][2]}... ({line.length:,} bytes)")
+                    continue
+                if not line or line.isspace():
+                    blank += 1
+                    continue
+                records += 1
+                try:
+                    obj = loads(line)
+                except decode_error:
+                    reject("invalid_json", line)
+                    continue
+                if type(obj) is dict:
+                    # The hot path, inlined: one parse and one convert_result call per line.
+                    if b" " in line and needs_key_cleanup(line):  # most lines have no space: one memchr
+                        obj = clean_keys(obj)
+                    try:
+                        new = convert_result(obj, rtt, src)
+                    except RejectedResult as exc:
+                        reject(exc.reason, line)
+                        continue
+                    except SkippedResult as exc:
+                        skipped_counts[exc.type] += 1
+                        continue
+                    converted += 1
+                    if len(new) == 1:
+                        rows.append(new[0])
+                    elif new:
+                        rows.extend(new)
+                    else:
+                        without_rows += 1
+                elif type(obj) is list:
+                    # A line holding an array of results: each element is a record of this line.
+                    records += len(obj) - 1
+                    for element in obj:
+                        convert(element, orjson.dumps(element))
+                else:
+                    convert(obj, line)
+            counts.progress_lines = number
+            if len(rows) >= batch_rows:
+                yield "rows", rows_to_batch(rows)
+                rows = []
+            if len(rejected) >= batch_rows:
+                yield "rejected", _rejected_batch(path, rejected)
+                rejected = []
+    else:
+        for value, text in values:
+            number += 1
+            records += 1
+            if value is INVALID:
+                reject("invalid_json", text)
+            else:
+                convert(value, text)
+            if len(rows) >= batch_rows:
+                counts.progress_lines = number
+                yield "rows", rows_to_batch(rows)
+                rows = []
+            if len(rejected) >= batch_rows:
+                yield "rejected", _rejected_batch(path, rejected)
+                rejected = []
+    if rows:
+        yield "rows", rows_to_batch(rows)
+    if rejected:
+        yield "rejected", _rejected_batch(path, rejected)
+    counts.lines += number
+    counts.records += records
+    counts.blank_lines += blank
+    counts.converted += converted
+    counts.without_rows += without_rows
+
+
+class _CheckedStream:
+    """A read-only stream whose read errors name the file (corrupt or truncated compressed data), and
+    which reports progress to a small JSON file every few seconds for the driver to show."""
+
+    def __init__(self, f, path: str, what: str, progress_path: str | None, lines=lambda: 0, every: float = 2.0):
+        self._f, self._path, self._what = f, path, what
+        self._progress_path, self._lines, self._every = progress_path, lines, every
+        self._last = time.monotonic()
+        self.bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._f.read(n)
+        except _STREAM_ERRORS as exc:
+            raise InputError(f"{self._path}: cannot read {self._what}: {exc}") from exc
+        self.bytes += len(data)
+        if self._progress_path and time.monotonic() - self._last >= self._every:
+            self.report()
+        return data
+
+    def seek(self, offset: int) -> int:
+        return self._f.seek(offset)
+
+    def report(self) -> None:
+        self._last = time.monotonic()
+        if self._progress_path:
+            tmp = self._progress_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"bytes": self.bytes, "lines": self._lines()}, f)
+            os.replace(tmp, self._progress_path)
+
+
+def ingest_unit(
+    unit: WorkUnit,
+    tmp_dir: str,
+    rtt: str = "min",
+    src: str = "from",
+    batch_rows: int = BATCH_ROWS,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> dict:
+    """Read one work unit into fragment files under ``tmp_dir``; returns its summary (plain JSON types).
+
+    Raises :class:`InputError` naming the file when it cannot be read, is corrupt or is truncated.
+    Progress goes to ``tmp_dir/progress/`` when that folder exists.
+    """
+    base = os.path.join(tmp_dir, f"unit-{unit.unit_id}")
+    rows_out = FragmentWriter(base + ".rows.arrow", ROW_SCHEMA)
+    rejected_out = FragmentWriter(base + ".rejected.arrow", REJECTED_SCHEMA)
+    progress_dir = os.path.join(tmp_dir, "progress")
+    progress = os.path.join(progress_dir, f"unit-{unit.unit_id}.json") if os.path.isdir(progress_dir) else None
+    counts = UnitCounts()
+    what = f"{unit.compression} stream" if unit.compression else "file"
+    try:
+        raw = open_stream(unit.path, unit.compression)
+    except OSError as exc:
+        raise InputError(f"{unit.path}: cannot open ({exc.strerror or exc})") from exc
+    with raw:
+        f = _CheckedStream(raw, unit.path, what, progress, lambda: counts.progress_lines)
+        layout, head = unit.layout, b""
+        if layout is None:
+            head = f.read(1 << 16)
+            layout = sniff_layout(head)
+        if layout == "lines":
+            values = iter_line_lists(f, unit.start, unit.end, head, chunk_bytes)
+        else:
+            values = iter_json_values(f, head, chunk_bytes)
+        for kind, batch in ingest_stream(values, layout, unit.path, rtt, src, counts, batch_rows):
+            if kind == "rows":
+                rows_out.write(batch)
+                counts.rows += batch.num_rows
+            else:
+                rejected_out.write(batch)
+        counts.progress_lines = counts.lines
+        f.report()
+    return {
+        "kind": "unit",
+        "unit": unit.unit_id,
+        "file_index": unit.file_index,
+        "range_index": unit.range_index,
+        "path": unit.path,
+        "bytes_read": f.bytes,
+        "lines": counts.lines,
+        "blank_lines": counts.blank_lines,
+        "records": counts.records,
+        "converted": counts.converted,
+        "rows": counts.rows,
+        "without_rows": counts.without_rows,
+        "rejected": dict(sorted(counts.rejected.items())),
+        "skipped": dict(sorted(counts.skipped.items())),
+        "rows_fragment": rows_out.close(),
+        "rows_batches": rows_out.batches,
+        "rejected_fragment": rejected_out.close(),
+        "rejected_batches": rejected_out.batches,
+    }
+
+
+# --- fragments -> Parquet shards ---------------------------------------------------------------------
+
+
+def shard_path(kind: str, index: int, count: int) -> str:
+    """Path of a shard relative to the output directory."""
+    if kind == "rows":
+        return f"part-{index:05d}-of-{count:05d}.parquet"
+    return f"{REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.parquet"
+
+
+def plan_shards(units: Sequence[dict], shard_rows: int) -> list[dict]:
+    """Shard specs for rows and rejected lines: consecutive runs of ``shard_rows`` in (file, line) order.
+
+    Each spec lists its pieces: ``(fragment, batch sizes, first row, rows, line offset)``; the line
+    offset turns a range's local line numbers into the file's. Always at least one shard of each kind
+    (possibly empty), so ``DIR/*.parquet`` and ``DIR/rejected/*.parquet`` always match.
+    """
+    units = sorted(units, key=lambda u: (u["file_index"], u["range_index"]))
+    line_offset, offsets = Counter(), []
+    for u in units:
+        offsets.append(line_offset[u["file_index"]])
+        line_offset[u["file_index"]] += u["lines"]
+    specs = []
+    for kind in ("rows", "rejected"):
+        sources = [
+            (u[f"{kind}_fragment"], u[f"{kind}_batches"], sum(u[f"{kind}_batches"]), off)
+            for u, off in zip(units, offsets)
+            if u[f"{kind}_fragment"]
+        ]
+        total = sum(s[2] for s in sources)
+        count = max(1, -(-total // shard_rows))
+        shards = [{"kind": kind, "index": i, "path": shard_path(kind, i, count), "pieces": []} for i in range(count)]
+        position = 0  # global row index of the first row of the current source
+        for fragment, batches, n, off in sources:
+            lo = position
+            while lo < position + n:
+                shard = lo // shard_rows
+                hi = min(position + n, (shard + 1) * shard_rows)
+                shards[shard]["pieces"].append(
+                    {
+                        "fragment": fragment,
+                        "batches": batches,
+                        "start": lo - position,
+                        "rows": hi - lo,
+                        "line_offset": off,
+                    }
+                )
+                lo = hi
+            position += n
+        specs.extend(shards)
+    return specs
+
+
+def _piece_batches(piece: dict) -> Iterator[pa.RecordBatch]:
+    reader = pa.ipc.open_file(pa.memory_map(piece["fragment"]))
+    lo, hi = piece["start"], piece["start"] + piece["rows"]
+    first = 0
+    for i, n in enumerate(piece["batches"]):
+        if first + n > lo and first < hi:
+            batch = reader.get_batch(i)
+            a, b = max(lo, first) - first, min(hi, first + n) - first
+            yield batch.slice(a, b - a)
+        first += n
+        if first >= hi:
+            break
+
+
+def write_shard(spec: dict, output: str, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+    """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it."""
+    kind = spec["kind"]
+    schema = ROW_SCHEMA if kind == "rows" else REJECTED_SCHEMA
+    path = os.path.join(output, spec["path"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        for piece in spec["pieces"]:
+            for batch in _piece_batches(piece):
+                if kind == "rejected" and piece["line_offset"]:
+                    numbers = pc.add(batch.column("line_number"), pa.scalar(piece["line_offset"], pa.int64()))
+                    batch = batch.set_column(1, "line_number", numbers)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                # Row groups of exactly row_group_rows rows, whatever the pieces: the bytes depend on the rows only.
+                while pending_rows >= row_group_rows:
+                    table = pa.Table.from_batches(pending, schema)
+                    writer.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
+                    rest = table.slice(row_group_rows)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+                    rows += row_group_rows
+        if pending_rows:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+            rows += pending_rows
+    os.replace(tmp, path)
+    return {
+        "kind": "shard",
+        "shard_kind": kind,
+        "path": spec["path"],
+        "rows": rows,
+        "bytes": os.path.getsize(path),
+        "sha256": sha256_file(path),
+    }
+
+
+# --- the manifest ------------------------------------------------------------------------------------
+
+
+def build_manifest(units: Sequence[dict], shards: Sequence[dict], inputs: Sequence[dict], options: dict) -> dict:
+    """The output's manifest: counts by input, rejected by reason, skipped by type, shards. Deterministic."""
+    units = sorted(units, key=lambda u: (u["file_index"], u["range_index"]))
+    per_file: dict[int, Counter] = {}
+    rejected, skipped = Counter(), Counter()
+    for u in units:
+        c = per_file.setdefault(u["file_index"], Counter())
+        for key in ("lines", "blank_lines", "records", "converted", "rows", "without_rows"):
+            c[key] += u[key]
+        c["rejected"] += sum(u["rejected"].values())
+        c["skipped"] += sum(u["skipped"].values())
+        rejected.update(u["rejected"])
+        skipped.update(u["skipped"])
+    keys = ("lines", "blank_lines", "records", "converted", "rows", "without_rows", "rejected", "skipped")
+    files = [{**dict(i), **{k: per_file.get(i["index"], Counter())[k] for k in keys}} for i in inputs]
+    totals = {k: sum(f[k] for f in files) for k in keys}
+    row_shards = sorted((s for s in shards if s["shard_kind"] == "rows"), key=lambda s: s["path"])
+    rejected_shards = sorted((s for s in shards if s["shard_kind"] == "rejected"), key=lambda s: s["path"])
+    strip = ("kind", "shard_kind")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "job": "ingest_atlas",
+        "schema": {f.name: str(f.type) for f in ROW_SCHEMA},
+        "options": dict(options),
+        "inputs": files,
+        "totals": totals,
+        "rejected": {"total": sum(rejected.values()), "by_reason": dict(sorted(rejected.items()))},
+        "skipped": {"total": sum(skipped.values()), "by_type": dict(sorted(skipped.items()))},
+        "shards": [{k: v for k, v in s.items() if k not in strip} for s in row_shards],
+        "rejected_files": [{k: v for k, v in s.items() if k not in strip} for s in rejected_shards],
+    }
+    # Nothing is dropped silently: every value read is a result with rows, a skipped or a rejected one.
+    if totals["records"] != totals["converted"] + totals["skipped"] + totals["rejected"]:
+        raise RuntimeError(f"ingest_atlas: counts do not add up: {totals}")
+    if sum(s["rows"] for s in row_shards) != totals["rows"]:
+        raise RuntimeError("ingest_atlas: the shards do not hold every row")
+    if sum(s["rows"] for s in rejected_shards) != totals["rejected"]:
+        raise RuntimeError("ingest_atlas: the rejected files do not hold every rejected line")
+    return manifest
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether ``name`` is one of this job's row shard file names (``part-00000-of-00004.parquet``)."""
+    return bool(_SHARD_NAME.match(name))

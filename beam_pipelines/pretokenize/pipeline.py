@@ -1,0 +1,457 @@
+"""Pretokenize Parquet measurements into packed, fixed-length ArrayRecord splits plus a manifest.
+
+    python -m beam_pipelines.pretokenize [--input GLOB] [--output DIR] [--seq_len 1024]
+        [--split 80,10,10] [--split_by src|time] [--compression zstd:3] [--overwrite]
+        [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
+
+Stages (each a named composite PTransform over plain functions in ``pretokenize_stages``):
+ReadAndEncode (per row group: vectorized tokenizer, rejected rows kept aside, accepted rows
+hash-partitioned by source into bucket files) -> GroupBySource (one bucket at a time, sources in time
+order) -> PackRecords (whole measurements into seq_len records, padding near the floor) ->
+WriteArrayRecords (temporary files, verified) -> WriteManifest (renames into place, manifest last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.pretokenize import stages
+from beam_pipelines.common.parquet import InputError, plan_tasks, resolve_inputs
+from beam_pipelines.common.options import beam_options, run_to_completion
+from beam_pipelines.dataset.records import check_compression
+from beam_pipelines.common.transforms import GatherAll
+from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
+from tokenizer import IPV6_LENGTH
+
+# The bundled sample, beside the package in a checkout: beam_pipelines/pretokenize/pipeline.py -> repo root.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
+DEFAULT_BUCKET_ROWS = 1_000_000
+_OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
+
+
+class UsageError(ValueError):
+    """Bad options or an output directory that must not be touched."""
+
+
+# --- Beam adapters ---------------------------------------------------------------------------------
+
+
+class _EncodeRowGroupFn(beam.DoFn):
+    def __init__(self, ctx: stages.JobContext):
+        self._ctx = ctx
+        self._rows = Metrics.counter("pretokenize", "rows_read")
+        self._accepted = Metrics.counter("pretokenize", "rows_accepted")
+        self._rejected = Metrics.counter("pretokenize", "rows_rejected")
+
+    def process(self, task):
+        summary = stages.encode_task(task, self._ctx)
+        self._rows.inc(summary["rows"])
+        self._accepted.inc(summary["accepted"])
+        self._rejected.inc(summary["rows"] - summary["accepted"])
+        yield summary
+
+
+class _PackBucketFn(beam.DoFn):
+    def __init__(self, ctx: stages.JobContext):
+        self._ctx = ctx
+        self._measurements = Metrics.counter("pretokenize", "measurements_packed")
+
+    def process(self, element):
+        bucket, paths = element
+        for split, result in stages.pack_bucket(bucket, list(paths), self._ctx):
+            self._measurements.inc(result.measurements)
+            yield bucket, split, result
+
+
+class _WriteRecordsFn(beam.DoFn):
+    def __init__(self, ctx: stages.JobContext):
+        self._ctx = ctx
+        self._records = Metrics.counter("pretokenize", "records_written")
+        self._pad = Metrics.counter("pretokenize", "pad_tokens")
+
+    def process(self, element):
+        bucket, split, result = element
+        summary = stages.write_bucket_records(bucket, split, result, self._ctx)
+        self._records.inc(summary["records"])
+        self._pad.inc(summary["pad_tokens"])
+        yield summary
+
+
+class ReadAndEncode(beam.PTransform):
+    """PBegin -> one summary per row group; accepted rows land in bucket files, rejected rows apart."""
+
+    def __init__(self, tasks, ctx):
+        super().__init__()
+        self._tasks, self._ctx = tasks, ctx
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CreateRowGroupTasks" >> beam.Create(self._tasks)
+            | "SpreadRowGroups" >> beam.Reshuffle()
+            | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(self._ctx))
+        )
+
+
+class GroupBySource(beam.PTransform):
+    """Encode summaries -> ``(bucket, [part files])``: a barrier after which a bucket is complete."""
+
+    def expand(self, summaries):
+        return (
+            summaries
+            | "BucketParts" >> beam.FlatMap(lambda s: [(int(b), p) for b, p in s["buckets"].items()])
+            | "GroupBucketParts" >> beam.GroupByKey()
+        )
+
+
+class PackRecords(beam.PTransform):
+    """``(bucket, parts)`` -> ``(bucket, split, PackResult)``: sources in time order, packed per split."""
+
+    def __init__(self, ctx):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, grouped):
+        return grouped | "PackBucket" >> beam.ParDo(_PackBucketFn(self._ctx))
+
+
+class WriteArrayRecords(beam.PTransform):
+    """Packed records -> one verified temporary ArrayRecord file (and its summary) per bucket and split."""
+
+    def __init__(self, ctx):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, packed):
+        return packed | "WriteBucketRecords" >> beam.ParDo(_WriteRecordsFn(self._ctx))
+
+
+class WriteManifest(beam.PTransform):
+    """All summaries -> the manifest, written last.
+
+    It depends on every branch (encode summaries carry the rejected files, record summaries the
+    outputs), which also makes it the one sink that runners computing only the last transform's
+    graph (the DaskRunner) must execute in full.
+    """
+
+    def __init__(self, ctx):
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, pcolls):
+        ctx = self._ctx
+        return (
+            pcolls
+            | "FlattenSummaries" >> beam.Flatten()
+            | "GatherSummaries" >> GatherAll()
+            | "Finalize" >> beam.Map(stages.finalize, ctx)
+        )
+
+
+def build_pipeline(pipeline: beam.Pipeline, tasks, ctx: stages.JobContext):
+    """Attach the pretokenize stages to ``pipeline``; returns the manifest PCollection."""
+    summaries = pipeline | "ReadAndEncode" >> ReadAndEncode(tasks, ctx)
+    written = (
+        summaries
+        | "GroupBySource" >> GroupBySource()
+        | "PackRecords" >> PackRecords(ctx)
+        | "WriteArrayRecords" >> WriteArrayRecords(ctx)
+    )
+    return (summaries, written) | "WriteManifest" >> WriteManifest(ctx)
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Parsed job options (the non-Beam ones)."""
+
+    input: str
+    output: str
+    seq_len: int
+    split: tuple[float, float, float]
+    split_by: str
+    compression: str
+    tmp_compression: str
+    overwrite: bool
+    bucket_rows: int
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.pretokenize",
+        description="Pack Parquet ping measurements into seq_len-token ArrayRecord splits with a manifest. "
+        "Unknown options are passed to Apache Beam (e.g. --runner, --direct_num_workers).",
+    )
+    parser.add_argument("--input", default=DEFAULT_INPUT, help="Parquet file, directory or glob (default: the bundled sample)")
+    parser.add_argument("--output", default="out", help="output directory (default ./out)")
+    parser.add_argument("--seq_len", type=int, default=1024, help="tokens per record (default 1024)")
+    parser.add_argument("--split", default="80,10,10", help="train,val,test shares (default 80,10,10)")
+    parser.add_argument("--split_by", choices=("src", "time"), default="src", help="split by source address (default) or by time")
+    parser.add_argument("--compression", default="zstd:3", help="ArrayRecord compression (default zstd:3)")
+    parser.add_argument(
+        "--tmp_compression",
+        choices=("none", "lz4", "zstd"),
+        default="none",
+        help="compression of the temporary bucket files: none (fastest, about 156 bytes per row of scratch "
+        "space), lz4 (about 72) or zstd (default none)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in --output")
+    parser.add_argument(
+        "--bucket_rows",
+        type=int,
+        default=DEFAULT_BUCKET_ROWS,
+        help="about this many rows per grouping bucket; bounds each worker's memory (default 1000000)",
+    )
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        if args.seq_len < IPV6_LENGTH or args.seq_len > 65536:
+            raise UsageError(f"--seq_len {args.seq_len}: must be between {IPV6_LENGTH} (one IPv6 measurement) and 65536")
+        if args.bucket_rows < 1:
+            raise UsageError("--bucket_rows must be positive")
+        options = Options(
+            input=args.input,
+            output=args.output,
+            seq_len=args.seq_len,
+            split=parse_fractions(args.split),
+            split_by=args.split_by,
+            compression=check_compression(args.compression),
+            tmp_compression=args.tmp_compression,
+            overwrite=args.overwrite,
+            bucket_rows=args.bucket_rows,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return options, beam_args
+
+
+def _second_counts(files):
+    """(unique epoch seconds, counts) per row group, reading only the event_time column."""
+    for f in files:
+        pf = pq.ParquetFile(f.path)
+        for rg in range(pf.metadata.num_row_groups):
+            col = pf.read_row_group(rg, columns=["event_time"]).column(0).combine_chunks()
+            if pa.types.is_null(col.type):
+                continue
+            col = col.drop_null()
+            unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[col.type.unit]
+            secs = np.floor_divide(col.cast(pa.int64()).to_numpy(), unit)
+            yield np.unique(secs, return_counts=True)
+
+
+def prepare_output(options: Options, fingerprint: str) -> str | None:
+    """Decide what to do with the output directory; returns a message when the job can be skipped."""
+    out = options.output
+    manifest_path = os.path.join(out, manifest_lib.MANIFEST_NAME)
+    if os.path.isfile(manifest_path):
+        try:
+            existing = manifest_lib.read_manifest(out)
+        except manifest_lib.ManifestError:
+            existing = None
+        if existing and existing.get("fingerprint") == fingerprint and not options.overwrite:
+            return f"{out} already holds this dataset (fingerprint {fingerprint[:12]}); nothing to do"
+        if not options.overwrite:
+            raise UsageError(
+                f"{out} holds a different dataset (fingerprint {(existing or {}).get('fingerprint', '?')[:12]}, "
+                f"this job's is {fingerprint[:12]}); pass --overwrite to replace it"
+            )
+    if os.path.isdir(out):
+        foreign = sorted(set(os.listdir(out)) - _OWN_ENTRIES)
+        if foreign and not options.overwrite:
+            raise UsageError(f"{out} is not empty and is not a ping-llm dataset (it holds {foreign[:3]}); choose another --output")
+        # The manifest goes first: from here on, nothing in DIR can pass for a complete dataset.
+        for name in (manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        for name in _OWN_ENTRIES - {manifest_lib.MANIFEST_NAME}:
+            path = os.path.join(out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+    os.makedirs(out, exist_ok=True)
+    return None
+
+
+def plan(options: Options) -> tuple[list, stages.JobContext]:
+    """Validate inputs and fix everything the workers need: tasks, buckets, cut points, fingerprint."""
+    files = resolve_inputs(options.input)
+    tasks = plan_tasks(files)
+    total_rows = sum(f.rows for f in files)
+    num_buckets = max(1, math.ceil(total_rows / options.bucket_rows))
+    cut_points: tuple[int, ...] = ()
+    shaping = {
+        "seq_len": options.seq_len,
+        "split": list(options.split),
+        "split_by": options.split_by,
+        "compression": options.compression,
+        "bucket_rows": options.bucket_rows,
+        "num_buckets": num_buckets,
+    }
+    if options.split_by == "time":
+        cut_points = tuple(time_cut_points(_second_counts(files), options.split))
+        shaping["time_cut_points"] = list(cut_points)
+    inputs = tuple({"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256} for f in files)
+    ctx = stages.JobContext(
+        output=options.output,
+        seq_len=options.seq_len,
+        fractions=options.split,
+        split_by=options.split_by,
+        cut_points=cut_points,
+        num_buckets=num_buckets,
+        compression=options.compression,
+        tmp_compression=options.tmp_compression,
+        inputs=inputs,
+        options=shaping,
+        fingerprint=manifest_lib.fingerprint(inputs, shaping),
+    )
+    return tasks, ctx
+
+
+# --- progress and summary --------------------------------------------------------------------------
+
+
+class _Progress(threading.Thread):
+    """Polls the workers' progress markers and shows rows/s and ETA (a bar on a terminal, lines otherwise)."""
+
+    def __init__(self, ctx: stages.JobContext, total_rows: int):
+        super().__init__(daemon=True)
+        self._dir = os.path.join(ctx.tmp, "progress")
+        self._total = total_rows
+        self._halt = threading.Event()
+        self._start = time.monotonic()
+
+    def run(self):
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=self._total, unit="rows", unit_scale=True, desc="encode", file=sys.stderr, disable=not tty)
+        last_line = 0.0
+        done = 0
+        while not self._halt.wait(0.5):
+            done = self._rows_done()
+            bar.update(done - bar.n)
+            now = time.monotonic()
+            if not tty and now - last_line >= 10 and done:
+                rate = done / (now - self._start)
+                eta = (self._total - done) / rate if rate else float("inf")
+                print(f"[pretokenize] encoded {done:,}/{self._total:,} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s", file=sys.stderr)
+                last_line = now
+        bar.close()
+
+    def _rows_done(self) -> int:
+        total = 0
+        for path in glob.glob(os.path.join(self._dir, "encode-*.json")):
+            try:
+                with open(path) as f:
+                    total += json.load(f)["rows"]
+            except (OSError, ValueError):
+                pass  # being replaced right now; counted on the next poll
+        return total
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def format_summary(manifest: dict, seconds: float | None) -> str:
+    rows = manifest["rows"]
+    lines = []
+    head = f"rows read {rows['read']:,}, accepted {rows['accepted']:,}, rejected {rows['rejected']:,}"
+    if seconds:
+        head += f" in {seconds:,.1f} s ({rows['read'] / seconds:,.0f} rows/s)"
+    lines.append(head)
+    if manifest["rejected"]["by_reason"]:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in manifest["rejected"]["by_reason"].items())
+        lines.append(f"  rejected by reason: {reasons} (rows kept in rejected/)")
+    lines.append(f"  {'split':<6} {'records':>9} {'measurements':>13} {'tokens':>13} {'padding':>8} {'sources':>8} {'continuity':>10} files")
+    total_tokens = total_pad = 0
+    for name in SPLIT_NAMES:
+        s = manifest["splits"][name]
+        capacity = s["tokens"] + s["pad_tokens"]
+        total_tokens += s["tokens"]
+        total_pad += s["pad_tokens"]
+        pad = f"{100 * s['pad_tokens'] / capacity:.2f}%" if capacity else "-"
+        cont = f"{s['context_continuity']:.3f}" if s.get("context_continuity") is not None else "-"
+        lines.append(
+            f"  {name:<6} {s['records']:>9,} {s['measurements']:>13,} {s['tokens']:>13,} {pad:>8} {s['sources']:>8,} {cont:>10} {len(s['files'])}"
+        )
+    if total_tokens + total_pad:
+        lines.append(f"  padding overall: {100 * total_pad / (total_tokens + total_pad):.2f}% of {total_tokens + total_pad:,} tokens")
+    lines.append(f"  fingerprint {manifest['fingerprint']}")
+    return "\n".join(lines)
+
+
+def _pipeline_error(exc: BaseException) -> str:
+    """The useful line of an exception that Beam may have wrapped in layers of context."""
+    text = str(exc)
+    for marker in ("InputError: ", "SchemaError: ", "OSError: ", "RuntimeError: "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1].splitlines()[0].strip(" '\"[]")
+    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the job; returns the process exit code (0 done or up to date, 1 failed, 2 bad input/options)."""
+    started = time.monotonic()
+    try:
+        options, beam_args = parse_args(argv)
+        tasks, ctx = plan(options)
+        skip = prepare_output(options, ctx.fingerprint)
+    except (UsageError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if skip:
+        print(skip)
+        print(format_summary(manifest_lib.read_manifest(options.output), None))
+        return 0
+
+    total_rows = sum(i["rows"] for i in ctx.inputs)
+    print(
+        f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} row group(s), "
+        f"{ctx.num_buckets} bucket(s) -> {options.output}",
+        file=sys.stderr,
+    )
+    progress = _Progress(ctx, total_rows)
+    progress.start()
+    try:
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, tasks, ctx)
+        run_to_completion(pipeline)
+    except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
+        progress.stop()
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
+        print(f"error: pretokenize failed: {_pipeline_error(exc)}", file=sys.stderr)
+        print(f"no manifest was written; {options.output} does not hold a dataset", file=sys.stderr)
+        return 1
+    progress.stop()
+    try:
+        manifest = manifest_lib.read_manifest(options.output)
+    except manifest_lib.ManifestError as exc:
+        print(f"error: the pipeline finished without writing a manifest ({exc})", file=sys.stderr)
+        return 1
+    print(format_summary(manifest, time.monotonic() - started))
+    if manifest["rows"]["accepted"] == 0:
+        print("error: no row could be encoded; see the rejected/ files", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

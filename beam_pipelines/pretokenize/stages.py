@@ -1,0 +1,351 @@
+"""The work of each pretokenize stage, as plain functions over one task, bucket or the final summary.
+
+The Beam DoFns in :mod:`beam_pipelines.pretokenize` are thin adapters over these, so each stage can be
+tested (and reasoned about) without Beam. Temporary files live under ``OUT/_tmp`` and have names
+derived only from task and bucket ids, so a retried task overwrites its own files and the result
+does not depend on the runner or the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
+from beam_pipelines.common.parquet import RowGroupTask, read_task
+from beam_pipelines.dataset.records import write_records
+from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, bucket_of, source_hash, split_by_source, split_by_time
+from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
+
+TMP_DIR = "_tmp"
+REJECTED_DIR = "rejected"
+_FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
+
+_PART_SCHEMA = pa.schema(
+    [
+        ("split", pa.int8()),
+        ("family", pa.int8()),
+        ("src_hi", pa.uint64()),
+        ("src_lo", pa.uint64()),
+        ("timestamp", pa.int64()),
+        ("file", pa.int32()),
+        ("row", pa.int64()),
+        ("tokens", pa.large_list(pa.uint16())),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    """Everything a worker needs to know about the job (small and picklable)."""
+
+    output: str
+    seq_len: int
+    fractions: tuple[float, float, float]
+    split_by: str  # "src" or "time"
+    cut_points: tuple[int, ...]  # time mode only
+    num_buckets: int
+    compression: str
+    tmp_compression: str  # Arrow IPC compression of the bucket files: none, lz4 or zstd
+    inputs: tuple[dict, ...]  # path, bytes, rows, sha256 per input file
+    options: dict  # the options that shape the output (recorded in the manifest)
+    fingerprint: str
+
+    @property
+    def tmp(self) -> str:
+        return os.path.join(self.output, TMP_DIR)
+
+    def bucket_dir(self, bucket: int) -> str:
+        return os.path.join(self.tmp, "buckets", f"{bucket:05d}")
+
+    def progress(self, name: str, payload: dict) -> None:
+        """Leave a small marker that the launcher's progress display polls (works on any shared FS)."""
+        path = os.path.join(self.tmp, "progress", f"{name}.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(payload, f)
+        os.replace(path + ".tmp", path)
+
+
+# --- stage 1 + 2: read and encode one row group, partition by bucket ------------------------------
+
+
+def _ipc_codec(name: str) -> str | None:
+    return None if name == "none" else name
+
+
+class _BucketWriters:
+    """Append-only Arrow IPC files, one per bucket, opened on first use."""
+
+    def __init__(self, ctx: JobContext, task_id: str):
+        self._ctx, self._task_id = ctx, task_id
+        self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self.paths: dict[int, str] = {}
+
+    def write(self, bucket: int, batch: pa.RecordBatch) -> None:
+        if bucket not in self._writers:
+            directory = self._ctx.bucket_dir(bucket)
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{self._task_id}.arrow")
+            self._writers[bucket] = pa.ipc.new_file(
+                path, _PART_SCHEMA, options=pa.ipc.IpcWriteOptions(compression=_ipc_codec(self._ctx.tmp_compression))
+            )
+            self.paths[bucket] = path
+        self._writers[bucket].write_batch(batch)
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+
+
+def _part_batch(enc, splits: np.ndarray, file_index: int, first_row: int) -> pa.RecordBatch:
+    """The accepted rows of one encoded batch, with what grouping and splitting need."""
+    return pa.record_batch(
+        [
+            pa.array(splits),
+            pa.array(enc.ip_version),
+            pa.array(np.ascontiguousarray(enc.src_words[:, 0])),
+            pa.array(np.ascontiguousarray(enc.src_words[:, 1])),
+            pa.array(enc.timestamp),
+            pa.array(np.full(len(enc.accepted), file_index, dtype=np.int32)),
+            pa.array(first_row + enc.accepted),
+            pa.LargeListArray.from_arrays(pa.array(enc.offsets), pa.array(enc.tokens, pa.uint16())),
+        ],
+        schema=_PART_SCHEMA,
+    )
+
+
+def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
+    """Encode one row group; write accepted rows to bucket files and rejected rows to a Parquet file.
+
+    Returns a summary: rows read and accepted, rejections by reason, and the files written.
+    """
+    writers = _BucketWriters(ctx, task.task_id)
+    buffered: list[tuple[np.ndarray, pa.RecordBatch]] = []
+    n_buffered = 0
+    rejected_parts = []
+    reasons: Counter = Counter()
+    rows = accepted = 0
+
+    def flush():
+        nonlocal buffered, n_buffered
+        if not buffered:
+            return
+        buckets = np.concatenate([b for b, _ in buffered])
+        table = pa.Table.from_batches([p for _, p in buffered], schema=_PART_SCHEMA)
+        # Bucket, then family: within every batch of a bucket file the IPv4 rows come first, so the
+        # packer can take each family's fixed-length tokens as one matrix without indexing tokens.
+        family = table.column("family").to_numpy()
+        order = np.lexsort((family, buckets))
+        table = table.take(order).combine_chunks()  # one take, then zero-copy slices per bucket
+        sorted_buckets = buckets[order]
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for batch in table.slice(lo, hi - lo).to_batches():
+                writers.write(int(sorted_buckets[lo]), batch)
+        buffered, n_buffered = [], 0
+
+    try:
+        for first_row, batch in read_task(task):
+            enc = encode_table(batch)
+            rows += batch.num_rows
+            accepted += len(enc.accepted)
+            if len(enc.rejected):
+                reasons.update(enc.reason_counts())
+                rej = batch.take(pa.array(enc.rejected))
+                rej = rej.append_column("reason", pa.array(enc.reasons.tolist(), pa.string()))
+                rej = rej.append_column("source_file", pa.array([task.path] * len(enc.rejected), pa.string()))
+                rej = rej.append_column("source_row", pa.array(first_row + enc.rejected, pa.int64()))
+                rejected_parts.append(rej)
+            if not len(enc.accepted):
+                continue
+            h = source_hash(enc.src_words, enc.ip_version)
+            if ctx.split_by == "src":
+                splits = split_by_source(h, ctx.fractions)
+            else:
+                splits = split_by_time(enc.timestamp, ctx.cut_points)
+            buckets = bucket_of(h, ctx.num_buckets)
+            buffered.append((buckets, _part_batch(enc, splits, task.file_index, first_row)))
+            n_buffered += len(enc.accepted)
+            if n_buffered >= _FLUSH_ROWS:
+                flush()
+        flush()
+    finally:
+        writers.close()
+
+    rejected_file = None
+    if rejected_parts:
+        rejected_file = os.path.join(ctx.tmp, REJECTED_DIR, f"{task.task_id}.parquet")
+        os.makedirs(os.path.dirname(rejected_file), exist_ok=True)
+        table = pa.Table.from_batches(rejected_parts)
+        pq.write_table(table, rejected_file + ".tmp", compression="zstd")
+        os.replace(rejected_file + ".tmp", rejected_file)
+    summary = {
+        "kind": "encode",
+        "task": task.task_id,
+        "file_index": task.file_index,
+        "rows": rows,
+        "accepted": accepted,
+        "rejected": dict(sorted(reasons.items())),
+        "buckets": {str(b): p for b, p in sorted(writers.paths.items())},
+        "rejected_file": rejected_file,
+    }
+    ctx.progress(f"encode-{task.task_id}", {"rows": rows})
+    return summary
+
+
+# --- stage 3 + 4 + 5: group one bucket by source in time order, pack per split --------------------
+
+
+_META = ("split", "src_hi", "src_lo", "timestamp", "file", "row")
+
+
+def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
+    """A bucket's rows per family: metadata columns and an (items, length) token matrix, in file order."""
+    meta: dict[int, list] = {4: [], 6: []}
+    tokens: dict[int, list] = {4: [], 6: []}
+    for path in sorted(paths):
+        reader = pa.ipc.open_file(path)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            family = batch.column("family").to_numpy()
+            n4 = int(np.count_nonzero(family == 4))
+            if not np.all(family[:n4] == 4):
+                raise RuntimeError(f"{path}: bucket file rows are not grouped by family")
+            tok = batch.column("tokens")
+            offsets = tok.offsets.to_numpy()
+            values = tok.values.to_numpy()
+            for fam, lo, hi, width in ((4, 0, n4, IPV4_LENGTH), (6, n4, len(family), IPV6_LENGTH)):
+                if hi > lo:
+                    meta[fam].append({k: batch.column(k).to_numpy()[lo:hi] for k in _META})
+                    tokens[fam].append(values[offsets[lo] : offsets[hi]].reshape(-1, width))
+    out = {}
+    for fam, width in ((4, IPV4_LENGTH), (6, IPV6_LENGTH)):
+        cols = {k: np.concatenate([m[k] for m in meta[fam]]) if meta[fam] else np.zeros(0, np.int64) for k in _META}
+        out[fam] = (cols, np.concatenate(tokens[fam]) if tokens[fam] else np.zeros((0, width), np.uint16))
+    return out
+
+
+def _sorted_stream(cols: dict, matrix: np.ndarray, split: int, first_source: int) -> tuple[np.ndarray, np.ndarray]:
+    """One family's items of one split in (source, time) order, with source ids from ``first_source``."""
+    sel = np.flatnonzero(cols["split"] == split)
+    # Source first, then time; (file, row) breaks ties so the order never depends on the runner.
+    order = sel[np.lexsort(tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi")))]
+    hi, lo = cols["src_hi"][order], cols["src_lo"][order]
+    new_source = np.concatenate([[True], (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])]) if len(order) else np.zeros(0, bool)
+    return matrix[order], first_source + np.cumsum(new_source) - 1
+
+
+def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tuple[int, PackResult]]:
+    """Read one bucket's parts, group by source in time order and pack each split's records."""
+    streams = _family_streams(paths)
+    results = []
+    for split in range(len(SPLIT_NAMES)):
+        short, short_src = _sorted_stream(*streams[4], split, 0)
+        long, long_src = _sorted_stream(*streams[6], split, int(short_src[-1]) + 1 if len(short_src) else 0)
+        if len(short) or len(long):
+            results.append((split, pack_sorted(short, short_src, long, long_src, ctx.seq_len)))
+    ctx.progress(f"pack-{bucket:05d}", {"bucket": bucket})
+    return results
+
+
+# --- stage 6: write one bucket's records of one split ---------------------------------------------
+
+
+def write_bucket_records(bucket: int, split: int, result: PackResult, ctx: JobContext) -> dict:
+    """Write packed records to a temporary ArrayRecord file (verified), returning its summary."""
+    directory = os.path.join(ctx.tmp, "records", SPLIT_NAMES[split])
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{bucket:05d}.array_record")
+    info = write_records(path, result.records, ctx.compression)
+    return {
+        "kind": "records",
+        "bucket": bucket,
+        "split": SPLIT_NAMES[split],
+        "tmp_path": path,
+        **info,
+        "measurements": result.measurements,
+        "tokens": result.tokens,
+        "pad_tokens": result.pad_tokens,
+        "sources": result.sources,
+        "continuous": result.continuous,
+    }
+
+
+# --- stage 7: finalize (rename into place, manifest last) -----------------------------------------
+
+
+def finalize(summaries: Sequence[dict], ctx: JobContext) -> dict:
+    """Rename temporary files to their final names, write the manifest last, remove ``_tmp``."""
+    encodes = sorted((s for s in summaries if s["kind"] == "encode"), key=lambda s: s["task"])
+    records = sorted((s for s in summaries if s["kind"] == "records"), key=lambda s: (s["split"], s["bucket"]))
+
+    splits = {}
+    for name in SPLIT_NAMES:
+        parts = [r for r in records if r["split"] == name and r["records"] > 0]
+        directory = os.path.join(ctx.output, name)
+        os.makedirs(directory, exist_ok=True)
+        files = []
+        for i, part in enumerate(parts):
+            rel = f"{name}/{name}-{i:05d}-of-{len(parts):05d}.array_record"
+            os.replace(part["tmp_path"], os.path.join(ctx.output, rel))
+            files.append({"path": rel, "records": part["records"], "bytes": part["bytes"], "sha256": part["sha256"]})
+        measurements = sum(p["measurements"] for p in parts)
+        splits[name] = {
+            "records": sum(p["records"] for p in parts),
+            "measurements": measurements,
+            "tokens": sum(p["tokens"] for p in parts),
+            "pad_tokens": sum(p["pad_tokens"] for p in parts),
+            "sources": sum(p["sources"] for p in parts),
+            "context_continuity": (sum(p["continuous"] for p in parts) / measurements) if measurements else None,
+            "files": files,
+        }
+
+    rejected_files = [s["rejected_file"] for s in encodes if s["rejected_file"]]
+    rejected_paths = []
+    if rejected_files:
+        os.makedirs(os.path.join(ctx.output, REJECTED_DIR), exist_ok=True)
+    for i, path in enumerate(rejected_files):
+        rel = f"{REJECTED_DIR}/rejected-{i:05d}-of-{len(rejected_files):05d}.parquet"
+        os.replace(path, os.path.join(ctx.output, rel))
+        rejected_paths.append(rel)
+    by_reason: Counter = Counter()
+    for s in encodes:
+        by_reason.update(s["rejected"])
+
+    rows_by_file = Counter()
+    for s in encodes:
+        rows_by_file[s["file_index"]] += s["rows"]
+    manifest = {
+        "format_version": manifest_lib.FORMAT_VERSION,
+        "tokenizer": manifest_lib.tokenizer_info(),
+        "seq_len": ctx.seq_len,
+        "splits": splits,
+        "rejected": {"total": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items())), "files": rejected_paths},
+        "rows": {
+            "read": sum(s["rows"] for s in encodes),
+            "accepted": sum(s["accepted"] for s in encodes),
+            "rejected": sum(by_reason.values()),
+        },
+        "inputs": [dict(i) for i in ctx.inputs],
+        "options": ctx.options,
+        "fingerprint": ctx.fingerprint,
+    }
+    if manifest["rows"]["read"] != sum(i["rows"] for i in ctx.inputs):
+        raise RuntimeError(
+            f"read {manifest['rows']['read']} rows but the inputs hold {sum(i['rows'] for i in ctx.inputs)}"
+        )
+    if manifest["rows"]["accepted"] != sum(s["measurements"] for s in splits.values()):
+        raise RuntimeError("accepted rows and packed measurements disagree")
+    manifest_lib.write_json_atomic(os.path.join(ctx.output, manifest_lib.MANIFEST_NAME), manifest)
+    shutil.rmtree(ctx.tmp, ignore_errors=True)
+    return manifest

@@ -1,0 +1,448 @@
+"""Dataset reports: statistics of raw Parquet pings, or of a pretokenized dataset.
+
+    python -m beam_pipelines.stats --input GLOB --output REPORT_DIR [Beam options]
+    python -m beam_pipelines.stats --dataset DIR --output REPORT_DIR [--workers N]
+
+Writes ``report.json`` (machine-readable, deterministic), ``report.md`` (tables like the seed's
+"Dataset Info") and ``report.html`` (one self-contained page, plots embedded as PNG) to REPORT_DIR.
+
+``--input`` runs a Beam pipeline (same runners and options as pretokenize: unknown options go to
+Beam; by default the DirectRunner on every core): ReadParquetBatches (one task per row group, Arrow
+batches) -> SummarizeBatches (one mergeable summary per batch, numpy/pyarrow only) ->
+CombineSummaries (a CombineFn merging summaries) -> WriteSummary. ``--dataset`` reads every record of
+every file of a pretokenized dataset in parallel processes and checks it against the manifest.
+
+Bad input (no match, not Parquet, a missing column, no manifest, a file that disagrees with the
+manifest) ends the job with one message naming the file and column, exit status 2, and no report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import glob
+import json
+import math
+import multiprocessing
+import os
+import pickle
+import shutil
+import sys
+import threading
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_pipelines.stats import raw as stats_core
+
+from beam_pipelines.stats import dataset as stats_dataset
+
+from beam_pipelines.stats import render as stats_render
+from beam_pipelines.common.parquet import InputError, ReadParquetBatches, plan_tasks, resolve_inputs
+from beam_pipelines.common.options import beam_options, run_to_completion
+
+REPORT_FILES = ("report.json", "report.md", "report.html")
+_TMP_DIR = ".stats_tmp"
+MAX_RANK_ERROR = 0.005  # quantile rank error the reports promise; the summary warns past it
+SMALL_DATASET_RECORDS = 1 << 15  # --dataset reads smaller datasets in one process unless --workers says otherwise
+
+
+class UsageError(ValueError):
+    """Bad command-line options."""
+
+
+# --- Beam stages -----------------------------------------------------------------------------------
+
+
+class _SummarizeBatchFn(beam.DoFn):
+    """(task, first_row, batch) -> the batch's summary; leaves a progress marker per row group."""
+
+    def __init__(self, limits: stats_core.Limits, progress_dir: str | None):
+        self._limits = limits
+        self._progress_dir = progress_dir
+        self._rows = Metrics.counter("stats", "rows")
+
+    def process(self, element):
+        task, first_row, batch = element
+        summary = stats_core.summarize_batch(batch, self._limits)
+        self._rows.inc(batch.num_rows)
+        if self._progress_dir:
+            _write_marker(self._progress_dir, task.task_id, first_row - task.row_offset + batch.num_rows)
+        yield summary
+
+
+def _write_marker(directory: str, name: str, rows: int) -> None:
+    # Progress is best effort: a marker that cannot be written only makes the progress line lag.
+    try:
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.write(str(rows))
+        os.replace(tmp, os.path.join(directory, f"{name}.rows"))
+    except OSError:
+        pass
+
+
+class _MergeSummariesFn(beam.CombineFn):
+    """Merges per-batch :class:`~beam_pipelines.stats.raw.RawStats`; accumulators are summaries too."""
+
+    def __init__(self, limits: stats_core.Limits):
+        self._limits = limits
+
+    def create_accumulator(self):
+        return stats_core.RawStats(self._limits)
+
+    def add_input(self, accumulator, summary):
+        return accumulator.merge(summary)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        first = next(accumulators)
+        for other in accumulators:
+            first.merge(other)
+        return first
+
+    def compact(self, accumulator):
+        return accumulator.compact()
+
+    def extract_output(self, accumulator):
+        return accumulator.compact()
+
+
+class SummarizeBatches(beam.PTransform):
+    """``(task, first_row, RecordBatch)`` -> one :class:`~beam_pipelines.stats.raw.RawStats` per batch."""
+
+    def __init__(self, limits: stats_core.Limits, progress_dir: str | None = None):
+        super().__init__()
+        self._limits, self._progress_dir = limits, progress_dir
+
+    def expand(self, batches):
+        return batches | "SummarizeBatch" >> beam.ParDo(_SummarizeBatchFn(self._limits, self._progress_dir))
+
+
+class CombineSummaries(beam.PTransform):
+    """Per-batch summaries -> exactly one merged summary (the empty one when there are no rows)."""
+
+    def __init__(self, limits: stats_core.Limits):
+        super().__init__()
+        self._limits = limits
+
+    def expand(self, summaries):
+        return summaries | "MergeSummaries" >> beam.CombineGlobally(_MergeSummariesFn(self._limits))
+
+
+class RawParquetStats(beam.PTransform):
+    """PBegin -> one merged summary of every row of the planned row groups."""
+
+    def __init__(self, tasks, limits: stats_core.Limits, progress_dir: str | None = None):
+        super().__init__()
+        self._tasks, self._limits, self._progress_dir = tasks, limits, progress_dir
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ReadParquetBatches" >> ReadParquetBatches(self._tasks)
+            | "SummarizeBatches" >> SummarizeBatches(self._limits, self._progress_dir)
+            | "CombineSummaries" >> CombineSummaries(self._limits)
+        )
+
+
+def _write_summary(summary, path: str) -> str:
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(summary, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, tasks, limits: stats_core.Limits, summary_path: str, progress_dir: str | None = None
+):
+    """Attach the raw stats stages; the last step (the only sink) writes the merged summary to ``summary_path``."""
+    return (
+        pipeline
+        | "RawParquetStats" >> RawParquetStats(tasks, limits, progress_dir)
+        | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+    )
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+class _Progress(threading.Thread):
+    """Prints progress on stderr every ``every`` seconds from a ``done()`` callback (rows or records)."""
+
+    def __init__(self, label: str, unit: str, total: int, done, every: float = 10.0):
+        super().__init__(daemon=True)
+        self._label, self._unit, self._total, self._done, self._every = label, unit, total, done, every
+        self._halt = threading.Event()
+        self._start = time.monotonic()
+
+    def run(self):
+        while not self._halt.wait(self._every):
+            done = self._done()
+            if not done:
+                continue
+            elapsed = time.monotonic() - self._start
+            rate = done / elapsed
+            eta = (self._total - done) / rate if rate else float("inf")
+            print(
+                f"[stats] {self._label}: {done:,}/{self._total:,} {self._unit} ({100 * done / max(self._total, 1):.0f}%), "
+                f"{rate:,.0f} {self._unit}/s, ETA {eta:,.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def _marker_rows(directory: str) -> int:
+    total = 0
+    for path in glob.glob(os.path.join(directory, "*.rows")):
+        try:
+            with open(path) as f:
+                total += int(f.read() or 0)
+        except (OSError, ValueError):
+            pass  # being replaced right now; counted on the next poll
+    return total
+
+
+# --- the two jobs ----------------------------------------------------------------------------------
+
+
+def _pipeline_error(exc: BaseException) -> str:
+    """The useful line of an exception that Beam may have wrapped in layers of context."""
+    text = str(exc)
+    for marker in ("InputError: ", "SchemaError: ", "OSError: "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1].splitlines()[0].strip(" '\"[]")
+    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+
+
+def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.Limits) -> tuple[dict, int]:
+    """Run the Beam pipeline over ``pattern``; returns (report dict, rows)."""
+    files = resolve_inputs(pattern, fingerprint=False)
+    tasks = plan_tasks(files)
+    total = sum(f.rows for f in files)
+    print(f"[stats] {total:,} rows in {len(files)} file(s), {len(tasks)} row group(s)", file=sys.stderr, flush=True)
+    progress_dir = os.path.join(tmp, "progress")
+    os.makedirs(progress_dir, exist_ok=True)
+    summary_path = os.path.join(tmp, "summary.pkl")
+    progress = _Progress("read", "rows", total, lambda: _marker_rows(progress_dir))
+    progress.start()
+    try:
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build_pipeline(pipeline, tasks, limits, summary_path, progress_dir)
+        run_to_completion(pipeline)
+    except InputError:
+        raise
+    except Exception as exc:
+        # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
+        if "InputError" in str(exc) or "SchemaError" in str(exc):
+            raise InputError(_pipeline_error(exc)) from exc
+        raise RuntimeError(_pipeline_error(exc)) from exc
+    finally:
+        progress.stop()
+    with open(summary_path, "rb") as f:
+        summary = pickle.load(f)
+    if summary.rows != total:
+        raise RuntimeError(f"the pipeline summarized {summary.rows:,} rows but the inputs hold {total:,}")
+    inputs = [{"path": f.path, "bytes": f.bytes, "rows": f.rows} for f in files]
+    return stats_core.raw_report(summary, inputs, pattern), total
+
+
+def _summarize_file_job(job):
+    directory, split, entry, seq_len = job
+    return split, stats_dataset.summarize_file(directory, split, entry, seq_len)
+
+
+def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
+    """Read every record of a pretokenized dataset (files in parallel); returns (report dict, records)."""
+    manifest = stats_dataset.read_dataset_manifest(directory)
+    jobs = stats_dataset.file_jobs(directory, manifest)
+    total = sum(job[2]["records"] for job in jobs)
+    if not workers:
+        # Starting processes costs about a second; below this size one process is faster.
+        workers = 1 if total < SMALL_DATASET_RECORDS else (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(jobs)))
+    print(f"[stats] {total:,} records in {len(jobs)} file(s), {workers} process(es)", file=sys.stderr, flush=True)
+    per_split = {name: stats_dataset.RecordStats(manifest["seq_len"]) for name in manifest["splits"]}
+    done = [0]
+    progress = _Progress("records", "records", total, lambda: done[0])
+    progress.start()
+    try:
+        if workers == 1:
+            results = map(_summarize_file_job, jobs)
+            for split, stats in results:
+                per_split[split].merge(stats)
+                done[0] += stats.records
+        else:
+            # spawn, not fork: the parent may hold threads (progress) and Beam/Arrow state.
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = [pool.submit(_summarize_file_job, job) for job in jobs]
+                # Merge in manifest order (not completion order); the figures do not depend on it anyway.
+                for future in futures:
+                    split, stats = future.result()
+                    per_split[split].merge(stats)
+                    done[0] += stats.records
+    finally:
+        progress.stop()
+    return stats_dataset.dataset_report(directory, manifest, per_split), total
+
+
+# --- outputs ---------------------------------------------------------------------------------------
+
+
+def write_reports(report: dict, output: str, tmp: str, html: bool = True) -> list[str]:
+    """Render and write the report files: each to a temporary name first, all renamed at the end."""
+    texts = {
+        "report.json": json.dumps(report, indent=2, allow_nan=False) + "\n",
+        "report.md": stats_render.render_markdown(report),
+    }
+    if html:
+        try:
+            texts["report.html"] = stats_render.render_html(report)
+        except stats_render.MissingMatplotlib as exc:
+            print(f"[stats] skipping report.html: {exc}", file=sys.stderr)
+    for name, text in texts.items():
+        with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    written = []
+    for name in REPORT_FILES:
+        target = os.path.join(output, name)
+        if name in texts:
+            os.replace(os.path.join(tmp, name), target)
+            written.append(target)
+        elif os.path.exists(target):
+            os.remove(target)  # a stale page from an earlier report would contradict this one
+    return written
+
+
+def _json_safe(obj):
+    """NaN (e.g. quantiles of nothing) becomes null, so report.json is strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def summary_line(report: dict) -> str:
+    """A few lines for the terminal."""
+    if report["report"] == "parquet":
+        rtt = report["rtt_ms"]
+        quant = (
+            ", ".join(f"{p} {stats_render.ms(rtt[p])}" for p in ("p50", "p90", "p99"))
+            + ("" if rtt["exact"] else " (binned)")
+            if rtt.get("count")
+            else "no successful pings"
+        )
+        worst = max(rtt.get("rank_error_bound", {}).values(), default=0.0)
+        warning = (
+            f"\nwarning: a quantile's rank error bound is {100 * worst:.2f}% (> 0.5%); raise --quantile_limit"
+            if worst > MAX_RANK_ERROR
+            else ""
+        )
+        return (
+            f"rows {report['rows']:,} (IPv4 {report['ipv4_rows']:,}, IPv6 {report['ipv6_rows']:,}, failed {report['failed_rows']:,}, "
+            f"tokenizer would reject {report['rejected_rows']:,}); distinct msm_id {report['distinct_msm_id']:,}, "
+            f"src {report['distinct_src_addr']:,}, dst {report['distinct_dst_addr']:,}; RTT {quant}" + warning
+        )
+    t = report["totals"]
+    line = (
+        f"records {t['records']:,}, measurements {t['measurements']:,}, tokens {t['tokens']:,}, "
+        f"padding {100 * (t['pad_fraction'] or 0):.2f}%, sources {t['sources']:,}"
+    )
+    if not report["checks"]["manifest_agrees"]:
+        line += "\nwarning: the records disagree with the manifest: " + "; ".join(report["checks"]["mismatches"])
+    return line
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.stats",
+        description="Write report.json, report.md and report.html about raw Parquet pings (--input, a Beam job) "
+        "or a pretokenized dataset (--dataset). Unknown options are passed to Apache Beam.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="Parquet file, directory or glob of raw pings")
+    source.add_argument("--dataset", help="directory of a pretokenized dataset (with manifest.json)")
+    parser.add_argument("--output", required=True, help="directory for report.json, report.md, report.html")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="--dataset: processes reading files (default: one per core, or one for a small dataset)",
+    )
+    parser.add_argument("--top", type=int, default=stats_core.Limits.top, help="entries in each top list (default 20)")
+    parser.add_argument(
+        "--distinct_limit",
+        type=int,
+        default=stats_core.Limits.distinct,
+        help="distinct values per column counted exactly before switching to HyperLogLog (default 1048576)",
+    )
+    parser.add_argument(
+        "--quantile_limit",
+        type=int,
+        default=stats_core.Limits.quantile,
+        help="distinct RTT values kept exactly before switching to fine log bins (default 262144)",
+    )
+    parser.add_argument("--no_html", action="store_true", help="skip report.html (and matplotlib)")
+    args, beam_args = parser.parse_known_args(argv)
+    if args.dataset is not None and beam_args:
+        raise UsageError(f"unknown option(s) {' '.join(beam_args)} (Beam options apply to --input only)")
+    if args.distinct_limit < 1 or args.quantile_limit < 2 or args.top < 0 or args.workers < 0:
+        raise UsageError("--distinct_limit must be >= 1, --quantile_limit >= 2, --top and --workers >= 0")
+    return args, beam_args
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit status (0 done, 1 failed, 2 bad input or options)."""
+    started = time.monotonic()
+    try:
+        args, beam_args = parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = args.output
+    # Absolute: workers (other processes, maybe another working directory) write the summary here.
+    tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
+    try:
+        os.makedirs(output, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    except OSError as exc:
+        print(f"error: --output {output}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.input is not None:
+            limits = stats_core.Limits(distinct=args.distinct_limit, quantile=args.quantile_limit, top=args.top)
+            report, units = raw_stats(args.input, tmp, beam_args, limits)
+            unit = "rows"
+        else:
+            report, units = dataset_stats(args.dataset, args.workers)
+            unit = "records"
+        report = _json_safe(report)
+        written = write_reports(report, output, tmp, html=not args.no_html)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"no report was written to {output}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback through Beam
+        print(f"error: stats failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"no report was written to {output}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.monotonic() - started
+    print(summary_line(report))
+    print(f"{units:,} {unit} in {seconds:,.1f} s ({units / seconds:,.0f} {unit}/s); wrote {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

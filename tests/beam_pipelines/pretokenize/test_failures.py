@@ -1,0 +1,157 @@
+"""Bad input, bad options, interruption and other runners for the pretokenize job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.pretokenize import pipeline as pretokenize
+
+from beam_pipelines.make_sample import synth
+from beam_pipelines.make_sample.shards import write_shards
+from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest, tree_digest
+
+
+def _run(capsys, *args):
+    code = pretokenize.run([*map(str, args), IN_MEMORY])
+    return code, capsys.readouterr().err
+
+
+def test_glob_matching_nothing(tmp_path, capsys):
+    code, err = _run(capsys, "--input", tmp_path / "nothing-*.parquet", "--output", tmp_path / "out")
+    assert code == 2
+    assert "matches no file" in err and "nothing-*.parquet" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_that_is_not_parquet(tmp_path, capsys):
+    good = tmp_path / "in" / "a.parquet"
+    good.parent.mkdir()
+    pq.write_table(synth.generate(100, seed=1), good)
+    bad = tmp_path / "in" / "b.parquet"
+    bad.write_text("msm_id,src_addr\n1,1.2.3.4\n")
+    code, err = _run(capsys, "--input", tmp_path / "in" / "*.parquet", "--output", tmp_path / "out")
+    assert code == 2
+    assert str(bad) in err and "not a readable Parquet file" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_missing_required_column(tmp_path, capsys):
+    path = tmp_path / "x.parquet"
+    pq.write_table(synth.generate(100, seed=1).drop_columns(["rtt"]), path)
+    code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
+    assert code == 2
+    assert str(path) in err and "'rtt'" in err and "missing" in err
+
+
+def test_column_of_wrong_type(tmp_path, capsys):
+    table = synth.generate(100, seed=1)
+    table = table.set_column(table.schema.get_field_index("rtt"), "rtt", table["rtt"].cast(pa.string()))
+    path = tmp_path / "x.parquet"
+    pq.write_table(table, path)
+    code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
+    assert code == 2
+    assert str(path) in err and "'rtt'" in err and "string" in err
+
+
+def test_corrupt_row_group_fails_the_job_without_manifest(tmp_path, capsys):
+    path = tmp_path / "x.parquet"
+    pq.write_table(synth.generate(20_000, seed=1), path, row_group_size=5_000, compression="none")
+    data = bytearray(path.read_bytes())
+    # Scribble over the middle of the file (column data), leaving the footer intact.
+    mid = len(data) // 2
+    data[mid : mid + 4000] = os.urandom(4000)
+    path.write_bytes(bytes(data))
+    code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
+    if code == 0:
+        pytest.skip("the scribble landed where Parquet could not notice it")  # pragma: no cover
+    assert code == 1
+    assert "pretokenize failed" in err and "no manifest was written" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "_tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--split", "80,20"], "--split"),
+        (["--split", "0,50,50"], "--split"),
+        (["--seq_len", "50"], "--seq_len"),
+        (["--compression", "gzip"], "--compression"),
+        (["--bucket_rows", "0"], "--bucket_rows"),
+    ],
+)
+def test_bad_options(tmp_path, capsys, sample_dir, option, message):
+    code, err = _run(capsys, "--input", sample_dir, "--output", tmp_path / "out", *option)
+    assert code == 2 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_foreign_output_directory_is_refused(tmp_path, capsys, sample_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = _run(capsys, "--input", sample_dir, "--output", out)
+    assert code == 2 and "not a ping-llm dataset" in err
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_all_rows_rejected_is_an_error(tmp_path, capsys):
+    table = synth.generate(200, seed=1)
+    table = table.set_column(table.schema.get_field_index("src_addr"), "src_addr", pa.array([""] * 200))
+    path = tmp_path / "x.parquet"
+    pq.write_table(table, path)
+    code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
+    assert code == 1 and "no row could be encoded" in err
+    rejected = pq.read_table(tmp_path / "out" / "rejected")
+    assert rejected.num_rows == 200 and set(rejected["reason"].to_pylist()) == {"empty_src_addr"}
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_manifest_and_a_rerun_is_correct(tmp_path):
+    data = tmp_path / "in"
+    write_shards(synth.generate(400_000, seed=11), str(data), shards=4, row_group_size=10_000)
+    reference = tmp_path / "reference"
+    assert pretokenize.run(["--input", str(data), "--output", str(reference), IN_MEMORY]) == 0
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "beam_pipelines.pretokenize", "--input", str(data), "--output", str(out), IN_MEMORY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress = out / "_tmp" / "progress"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (progress.is_dir() and len(os.listdir(progress)) >= 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert progress.is_dir(), "the job never started"
+    assert not (out / "manifest.json").exists()
+
+    # Rerun the same command: it notices the leftovers, starts over, and gets the same bytes.
+    assert pretokenize.run(["--input", str(data), "--output", str(out), IN_MEMORY]) == 0
+    assert tree_digest(out) == tree_digest(reference)
+
+
+@pytest.mark.slow
+def test_dask_runner_gives_byte_identical_output(tmp_path, sample_dir):
+    distributed = pytest.importorskip("distributed")  # the 'dask' extra; installed by the 'test' extra
+    reference = tmp_path / "direct"
+    assert pretokenize.run(["--input", str(sample_dir), "--output", str(reference), IN_MEMORY]) == 0
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
+        out = tmp_path / "dask"
+        code = pretokenize.run(
+            ["--input", str(sample_dir), "--output", str(out), "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"]
+        )
+        assert code == 0
+        with pytest.raises(ValueError, match="No clients found"):  # the job closed the runner's client
+            distributed.default_client()
+    assert tree_digest(out) == tree_digest(reference)
+    assert load_manifest(out)["rows"]["read"] == 120_000

@@ -1,0 +1,181 @@
+"""The evaluation: no RTT leakage into the prediction path, context baseline, and an end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from tokenizer import decode_measurement, encode_measurement, split_measurements
+from tokenizer.vocab import PAD, RTT_START
+from trainer.eval import baselines as bl
+from trainer import data
+from trainer.eval import evaluate
+from trainer.eval import sampling
+from tests.trainer.helpers import make_config
+
+
+@pytest.fixture(scope="module")
+def test_records(eval_dataset) -> np.ndarray:
+    dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
+    return evaluate.read_records(dataset, "test")
+
+
+def _with_rtt(record: np.ndarray, index: int, rtt: float) -> tuple[np.ndarray, int, int]:
+    """A copy of ``record`` whose ``index``-th measurement has another RTT (re-encoded, so its on-disk
+    block order may change too), and that measurement's span."""
+    measurements = split_measurements(record)
+    start = sum(len(m) for m in measurements[:index])
+    end = start + len(measurements[index])
+    row = decode_measurement(measurements[index])
+    tokens = encode_measurement({**row, "rtt": rtt})
+    assert len(tokens) == end - start
+    out = record.copy()
+    out[start:end] = tokens
+    return out, start, end
+
+
+@pytest.mark.slow
+def test_rtt_prediction_sees_nothing_of_the_measurements_own_rtt(test_records, loaded_model):
+    record = test_records[3]
+    index = 5
+    variants = [_with_rtt(record, index, rtt) for rtt in (decode_measurement(split_measurements(record)[index])["rtt"],
+                                                          -1.0, 0.125, 987.654)]
+    orders = {tuple(r[s:e][np.isin(r[s:e], [1, 2, 5, 6, 7, 8, 9])].tolist()) for r, s, e in variants}
+    assert len(orders) > 1  # the on-disk block order moved with the RTT: it must not reach the prompt either
+    prompts = [evaluate.rtt_prompt(r, s, e) for r, s, e in variants]
+    for p in prompts[1:]:
+        np.testing.assert_array_equal(p, prompts[0])
+    _, start, end = variants[0]
+    prompt = prompts[0]
+    assert len(prompt) == end - 8  # the record before the measurement + the measurement minus its 8 RTT bytes
+    np.testing.assert_array_equal(prompt[:start], record[:start])
+    assert prompt[-1] == RTT_START and (prompt[start:] == RTT_START).sum() == 1
+    assert PAD not in prompt
+    # And the model's samples are the same whatever the true RTT.
+    sampler = sampling.Sampler.from_loaded(loaded_model)
+    samples = [evaluate.sample_rtts(sampler, [evaluate.rtt_prompt(r, s, e)], 16, seed=3) for r, s, e in variants]
+    for s in samples[1:]:
+        np.testing.assert_array_equal(s, samples[0])
+    assert samples[0].shape == (1, 16)
+
+
+def _row(src, dst, rtt, minute):
+    return {
+        "msm_id": 1001, "event_time": dt.datetime(2025, 7, 1, 0, minute, tzinfo=dt.timezone.utc), "src_addr": src,
+        "dst_addr": dst, "ip_version": 4, "rtt": rtt, "size": 64, "packet_error_count": 0,
+    }  # fmt: skip
+
+
+def test_context_last_uses_only_earlier_measurements_of_the_same_pair():
+    rows = [
+        _row("10.0.0.1", "8.8.8.8", 11.0, 0),
+        _row("10.0.0.1", "9.9.9.9", 50.0, 1),
+        _row("10.0.0.1", "8.8.8.8", 12.0, 2),
+        _row("10.0.0.1", "8.8.8.8", -1.0, 3),  # latest earlier measurement of the pair failed
+        _row("10.0.0.1", "8.8.8.8", 13.0, 4),  # query: 12.0, latest failed
+        _row("10.0.0.1", "1.1.1.1", 70.0, 5),  # query: no earlier measurement of this pair
+        _row("10.0.0.1", "9.9.9.9", 51.0, 6),  # query: 50.0
+    ]
+    tokens = np.concatenate([encode_measurement(r) for r in rows])
+    record = np.full(1024, PAD, np.uint16)
+    record[: len(tokens)] = tokens
+    records = np.stack([np.full(1024, PAD, np.uint16), record])
+    records[0, :45] = encode_measurement(_row("10.0.0.1", "1.1.1.1", 5.0, 9))  # another record: never context
+    spans = evaluate.measurement_spans(records)
+    assert len(spans) == 8 and spans.record.tolist() == [0] + [1] * 7
+    values, failed = evaluate.context_last_values(records, spans, np.array([5, 6, 7, 1]))
+    assert values[0] == 12.0 and failed[0] == 1.0
+    assert np.isnan(values[1]) and failed[1] == 0.0
+    assert values[2] == 50.0 and failed[2] == 0.0
+    assert np.isnan(values[3])  # the record's first measurement has no context
+
+
+def test_choice_of_measurements_is_deterministic():
+    a = evaluate.choose(1000, 50, seed=4)
+    assert np.array_equal(a, evaluate.choose(1000, 50, seed=4))
+    assert not np.array_equal(a, evaluate.choose(1000, 50, seed=5))
+    assert len(set(a.tolist())) == 50 and np.all(np.diff(a) > 0)
+    assert np.array_equal(evaluate.choose(10, 0, seed=4), np.arange(10))
+    assert np.array_equal(evaluate.choose(10, 50, seed=4), np.arange(10))
+
+
+@pytest.mark.slow
+def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = evaluate.run([
+        "--workdir", str(trained_workdir), "--data_dir", str(eval_dataset), "--split", "test",
+        "--output", str(out), "--max_measurements", "12", "--samples", "16", "--nll_batches", "2", "--no-progress",
+    ])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    metric_keys = {"median_abs_error_ms", "median_abs_log_ratio", "failure_accuracy", "calibration_10_90",
+                   "mean_abs_error_ms", "scored", "measurements"}
+    assert metric_keys <= set(report["rtt"]["model"])
+    assert set(report["rtt"]["baselines"]) == {*bl.NAMES, evaluate.CONTEXT_LAST}
+    assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
+    assert {"median_abs_error_diff_ms", "ci95", "a_better_share"} <= set(report["rtt"]["model"]["vs"]["global_median"])
+    for name, figures in report["rtt"]["baselines"].items():
+        assert metric_keys <= set(figures), name
+        assert figures["measurements"] == 12
+    kinds = ("src_addr", "dst_addr", "rtt", "size", "errors", "timestamp", "msm_id", "role")
+    assert set(report["nll_per_field"]) == set(kinds)
+    for kind in kinds:
+        f = report["nll_per_field"][kind]
+        assert f["bits_per_token"] > 0 and f["bits_per_field"] > 0 and f["tokens"] > 0
+    # 8-byte fields: bits per field = 8 x bits per token (every measurement has all 8 tokens as targets).
+    rtt = report["nll_per_field"]["rtt"]
+    assert rtt["tokens"] == 8 * report["nll"]["measurements"]
+    assert rtt["bits_per_field"] == pytest.approx(8 * rtt["bits_per_token"])
+    assert report["meta"]["evaluated_measurements"] == 12 and report["meta"]["checkpoint_step"] > 0
+
+    md = (out / "report.md").read_text()
+    assert "| **model** |" in md and "| global_median |" in md and "bits per token" in md
+    assert (out / "rtt_pred_vs_true.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    assert "| **model** |" in capsys.readouterr().out
+
+    # The global median's figure from an independent computation: decode every train measurement.
+    dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
+    train_rtts = [decode_measurement(m)["rtt"] for r in evaluate.read_records(dataset, "train")
+                  for m in split_measurements(r)]
+    g = statistics.median([x for x in train_rtts if x >= 0])
+    true = [float(r["true_rtt"]) for r in rows]
+    want = statistics.median([abs(g - t) for t in true if t > 0])
+    assert report["rtt"]["baselines"]["global_median"]["median_abs_error_ms"] == pytest.approx(want)
+    assert all(float(r["global_median_rtt"]) == pytest.approx(g) for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir", "{empty}", "--data_dir", "{data}", "--output", "{out}"], "no checkpoints/ directory"),
+        (["--workdir", "{trained}", "--data_dir", "{empty}", "--output", "{out}"], "no manifest.json"),
+        (["--workdir", "{trained}", "--data_dir", "{data}", "--output", "{out}", "--split", "nope"], "no split 'nope'"),
+        (["--workdir", "{trained}", "--data_dir", "{data}", "--output", "{out}", "--samples", "0"], "--samples"),
+    ],
+)
+def test_evaluate_bad_input_is_one_clear_error(args, message, trained_workdir, eval_dataset, tmp_path, capsys):
+    paths = {"empty": str(tmp_path), "data": str(eval_dataset), "out": str(tmp_path / "r"),
+             "trained": str(trained_workdir)}
+    rc = evaluate.run([a.format(**paths) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_rtt_tokens_decode_as_big_endian_float64():
+    import struct
+
+    values = [0.0, -1.0, 12.345, 1e300]
+    tokens = np.array([[10 + b for b in struct.pack(">d", v)] for v in values])
+    assert evaluate.rtt_from_tokens(tokens).tolist() == values
+    assert evaluate.rtt_from_tokens(tokens.reshape(2, 2, 8)).shape == (2, 2)

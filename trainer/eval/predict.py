@@ -1,0 +1,275 @@
+"""Ask a trained model about measurements: fix some fields, sample the rest under the token grammar.
+
+    python -m trainer.predict --workdir W --src IP --dst IP [--time T] [--samples 256]
+    python -m trainer.predict --workdir W --given src_addr=IP --given rtt=25.0      # the inverse query
+
+The given fields become a prompt ``[MeasurementStart, given blocks in canonical order]`` (positions from
+0, as the first measurement of a record); the model then completes the measurement ``--samples`` times
+with the grammar enforced at every step (``tokenizer.grammar``: roles only where a block may start, the
+right number of byte tokens, the address family of the given addresses, a representable timestamp), so
+every sample decodes. Samples are drawn in one batch over a KV cache.
+
+* When the RTT is sampled, prints its distribution: p10, p50, p90 of the successful samples and the
+  failure probability (share of samples with RTT < 0, the data's failed ping).
+* When other fields are sampled, prints each one's most frequent values and the first ``--show``
+  decoded measurements. ``--json`` prints all of it as one JSON object instead.
+
+Fields: ``src_addr`` (``src``), ``dst_addr`` (``dst``), ``rtt`` (ms; -1 for a failure), ``size``,
+``packet_error_count`` (``errors``), ``timestamp`` (``time``, ``event_time``: epoch seconds or ISO 8601,
+UTC when no zone is given), ``msm_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import math
+import struct
+import sys
+
+import numpy as np
+
+from tokenizer import decode_measurement, epoch_seconds
+from tokenizer.addresses import parse_address
+from tokenizer.vocab import (
+    BLOCK_DST,
+    BLOCK_ERRORS,
+    BLOCK_MSM_ID,
+    BLOCK_NAMES,
+    BLOCK_ROLE,
+    BLOCK_RTT,
+    BLOCK_SIZE,
+    BLOCK_SRC,
+    BLOCK_TIMESTAMP,
+    BYTE_OFFSET,
+    IPV4_START,
+    IPV6_START,
+    MEASUREMENT_START,
+)
+from tokenizer import grammar
+
+FIELD_ALIASES = {
+    "src_addr": BLOCK_SRC, "src": BLOCK_SRC,
+    "dst_addr": BLOCK_DST, "dst": BLOCK_DST,
+    "rtt": BLOCK_RTT,
+    "size": BLOCK_SIZE,
+    "packet_error_count": BLOCK_ERRORS, "errors": BLOCK_ERRORS,
+    "timestamp": BLOCK_TIMESTAMP, "time": BLOCK_TIMESTAMP, "event_time": BLOCK_TIMESTAMP,
+    "msm_id": BLOCK_MSM_ID,
+}  # fmt: skip
+DECODED_KEY = {  # canonical block -> key of tokenizer.decode_measurement's dict
+    BLOCK_SRC: "src_addr", BLOCK_DST: "dst_addr", BLOCK_RTT: "rtt", BLOCK_SIZE: "size",
+    BLOCK_ERRORS: "packet_error_count", BLOCK_TIMESTAMP: "event_time", BLOCK_MSM_ID: "msm_id",
+}  # fmt: skip
+
+
+class UsageError(ValueError):
+    """Bad arguments: reported in one line, exit code 2."""
+
+
+def _bytes(raw: bytes) -> list[int]:
+    return [BYTE_OFFSET + b for b in raw]
+
+
+def _integer(text: str, field: str, lo: int, hi: int) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"{field}={text!r}: expected an integer") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"{field}={text!r}: out of range [{lo}, {hi}]")
+    return value
+
+
+def parse_time(text: str) -> int:
+    """Epoch seconds from an integer or an ISO 8601 timestamp (UTC when it has no zone)."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = epoch_seconds(dt.datetime.fromisoformat(text))
+        except ValueError:
+            raise UsageError(f"timestamp={text!r}: expected epoch seconds or ISO 8601 (2025-07-01T12:00:00Z)") from None
+    if not grammar.TIMESTAMP_MIN <= value <= grammar.TIMESTAMP_MAX:
+        raise UsageError(f"timestamp={text!r}: outside the years 1-9999")
+    return value
+
+
+def encode_field(block: int, text: str) -> tuple[list[int], int | None]:
+    """The token block of one given field (role token included) and its address family (None if not an address).
+
+    Raises :class:`UsageError` on a value that cannot be encoded.
+    """
+    name = BLOCK_NAMES[block]
+    role = int(BLOCK_ROLE[block])
+    if block in (BLOCK_SRC, BLOCK_DST):
+        parsed = parse_address(text)
+        if isinstance(parsed, str):
+            raise UsageError(f"{name}={text!r}: not an IP address ({parsed})")
+        version, raw = parsed
+        return [role, IPV4_START if version == 4 else IPV6_START, *_bytes(raw)], version
+    if block == BLOCK_RTT:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"rtt={text!r}: expected milliseconds (a number; -1 for a failed ping)") from None
+        if not math.isfinite(value):
+            raise UsageError(f"rtt={text!r}: must be finite")
+        return [role, *_bytes(struct.pack(">d", value))], None
+    if block == BLOCK_SIZE:
+        return [role, *_bytes(struct.pack(">H", _integer(text, name, 0, 0xFFFF)))], None
+    if block == BLOCK_ERRORS:
+        return [role, BYTE_OFFSET + _integer(text, name, 0, 0xFF)], None
+    if block == BLOCK_TIMESTAMP:
+        return [role, *_bytes(struct.pack(">q", parse_time(text)))], None
+    return [role, *_bytes(struct.pack(">q", _integer(text, name, -(1 << 63), (1 << 63) - 1)))], None
+
+
+def parse_given(items: list[str]) -> dict[int, str]:
+    """``["src=1.2.3.4", "rtt=20"]`` -> {canonical block: value text}; unknown or repeated fields raise."""
+    given: dict[int, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UsageError(f"--given {item!r}: expected FIELD=VALUE")
+        if key not in FIELD_ALIASES:
+            raise UsageError(f"--given {item!r}: unknown field {key!r}; fields: {', '.join(BLOCK_NAMES)}")
+        block = FIELD_ALIASES[key]
+        if block in given:
+            raise UsageError(f"field {BLOCK_NAMES[block]} given twice")
+        given[block] = value.strip()
+    return given
+
+
+def build_prompt(given: dict[int, str]) -> list[int]:
+    """``[MeasurementStart] + the given fields' blocks in canonical order``; checks the address families agree."""
+    prompt, families = [MEASUREMENT_START], {}
+    for block in sorted(given):
+        tokens, family = encode_field(block, given[block])
+        if family is not None:
+            families[BLOCK_NAMES[block]] = family
+        prompt += tokens
+    if len(set(families.values())) > 1:
+        raise UsageError(f"src and dst are of different address families: {families}")
+    if len(given) == len(BLOCK_NAMES):
+        raise UsageError("every field is given: nothing to sample")
+    return prompt
+
+
+def _jsonable(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def rtt_distribution(rtts: np.ndarray) -> dict:
+    """p10, p50, p90 of the successful (finite, >= 0) RTTs and the share of failed (< 0) ones."""
+    rtts = np.asarray(rtts, np.float64)
+    ok = rtts[np.isfinite(rtts) & (rtts >= 0)]
+    out = {
+        "samples": int(len(rtts)),
+        "successful": int(len(ok)),
+        "failure_probability": float(np.mean(np.isfinite(rtts) & (rtts < 0))) if len(rtts) else None,
+        "invalid": int((~np.isfinite(rtts)).sum()),
+    }
+    for q in (10, 50, 90):
+        out[f"p{q}"] = float(np.percentile(ok, q)) if len(ok) else None
+    return out
+
+
+def summarize(decoded: list[dict], given: dict[int, str], top: int = 5) -> dict:
+    """The answer: the RTT distribution if the RTT was sampled, and the most frequent values of every
+    other sampled field."""
+    out: dict = {}
+    if BLOCK_RTT not in given:
+        out["rtt"] = rtt_distribution(np.array([d["rtt"] for d in decoded]))
+    fields = {}
+    for block in range(len(BLOCK_NAMES)):
+        if block in given or block == BLOCK_RTT:
+            continue
+        key = DECODED_KEY[block]
+        counts = collections.Counter(_jsonable(d[key]) for d in decoded)
+        fields[BLOCK_NAMES[block]] = [[value, n / len(decoded)] for value, n in counts.most_common(top)]
+    out["fields"] = fields
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer.predict", description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workdir", required=True, help="training workdir (its latest checkpoint is used)")
+    p.add_argument("--src", help="source address (same as --given src_addr=IP)")
+    p.add_argument("--dst", help="destination address (same as --given dst_addr=IP)")
+    p.add_argument("--time", help="timestamp: epoch seconds or ISO 8601 (same as --given timestamp=T)")
+    p.add_argument("--given", action="append", default=[], metavar="FIELD=VALUE", help="fix a field (repeatable)")
+    p.add_argument("--samples", type=int, default=256, help="samples drawn (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: most likely tokens)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--show", type=int, default=10, help="decoded samples to print (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (2 for bad arguments or a workdir without a checkpoint)."""
+    args = _parser().parse_args(argv)
+    from trainer.eval import sampling
+
+    items = list(args.given)
+    for flag, field in ((args.src, "src_addr"), (args.dst, "dst_addr"), (args.time, "timestamp")):
+        if flag is not None:
+            items.append(f"{field}={flag}")
+    try:
+        if args.samples <= 0:
+            raise UsageError("--samples must be positive")
+        if args.temperature < 0:
+            raise UsageError("--temperature must be >= 0")
+        given = parse_given(items)
+        prompt = build_prompt(given)
+        loaded = sampling.load(args.workdir, args.step)
+    except (UsageError, sampling.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sampler = sampling.Sampler.from_loaded(loaded)
+    generated = sampling.sample(sampler, [prompt], args.samples, seed=args.seed, temperature=args.temperature)[0]
+    decoded = [decode_measurement(m) for m in sampling.complete_measurements(prompt, generated)]
+    answer = summarize(decoded, given)
+    answer = {
+        "checkpoint_step": loaded.step,
+        "given": {BLOCK_NAMES[b]: v for b, v in sorted(given.items())},
+        "samples": args.samples,
+        **answer,
+        "measurements": [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]],
+    }
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return 0
+    print(f"checkpoint step {loaded.step}; {args.samples} samples; given: "
+          + (", ".join(f"{k}={v}" for k, v in answer["given"].items()) or "nothing"))
+    if "rtt" in answer:
+        r = answer["rtt"]
+        if r["successful"]:
+            print(f"RTT (ms): p10 {r['p10']:.2f}  p50 {r['p50']:.2f}  p90 {r['p90']:.2f}   "
+                  f"failure probability {r['failure_probability']:.3f}  ({r['successful']} successful samples)")
+        else:
+            print(f"RTT: no successful sample; failure probability {r['failure_probability']:.3f}")
+    for name, values in answer["fields"].items():
+        print(f"{name}: " + ", ".join(f"{v} ({share:.0%})" for v, share in values))
+    if args.show and answer["measurements"]:
+        print(f"first {len(answer['measurements'])} samples:")
+        for m in answer["measurements"]:
+            print("  " + "  ".join(f"{k}={m[k]}" for k in (*BLOCK_NAMES[:2], "rtt", "size", "packet_error_count",
+                                                             "event_time", "msm_id")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
