@@ -16,14 +16,12 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import sha256_file
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch within a task: bounds a worker's memory per element
 
-
-class InputError(ValueError):
-    """An input that cannot be used: nothing matches, not Parquet, or a required column is missing or wrong."""
 
 
 @dataclasses.dataclass(frozen=True)

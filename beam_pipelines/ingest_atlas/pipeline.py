@@ -30,12 +30,12 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.common.transforms import GatherAll
 from beam_pipelines.ingest_atlas import streams as atlas_io
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
-from beam_pipelines.ingest_atlas.streams import InputError
 
 _OWN_FILES = {
     atlas_io.MANIFEST_NAME,
@@ -45,9 +45,6 @@ _OWN_FILES = {
     atlas_io.TMP_DIR,
 }
 
-
-class UsageError(ValueError):
-    """Bad options, or an output directory that must not be touched."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import sha256_file
 from beam_pipelines.ingest_atlas.convert import (
     MAX_LINE_BYTES,
@@ -68,9 +69,6 @@ _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
 _STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _SHARD_NAME = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
 
-
-class InputError(ValueError):
-    """An input that cannot be read: nothing matches, unreadable, corrupt or truncated. Names the file."""
 
 
 # --- finding and planning inputs -------------------------------------------------------------------

@@ -30,9 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
+from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.pretokenize import stages
-from beam_pipelines.common.parquet import InputError, plan_tasks, resolve_inputs
+from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.common.transforms import GatherAll
@@ -45,9 +46,6 @@ DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
 DEFAULT_BUCKET_ROWS = 1_000_000
 _OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
 
-
-class UsageError(ValueError):
-    """Bad options or an output directory that must not be touched."""
 
 
 # --- Beam adapters ---------------------------------------------------------------------------------

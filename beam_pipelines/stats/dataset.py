@@ -20,7 +20,7 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 from beam_pipelines.common.files import sha256_file
 from beam_pipelines.dataset import manifest as manifest_lib
-from beam_pipelines.common.parquet import InputError
+from beam_pipelines.common.errors import InputError
 from tokenizer import PAD, VOCAB_SIZE
 from tokenizer.vocab import BYTE_OFFSET, IPV4_START, IPV6_START, MEASUREMENT_START, ROLE_NAMES, SRC_IP_START
 

@@ -34,12 +34,13 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.stats import raw as stats_core
 
 from beam_pipelines.stats import dataset as stats_dataset
 
 from beam_pipelines.stats import render as stats_render
-from beam_pipelines.common.parquet import InputError, ReadParquetBatches, plan_tasks, resolve_inputs
+from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
 from beam_pipelines.common.options import beam_options, run_to_completion
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
@@ -47,9 +48,6 @@ _TMP_DIR = ".stats_tmp"
 MAX_RANK_ERROR = 0.005  # quantile rank error the reports promise; the summary warns past it
 SMALL_DATASET_RECORDS = 1 << 15  # --dataset reads smaller datasets in one process unless --workers says otherwise
 
-
-class UsageError(ValueError):
-    """Bad command-line options."""
 
 
 # --- Beam stages -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from beam_pipelines.common.errors import UsageError
 from tokenizer import decode_measurement, split_measurements
 from tokenizer.vocab import BLOCK_RTT, BYTE_OFFSET, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
@@ -43,9 +44,6 @@ PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
 MODEL = "model"
 CONTEXT_LAST = "context_last"
 
-
-class UsageError(ValueError):
-    """Bad arguments or inputs: reported in one line, exit code 2."""
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import sys
 
 import numpy as np
 
+from beam_pipelines.common.errors import UsageError
 from tokenizer import decode_measurement, epoch_seconds
 from tokenizer.addresses import parse_address
 from tokenizer.vocab import (
@@ -64,9 +65,6 @@ DECODED_KEY = {  # canonical block -> key of tokenizer.decode_measurement's dict
     BLOCK_ERRORS: "packet_error_count", BLOCK_TIMESTAMP: "event_time", BLOCK_MSM_ID: "msm_id",
 }  # fmt: skip
 
-
-class UsageError(ValueError):
-    """Bad arguments: reported in one line, exit code 2."""
 
 
 def _bytes(raw: bytes) -> list[int]:
