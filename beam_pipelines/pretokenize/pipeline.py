@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.dataset import manifest as manifest_lib
@@ -60,9 +61,9 @@ class _EncodeRowGroupFn(beam.DoFn):
 
     def process(self, task):
         summary = stages.encode_task(task, self._ctx)
-        self._rows.inc(summary["rows"])
-        self._accepted.inc(summary["accepted"])
-        self._rejected.inc(summary["rows"] - summary["accepted"])
+        self._rows.inc(summary.rows)
+        self._accepted.inc(summary.accepted)
+        self._rejected.inc(summary.rows - summary.accepted)
         yield summary
 
 
@@ -87,80 +88,60 @@ class _WriteRecordsFn(beam.DoFn):
     def process(self, element):
         bucket, split, result = element
         summary = stages.write_bucket_records(bucket, split, result, self._ctx)
-        self._records.inc(summary["records"])
-        self._pad.inc(summary["pad_tokens"])
+        self._records.inc(summary.records)
+        self._pad.inc(summary.pad_tokens)
         yield summary
 
 
-class ReadAndEncode(beam.PTransform):
-    """PBegin -> one summary per row group; accepted rows land in bucket files, rejected rows apart."""
-
-    def __init__(self, tasks, ctx):
-        super().__init__()
-        self._tasks, self._ctx = tasks, ctx
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "CreateRowGroupTasks" >> beam.Create(self._tasks)
-            | "SpreadRowGroups" >> beam.Reshuffle()
-            | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(self._ctx))
-        )
+@ptransform_fn
+def ReadAndEncode(pbegin, tasks, ctx: stages.JobContext):
+    """PBegin -> one :class:`~stages.EncodeSummary` per row group; accepted rows land in bucket files,
+    rejected rows apart."""
+    return (
+        pbegin
+        | "CreateRowGroupTasks" >> beam.Create(tasks)
+        | "SpreadRowGroups" >> beam.Reshuffle()
+        | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(ctx))
+    )
 
 
-class GroupBySource(beam.PTransform):
+@ptransform_fn
+def GroupBySource(summaries):
     """Encode summaries -> ``(bucket, [part files])``: a barrier after which a bucket is complete."""
-
-    def expand(self, summaries):
-        return (
-            summaries
-            | "BucketParts" >> beam.FlatMap(lambda s: [(int(b), p) for b, p in s["buckets"].items()])
-            | "GroupBucketParts" >> beam.GroupByKey()
-        )
+    return (
+        summaries
+        | "BucketParts" >> beam.FlatMap(lambda s: s.buckets.items())
+        | "GroupBucketParts" >> beam.GroupByKey()
+    )
 
 
-class PackRecords(beam.PTransform):
+@ptransform_fn
+def PackRecords(grouped, ctx: stages.JobContext):
     """``(bucket, parts)`` -> ``(bucket, split, PackResult)``: sources in time order, packed per split."""
-
-    def __init__(self, ctx):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, grouped):
-        return grouped | "PackBucket" >> beam.ParDo(_PackBucketFn(self._ctx))
+    return grouped | "PackBucket" >> beam.ParDo(_PackBucketFn(ctx))
 
 
-class WriteArrayRecords(beam.PTransform):
-    """Packed records -> one verified temporary ArrayRecord file (and its summary) per bucket and split."""
-
-    def __init__(self, ctx):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, packed):
-        return packed | "WriteBucketRecords" >> beam.ParDo(_WriteRecordsFn(self._ctx))
+@ptransform_fn
+def WriteArrayRecords(packed, ctx: stages.JobContext):
+    """Packed records -> one verified temporary ArrayRecord file (a :class:`~stages.RecordsSummary`) per
+    bucket and split."""
+    return packed | "WriteBucketRecords" >> beam.ParDo(_WriteRecordsFn(ctx))
 
 
-class WriteManifest(beam.PTransform):
-    """All summaries -> the manifest, written last.
+@ptransform_fn
+def WriteManifest(pcolls, ctx: stages.JobContext):
+    """All summaries -> the rejected rows gathered and the manifest, written last.
 
     It depends on every branch (encode summaries carry the rejected files, record summaries the
     outputs), which also makes it the one sink that runners computing only the last transform's
     graph (the DaskRunner) must execute in full.
     """
-
-    def __init__(self, ctx):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, pcolls):
-        ctx = self._ctx
-        return (
-            pcolls
-            | "FlattenSummaries" >> beam.Flatten()
-            | "GatherSummaries" >> GatherAll()
-            | "Finalize" >> beam.Map(stages.finalize, ctx)
-        )
+    return (
+        pcolls
+        | "FlattenSummaries" >> beam.Flatten()
+        | "GatherSummaries" >> GatherAll()
+        | "Finalize" >> beam.Map(stages.finalize, ctx)
+    )
 
 
 def build_pipeline(pipeline: beam.Pipeline, tasks, ctx: stages.JobContext):

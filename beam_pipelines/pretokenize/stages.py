@@ -4,6 +4,9 @@ The Beam DoFns in :mod:`beam_pipelines.pretokenize` are thin adapters over these
 tested (and reasoned about) without Beam. Temporary files live under ``OUT/_tmp`` and have names
 derived only from task and bucket ids, so a retried task overwrites its own files and the result
 does not depend on the runner or the number of workers.
+
+Stages hand each other typed summaries (:class:`EncodeSummary`, :class:`RecordsSummary`): small, frozen
+and picklable, so any runner can ship them, and :func:`finalize` tells them apart by type.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
 from beam_pipelines.common.parquet import RowGroupTask, read_task
@@ -29,6 +33,7 @@ from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
 _FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
+REJECTED_FILE_ROWS = 1 << 20  # rejected rows per file of OUT/rejected/ at most
 
 _PART_SCHEMA = pa.schema(
     [
@@ -74,6 +79,40 @@ class JobContext:
         with open(path + ".tmp", "w") as f:
             json.dump(payload, f)
         os.replace(path + ".tmp", path)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeSummary:
+    """What encoding one row group read and wrote."""
+
+    task: str  # the row group's task id; finalize orders summaries by it
+    file_index: int
+    rows: int
+    accepted: int
+    rejected: dict[str, int]  # rejected rows by reason, sorted by reason
+    buckets: dict[int, str]  # bucket -> this task's part file of accepted rows
+    rejected_file: str | None  # scratch Parquet file of this task's rejected rows (None: none)
+
+    @property
+    def rejected_rows(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordsSummary:
+    """One bucket's records of one split, in a verified temporary ArrayRecord file."""
+
+    bucket: int
+    split: str
+    tmp_path: str
+    records: int
+    bytes: int
+    sha256: str
+    measurements: int
+    tokens: int  # non-PAD tokens
+    pad_tokens: int
+    sources: int
+    continuous: int  # measurements whose predecessor in the record is of the same source
 
 
 # --- stage 1 + 2: read and encode one row group, partition by bucket ------------------------------
@@ -124,11 +163,9 @@ def _part_batch(enc, splits: np.ndarray, file_index: int, first_row: int) -> pa.
     )
 
 
-def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
-    """Encode one row group; write accepted rows to bucket files and rejected rows to a Parquet file.
-
-    Returns a summary: rows read and accepted, rejections by reason, and the files written.
-    """
+def encode_task(task: RowGroupTask, ctx: JobContext) -> EncodeSummary:
+    """Encode one row group; write accepted rows to bucket files and rejected rows to a scratch Parquet
+    file (gathered into ``OUT/rejected/`` by :func:`finalize`). Returns what it read and wrote."""
     writers = _BucketWriters(ctx, task.task_id)
     buffered: list[tuple[np.ndarray, pa.RecordBatch]] = []
     n_buffered = 0
@@ -186,19 +223,17 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> dict:
     if rejected_parts:
         rejected_file = os.path.join(ctx.tmp, REJECTED_DIR, f"{task.task_id}.parquet")
         os.makedirs(os.path.dirname(rejected_file), exist_ok=True)
-        table = pa.Table.from_batches(rejected_parts)
-        pq.write_table(table, rejected_file + ".tmp", compression="zstd")
-        os.replace(rejected_file + ".tmp", rejected_file)
-    summary = {
-        "kind": "encode",
-        "task": task.task_id,
-        "file_index": task.file_index,
-        "rows": rows,
-        "accepted": accepted,
-        "rejected": dict(sorted(reasons.items())),
-        "buckets": {str(b): p for b, p in sorted(writers.paths.items())},
-        "rejected_file": rejected_file,
-    }
+        with atomic_path(rejected_file) as tmp:
+            pq.write_table(pa.Table.from_batches(rejected_parts), tmp, compression="zstd")
+    summary = EncodeSummary(
+        task=task.task_id,
+        file_index=task.file_index,
+        rows=rows,
+        accepted=accepted,
+        rejected=dict(sorted(reasons.items())),
+        buckets=dict(sorted(writers.paths.items())),
+        rejected_file=rejected_file,
+    )
     ctx.progress(f"encode-{task.task_id}", {"rows": rows})
     return summary
 
@@ -261,70 +296,108 @@ def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tupl
 # --- stage 6: write one bucket's records of one split ---------------------------------------------
 
 
-def write_bucket_records(bucket: int, split: int, result: PackResult, ctx: JobContext) -> dict:
+def write_bucket_records(bucket: int, split: int, result: PackResult, ctx: JobContext) -> RecordsSummary:
     """Write packed records to a temporary ArrayRecord file (verified), returning its summary."""
     directory = os.path.join(ctx.tmp, "records", SPLIT_NAMES[split])
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{bucket:05d}.array_record")
-    info = write_records(path, result.records, ctx.compression)
-    return {
-        "kind": "records",
-        "bucket": bucket,
-        "split": SPLIT_NAMES[split],
-        "tmp_path": path,
+    info = write_records(path, result.records, ctx.compression)  # records, bytes, sha256
+    return RecordsSummary(
+        bucket=bucket,
+        split=SPLIT_NAMES[split],
+        tmp_path=path,
         **info,
-        "measurements": result.measurements,
-        "tokens": result.tokens,
-        "pad_tokens": result.pad_tokens,
-        "sources": result.sources,
-        "continuous": result.continuous,
+        measurements=result.measurements,
+        tokens=result.tokens,
+        pad_tokens=result.pad_tokens,
+        sources=result.sources,
+        continuous=result.continuous,
+    )
+
+
+# --- stage 7: finalize (rejected rows gathered, records renamed into place, manifest last) --------
+
+
+def plan_rejected_files(
+    parts: Sequence[tuple[str, int, pa.Schema]], rows_per_file: int = REJECTED_FILE_ROWS
+) -> list[list[tuple[str, int, int]]]:
+    """Cut the rejected rows of ``parts`` (scratch file, rows, schema; in task order) into output files.
+
+    Each output file is a list of ``(scratch file, first row, rows)`` pieces. A file holds at most
+    ``rows_per_file`` rows, and one schema (inputs of different schemas never share a file), so there are
+    at most ``ceil(total / rows_per_file)`` files plus one per change of schema, however many row groups.
+    """
+    files: list[list[tuple[str, int, int]]] = []
+    schema, room = None, 0
+    for path, rows, part_schema in parts:
+        if schema is None or not part_schema.equals(schema):
+            schema, room = part_schema, 0
+        start = 0
+        while start < rows:
+            if room == 0:
+                files.append([])
+                room = rows_per_file
+            take = min(room, rows - start)
+            files[-1].append((path, start, take))
+            start, room = start + take, room - take
+    return files
+
+
+def gather_rejected(encodes: Sequence[EncodeSummary], output: str, rows_per_file: int = REJECTED_FILE_ROWS) -> list[str]:
+    """Concatenate the tasks' scratch files of rejected rows, in task order, into
+    ``output/rejected/rejected-NNNNN-of-NNNNN.parquet``; returns the paths relative to ``output``."""
+    scratch = [s.rejected_file for s in sorted(encodes, key=lambda s: s.task) if s.rejected_file]
+    parts = []
+    for path in scratch:
+        meta = pq.ParquetFile(path).metadata
+        parts.append((path, meta.num_rows, meta.schema.to_arrow_schema()))
+    files = plan_rejected_files(parts, rows_per_file)
+    if files:
+        os.makedirs(os.path.join(output, REJECTED_DIR), exist_ok=True)
+    paths = []
+    for i, pieces in enumerate(files):
+        rel = f"{REJECTED_DIR}/rejected-{i:05d}-of-{len(files):05d}.parquet"
+        table = pa.concat_tables(pq.ParquetFile(path).read().slice(start, rows) for path, start, rows in pieces)
+        with atomic_path(os.path.join(output, rel)) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        paths.append(rel)
+    return paths
+
+
+def _split_entry(parts: Sequence[RecordsSummary], name: str, output: str) -> dict:
+    """Rename one split's temporary files into place; returns the split's manifest entry."""
+    os.makedirs(os.path.join(output, name), exist_ok=True)
+    files = []
+    for i, part in enumerate(parts):
+        rel = f"{name}/{name}-{i:05d}-of-{len(parts):05d}.array_record"
+        os.replace(part.tmp_path, os.path.join(output, rel))
+        files.append({"path": rel, "records": part.records, "bytes": part.bytes, "sha256": part.sha256})
+    measurements = sum(p.measurements for p in parts)
+    return {
+        "records": sum(p.records for p in parts),
+        "measurements": measurements,
+        "tokens": sum(p.tokens for p in parts),
+        "pad_tokens": sum(p.pad_tokens for p in parts),
+        "sources": sum(p.sources for p in parts),
+        "context_continuity": (sum(p.continuous for p in parts) / measurements) if measurements else None,
+        "files": files,
     }
 
 
-# --- stage 7: finalize (rename into place, manifest last) -----------------------------------------
-
-
-def finalize(summaries: Sequence[dict], ctx: JobContext) -> dict:
-    """Rename temporary files to their final names, write the manifest last, remove ``_tmp``."""
-    encodes = sorted((s for s in summaries if s["kind"] == "encode"), key=lambda s: s["task"])
-    records = sorted((s for s in summaries if s["kind"] == "records"), key=lambda s: (s["split"], s["bucket"]))
-
-    splits = {}
-    for name in SPLIT_NAMES:
-        parts = [r for r in records if r["split"] == name and r["records"] > 0]
-        directory = os.path.join(ctx.output, name)
-        os.makedirs(directory, exist_ok=True)
-        files = []
-        for i, part in enumerate(parts):
-            rel = f"{name}/{name}-{i:05d}-of-{len(parts):05d}.array_record"
-            os.replace(part["tmp_path"], os.path.join(ctx.output, rel))
-            files.append({"path": rel, "records": part["records"], "bytes": part["bytes"], "sha256": part["sha256"]})
-        measurements = sum(p["measurements"] for p in parts)
-        splits[name] = {
-            "records": sum(p["records"] for p in parts),
-            "measurements": measurements,
-            "tokens": sum(p["tokens"] for p in parts),
-            "pad_tokens": sum(p["pad_tokens"] for p in parts),
-            "sources": sum(p["sources"] for p in parts),
-            "context_continuity": (sum(p["continuous"] for p in parts) / measurements) if measurements else None,
-            "files": files,
-        }
-
-    rejected_files = [s["rejected_file"] for s in encodes if s["rejected_file"]]
-    rejected_paths = []
-    if rejected_files:
-        os.makedirs(os.path.join(ctx.output, REJECTED_DIR), exist_ok=True)
-    for i, path in enumerate(rejected_files):
-        rel = f"{REJECTED_DIR}/rejected-{i:05d}-of-{len(rejected_files):05d}.parquet"
-        os.replace(path, os.path.join(ctx.output, rel))
-        rejected_paths.append(rel)
+def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContext) -> dict:
+    """Gather the rejected rows, rename temporary files to their final names, write the manifest last,
+    remove ``_tmp``."""
+    encodes = sorted((s for s in summaries if isinstance(s, EncodeSummary)), key=lambda s: s.task)
+    records = sorted((s for s in summaries if isinstance(s, RecordsSummary)), key=lambda s: (s.split, s.bucket))
+    splits = {
+        name: _split_entry([r for r in records if r.split == name and r.records > 0], name, ctx.output)
+        for name in SPLIT_NAMES
+    }
+    rejected_paths = gather_rejected(encodes, ctx.output)
     by_reason: Counter = Counter()
     for s in encodes:
-        by_reason.update(s["rejected"])
+        by_reason.update(s.rejected)
 
-    rows_by_file = Counter()
-    for s in encodes:
-        rows_by_file[s["file_index"]] += s["rows"]
     manifest = {
         "format_version": manifest_lib.FORMAT_VERSION,
         "tokenizer": manifest_lib.tokenizer_info(),
@@ -332,8 +405,8 @@ def finalize(summaries: Sequence[dict], ctx: JobContext) -> dict:
         "splits": splits,
         "rejected": {"total": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items())), "files": rejected_paths},
         "rows": {
-            "read": sum(s["rows"] for s in encodes),
-            "accepted": sum(s["accepted"] for s in encodes),
+            "read": sum(s.rows for s in encodes),
+            "accepted": sum(s.accepted for s in encodes),
             "rejected": sum(by_reason.values()),
         },
         "inputs": [dict(i) for i in ctx.inputs],
@@ -346,6 +419,9 @@ def finalize(summaries: Sequence[dict], ctx: JobContext) -> dict:
         )
     if manifest["rows"]["accepted"] != sum(s["measurements"] for s in splits.values()):
         raise RuntimeError("accepted rows and packed measurements disagree")
+    written = sum(pq.ParquetFile(os.path.join(ctx.output, p)).metadata.num_rows for p in rejected_paths)
+    if written != manifest["rows"]["rejected"]:
+        raise RuntimeError(f"the rejected files hold {written} rows but {manifest['rows']['rejected']} were rejected")
     manifest_lib.write_json_atomic(os.path.join(ctx.output, manifest_lib.MANIFEST_NAME), manifest)
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     return manifest
