@@ -1,4 +1,7 @@
-"""Grain input pipeline over a pretokenized dataset (ArrayRecord files + manifest.json, see DESIGN.md).
+"""Grain input pipeline over a pretokenized dataset (ArrayRecord files + manifest.json, docs/data-contract.md).
+
+The dataset is read and checked through ``beam_pipelines.dataset`` (the contract); this module adds the
+checks against the training config and the Grain stream.
 
 Training stream, per host::
 
@@ -16,25 +19,19 @@ Every stage is a function of the element index, so the iterator's whole state is
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterator, Mapping
 
 import grain
 import numpy as np
-from array_record.python.array_record_module import ArrayRecordReader
 
-from beam_pipelines.common.files import sha256_file
+import beam_pipelines.dataset as contract
+from beam_pipelines.dataset import DatasetError  # noqa: F401  (trainer.data.DatasetError: the contract's error)
 from tokenizer.order import splitmix64
 from trainer import augment
 from trainer.config import Config
 
-MANIFEST_NAME = "manifest.json"
 _SEED_MOD = 2**32  # Grain's shuffle seeds are 32-bit
-
-
-class DatasetError(ValueError):
-    """A pretokenized dataset that is missing, incomplete or incompatible with the config."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,21 +66,13 @@ class Dataset:
 def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = None) -> Dataset:
     """Open ``root`` through its manifest and check it against ``config``.
 
-    Refuses (with :class:`DatasetError`) a missing manifest, a tokenizer name/version, vocab size, pad id or
-    seq_len that disagrees with the config, a missing file, and a file whose record count (or, with
-    ``verify_checksums``, sha256) disagrees with the manifest.
+    Refuses (with :class:`DatasetError`) what :func:`beam_pipelines.dataset.read_manifest` refuses (no
+    manifest, another ``format_version``, an ingest output), a tokenizer name/version, vocab size, pad id
+    or seq_len that disagrees with the config, and what :func:`beam_pipelines.dataset.verify_dataset`
+    refuses: a missing file, a file whose size or record count (or, with ``verify_checksums``, sha256)
+    disagrees with the manifest.
     """
-    path = os.path.join(root, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{root}: no {MANIFEST_NAME}; the dataset is missing or incomplete (run pretokenize)")
-    with open(path) as f:
-        try:
-            manifest = json.load(f)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}: not valid JSON: {err}") from None
-    for key in ("tokenizer", "seq_len", "splits", "fingerprint"):
-        if key not in manifest:
-            raise DatasetError(f"{path}: manifest has no {key!r}")
+    manifest = contract.read_manifest(root)
     tok = manifest["tokenizer"]
     expected = {
         "name": config.tokenizer,
@@ -102,37 +91,13 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
             f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}"
         )
     checksums = config.verify_checksums if verify_checksums is None else verify_checksums
-    for split, info in manifest["splits"].items():
-        total = 0
-        for entry in info.get("files", []):
-            file_path = os.path.join(root, entry["path"])
-            if not os.path.isfile(file_path):
-                raise DatasetError(f"{root}: split {split}: file {entry['path']} is missing")
-            reader = ArrayRecordReader(file_path)
-            try:
-                found = reader.num_records()
-            finally:
-                reader.close()
-            if found != entry["records"]:
-                raise DatasetError(
-                    f"{root}: {entry['path']} holds {found} records but the manifest says {entry['records']}"
-                )
-            if checksums and sha256_file(file_path) != entry["sha256"]:
-                raise DatasetError(f"{root}: {entry['path']}: sha256 differs from the manifest")
-            total += found
-        if total != info.get("records", total):
-            raise DatasetError(
-                f"{root}: split {split} files hold {total} records but the manifest says {info['records']}"
-            )
-    return Dataset(root=root, manifest=manifest, seq_len=int(manifest["seq_len"]), pad_id=int(tok["pad_id"]))
+    contract.verify_dataset(root, manifest, checksums=checksums)
+    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"])
 
 
 def parse_record(raw: bytes, seq_len: int) -> np.ndarray:
-    """One ArrayRecord record -> (seq_len,) uint16 token ids."""
-    tokens = np.frombuffer(raw, dtype="<u2")
-    if tokens.shape != (seq_len,):
-        raise DatasetError(f"record of {len(raw)} bytes, expected {2 * seq_len} ({seq_len} uint16 tokens)")
-    return tokens.astype(np.uint16, copy=False)
+    """One ArrayRecord record -> (seq_len,) uint16 token ids (:func:`beam_pipelines.dataset.decode_record`)."""
+    return contract.decode_record(raw, seq_len)
 
 
 def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dict[str, np.ndarray]:

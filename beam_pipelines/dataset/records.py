@@ -1,14 +1,26 @@
-"""Writing and reading packed records as ArrayRecord files."""
+"""The record codec: packed records in ArrayRecord files, both ways.
+
+A record is exactly ``seq_len`` token ids, each a little-endian uint16 (``2 * seq_len`` bytes); a file
+holds records one per chunk (``group_size:1``) so that any record can be read by index. Writing is
+:func:`write_records` (pretokenize); reading is :func:`decode_record` (one record, the trainer's Grain
+stream), :func:`iter_record_blocks` (a file in blocks, the stats job) and :func:`read_records` (a whole
+file, the evaluation). Every reader refuses a record of the wrong length with :class:`DatasetError`.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from beam_pipelines.common.files import sha256_file
+from beam_pipelines.dataset.manifest import DatasetError
+
+TOKEN_DTYPE = np.dtype("<u2")  # one token id on disk
+READ_BLOCK_RECORDS = 4096  # records read at a time by the block readers: 8 MB of ids at seq_len 1024
 
 _COMPRESSION = re.compile(r"^(uncompressed|snappy|zstd(:-?\d+)?|brotli(:\d+)?)$")
 
@@ -33,7 +45,7 @@ def write_records(path: str, records: np.ndarray, compression: str) -> dict:
     Returns ``{"records", "bytes", "sha256"}`` of the written file.
     """
     tmp = f"{path}.tmp"
-    little = np.ascontiguousarray(records.astype("<u2", copy=False))
+    little = np.ascontiguousarray(records.astype(TOKEN_DTYPE, copy=False))
     writer = ArrayRecordWriter(tmp, writer_options(compression))
     try:
         for row in little:
@@ -52,14 +64,57 @@ def write_records(path: str, records: np.ndarray, compression: str) -> dict:
     return {"records": int(found), "bytes": os.path.getsize(path), "sha256": digest}
 
 
-def read_records(path: str, seq_len: int) -> np.ndarray:
-    """All records of one file as an (n, seq_len) uint16 array."""
-    reader = ArrayRecordReader(path)
+def _open(path: str) -> ArrayRecordReader:
     try:
-        raw = reader.read_all()
+        return ArrayRecordReader(path)
+    except Exception as exc:  # the C++ reader raises plain RuntimeError/ValueError on damaged files
+        raise DatasetError(f"{path}: not a readable ArrayRecord file ({exc})") from exc
+
+
+def count_records(path: str) -> int:
+    """Number of records in one ArrayRecord file (read from its footer, not by reading the records)."""
+    reader = _open(path)
+    try:
+        return int(reader.num_records())
     finally:
         reader.close()
-    out = np.frombuffer(b"".join(raw), dtype="<u2")
-    if out.size != len(raw) * seq_len:
-        raise ValueError(f"{path}: records are not {seq_len} tokens each")
-    return out.reshape(len(raw), seq_len)
+
+
+def decode_record(raw: bytes, seq_len: int) -> np.ndarray:
+    """One record's bytes -> (seq_len,) uint16 token ids (a read-only view of ``raw``)."""
+    if len(raw) != 2 * seq_len:
+        raise DatasetError(f"record of {len(raw)} bytes, expected {2 * seq_len} ({seq_len} uint16 tokens)")
+    return np.frombuffer(raw, dtype=TOKEN_DTYPE).astype(np.uint16, copy=False)
+
+
+def decode_records(raw: Sequence[bytes], seq_len: int, *, path: str = "records", first: int = 0) -> np.ndarray:
+    """Records' bytes -> (n, seq_len) uint16; a wrong length names ``path`` and the record's index."""
+    for i, r in enumerate(raw):
+        if len(r) != 2 * seq_len:
+            raise DatasetError(
+                f"{path}: record {first + i} has {len(r)} bytes, expected {2 * seq_len} (seq_len {seq_len})"
+            )
+    tokens = np.frombuffer(b"".join(raw), dtype=TOKEN_DTYPE).astype(np.uint16, copy=False)
+    return tokens.reshape(len(raw), seq_len)  # (records, seq_len)
+
+
+def iter_record_blocks(path: str, seq_len: int, block_records: int = READ_BLOCK_RECORDS) -> Iterator[np.ndarray]:
+    """The records of one file in order, as (up to ``block_records``, seq_len) uint16 blocks."""
+    reader = _open(path)
+    try:
+        n = reader.num_records()
+        for lo in range(0, n, block_records):
+            raw = reader.read(list(range(lo, min(lo + block_records, n))))
+            yield decode_records(raw, seq_len, path=path, first=lo)
+    finally:
+        reader.close()
+
+
+def read_records(path: str, seq_len: int) -> np.ndarray:
+    """All records of one file as a writable (n, seq_len) uint16 array (filled block by block)."""
+    out = np.empty((count_records(path), seq_len), np.uint16)  # (records, seq_len)
+    at = 0
+    for block in iter_record_blocks(path, seq_len):
+        out[at : at + len(block)] = block
+        at += len(block)
+    return out

@@ -2,8 +2,9 @@
 
 Pure functions plus one reader: :func:`summarize_records` turns an ``(n, seq_len)`` block of token
 ids into a mergeable :class:`RecordStats` with numpy operations (no per-record or per-measurement
-Python); :func:`summarize_file` reads one ArrayRecord file in blocks and verifies it against its
-manifest entry; :func:`dataset_report` builds the ``report.json`` dictionary.
+Python); :func:`summarize_file` verifies one file against its manifest entry and reads it in blocks,
+both through the data contract (``beam_pipelines.dataset``); :func:`dataset_report` builds the
+``report.json`` dictionary.
 
 The token stream needs no decoding to be counted: role ids never appear as byte tokens, so every
 ``MeasurementStart`` (0) starts a measurement and every ``SrcIpStart`` (1) starts a source block
@@ -16,16 +17,14 @@ import dataclasses
 import os
 
 import numpy as np
-from array_record.python.array_record_module import ArrayRecordReader
 
-from beam_pipelines.common.files import sha256_file
-from beam_pipelines.dataset import manifest as manifest_lib
-from beam_pipelines.common.errors import InputError
+from beam_pipelines.dataset import iter_record_blocks, verify_file
+from beam_pipelines.dataset.manifest import SPLIT_NAMES
+from beam_pipelines.dataset import read_manifest as read_dataset_manifest  # noqa: F401  (the stats job's name)
 from tokenizer import PAD, VOCAB_SIZE
 from tokenizer.vocab import BYTE_OFFSET, IPV4_START, IPV6_START, MEASUREMENT_START, ROLE_NAMES, SRC_IP_START
 
 REPORT_VERSION = 1
-READ_BLOCK_RECORDS = 4096  # records read and summarized at a time: 8 MB of ids at seq_len 1024
 _SOURCE_DTYPE = np.dtype([("family", "<u8"), ("hi", "<u8"), ("lo", "<u8")])  # one source address
 
 
@@ -143,62 +142,16 @@ def summarize_records(tokens: np.ndarray) -> RecordStats:
 
 
 def summarize_file(directory: str, split: str, entry: dict, seq_len: int) -> RecordStats:
-    """Read, verify and summarize one file of a dataset (its manifest entry gives records, bytes, sha256).
+    """Verify one file of a dataset against its manifest entry (size, sha256, record count), then summarize it.
 
-    Raises :class:`InputError` naming the file when it is missing or disagrees with the manifest.
+    Raises :class:`~beam_pipelines.dataset.DatasetError` (an ``InputError``) naming the file when it is
+    missing, disagrees with the manifest or holds a record of the wrong length.
     """
-    path = os.path.join(directory, entry["path"])
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: listed in {manifest_lib.MANIFEST_NAME} but missing")
-    size = os.path.getsize(path)
-    if "bytes" in entry and size != entry["bytes"]:
-        raise InputError(f"{path}: has {size:,} bytes, {manifest_lib.MANIFEST_NAME} says {entry['bytes']:,}")
-    if entry.get("sha256"):
-        if sha256_file(path) != entry["sha256"]:
-            raise InputError(
-                f"{path}: sha256 differs from {manifest_lib.MANIFEST_NAME}; the file was changed or damaged"
-            )
-    try:
-        reader = ArrayRecordReader(path)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable ArrayRecord file ({exc})") from exc
+    verify_file(directory, entry)
     out = RecordStats(seq_len)
-    try:
-        n = reader.num_records()
-        if n != entry["records"]:
-            raise InputError(f"{path}: has {n:,} records, {manifest_lib.MANIFEST_NAME} says {entry['records']:,}")
-        for lo in range(0, n, READ_BLOCK_RECORDS):
-            raw = reader.read(list(range(lo, min(lo + READ_BLOCK_RECORDS, n))))
-            wrong = [i for i, r in enumerate(raw) if len(r) != 2 * seq_len]
-            if wrong:
-                i = wrong[0]
-                raise InputError(
-                    f"{path}: record {lo + i} has {len(raw[i])} bytes, expected {2 * seq_len} (seq_len {seq_len})"
-                )
-            block = np.frombuffer(b"".join(raw), dtype="<u2").reshape(len(raw), seq_len)  # (records, seq_len)
-            out.merge(summarize_records(block))
-    finally:
-        reader.close()
+    for block in iter_record_blocks(os.path.join(directory, entry["path"]), seq_len):  # (records, seq_len)
+        out.merge(summarize_records(block))
     return out
-
-
-def read_dataset_manifest(directory: str) -> dict:
-    """The manifest of a pretokenized dataset, with the keys the report needs; raises :class:`InputError`."""
-    try:
-        manifest = manifest_lib.read_manifest(directory)
-    except manifest_lib.ManifestError as exc:
-        raise InputError(str(exc)) from exc
-    path = os.path.join(directory, manifest_lib.MANIFEST_NAME)
-    seq_len = manifest["seq_len"]
-    if not isinstance(seq_len, int) or seq_len < 1:
-        raise InputError(f"{path}: seq_len {seq_len!r} is not a positive integer")
-    if not isinstance(manifest["splits"], dict):
-        raise InputError(f"{path}: 'splits' is not an object")
-    for name, split in manifest["splits"].items():
-        for i, entry in enumerate(split.get("files", [])):
-            if not isinstance(entry, dict) or "path" not in entry or "records" not in entry:
-                raise InputError(f"{path}: splits.{name}.files[{i}] lacks 'path' or 'records'")
-    return manifest
 
 
 def file_jobs(directory: str, manifest: dict) -> list[tuple[str, str, dict, int]]:
@@ -244,19 +197,10 @@ def _split_json(s: RecordStats, files: int, nbytes: int) -> dict:
     }
 
 
-def token_names() -> list[str]:
-    """A readable name for every token id: role names, ``byte 0x00``..``byte 0xff``, ``PAD``."""
-    names = list(ROLE_NAMES) + [f"byte 0x{b:02x}" for b in range(256)] + ["PAD"]
-    assert len(names) == VOCAB_SIZE
-    return names
-
-
-_SPLIT_ORDER = ("train", "val", "test")
-
-
 def _ordered(splits: dict) -> list:
     """Splits as train, val, test, then any others by name (the manifest's JSON keys are sorted)."""
-    return sorted(splits.items(), key=lambda kv: (_SPLIT_ORDER.index(kv[0]) if kv[0] in _SPLIT_ORDER else 3, kv[0]))
+    rank = {name: i for i, name in enumerate(SPLIT_NAMES)}
+    return sorted(splits.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
 def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordStats]) -> dict:
@@ -287,12 +231,9 @@ def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordSt
         },
         "seq_len": seq_len,
         "splits": splits,
-        "totals": {
-            k: v
-            for k, v in _split_json(
-                total, sum(s["files"] for s in splits.values()), sum(s["bytes"] for s in splits.values())
-            ).items()
-        },
+        "totals": _split_json(
+            total, sum(s["files"] for s in splits.values()), sum(s["bytes"] for s in splits.values())
+        ),
         "token_histogram": counts.tolist(),
         "vocabulary": {
             "size": VOCAB_SIZE,

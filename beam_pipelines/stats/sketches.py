@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenizer.order import splitmix64_np
+
 COMPACT_MIN = 1 << 16  # pending entries that trigger a compaction even when the compacted part is small
 
 _U64 = np.uint64
@@ -31,16 +33,8 @@ _U64 = np.uint64
 # --- hashing (deterministic across processes, unlike Python's hash()) ---------------------------------
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective, well-mixing 64-bit hash of uint64 values."""
-    x = np.asarray(x, dtype=_U64) + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
 def hash_strings(values: pa.Array) -> np.ndarray:
-    """64-bit hash of each (non-null) string: FNV-1a over its UTF-8 bytes, then :func:`mix64`.
+    """64-bit hash of each (non-null) string: FNV-1a over its UTF-8 bytes, then splitmix64.
 
     Vectorized across strings: one numpy step per byte position, so the cost is rows x longest string.
     """
@@ -57,13 +51,14 @@ def hash_strings(values: pa.Array) -> np.ndarray:
     for j in range(int(lengths.max(initial=0))):
         live = np.flatnonzero(lengths > j)
         h[live] = (h[live] ^ data[starts[live] + j].astype(_U64)) * prime
-    return mix64(h)
+    return splitmix64_np(h)
 
 
 def hash_keys(keys: pa.Array) -> np.ndarray:
     """64-bit hashes of an int64 or string key array (no nulls)."""
     if pa.types.is_integer(keys.type):
-        return mix64(keys.to_numpy(zero_copy_only=False).astype(np.int64).view(_U64))
+        # splitmix64 (tokenizer.order's): a bijective, well-mixing 64-bit hash of uint64 values.
+        return splitmix64_np(keys.to_numpy(zero_copy_only=False).astype(np.int64).view(_U64))
     return hash_strings(keys)
 
 

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines.stats.sketches import HyperLogLog, KeyCounter, QuantileTable, hash_strings, mix64, nearest_rank
+from beam_pipelines.stats.sketches import (
+    HyperLogLog,
+    KeyCounter,
+    QuantileTable,
+    hash_keys,
+    hash_strings,
+    nearest_rank,
+)
+from tokenizer.order import splitmix64_np
 
 PERCENTS = (0, 1, 10, 25, 50, 75, 90, 99, 99.9, 100)
 
@@ -127,13 +135,22 @@ def test_nearest_rank():
     assert nearest_rank(90, 1_000_000_000_000) == 900_000_000_000  # integer arithmetic, no float rounding
 
 
+def test_key_hashes_are_pinned():
+    # The reports' distinct counts and top-k depend on these exact values: they must never change.
+    # (0xe220a8397b1dcdaf is splitmix64's well-known first output for state 0.)
+    ints = hash_keys(pa.array([0, 1, -1, 2**62], pa.int64()))
+    assert [hex(int(h)) for h in ints] == ["0xe220a8397b1dcdaf", "0x910a2dec89025cc1", "0xe4d971771b652c20", "0xaa50ea8e0fa9eb"]
+    strings = hash_strings(pa.array(["", "a", "ping-llm"]))
+    assert [hex(int(h)) for h in strings] == ["0xc3817c016ba4ff30", "0x5f29c2aadd9b8527", "0xc814ab0491e73cf7"]
+
+
 def test_hll_within_bound_and_mergeable():
     rng = np.random.default_rng(5)
     keys = rng.integers(0, 1 << 62, 300_000).astype(np.uint64)
     parts = [HyperLogLog() for _ in range(3)]
     for i, chunk in enumerate(np.array_split(keys, 9)):
-        parts[i % 3].add_hashes(mix64(chunk))
-        parts[i % 3].add_hashes(mix64(chunk))  # adding twice changes nothing
+        parts[i % 3].add_hashes(splitmix64_np(chunk))
+        parts[i % 3].add_hashes(splitmix64_np(chunk))  # adding twice changes nothing
     for p in parts[1:]:
         parts[0].merge(p)
     true = len(np.unique(keys))
