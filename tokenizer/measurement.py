@@ -8,32 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tokenizer import fields
 from tokenizer.addresses import address_words, format_address, parse_address
 from tokenizer.errors import DecodeError, InvalidMeasurement
 from tokenizer.order import MASK64, order_index
-from tokenizer.vocab import (
-    BYTE_OFFSET,
-    DEST_IP_START,
-    ERROR_COUNT_START,
-    IPV4_START,
-    IPV6_START,
-    MEASUREMENT_START,
-    MSM_ID_START,
-    PAD,
-    PERMUTATIONS,
-    RTT_START,
-    SIZE_START,
-    SRC_IP_START,
-    TIMESTAMP_START,
-)
+from tokenizer.vocab import MEASUREMENT_START, PAD, PERMUTATIONS
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def epoch_seconds(value: object) -> int:
@@ -74,10 +59,6 @@ def _address(row: Mapping, field: str) -> tuple[int, bytes]:
     return parsed
 
 
-def _byte_tokens(raw: bytes) -> list[int]:
-    return [BYTE_OFFSET + b for b in raw]
-
-
 def encode_measurement(row: Mapping) -> list[int]:
     """Encode one measurement (a mapping with the seed's columns) into v1 tokens.
 
@@ -91,7 +72,8 @@ def encode_measurement(row: Mapping) -> list[int]:
         # Outside the int64 domain in the widest sense: text or fractions are never coerced.
         raise InvalidMeasurement("msm_id_out_of_range", f"not an integer: {msm_id!r}")
     msm_id = int(msm_id)
-    if not _INT64_MIN <= msm_id <= _INT64_MAX:
+    lo, hi = fields.MSM_ID.bounds
+    if not lo <= msm_id <= hi:
         raise InvalidMeasurement("msm_id_out_of_range", str(msm_id))
     if row.get("event_time") is None:
         raise InvalidMeasurement("null_event_time")
@@ -114,26 +96,24 @@ def encode_measurement(row: Mapping) -> list[int]:
     rtt = float(rtt)
     if not math.isfinite(rtt):
         raise InvalidMeasurement("non_finite_rtt", repr(rtt))
-    size = _integral(row.get("size"), "null_size", "non_integral_size", "size_out_of_range", 0, 0xFFFF)
+    size = _integral(row.get("size"), "null_size", "non_integral_size", "size_out_of_range", *fields.SIZE.bounds)
     errors = _integral(
         row.get("packet_error_count"),
         "null_packet_error_count",
         "non_integral_packet_error_count",
         "packet_error_count_out_of_range",
-        0,
-        0xFF,
+        *fields.ERRORS.bounds,
     )
 
-    rtt_raw = struct.pack(">d", rtt)
-    family = IPV4_START if ip_version == 4 else IPV6_START
-    blocks = (
-        [SRC_IP_START, family, *_byte_tokens(src)],
-        [DEST_IP_START, family, *_byte_tokens(dst)],
-        [RTT_START, *_byte_tokens(rtt_raw)],
-        [SIZE_START, *_byte_tokens(struct.pack(">H", size))],
-        [ERROR_COUNT_START, BYTE_OFFSET + errors],
-        [TIMESTAMP_START, *_byte_tokens(struct.pack(">q", ts))],
-        [MSM_ID_START, *_byte_tokens(struct.pack(">q", msm_id))],
+    rtt_raw = fields.RTT.pack(rtt)
+    blocks = (  # canonical block order
+        fields.SRC.encode(src),
+        fields.DST.encode(dst),
+        fields.RTT.block_of(rtt_raw),
+        fields.SIZE.encode(size),
+        fields.ERRORS.encode(errors),
+        fields.TIMESTAMP.encode(ts),
+        fields.MSM_ID.encode(msm_id),
     )
     words = [
         msm_id & MASK64,
@@ -147,13 +127,6 @@ def encode_measurement(row: Mapping) -> list[int]:
     for block in PERMUTATIONS[order_index(words)]:
         tokens.extend(blocks[block])
     return tokens
-
-
-def _bytes(tokens: Sequence[int], start: int, n: int) -> bytes:
-    chunk = tokens[start : start + n]
-    if len(chunk) != n or any(not BYTE_OFFSET <= t < BYTE_OFFSET + 256 for t in chunk):
-        raise DecodeError(f"expected {n} byte tokens at position {start}, got {list(chunk)}")
-    return bytes(t - BYTE_OFFSET for t in chunk)
 
 
 def decode_measurement(tokens: Sequence[int]) -> dict:
@@ -175,35 +148,20 @@ def decode_measurement(tokens: Sequence[int]) -> dict:
         if role in seen:
             raise DecodeError(f"repeated block (role {role}) at position {i}")
         seen.add(role)
-        if role in (SRC_IP_START, DEST_IP_START):
-            family = tokens[i + 1] if i + 1 < len(tokens) else None
-            if family not in (IPV4_START, IPV6_START):
-                raise DecodeError(f"expected Ipv4Start/Ipv6Start at position {i + 1}")
-            version = 4 if family == IPV4_START else 6
-            n = 4 if version == 4 else 16
-            key = "src_addr" if role == SRC_IP_START else "dst_addr"
-            out[key] = format_address(version, _bytes(tokens, i + 2, n))
-            versions.append(version)
-            i += 2 + n
-            continue
-        if role == RTT_START:
-            out["rtt"] = struct.unpack(">d", _bytes(tokens, i + 1, 8))[0]
-            i += 9
-        elif role == SIZE_START:
-            out["size"] = struct.unpack(">H", _bytes(tokens, i + 1, 2))[0]
-            i += 3
-        elif role == ERROR_COUNT_START:
-            out["packet_error_count"] = _bytes(tokens, i + 1, 1)[0]
-            i += 2
-        elif role == TIMESTAMP_START:
-            seconds = struct.unpack(">q", _bytes(tokens, i + 1, 8))[0]
-            out["event_time"] = _EPOCH + dt.timedelta(seconds=seconds)
-            i += 9
-        elif role == MSM_ID_START:
-            out["msm_id"] = struct.unpack(">q", _bytes(tokens, i + 1, 8))[0]
-            i += 9
-        else:
+        codec = fields.BY_ROLE.get(role)
+        if codec is None:
             raise DecodeError(f"unexpected token {role} at position {i}")
+        if isinstance(codec, fields.AddressCodec):
+            version, packed = codec.decode(tokens, i)
+            out[codec.name] = format_address(version, packed)
+            versions.append(version)
+            i += codec.length(version)
+        elif codec is fields.TIMESTAMP:
+            out["event_time"] = _EPOCH + dt.timedelta(seconds=codec.decode(tokens, i))
+            i += codec.length
+        else:
+            out[codec.name] = codec.decode(tokens, i)
+            i += codec.length
     expected = {"msm_id", "event_time", "src_addr", "dst_addr", "rtt", "size", "packet_error_count"}
     if set(out) != expected or len(versions) != 2 or versions[0] != versions[1]:
         raise DecodeError(f"incomplete or inconsistent measurement: fields {sorted(out)}, families {versions}")

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenizer import fields
 from tokenizer.addresses import parse_unique
 from tokenizer.errors import REASON_CODE, REASONS, REQUIRED_COLUMNS, SchemaError
 from tokenizer.order import order_index_np
@@ -31,7 +32,6 @@ from tokenizer.vocab import (
 
 _CHUNK_ROWS = 1 << 16  # rows per placement chunk: bounds the temporary index arrays to a few MB
 _UNIT_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_INT64_MAX = (1 << 63) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,12 +168,6 @@ def _gather_table(ip_version: int) -> np.ndarray:
     return table
 
 
-def _bytes_be(values: np.ndarray, dtype: str) -> np.ndarray:
-    """(n, width) uint8 big-endian bytes of ``values`` cast to ``dtype`` (e.g. '>f8')."""
-    arr = np.ascontiguousarray(values.astype(dtype))
-    return arr.view(np.uint8).reshape(len(values), -1)
-
-
 @dataclasses.dataclass(frozen=True)
 class Validation:
     """Result of :func:`validate_table`: which rows :func:`encode_table` would accept, without the tokens."""
@@ -224,7 +218,7 @@ def _check(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, dict]:
     if pa.types.is_uint64(msm_col.type):
         raw, msm_null = column_values(msm_col, np.uint64)
         flag(msm_null, "null_msm_id")
-        flag(raw > np.uint64(_INT64_MAX), "msm_id_out_of_range")
+        flag(raw > np.uint64(fields.MSM_ID.bounds[1]), "msm_id_out_of_range")
         msm = raw.view(np.int64)
     else:
         msm, msm_null = column_values(msm_col, np.int64)
@@ -256,13 +250,15 @@ def _check(table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, dict]:
     flag(rtt_null, "null_rtt")
     flag(~np.isfinite(rtt), "non_finite_rtt")
 
-    size = _integral(_column(table, "size"), "null_size", "non_integral_size", "size_out_of_range", 0xFFFF, flag)
+    size = _integral(
+        _column(table, "size"), "null_size", "non_integral_size", "size_out_of_range", fields.SIZE.bounds[1], flag
+    )
     errors = _integral(
         _column(table, "packet_error_count"),
         "null_packet_error_count",
         "non_integral_packet_error_count",
         "packet_error_count_out_of_range",
-        0xFF,
+        fields.ERRORS.bounds[1],
         flag,
     )
     cols = dict(msm=msm, ts=ts, ver=ver, rtt=rtt, size=size, errors=errors, src_idx=src_idx, dst_idx=dst_idx)
@@ -327,17 +323,17 @@ def _place(out, starts, family, msm, ts, rtt, size, errors, src_packed, dst_pack
     family_token = IPV4_START if family == 4 else IPV6_START
     canon = np.empty((m, length), dtype=np.uint16)  # (rows, tokens) in canonical block order
     canon[:, 0] = MEASUREMENT_START
-    fields = (
+    payloads = (  # (rows, bytes) each, in canonical block order; the byte formats are tokenizer.fields'
         src_packed[:, :nbytes],
         dst_packed[:, :nbytes],
-        _bytes_be(rtt, ">f8"),
-        _bytes_be(size, ">u2"),
-        errors.astype(np.uint8)[:, None],
-        _bytes_be(ts, ">i8"),
-        _bytes_be(msm, ">i8"),
+        fields.RTT.to_bytes(rtt),
+        fields.SIZE.to_bytes(size),
+        fields.ERRORS.to_bytes(errors),
+        fields.TIMESTAMP.to_bytes(ts),
+        fields.MSM_ID.to_bytes(msm),
     )
     col = 1
-    for block, raw in enumerate(fields):
+    for block, raw in enumerate(payloads):
         canon[:, col] = BLOCK_ROLE[block]
         col += 1
         if block < 2:
