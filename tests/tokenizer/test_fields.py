@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenizer import DecodeError, encode_measurement, fields
+from tests.tokenizer.rows import seed_row
+from tokenizer import DecodeError, encode_measurement, fields, grammar
 from tokenizer.vocab import (
     BLOCK_NAMES,
     BLOCK_ROLE,
@@ -25,8 +26,6 @@ from tokenizer.vocab import (
     TIMESTAMP_START,
     block_lengths,
 )
-from tokenizer import grammar
-from tests.tokenizer.rows import seed_row
 
 
 def test_each_block_in_the_documented_format():
