@@ -82,7 +82,7 @@ def one_core(folder: str, real: bytes, n_lines: int = ONE_CORE_LINES) -> float:
     os.makedirs(tmp)
     t0 = time.perf_counter()
     summary = atlas_io.ingest_unit(unit, tmp)
-    return summary["records"] / (time.perf_counter() - t0)
+    return summary.records / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:

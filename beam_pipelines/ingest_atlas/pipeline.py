@@ -9,7 +9,7 @@ daily dumps ``ping-YYYY-MM-DDTHH00.bz2``) or a JSON array (API downloads), read 
 then line order), ``DIR/rejected/rejected-NNNNN-of-NNNNN.parquet`` (file, line_number, reason, raw_line),
 ``DIR/manifest.json`` (counts, shards with sha256) and, last, ``DIR/_SUCCESS``.
 
-Stages (composite PTransforms over plain functions in ``atlas_io``): ReadAtlasResults (one work unit per
+Stages (composite PTransforms over plain functions in ``streams`` and ``shards``): ReadAtlasResults (one work unit per
 compressed file or per byte range of a plain file: stream, convert, write Arrow fragments) ->
 PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParquetShards -> WriteManifest.
 """
@@ -29,20 +29,21 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.common.transforms import GatherAll
-from beam_pipelines.ingest_atlas import streams as atlas_io
+from beam_pipelines.ingest_atlas import shards, streams
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
 
 _OWN_FILES = {
-    atlas_io.MANIFEST_NAME,
-    atlas_io.MANIFEST_NAME + ".tmp",
-    atlas_io.SUCCESS_NAME,
-    atlas_io.REJECTED_DIR,
-    atlas_io.TMP_DIR,
+    shards.MANIFEST_NAME,
+    shards.MANIFEST_NAME + ".tmp",
+    shards.SUCCESS_NAME,
+    shards.REJECTED_DIR,
+    shards.TMP_DIR,
 }
 
 
@@ -62,7 +63,7 @@ class JobContext:
 
     @property
     def tmp(self) -> str:
-        return os.path.join(self.output, atlas_io.TMP_DIR)
+        return os.path.join(self.output, shards.TMP_DIR)
 
 
 # --- Beam adapters -----------------------------------------------------------------------------------
@@ -76,9 +77,9 @@ class _IngestUnitFn(beam.DoFn):
 
     def process(self, unit):
         ctx = self._ctx
-        summary = atlas_io.ingest_unit(unit, ctx.tmp, ctx.rtt, ctx.src, ctx.batch_rows)
-        self._records.inc(summary["records"])
-        self._rows.inc(summary["rows"])
+        summary = streams.ingest_unit(unit, ctx.tmp, ctx.rtt, ctx.src, ctx.batch_rows)
+        self._records.inc(summary.records)
+        self._rows.inc(summary.rows)
         yield summary
 
 
@@ -87,91 +88,63 @@ class _WriteShardFn(beam.DoFn):
         self._ctx = ctx
 
     def process(self, element):
-        if element["kind"] == "unit":  # unit summaries ride along to the manifest
+        if isinstance(element, streams.UnitSummary):  # unit summaries ride along to the manifest
             yield element
         else:
-            yield atlas_io.write_shard(element, self._ctx.output, self._ctx.row_group_rows)
+            yield shards.write_shard(element, self._ctx.output, self._ctx.row_group_rows)
 
 
-def _plan(units: list, ctx: JobContext):
-    return [*units, *atlas_io.plan_shards(units, ctx.shard_rows)]
+def _plan(units: list[streams.UnitSummary], ctx: JobContext) -> list:
+    """The unit summaries, then the shard specs planned from them."""
+    return [*units, *shards.plan_shards(units, ctx.shard_rows)]
 
 
 def _finalize(summaries: list, ctx: JobContext) -> dict:
     """Manifest, then ``_SUCCESS``, then the temporary fragments go."""
-    units = [s for s in summaries if s["kind"] == "unit"]
-    shards = [s for s in summaries if s["kind"] == "shard"]
-    manifest = atlas_io.build_manifest(units, shards, ctx.inputs, ctx.options)
+    units = [s for s in summaries if isinstance(s, streams.UnitSummary)]
+    written = [s for s in summaries if isinstance(s, shards.ShardSummary)]
+    manifest = shards.build_manifest(units, written, ctx.inputs, ctx.options)
     manifest["fingerprint"] = _fingerprint(ctx)
-    write_json_atomic(os.path.join(ctx.output, atlas_io.MANIFEST_NAME), manifest)
+    write_json_atomic(os.path.join(ctx.output, shards.MANIFEST_NAME), manifest)
     success = {"fingerprint": manifest["fingerprint"]}
-    write_json_atomic(os.path.join(ctx.output, atlas_io.SUCCESS_NAME), success)
+    write_json_atomic(os.path.join(ctx.output, shards.SUCCESS_NAME), success)
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     return manifest
 
 
-class ReadAtlasResults(beam.PTransform):
-    """PBegin -> one summary per work unit; its rows and rejected lines are in fragment files."""
-
-    def __init__(self, units, ctx: JobContext):
-        super().__init__()
-        self._units, self._ctx = units, ctx
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "CreateWorkUnits" >> beam.Create(self._units)
-            | "SpreadWorkUnits" >> beam.Reshuffle()
-            | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(self._ctx))
-        )
+@ptransform_fn
+def ReadAtlasResults(pbegin, units, ctx: JobContext):
+    """PBegin -> one :class:`~streams.UnitSummary` per work unit; its rows and rejected lines are in
+    fragment files."""
+    return (
+        pbegin
+        | "CreateWorkUnits" >> beam.Create(units)
+        | "SpreadWorkUnits" >> beam.Reshuffle()
+        | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(ctx))
+    )
 
 
-class PlanShards(beam.PTransform):
+@ptransform_fn
+def PlanShards(summaries, ctx: JobContext):
     """Unit summaries -> shard specs (and the unit summaries again): a barrier, since a shard's rows are
     known only once every unit before it is done."""
-
-    def __init__(self, ctx: JobContext):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, summaries):
-        ctx = self._ctx
-        return (
-            summaries
-            | "GatherUnitSummaries" >> GatherAll()
-            | "PlanShardSpecs" >> beam.FlatMap(_plan, ctx)
-        )
+    return summaries | "GatherUnitSummaries" >> GatherAll() | "PlanShardSpecs" >> beam.FlatMap(_plan, ctx)
 
 
-class WriteParquetShards(beam.PTransform):
-    """Shard specs -> one Parquet file each (temporary name, then renamed) -> its summary."""
-
-    def __init__(self, ctx: JobContext):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, specs):
-        return specs | "SpreadShards" >> beam.Reshuffle() | "WriteShard" >> beam.ParDo(_WriteShardFn(self._ctx))
+@ptransform_fn
+def WriteParquetShards(specs, ctx: JobContext):
+    """Shard specs -> one Parquet file each (temporary name, then renamed) -> its :class:`~shards.ShardSummary`."""
+    return specs | "SpreadShards" >> beam.Reshuffle() | "WriteShard" >> beam.ParDo(_WriteShardFn(ctx))
 
 
-class WriteManifest(beam.PTransform):
+@ptransform_fn
+def WriteManifest(summaries, ctx: JobContext):
     """Every summary -> the manifest and ``_SUCCESS``, written last.
 
     The pipeline is one chain ending here, so a runner that computes only the last transform's graph
     (the DaskRunner) still runs every stage.
     """
-
-    def __init__(self, ctx: JobContext):
-        super().__init__()
-        self._ctx = ctx
-
-    def expand(self, summaries):
-        ctx = self._ctx
-        return (
-            summaries
-            | "GatherAllSummaries" >> GatherAll()
-            | "Finalize" >> beam.Map(_finalize, ctx)
-        )
+    return summaries | "GatherAllSummaries" >> GatherAll() | "Finalize" >> beam.Map(_finalize, ctx)
 
 
 def build_pipeline(pipeline: beam.Pipeline, units, ctx: JobContext):
@@ -216,12 +189,12 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         "--src", choices=SRC_MODES, default="from", help="source address: from (public, default) or src_addr (local)"
     )
     parser.add_argument(
-        "--shard_rows", type=int, default=atlas_io.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)"
+        "--shard_rows", type=int, default=shards.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)"
     )
     parser.add_argument(
         "--split_bytes",
         type=int,
-        default=atlas_io.DEFAULT_SPLIT_BYTES,
+        default=streams.DEFAULT_SPLIT_BYTES,
         help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); "
         "no effect on the output",
     )
@@ -248,29 +221,29 @@ def _fingerprint(ctx: JobContext) -> str:
 
 def plan(options: Options):
     """Find and inspect the inputs; returns the work units and the job context. Raises InputError."""
-    files = atlas_io.inspect_inputs(atlas_io.expand_inputs(options.inputs))
-    units = atlas_io.plan_units(files, options.split_bytes)
+    files = streams.inspect_inputs(streams.expand_inputs(options.inputs))
+    units = streams.plan_units(files, options.split_bytes)
     inputs = tuple({"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression} for f in files)
     ctx = JobContext(
         output=options.output,
         rtt=options.rtt,
         src=options.src,
         shard_rows=options.shard_rows,
-        row_group_rows=atlas_io.ROW_GROUP_ROWS,
-        batch_rows=atlas_io.BATCH_ROWS,
+        row_group_rows=shards.ROW_GROUP_ROWS,
+        batch_rows=streams.BATCH_ROWS,
         inputs=inputs,
         options={
             "rtt": options.rtt,
             "src": options.src,
             "shard_rows": options.shard_rows,
-            "row_group_rows": atlas_io.ROW_GROUP_ROWS,
+            "row_group_rows": shards.ROW_GROUP_ROWS,
         },
     )
     return units, ctx
 
 
 def _is_own(name: str) -> bool:
-    return name in _OWN_FILES or atlas_io.is_shard_name(name) or atlas_io.is_shard_name(name.removesuffix(".tmp"))
+    return name in _OWN_FILES or shards.is_shard_name(name) or shards.is_shard_name(name.removesuffix(".tmp"))
 
 
 def prepare_output(options: Options) -> None:
@@ -278,7 +251,7 @@ def prepare_output(options: Options) -> None:
     out = options.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output {out} exists and is not a directory")
-    if os.path.isfile(os.path.join(out, atlas_io.SUCCESS_NAME)) and not options.overwrite:
+    if os.path.isfile(os.path.join(out, shards.SUCCESS_NAME)) and not options.overwrite:
         raise UsageError(f"{out} already holds a complete ingest result; pass --overwrite to replace it")
     if os.path.isdir(out):
         foreign = sorted(n for n in os.listdir(out) if not _is_own(n))
@@ -287,18 +260,18 @@ def prepare_output(options: Options) -> None:
                 f"{out} holds files this job did not write ({foreign[:3]}); choose another --output or pass --overwrite"
             )
         # _SUCCESS and the manifest go first: from here on, nothing in DIR passes for a complete result.
-        for name in (atlas_io.SUCCESS_NAME, atlas_io.MANIFEST_NAME, atlas_io.MANIFEST_NAME + ".tmp"):
+        for name in (shards.SUCCESS_NAME, shards.MANIFEST_NAME, shards.MANIFEST_NAME + ".tmp"):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
         for name in os.listdir(out):
-            if atlas_io.is_shard_name(name.removesuffix(".tmp")):
+            if shards.is_shard_name(name.removesuffix(".tmp")):
                 os.remove(os.path.join(out, name))
-        shutil.rmtree(os.path.join(out, atlas_io.TMP_DIR), ignore_errors=True)
-        rejected = os.path.join(out, atlas_io.REJECTED_DIR)
+        shutil.rmtree(os.path.join(out, shards.TMP_DIR), ignore_errors=True)
+        rejected = os.path.join(out, shards.REJECTED_DIR)
         if os.path.isdir(rejected):
             for path in glob.glob(os.path.join(rejected, "rejected-*.parquet*")):
                 os.remove(path)
-    os.makedirs(os.path.join(out, atlas_io.TMP_DIR, "progress"), exist_ok=True)
+    os.makedirs(os.path.join(out, shards.TMP_DIR, "progress"), exist_ok=True)
 
 
 # --- progress and summary ----------------------------------------------------------------------------
@@ -359,7 +332,7 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
     lines.append(f"skipped       {skipped['total']:,} non-ping result(s)" + (f": {by_type}" if by_type else ""))
     rejected = manifest["rejected"]
     by_reason = ", ".join(f"{k} {v:,}" for k, v in rejected["by_reason"].items())
-    where = f": {by_reason} (in {atlas_io.REJECTED_DIR}/)" if by_reason else ""
+    where = f": {by_reason} (in {shards.REJECTED_DIR}/)" if by_reason else ""
     lines.append(f"rejected      {rejected['total']:,} line(s){where}")
     if seconds:
         lines.append(f"wall time     {seconds:,.1f} s, {t['records'] / seconds:,.0f} results/s")
@@ -410,13 +383,13 @@ def run(argv: list[str] | None = None) -> int:
         shutil.rmtree(ctx.tmp, ignore_errors=True)
         print(f"error: ingest_atlas failed: {_pipeline_error(exc)}", file=sys.stderr)
         print(
-            f"no {atlas_io.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
+            f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
             file=sys.stderr,
         )
         return 1
     progress.stop()
     try:
-        with open(os.path.join(options.output, atlas_io.MANIFEST_NAME)) as f:
+        with open(os.path.join(options.output, shards.MANIFEST_NAME)) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as exc:
         print(f"error: the pipeline finished without writing a manifest ({exc})", file=sys.stderr)

@@ -1,11 +1,10 @@
-"""Streaming RIPE Atlas result files into Arrow fragments, and fragments into Parquet shards. No Beam here.
+"""Finding RIPE Atlas result files and streaming each work unit into Arrow fragments. No Beam here.
 
 Reading is streamed (a daily dump is gigabytes): files are read in chunks of a few MB and cut into
 lines, or, for a JSON array (an API download), into its elements. Rows go to Arrow record batches
 of :data:`BATCH_ROWS` and straight to an Arrow IPC *fragment* file per work unit, so a worker holds
-one batch at a time and the runner only ever sees small summaries. Once every unit is done, the
-fragments are cut into Parquet shards of a fixed number of rows in (file, line) order, so the shard
-boundaries depend only on the inputs and options, not on the runner or the number of workers.
+one batch at a time and the runner only ever sees a small :class:`UnitSummary`. Once every unit is
+done, :mod:`beam_pipelines.ingest_atlas.shards` cuts the fragments into Parquet shards.
 
 A work unit is a whole file (compressed files cannot be split) or, for a large plain JSON-lines
 file, a byte range; a range owns the lines that *start* in it, and reports how many it read so that
@@ -30,11 +29,8 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from beam_pipelines.common.errors import InputError
-from beam_pipelines.common.files import sha256_file
 from beam_pipelines.ingest_atlas.convert import (
     MAX_LINE_BYTES,
     REJECTED_SCHEMA,
@@ -53,22 +49,13 @@ from beam_pipelines.ingest_atlas.convert import (
 BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
 CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
 _SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
-DEFAULT_SHARD_ROWS = 1_000_000
 DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
-ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-SUCCESS_NAME = "_SUCCESS"
-REJECTED_DIR = "rejected"
-TMP_DIR = "_tmp_ingest"
 
 _BOM = b"\xef\xbb\xbf"
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
 # A stream error from a decompressor: the file is corrupt or truncated.
 _STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
-_SHARD_NAME = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
-
 
 
 # --- finding and planning inputs -------------------------------------------------------------------
@@ -362,13 +349,50 @@ class UnitCounts:
     progress_lines: int = 0  # lines read so far, updated once per chunk while reading
 
 
+@dataclasses.dataclass(frozen=True)
+class Fragment:
+    """An Arrow IPC file of one work unit's rows (or rejected lines), in input order."""
+
+    path: str
+    batches: tuple[int, ...]  # rows in each record batch, in order
+
+    @property
+    def rows(self) -> int:
+        return sum(self.batches)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitSummary:
+    """What one work unit read and wrote. ``records`` = ``converted`` + skipped + rejected."""
+
+    unit: str  # the unit's id, ``FILE-RANGE``
+    file_index: int
+    range_index: int
+    path: str
+    bytes_read: int
+    lines: int
+    blank_lines: int
+    records: int
+    converted: int
+    rows: int
+    without_rows: int
+    rejected: dict[str, int]  # rejected lines by reason, sorted by reason
+    skipped: dict[str, int]  # skipped results by type, sorted by type
+    rows_fragment: Fragment | None  # None: the unit gave no row
+    rejected_fragment: Fragment | None  # None: no line was rejected
+
+    def fragment(self, kind: str) -> Fragment | None:
+        """The fragment of ``kind``: ``"rows"`` or ``"rejected"``."""
+        return {"rows": self.rows_fragment, "rejected": self.rejected_fragment}[kind]
+
+
 class FragmentWriter:
     """Arrow IPC file written under a temporary name and renamed on close; nothing is created for no rows."""
 
     def __init__(self, path: str, schema: pa.Schema):
         self.path, self._schema = path, schema
         self._writer = None
-        self.batches: list[int] = []
+        self._batches: list[int] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -377,14 +401,14 @@ class FragmentWriter:
             options = pa.ipc.IpcWriteOptions(compression="lz4")
             self._writer = pa.ipc.new_file(self.path + ".tmp", self._schema, options=options)
         self._writer.write_batch(batch)
-        self.batches.append(batch.num_rows)
+        self._batches.append(batch.num_rows)
 
-    def close(self) -> str | None:
+    def close(self) -> Fragment | None:
         if self._writer is None:
             return None
         self._writer.close()
         os.replace(self.path + ".tmp", self.path)
-        return self.path
+        return Fragment(self.path, tuple(self._batches))
 
 
 def _rejected_batch(path: str, rejected: list[tuple]) -> pa.RecordBatch:
@@ -467,26 +491,7 @@ def ingest_stream(
                 except decode_error:
                     reject("invalid_json", line)
                     continue
-                if type(obj) is dict:
-                    # The hot path, inlined: one parse and one convert_result call per line.
-                    if b" " in line and needs_key_cleanup(line):  # most lines have no space: one memchr
-                        obj = clean_keys(obj)
-                    try:
-                        new = convert_result(obj, rtt, src)
-                    except RejectedResult as exc:
-                        reject(exc.reason, line)
-                        continue
-                    except SkippedResult as exc:
-                        skipped_counts[exc.type] += 1
-                        continue
-                    converted += 1
-                    if len(new) == 1:
-                        rows.append(new[0])
-                    elif new:
-                        rows.extend(new)
-                    else:
-                        without_rows += 1
-                elif type(obj) is list:
+                if type(obj) is list:
                     # A line holding an array of results: each element is a record of this line.
                     records += len(obj) - 1
                     for element in obj:
@@ -565,8 +570,8 @@ def ingest_unit(
     src: str = "from",
     batch_rows: int = BATCH_ROWS,
     chunk_bytes: int = CHUNK_BYTES,
-) -> dict:
-    """Read one work unit into fragment files under ``tmp_dir``; returns its summary (plain JSON types).
+) -> UnitSummary:
+    """Read one work unit into fragment files under ``tmp_dir``; returns what it read and wrote.
 
     Raises :class:`InputError` naming the file when it cannot be read, is corrupt or is truncated.
     Progress goes to ``tmp_dir/progress/`` when that folder exists.
@@ -600,178 +605,20 @@ def ingest_unit(
                 rejected_out.write(batch)
         counts.progress_lines = counts.lines
         f.report()
-    return {
-        "kind": "unit",
-        "unit": unit.unit_id,
-        "file_index": unit.file_index,
-        "range_index": unit.range_index,
-        "path": unit.path,
-        "bytes_read": f.bytes,
-        "lines": counts.lines,
-        "blank_lines": counts.blank_lines,
-        "records": counts.records,
-        "converted": counts.converted,
-        "rows": counts.rows,
-        "without_rows": counts.without_rows,
-        "rejected": dict(sorted(counts.rejected.items())),
-        "skipped": dict(sorted(counts.skipped.items())),
-        "rows_fragment": rows_out.close(),
-        "rows_batches": rows_out.batches,
-        "rejected_fragment": rejected_out.close(),
-        "rejected_batches": rejected_out.batches,
-    }
-
-
-# --- fragments -> Parquet shards ---------------------------------------------------------------------
-
-
-def shard_path(kind: str, index: int, count: int) -> str:
-    """Path of a shard relative to the output directory."""
-    if kind == "rows":
-        return f"part-{index:05d}-of-{count:05d}.parquet"
-    return f"{REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.parquet"
-
-
-def plan_shards(units: Sequence[dict], shard_rows: int) -> list[dict]:
-    """Shard specs for rows and rejected lines: consecutive runs of ``shard_rows`` in (file, line) order.
-
-    Each spec lists its pieces: ``(fragment, batch sizes, first row, rows, line offset)``; the line
-    offset turns a range's local line numbers into the file's. Always at least one shard of each kind
-    (possibly empty), so ``DIR/*.parquet`` and ``DIR/rejected/*.parquet`` always match.
-    """
-    units = sorted(units, key=lambda u: (u["file_index"], u["range_index"]))
-    line_offset, offsets = Counter(), []
-    for u in units:
-        offsets.append(line_offset[u["file_index"]])
-        line_offset[u["file_index"]] += u["lines"]
-    specs = []
-    for kind in ("rows", "rejected"):
-        sources = [
-            (u[f"{kind}_fragment"], u[f"{kind}_batches"], sum(u[f"{kind}_batches"]), off)
-            for u, off in zip(units, offsets)
-            if u[f"{kind}_fragment"]
-        ]
-        total = sum(s[2] for s in sources)
-        count = max(1, -(-total // shard_rows))
-        shards = [{"kind": kind, "index": i, "path": shard_path(kind, i, count), "pieces": []} for i in range(count)]
-        position = 0  # global row index of the first row of the current source
-        for fragment, batches, n, off in sources:
-            lo = position
-            while lo < position + n:
-                shard = lo // shard_rows
-                hi = min(position + n, (shard + 1) * shard_rows)
-                shards[shard]["pieces"].append(
-                    {
-                        "fragment": fragment,
-                        "batches": batches,
-                        "start": lo - position,
-                        "rows": hi - lo,
-                        "line_offset": off,
-                    }
-                )
-                lo = hi
-            position += n
-        specs.extend(shards)
-    return specs
-
-
-def _piece_batches(piece: dict) -> Iterator[pa.RecordBatch]:
-    reader = pa.ipc.open_file(pa.memory_map(piece["fragment"]))
-    lo, hi = piece["start"], piece["start"] + piece["rows"]
-    first = 0
-    for i, n in enumerate(piece["batches"]):
-        if first + n > lo and first < hi:
-            batch = reader.get_batch(i)
-            a, b = max(lo, first) - first, min(hi, first + n) - first
-            yield batch.slice(a, b - a)
-        first += n
-        if first >= hi:
-            break
-
-
-def write_shard(spec: dict, output: str, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
-    """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it."""
-    kind = spec["kind"]
-    schema = ROW_SCHEMA if kind == "rows" else REJECTED_SCHEMA
-    path = os.path.join(output, spec["path"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    rows = 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        for piece in spec["pieces"]:
-            for batch in _piece_batches(piece):
-                if kind == "rejected" and piece["line_offset"]:
-                    numbers = pc.add(batch.column("line_number"), pa.scalar(piece["line_offset"], pa.int64()))
-                    batch = batch.set_column(1, "line_number", numbers)
-                pending.append(batch)
-                pending_rows += batch.num_rows
-                # Row groups of exactly row_group_rows rows, whatever the pieces: the bytes depend on the rows only.
-                while pending_rows >= row_group_rows:
-                    table = pa.Table.from_batches(pending, schema)
-                    writer.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
-                    rest = table.slice(row_group_rows)
-                    pending, pending_rows = rest.to_batches(), rest.num_rows
-                    rows += row_group_rows
-        if pending_rows:
-            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
-            rows += pending_rows
-    os.replace(tmp, path)
-    return {
-        "kind": "shard",
-        "shard_kind": kind,
-        "path": spec["path"],
-        "rows": rows,
-        "bytes": os.path.getsize(path),
-        "sha256": sha256_file(path),
-    }
-
-
-# --- the manifest ------------------------------------------------------------------------------------
-
-
-def build_manifest(units: Sequence[dict], shards: Sequence[dict], inputs: Sequence[dict], options: dict) -> dict:
-    """The output's manifest: counts by input, rejected by reason, skipped by type, shards. Deterministic."""
-    units = sorted(units, key=lambda u: (u["file_index"], u["range_index"]))
-    per_file: dict[int, Counter] = {}
-    rejected, skipped = Counter(), Counter()
-    for u in units:
-        c = per_file.setdefault(u["file_index"], Counter())
-        for key in ("lines", "blank_lines", "records", "converted", "rows", "without_rows"):
-            c[key] += u[key]
-        c["rejected"] += sum(u["rejected"].values())
-        c["skipped"] += sum(u["skipped"].values())
-        rejected.update(u["rejected"])
-        skipped.update(u["skipped"])
-    keys = ("lines", "blank_lines", "records", "converted", "rows", "without_rows", "rejected", "skipped")
-    files = [{**dict(i), **{k: per_file.get(i["index"], Counter())[k] for k in keys}} for i in inputs]
-    totals = {k: sum(f[k] for f in files) for k in keys}
-    row_shards = sorted((s for s in shards if s["shard_kind"] == "rows"), key=lambda s: s["path"])
-    rejected_shards = sorted((s for s in shards if s["shard_kind"] == "rejected"), key=lambda s: s["path"])
-    strip = ("kind", "shard_kind")
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "job": "ingest_atlas",
-        "schema": {f.name: str(f.type) for f in ROW_SCHEMA},
-        "options": dict(options),
-        "inputs": files,
-        "totals": totals,
-        "rejected": {"total": sum(rejected.values()), "by_reason": dict(sorted(rejected.items()))},
-        "skipped": {"total": sum(skipped.values()), "by_type": dict(sorted(skipped.items()))},
-        "shards": [{k: v for k, v in s.items() if k not in strip} for s in row_shards],
-        "rejected_files": [{k: v for k, v in s.items() if k not in strip} for s in rejected_shards],
-    }
-    # Nothing is dropped silently: every value read is a result with rows, a skipped or a rejected one.
-    if totals["records"] != totals["converted"] + totals["skipped"] + totals["rejected"]:
-        raise RuntimeError(f"ingest_atlas: counts do not add up: {totals}")
-    if sum(s["rows"] for s in row_shards) != totals["rows"]:
-        raise RuntimeError("ingest_atlas: the shards do not hold every row")
-    if sum(s["rows"] for s in rejected_shards) != totals["rejected"]:
-        raise RuntimeError("ingest_atlas: the rejected files do not hold every rejected line")
-    return manifest
-
-
-def is_shard_name(name: str) -> bool:
-    """Whether ``name`` is one of this job's row shard file names (``part-00000-of-00004.parquet``)."""
-    return bool(_SHARD_NAME.match(name))
+    return UnitSummary(
+        unit=unit.unit_id,
+        file_index=unit.file_index,
+        range_index=unit.range_index,
+        path=unit.path,
+        bytes_read=f.bytes,
+        lines=counts.lines,
+        blank_lines=counts.blank_lines,
+        records=counts.records,
+        converted=counts.converted,
+        rows=counts.rows,
+        without_rows=counts.without_rows,
+        rejected=dict(sorted(counts.rejected.items())),
+        skipped=dict(sorted(counts.skipped.items())),
+        rows_fragment=rows_out.close(),
+        rejected_fragment=rejected_out.close(),
+    )

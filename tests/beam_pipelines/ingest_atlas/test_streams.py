@@ -1,4 +1,4 @@
-"""beam_pipelines.ingest_atlas.streams without Beam: streaming lines and JSON arrays, work units, shards."""
+"""beam_pipelines.ingest_atlas.streams without Beam: finding inputs, streaming lines and JSON arrays, work units."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import json
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines.ingest_atlas import convert as atlas
-
-from beam_pipelines.ingest_atlas import streams as atlas_io
+from beam_pipelines.ingest_atlas import streams
 from beam_pipelines.ingest_atlas.streams import INVALID, InputError, LongLine, iter_json_values, iter_line_lists
 
 
@@ -100,116 +97,44 @@ def test_json_array_truncated():
 
 
 def test_detect_compression(tmp_path):
-    assert atlas_io.detect_compression("x.jsonl", b"{") is None
-    assert atlas_io.detect_compression("x", gzip.compress(b"{}")) == "gzip"
-    assert atlas_io.detect_compression("x.bz2", bz2.compress(b"{}")) == "bz2"
+    assert streams.detect_compression("x.jsonl", b"{") is None
+    assert streams.detect_compression("x", gzip.compress(b"{}")) == "gzip"
+    assert streams.detect_compression("x.bz2", bz2.compress(b"{}")) == "bz2"
     with pytest.raises(InputError, match="x.gz: named like a gzip file"):
-        atlas_io.detect_compression("x.gz", b"{}")
-    assert atlas_io.sniff_layout(b"\xef\xbb\xbf\n [{") == "array"
-    assert atlas_io.sniff_layout(b'{"a": [1]}') == "lines"
+        streams.detect_compression("x.gz", b"{}")
+    assert streams.sniff_layout(b"\xef\xbb\xbf\n [{") == "array"
+    assert streams.sniff_layout(b'{"a": [1]}') == "lines"
 
 
 def test_expand_inputs_sorted_and_missing(tmp_path):
     for name in ("b.jsonl", "a.jsonl", "c.txt"):
         (tmp_path / name).write_text("{}\n")
-    assert atlas_io.expand_inputs([str(tmp_path / "*.jsonl"), str(tmp_path / "a.jsonl")]) == [
+    assert streams.expand_inputs([str(tmp_path / "*.jsonl"), str(tmp_path / "a.jsonl")]) == [
         str(tmp_path / "a.jsonl"),
         str(tmp_path / "b.jsonl"),
     ]
     with pytest.raises(InputError, match="matches no file"):
-        atlas_io.expand_inputs([str(tmp_path / "*.bz2")])
+        streams.expand_inputs([str(tmp_path / "*.bz2")])
 
 
 def test_plan_units_splits_only_plain_json_lines():
     files = [
-        atlas_io.InputFile(0, "a.jsonl", 250, None, "lines"),
-        atlas_io.InputFile(1, "b.json", 250, None, "array"),
-        atlas_io.InputFile(2, "c.bz2", 250, "bz2", None),
+        streams.InputFile(0, "a.jsonl", 250, None, "lines"),
+        streams.InputFile(1, "b.json", 250, None, "array"),
+        streams.InputFile(2, "c.bz2", 250, "bz2", None),
     ]
-    units = atlas_io.plan_units(files, split_bytes=100)
+    units = streams.plan_units(files, split_bytes=100)
     assert [(u.file_index, u.range_index, u.start, u.end) for u in units] == [
         (0, 0, 0, 100), (0, 1, 100, 200), (0, 2, 200, 250), (1, 0, 0, None), (2, 0, 0, None),
     ]  # fmt: skip
 
 
-def test_plan_shards_cuts_fixed_runs_in_unit_order():
-    def unit(f, r, rows, rejected, lines):
-        return {
-            "file_index": f, "range_index": r, "lines": lines,
-            "rows_fragment": f"rows-{f}-{r}" if rows else None, "rows_batches": rows,
-            "rejected_fragment": f"rej-{f}-{r}" if rejected else None, "rejected_batches": rejected,
-        }  # fmt: skip
-
-    units = [unit(1, 0, [3], [], 4), unit(0, 1, [4, 2], [1], 7), unit(0, 0, [5], [2], 6)]
-    specs = atlas_io.plan_shards(units, shard_rows=4)
-    rows = [s for s in specs if s["kind"] == "rows"]
-    assert [s["path"] for s in rows] == [f"part-0000{i}-of-00004.parquet" for i in range(4)]
-    flat = [[(p["fragment"], p["start"], p["rows"]) for p in s["pieces"]] for s in rows]
-    assert flat == [
-        [("rows-0-0", 0, 4)],
-        [("rows-0-0", 4, 1), ("rows-0-1", 0, 3)],
-        [("rows-0-1", 3, 3), ("rows-1-0", 0, 1)],
-        [("rows-1-0", 1, 2)],
-    ]
-    rejected = [s for s in specs if s["kind"] == "rejected"]
-    assert [s["path"] for s in rejected] == ["rejected/rejected-00000-of-00001.parquet"]
-    assert [(p["fragment"], p["line_offset"]) for p in rejected[0]["pieces"]] == [("rej-0-0", 0), ("rej-0-1", 6)]
-    empty = atlas_io.plan_shards([unit(0, 0, [], [], 0)], shard_rows=4)
-    assert [(s["path"], s["pieces"]) for s in empty] == [
-        ("part-00000-of-00001.parquet", []),
-        ("rejected/rejected-00000-of-00001.parquet", []),
-    ]
-
-
-def test_ingest_unit_and_write_shard(tmp_path):
-    """One plain file in two byte ranges -> fragments -> shards: rows in order, line numbers file-global."""
-    good = orjson.loads(
-        b'{"af":4,"dst_addr":"192.0.2.1","from":"198.51.100.7","msm_id":1001,"prb_id":1,"result":[{"rtt":1.5}],'
-        b'"sent":1,"rcvd":1,"size":48,"timestamp":1700000000,"type":"ping"}'
-    )
-    lines = []
-    for i in range(40):
-        if i % 10 == 3:
-            lines.append(b"not json")
-        elif i % 10 == 7:
-            lines.append(b'{"type":"traceroute"}')
-        else:
-            lines.append(orjson.dumps({**good, "msm_id": i}))
-    path = tmp_path / "in.jsonl"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    files = atlas_io.inspect_inputs([str(path)])
-    units = atlas_io.plan_units(files, split_bytes=path.stat().st_size // 2)
-    assert len(units) == 2
-    summaries = [atlas_io.ingest_unit(u, str(tmp_path), batch_rows=7) for u in units]
-    assert sum(s["lines"] for s in summaries) == 40
-    assert sum(s["rows"] for s in summaries) == 32
-    assert sum(s["skipped"].get("traceroute", 0) for s in summaries) == 4
-    out = tmp_path / "out"
-    shards = [atlas_io.write_shard(spec, str(out), row_group_rows=5) for spec in atlas_io.plan_shards(summaries, 10)]
-    table = pq.read_table(out / "part-00000-of-00004.parquet")
-    assert pq.ParquetFile(out / "part-00000-of-00004.parquet").metadata.num_row_groups == 2
-    msm = pa.concat_tables(pq.read_table(out / f"part-0000{i}-of-00004.parquet") for i in range(4))["msm_id"]
-    assert msm.to_pylist() == [i for i in range(40) if i % 10 not in (3, 7)]
-    assert table.schema.equals(atlas.ROW_SCHEMA)
-    rejected = pq.read_table(out / "rejected" / "rejected-00000-of-00001.parquet").to_pylist()
-    assert [(r["line_number"], r["reason"], r["raw_line"]) for r in rejected] == [
-        (n, "invalid_json", "not json") for n in (4, 14, 24, 34)
-    ]
-    assert {r["file"] for r in rejected} == {str(path)}
-    manifest = atlas_io.build_manifest(summaries, shards, [{"index": 0, "path": str(path), "bytes": 1}], {})
-    assert manifest["totals"] == {
-        "lines": 40, "blank_lines": 0, "records": 40, "converted": 32, "rows": 32, "without_rows": 0,
-        "rejected": 4, "skipped": 4,
-    }  # fmt: skip
-    assert [s["rows"] for s in manifest["shards"]] == [10, 10, 10, 2]
-
-
 def test_ingest_unit_names_a_corrupt_file(tmp_path):
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"type":"ping"}\n' * 1000)[:-20])
-    (unit,) = atlas_io.plan_units(atlas_io.inspect_inputs([str(path)]))
+    (unit,) = streams.plan_units(streams.inspect_inputs([str(path)]))
     with pytest.raises(InputError, match="cut.jsonl.gz: cannot read gzip stream"):
-        atlas_io.ingest_unit(unit, str(tmp_path))
+        streams.ingest_unit(unit, str(tmp_path))
 
 
 def test_ingest_unit_compressed_json_array(tmp_path):
@@ -219,15 +144,17 @@ def test_ingest_unit_compressed_json_array(tmp_path):
     items = [result, {"type": "traceroute"}, 7, {**result, "msm_id": 2002}]
     path = tmp_path / "api.json.gz"
     path.write_bytes(gzip.compress(json.dumps(items).encode()))
-    (unit,) = atlas_io.plan_units(atlas_io.inspect_inputs(atlas_io.expand_inputs([str(tmp_path)])))  # a folder
+    (unit,) = streams.plan_units(streams.inspect_inputs(streams.expand_inputs([str(tmp_path)])))  # a folder
     assert (unit.compression, unit.layout) == ("gzip", None)
-    summary = atlas_io.ingest_unit(unit, str(tmp_path), chunk_bytes=16)
-    assert (summary["lines"], summary["rows"], summary["skipped"], summary["rejected"]) == (
+    summary = streams.ingest_unit(unit, str(tmp_path), chunk_bytes=16)
+    assert isinstance(summary, streams.UnitSummary)
+    assert (summary.lines, summary.rows, summary.skipped, summary.rejected) == (
         4, 2, {"traceroute": 1}, {"not_an_object": 1},
     )  # fmt: skip
-    rows = pa.ipc.open_file(summary["rows_fragment"]).read_all()
+    assert summary.rows_fragment.rows == 2 and summary.fragment("rejected") == summary.rejected_fragment
+    rows = pa.ipc.open_file(summary.rows_fragment.path).read_all()
     assert rows.column("msm_id").to_pylist() == [2001, 2002] and rows.column("packet_error_count").to_pylist() == [1, 1]
-    rejected = pa.ipc.open_file(summary["rejected_fragment"]).read_all().to_pylist()
+    rejected = pa.ipc.open_file(summary.rejected_fragment.path).read_all().to_pylist()
     assert rejected == [{"file": str(path), "line_number": 3, "reason": "not_an_object", "raw_line": "7"}]
 
 
@@ -239,8 +166,8 @@ def test_ingest_stream_batches_keep_everything_in_order(layout):
     text = b"\n".join(orjson.dumps(i) for i in items) if layout == "lines" else orjson.dumps(items)
     f = io.BytesIO(text)
     values = iter_line_lists(f, chunk_bytes=50) if layout == "lines" else iter_json_values(f, chunk_bytes=50)
-    counts = atlas_io.UnitCounts()
-    out = list(atlas_io.ingest_stream(values, layout, "f", "min", "from", counts, batch_rows=2))
+    counts = streams.UnitCounts()
+    out = list(streams.ingest_stream(values, layout, "f", "min", "from", counts, batch_rows=2))
     rows = pa.Table.from_batches([b for kind, b in out if kind == "rows"])
     rejected = pa.Table.from_batches([b for kind, b in out if kind == "rejected"])
     assert rows.column("msm_id").to_pylist() == [i for i in range(20) if i % 3]

@@ -1,0 +1,202 @@
+"""Arrow fragments -> Parquet shards, and the ingest manifest. No Beam here.
+
+Once every work unit is done (:mod:`beam_pipelines.ingest_atlas.streams`), its fragments are cut into
+Parquet shards of a fixed number of rows in (file, line) order, so the shard boundaries depend only on
+the inputs and options, not on the runner or the number of workers. Rejected lines are sharded the
+same way, so their files are bounded by their number, not by the number of work units. The output
+directory's layout (shard names, ``rejected/``, ``manifest.json``, ``_SUCCESS``) is defined here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from beam_pipelines.common.files import atomic_path, sha256_file
+from beam_pipelines.ingest_atlas.convert import REJECTED_SCHEMA, ROW_SCHEMA
+from beam_pipelines.ingest_atlas.streams import Fragment, UnitSummary
+
+DEFAULT_SHARD_ROWS = 1_000_000
+ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SUCCESS_NAME = "_SUCCESS"
+REJECTED_DIR = "rejected"
+TMP_DIR = "_tmp_ingest"
+SHARD_KINDS = ("rows", "rejected")  # row shards, and shards of rejected lines
+_SCHEMAS = {"rows": ROW_SCHEMA, "rejected": REJECTED_SCHEMA}
+_SHARD_NAME = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPiece:
+    """A run of consecutive rows of one fragment that goes into a shard."""
+
+    fragment: Fragment
+    start: int  # first row within the fragment
+    rows: int
+    line_offset: int  # lines of the file before the fragment's unit: makes a range's line numbers file-global
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """One shard to write: its kind (``"rows"`` or ``"rejected"``), place and pieces, in order."""
+
+    kind: str
+    index: int
+    path: str  # relative to the output directory
+    pieces: tuple[ShardPiece, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSummary:
+    """One written shard."""
+
+    kind: str  # "rows" or "rejected"
+    path: str  # relative to the output directory
+    rows: int
+    bytes: int
+    sha256: str
+
+    def manifest_entry(self) -> dict:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def shard_path(kind: str, index: int, count: int) -> str:
+    """Path of a shard relative to the output directory."""
+    if kind == "rows":
+        return f"part-{index:05d}-of-{count:05d}.parquet"
+    return f"{REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.parquet"
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether ``name`` is one of this job's row shard file names (``part-00000-of-00004.parquet``)."""
+    return bool(_SHARD_NAME.match(name))
+
+
+def _in_order(units: Sequence[UnitSummary]) -> list[UnitSummary]:
+    return sorted(units, key=lambda u: (u.file_index, u.range_index))
+
+
+def plan_shards(units: Sequence[UnitSummary], shard_rows: int) -> list[ShardSpec]:
+    """Shard specs for rows and rejected lines: consecutive runs of ``shard_rows`` in (file, line) order.
+
+    Always at least one shard of each kind (possibly empty), so ``DIR/*.parquet`` and
+    ``DIR/rejected/*.parquet`` always match.
+    """
+    units = _in_order(units)
+    line_offset, offsets = Counter(), []
+    for u in units:
+        offsets.append(line_offset[u.file_index])
+        line_offset[u.file_index] += u.lines
+    specs = []
+    for kind in SHARD_KINDS:
+        sources = [(u.fragment(kind), off) for u, off in zip(units, offsets) if u.fragment(kind)]
+        count = max(1, -(-sum(f.rows for f, _ in sources) // shard_rows))
+        pieces: list[list[ShardPiece]] = [[] for _ in range(count)]
+        position = 0  # global row index of the first row of the current fragment
+        for fragment, off in sources:
+            lo, end = position, position + fragment.rows
+            while lo < end:
+                shard = lo // shard_rows
+                hi = min(end, (shard + 1) * shard_rows)
+                pieces[shard].append(ShardPiece(fragment, lo - position, hi - lo, off))
+                lo = hi
+            position = end
+        specs.extend(ShardSpec(kind, i, shard_path(kind, i, count), tuple(p)) for i, p in enumerate(pieces))
+    return specs
+
+
+def _piece_batches(piece: ShardPiece) -> Iterator[pa.RecordBatch]:
+    reader = pa.ipc.open_file(pa.memory_map(piece.fragment.path))
+    lo, hi = piece.start, piece.start + piece.rows
+    first = 0
+    for i, n in enumerate(piece.fragment.batches):
+        if first + n > lo and first < hi:
+            batch = reader.get_batch(i)
+            a, b = max(lo, first) - first, min(hi, first + n) - first
+            yield batch.slice(a, b - a)
+        first += n
+        if first >= hi:
+            break
+
+
+def write_shard(spec: ShardSpec, output: str, row_group_rows: int = ROW_GROUP_ROWS) -> ShardSummary:
+    """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it."""
+    schema = _SCHEMAS[spec.kind]
+    path = os.path.join(output, spec.path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        for piece in spec.pieces:
+            for batch in _piece_batches(piece):
+                if spec.kind == "rejected" and piece.line_offset:
+                    numbers = pc.add(batch.column("line_number"), pa.scalar(piece.line_offset, pa.int64()))
+                    batch = batch.set_column(1, "line_number", numbers)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                # Row groups of exactly row_group_rows rows, whatever the pieces: the bytes depend on the rows only.
+                while pending_rows >= row_group_rows:
+                    table = pa.Table.from_batches(pending, schema)
+                    writer.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
+                    rest = table.slice(row_group_rows)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+                    rows += row_group_rows
+        if pending_rows:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+            rows += pending_rows
+    return ShardSummary(spec.kind, spec.path, rows, os.path.getsize(path), sha256_file(path))
+
+
+# --- the manifest ------------------------------------------------------------------------------------
+
+_COUNTS = ("lines", "blank_lines", "records", "converted", "rows", "without_rows")
+
+
+def build_manifest(
+    units: Sequence[UnitSummary], shards: Sequence[ShardSummary], inputs: Sequence[dict], options: dict
+) -> dict:
+    """The output's manifest: counts by input, rejected by reason, skipped by type, shards. Deterministic."""
+    per_file: dict[int, Counter] = {}
+    rejected, skipped = Counter(), Counter()
+    for u in _in_order(units):
+        c = per_file.setdefault(u.file_index, Counter())
+        for key in _COUNTS:
+            c[key] += getattr(u, key)
+        c["rejected"] += sum(u.rejected.values())
+        c["skipped"] += sum(u.skipped.values())
+        rejected.update(u.rejected)
+        skipped.update(u.skipped)
+    keys = (*_COUNTS, "rejected", "skipped")
+    files = [{**dict(i), **{k: per_file.get(i["index"], Counter())[k] for k in keys}} for i in inputs]
+    totals = {k: sum(f[k] for f in files) for k in keys}
+    by_kind = {kind: sorted((s for s in shards if s.kind == kind), key=lambda s: s.path) for kind in SHARD_KINDS}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "job": "ingest_atlas",
+        "schema": {f.name: str(f.type) for f in ROW_SCHEMA},
+        "options": dict(options),
+        "inputs": files,
+        "totals": totals,
+        "rejected": {"total": sum(rejected.values()), "by_reason": dict(sorted(rejected.items()))},
+        "skipped": {"total": sum(skipped.values()), "by_type": dict(sorted(skipped.items()))},
+        "shards": [s.manifest_entry() for s in by_kind["rows"]],
+        "rejected_files": [s.manifest_entry() for s in by_kind["rejected"]],
+    }
+    # Nothing is dropped silently: every value read is a result with rows, a skipped or a rejected one.
+    if totals["records"] != totals["converted"] + totals["skipped"] + totals["rejected"]:
+        raise RuntimeError(f"ingest_atlas: counts do not add up: {totals}")
+    if sum(s.rows for s in by_kind["rows"]) != totals["rows"]:
+        raise RuntimeError("ingest_atlas: the shards do not hold every row")
+    if sum(s.rows for s in by_kind["rejected"]) != totals["rejected"]:
+        raise RuntimeError("ingest_atlas: the rejected files do not hold every rejected line")
+    return manifest
