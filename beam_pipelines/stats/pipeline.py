@@ -33,6 +33,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.stats import raw as stats_core
@@ -66,19 +67,8 @@ class _SummarizeBatchFn(beam.DoFn):
         summary = stats_core.summarize_batch(batch, self._limits)
         self._rows.inc(batch.num_rows)
         if self._progress_dir:
-            _write_marker(self._progress_dir, task.task_id, first_row - task.row_offset + batch.num_rows)
+            write_marker(self._progress_dir, task.task_id, rows=first_row - task.row_offset + batch.num_rows)
         yield summary
-
-
-def _write_marker(directory: str, name: str, rows: int) -> None:
-    # Progress is best effort: a marker that cannot be written only makes the progress line lag.
-    try:
-        tmp = os.path.join(directory, f".{name}.{os.getpid()}")
-        with open(tmp, "w") as f:
-            f.write(str(rows))
-        os.replace(tmp, os.path.join(directory, f"{name}.rows"))
-    except OSError:
-        pass
 
 
 class _MergeSummariesFn(beam.CombineFn):
@@ -107,42 +97,27 @@ class _MergeSummariesFn(beam.CombineFn):
         return accumulator.compact()
 
 
-class SummarizeBatches(beam.PTransform):
+@ptransform_fn
+def SummarizeBatches(batches, limits: stats_core.Limits, progress_dir: str | None = None):
     """``(task, first_row, RecordBatch)`` -> one :class:`~beam_pipelines.stats.raw.RawStats` per batch."""
-
-    def __init__(self, limits: stats_core.Limits, progress_dir: str | None = None):
-        super().__init__()
-        self._limits, self._progress_dir = limits, progress_dir
-
-    def expand(self, batches):
-        return batches | "SummarizeBatch" >> beam.ParDo(_SummarizeBatchFn(self._limits, self._progress_dir))
+    return batches | "SummarizeBatch" >> beam.ParDo(_SummarizeBatchFn(limits, progress_dir))
 
 
-class CombineSummaries(beam.PTransform):
+@ptransform_fn
+def CombineSummaries(summaries, limits: stats_core.Limits):
     """Per-batch summaries -> exactly one merged summary (the empty one when there are no rows)."""
-
-    def __init__(self, limits: stats_core.Limits):
-        super().__init__()
-        self._limits = limits
-
-    def expand(self, summaries):
-        return summaries | "MergeSummaries" >> beam.CombineGlobally(_MergeSummariesFn(self._limits))
+    return summaries | "MergeSummaries" >> beam.CombineGlobally(_MergeSummariesFn(limits))
 
 
-class RawParquetStats(beam.PTransform):
+@ptransform_fn
+def RawParquetStats(pbegin, tasks, limits: stats_core.Limits, progress_dir: str | None = None):
     """PBegin -> one merged summary of every row of the planned row groups."""
-
-    def __init__(self, tasks, limits: stats_core.Limits, progress_dir: str | None = None):
-        super().__init__()
-        self._tasks, self._limits, self._progress_dir = tasks, limits, progress_dir
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "ReadParquetBatches" >> ReadParquetBatches(self._tasks)
-            | "SummarizeBatches" >> SummarizeBatches(self._limits, self._progress_dir)
-            | "CombineSummaries" >> CombineSummaries(self._limits)
-        )
+    return (
+        pbegin
+        | "ReadParquetBatches" >> ReadParquetBatches(tasks)
+        | "SummarizeBatches" >> SummarizeBatches(limits, progress_dir)
+        | "CombineSummaries" >> CombineSummaries(limits)
+    )
 
 
 def _write_summary(summary, path: str) -> str:
@@ -166,60 +141,11 @@ def build_pipeline(
 # --- progress --------------------------------------------------------------------------------------
 
 
-class _Progress(threading.Thread):
-    """Prints progress on stderr every ``every`` seconds from a ``done()`` callback (rows or records)."""
-
-    def __init__(self, label: str, unit: str, total: int, done, every: float = 10.0):
-        super().__init__(daemon=True)
-        self._label, self._unit, self._total, self._done, self._every = label, unit, total, done, every
-        self._halt = threading.Event()
-        self._start = time.monotonic()
-
-    def run(self):
-        while not self._halt.wait(self._every):
-            done = self._done()
-            if not done:
-                continue
-            elapsed = time.monotonic() - self._start
-            rate = done / elapsed
-            eta = (self._total - done) / rate if rate else float("inf")
-            print(
-                f"[stats] {self._label}: {done:,}/{self._total:,} {self._unit} ({100 * done / max(self._total, 1):.0f}%), "
-                f"{rate:,.0f} {self._unit}/s, ETA {eta:,.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def stop(self):
-        self._halt.set()
-        self.join(timeout=5)
-
-
-def _marker_rows(directory: str) -> int:
-    total = 0
-    for path in glob.glob(os.path.join(directory, "*.rows")):
-        try:
-            with open(path) as f:
-                total += int(f.read() or 0)
-        except (OSError, ValueError):
-            pass  # being replaced right now; counted on the next poll
-    return total
-
-
 # --- the two jobs ----------------------------------------------------------------------------------
 
 
-def _pipeline_error(exc: BaseException) -> str:
-    """The useful line of an exception that Beam may have wrapped in layers of context."""
-    text = str(exc)
-    for marker in ("InputError: ", "SchemaError: ", "OSError: "):
-        if marker in text:
-            return text.rsplit(marker, 1)[1].splitlines()[0].strip(" '\"[]")
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-
-
 def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.Limits) -> tuple[dict, int]:
-    """Run the Beam pipeline over ``pattern``; returns (report dict, rows)."""
+    """Run the Beam pipeline over ``pattern`` (Beam's log in ``tmp``); returns (report dict, rows)."""
     files = resolve_inputs(pattern, fingerprint=False)
     tasks = plan_tasks(files)
     total = sum(f.rows for f in files)
@@ -227,25 +153,23 @@ def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.L
     progress_dir = os.path.join(tmp, "progress")
     os.makedirs(progress_dir, exist_ok=True)
     summary_path = os.path.join(tmp, "summary.pkl")
-    progress = _Progress("read", "rows", total, lambda: _marker_rows(progress_dir))
-    progress.start()
+    read = functools.partial(sum_markers, progress_dir, "*.json", "rows")
     try:
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build_pipeline(pipeline, tasks, limits, summary_path, progress_dir)
-        run_to_completion(pipeline)
-    except InputError:
-        raise
+        with Progress("stats", read, total, unit="rows", label="read:"):
+            joblog.run_pipeline(
+                beam_args,
+                lambda pipeline: build_pipeline(pipeline, tasks, limits, summary_path, progress_dir),
+                os.path.join(tmp, joblog.LOG_NAME),
+            )
     except Exception as exc:
         # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
         if "InputError" in str(exc) or "SchemaError" in str(exc):
-            raise InputError(_pipeline_error(exc)) from exc
-        raise RuntimeError(_pipeline_error(exc)) from exc
-    finally:
-        progress.stop()
+            raise InputError(joblog.pipeline_error(exc)) from exc
+        raise RunError(joblog.pipeline_error(exc)) from exc
     with open(summary_path, "rb") as f:
         summary = pickle.load(f)
     if summary.rows != total:
-        raise RuntimeError(f"the pipeline summarized {summary.rows:,} rows but the inputs hold {total:,}")
+        raise RunError(f"the pipeline summarized {summary.rows:,} rows but the inputs hold {total:,}")
     inputs = [{"path": f.path, "bytes": f.bytes, "rows": f.rows} for f in files]
     return stats_core.raw_report(summary, inputs, pattern), total
 
@@ -267,9 +191,7 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
     print(f"[stats] {total:,} records in {len(jobs)} file(s), {workers} process(es)", file=sys.stderr, flush=True)
     per_split = {name: stats_dataset.RecordStats(manifest["seq_len"]) for name in manifest["splits"]}
     done = [0]
-    progress = _Progress("records", "records", total, lambda: done[0])
-    progress.start()
-    try:
+    with Progress("stats", lambda: done[0], total, unit="records", label="records:"):
         if workers == 1:
             results = map(_summarize_file_job, jobs)
             for split, stats in results:
@@ -285,8 +207,6 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
                     split, stats = future.result()
                     per_split[split].merge(stats)
                     done[0] += stats.records
-    finally:
-        progress.stop()
     return stats_dataset.dataset_report(directory, manifest, per_split), total
 
 

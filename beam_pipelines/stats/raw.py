@@ -89,23 +89,9 @@ class RawStats:
         self.src_addr = self.src_addr or KeyCounter("str", self.limits.distinct)
         self.dst_addr = self.dst_addr or KeyCounter("str", self.limits.distinct)
 
-    _SUMS = (
-        "rows",
-        "ipv4_rows",
-        "ipv6_rows",
-        "other_ip_version_rows",
-        "failed_rows",
-        "successful_rows",
-        "rtt_null_rows",
-        "rtt_not_finite_rows",
-        "accepted_rows",
-        "tokens",
-        "event_time_null_rows",
-    )
-
     def merge(self, other: RawStats) -> RawStats:
         """Add ``other`` into this summary (in place) and return it."""
-        for name in self._SUMS:
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.event_time_min_us is not None:
             self.event_time_min_us = min(v for v in (self.event_time_min_us, other.event_time_min_us) if v is not None)
@@ -136,6 +122,11 @@ class RawStats:
         out.merge(self.rtt["6"])
         out.merge(self.rtt["other"])
         return out
+
+
+# The fields annotated plain ``int`` are the exact counts, which merge by addition (the optional
+# minima and maxima, ``int | None``, merge by min and max).
+_COUNTS = tuple(f.name for f in dataclasses.fields(RawStats) if f.type == "int")
 
 
 # --- one batch -------------------------------------------------------------------------------------

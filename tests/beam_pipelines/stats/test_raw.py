@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -143,3 +144,18 @@ def test_cdf_is_monotonic_and_spans_min_to_max(dirty):
         assert not any(math.isnan(v) for v in ms)
     h = r["rtt_ms_histogram"]
     assert sum(h["counts"]) == r["rtt_ms"]["count"] and len(h["edges"]) == len(h["counts"]) + 1
+
+
+def test_merge_adds_every_count_and_keeps_time_bounds(dirty):
+    """Every plain-int field is a count that adds on merge; the event time bounds merge by min and max."""
+    half = dirty.num_rows // 2
+    a, b = summarize_batch(dirty.slice(0, half)), summarize_batch(dirty.slice(half))
+    counts = {f.name for f in dataclasses.fields(RawStats) if f.type == "int"}
+    assert {"rows", "accepted_rows", "tokens", "failed_rows", "event_time_null_rows"} <= counts
+    assert not counts & {"event_time_min_us", "event_time_max_us"}
+    expected = {name: getattr(a, name) + getattr(b, name) for name in counts}
+    bounds = (min(a.event_time_min_us, b.event_time_min_us), max(a.event_time_max_us, b.event_time_max_us))
+    merged = merge_all([a, b])
+    assert {name: getattr(merged, name) for name in counts} == expected
+    assert (merged.event_time_min_us, merged.event_time_max_us) == bounds
+    assert merged.rows == dirty.num_rows
