@@ -19,6 +19,7 @@ With no ``data_dir`` on disk the bundled sample is pretokenized into a temporary
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -89,16 +90,7 @@ def bench_trainer(config, dataset, steps: int) -> dict:
     batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(config.model, config.seed)))
     tx, schedule = train.make_optimizer(config)
-
-    def init_state():
-        params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, config.seed), nnx.Param))
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "opt_state": tx.init(params),
-            "rng": jax.random.PRNGKey(0),
-        }
-
+    init_state = functools.partial(train.init_state, config, tx)
     state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init_state))
     state = jax.jit(init_state, out_shardings=state_sharding)()
     step = jax.jit(

@@ -17,13 +17,14 @@ from typing import Any
 
 import yaml
 
+from beam_pipelines.common.errors import UsageError
 from tokenizer import PAD, TOKENIZER_NAME, TOKENIZER_VERSION, VOCAB_SIZE
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+class ConfigError(UsageError):
+    """A config file or override that does not fit the schema (exit code 2, as every bad option)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ the checkpoint, dropout keys are derived from (key, step), and every batch is a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from beam_pipelines.common.errors import InputError, UsageError, report
 from trainer import augment, data, model as model_lib
 from trainer.checkpoint import Checkpointer
 from trainer.config import Config, ConfigError, from_saved, load_config, same_architecture
@@ -44,8 +46,8 @@ _RESUME_FREE_KEYS = {
 }
 
 
-class ResumeError(RuntimeError):
-    """A checkpoint that cannot be resumed with this config or dataset."""
+class ResumeError(UsageError):
+    """A checkpoint that cannot be resumed with this config or dataset (exit code 2: change one or the workdir)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,6 +81,22 @@ def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.
         ),
     )
     return tx, schedule
+
+
+def init_state(config: Config, tx: optax.GradientTransformation) -> dict:
+    """A fresh training state: parameters seeded by ``config.seed``, ``tx``'s optimizer state, step 0 and
+    the RNG key dropout keys are derived from.
+
+    Pure: the trainer jits it with output shardings; a checkpoint reader ``jax.eval_shape``s it for the
+    shapes to restore into.
+    """
+    params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, config.seed), nnx.Param))
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": tx.init(params),
+        "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -294,17 +312,8 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
     graphdef, _ = nnx.split(abstract_model)
     n_params = model_lib.count_params(config.model)
     tx, schedule = make_optimizer(config)
-
-    def init_state() -> dict:
-        params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, config.seed), nnx.Param))
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "opt_state": tx.init(params),
-            "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
-        }
-
-    abstract_state = jax.eval_shape(init_state)
+    fresh_state = functools.partial(init_state, config, tx)
+    abstract_state = jax.eval_shape(fresh_state)
     state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding
@@ -340,7 +349,7 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
         state, iterator_state = ckpt.restore(start, abstract_state)
         iterator.set_state(iterator_state)
     else:
-        state = jax.jit(init_state, out_shardings=state_sharding)()
+        state = jax.jit(fresh_state, out_shardings=state_sharding)()
     step = int(jax.device_get(state["step"]))
     if primary:
         print(
@@ -431,22 +440,22 @@ def _maybe_initialize_distributed() -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m trainer.train CONFIG [key=value ...]``."""
+    """CLI: ``python -m trainer.train CONFIG [key=value ...]``.
+
+    Returns the exit code (``beam_pipelines.common.errors``): 0 done; 2 for a bad config or override, a
+    missing or incomplete dataset, or a resume refused because the config or dataset changed, each one
+    ``error:`` line. A failure during training raises (exit 1).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
     try:
         config = load_config(argv[0], argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _maybe_initialize_distributed()
-    try:
+        _maybe_initialize_distributed()
         summary = train_and_evaluate(config)
-    except (data.DatasetError, ResumeError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (UsageError, InputError) as err:  # ConfigError, ResumeError, DatasetError
+        return report(err)
     if jax.process_index() == 0:
         print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}, sort_keys=True))
     return 0

@@ -58,6 +58,14 @@ def test_bad_overrides_are_refused_clearly(override, message):
         config_lib.load_config("tiny", [override])
 
 
+def test_a_config_error_is_a_usage_error_exit_2():
+    from beam_pipelines.common.errors import UsageError, exit_code
+
+    with pytest.raises(UsageError) as raised:
+        config_lib.load_config("tiny", ["stepz=3"])
+    assert exit_code(raised.value) == 2
+
+
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(config_lib.ConfigError, match="tiny"):
         config_lib.load_config("nope")

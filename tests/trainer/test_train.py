@@ -97,7 +97,7 @@ def test_resume_after_sigkill_is_bit_identical(sample_dataset, reference, tmp_pa
 
 
 @pytest.mark.slow
-def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path):
+def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsys):
     run = [*MINI, "steps=4", "batch_size=2", "eval_every=0", "eval_batches=1", "log_every=1", "checkpoint_every=2"]
     train.train_and_evaluate(make_config(dataset_copy, *run, "stop_at=2"), str(tmp_path))
     manifest_path = dataset_copy / "manifest.json"
@@ -106,8 +106,11 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(train.ResumeError, match="fingerprint"):
         train.train_and_evaluate(make_config(dataset_copy, *run), str(tmp_path))
-    # The CLI says so and exits non-zero.
-    assert train.run(["tiny", *overrides(dataset_copy, *run, f"workdir={tmp_path}")]) == 1
+    # The CLI says so in one line and exits 2: the config or dataset must change, not the run.
+    capsys.readouterr()
+    assert train.run(["tiny", *overrides(dataset_copy, *run, f"workdir={tmp_path}")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "fingerprint" in err and len(err.splitlines()) == 1
     summary = train.train_and_evaluate(make_config(dataset_copy, *run, "allow_fingerprint_change=true"), str(tmp_path))
     assert summary["start_step"] == 2 and summary["step"] == 4
 
@@ -125,11 +128,43 @@ def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
     assert summary["start_step"] == 1 and summary["step"] == 2
 
 
-def test_cli_refuses_bad_keys_and_missing_data(tmp_path, capsys):
-    assert train.run(["tiny", "stepz=3"]) == 2
-    assert "unknown config key(s) stepz" in capsys.readouterr().err
-    assert train.run(["tiny", f"data_dir={tmp_path}", f"workdir={tmp_path / 'w'}", "progress=false"]) == 1
-    assert "no manifest.json" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tiny", "stepz=3"], "unknown config key(s) stepz"),
+        (["tiny", "steps=three"], "steps: expected"),
+        (["no_such_preset"], "no preset of that name"),
+        (["tiny", "data_dir={tmp}", "workdir={tmp}/w", "progress=false"], "no manifest.json"),
+        (["tiny", "data_dir={tmp}/nowhere", "workdir={tmp}/w", "progress=false"], "no manifest.json"),
+    ],
+)
+def test_cli_refuses_bad_config_and_missing_data_with_exit_2(args, message, tmp_path, capsys):
+    assert train.run([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_importing_the_trainer_imports_no_beam():
+    code = "import sys, trainer.data, trainer.train; assert 'apache_beam' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_trainer_clis_exit_2_on_bad_input(tmp_path):
+    """The three ``python -m`` entry points: bad input is exit 2 and one ``error:`` line, as in every job."""
+    runs = {
+        "trainer.train": (["tiny", "stepz=3"], "unknown config key"),
+        "trainer.evaluate": (["--workdir", str(tmp_path), "--data_dir", str(tmp_path), "--output", str(tmp_path / "r")],
+                             "no checkpoints/ directory"),
+        "trainer.predict": (["--workdir", str(tmp_path), "--src", "10.0.0.1"], "no checkpoints/ directory"),
+    }
+    for module, (args, message) in runs.items():
+        result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=subprocess_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, (module, result.stderr)
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr, module
 
 
 @pytest.mark.slow

@@ -26,30 +26,24 @@ import collections
 import datetime as dt
 import json
 import math
-import struct
 import sys
 
 import numpy as np
 
-from beam_pipelines.common.errors import UsageError
-from tokenizer import decode_measurement, epoch_seconds
+from beam_pipelines.common.errors import InputError, UsageError, report
+from tokenizer import decode_measurement, epoch_seconds, fields, grammar
 from tokenizer.addresses import parse_address
 from tokenizer.vocab import (
     BLOCK_DST,
     BLOCK_ERRORS,
     BLOCK_MSM_ID,
     BLOCK_NAMES,
-    BLOCK_ROLE,
     BLOCK_RTT,
     BLOCK_SIZE,
     BLOCK_SRC,
     BLOCK_TIMESTAMP,
-    BYTE_OFFSET,
-    IPV4_START,
-    IPV6_START,
     MEASUREMENT_START,
 )
-from tokenizer import grammar
 
 FIELD_ALIASES = {
     "src_addr": BLOCK_SRC, "src": BLOCK_SRC,
@@ -64,11 +58,6 @@ DECODED_KEY = {  # canonical block -> key of tokenizer.decode_measurement's dict
     BLOCK_SRC: "src_addr", BLOCK_DST: "dst_addr", BLOCK_RTT: "rtt", BLOCK_SIZE: "size",
     BLOCK_ERRORS: "packet_error_count", BLOCK_TIMESTAMP: "event_time", BLOCK_MSM_ID: "msm_id",
 }  # fmt: skip
-
-
-
-def _bytes(raw: bytes) -> list[int]:
-    return [BYTE_OFFSET + b for b in raw]
 
 
 def _integer(text: str, field: str, lo: int, hi: int) -> int:
@@ -98,16 +87,16 @@ def parse_time(text: str) -> int:
 def encode_field(block: int, text: str) -> tuple[list[int], int | None]:
     """The token block of one given field (role token included) and its address family (None if not an address).
 
-    Raises :class:`UsageError` on a value that cannot be encoded.
+    The block is :mod:`tokenizer.fields`' encoding of the parsed value. Raises :class:`UsageError` on a
+    value that cannot be encoded.
     """
-    name = BLOCK_NAMES[block]
-    role = int(BLOCK_ROLE[block])
+    name, codec = BLOCK_NAMES[block], fields.CODECS[block]
     if block in (BLOCK_SRC, BLOCK_DST):
         parsed = parse_address(text)
         if isinstance(parsed, str):
             raise UsageError(f"{name}={text!r}: not an IP address ({parsed})")
         version, raw = parsed
-        return [role, IPV4_START if version == 4 else IPV6_START, *_bytes(raw)], version
+        return codec.encode(raw), version
     if block == BLOCK_RTT:
         try:
             value = float(text)
@@ -115,14 +104,11 @@ def encode_field(block: int, text: str) -> tuple[list[int], int | None]:
             raise UsageError(f"rtt={text!r}: expected milliseconds (a number; -1 for a failed ping)") from None
         if not math.isfinite(value):
             raise UsageError(f"rtt={text!r}: must be finite")
-        return [role, *_bytes(struct.pack(">d", value))], None
-    if block == BLOCK_SIZE:
-        return [role, *_bytes(struct.pack(">H", _integer(text, name, 0, 0xFFFF)))], None
-    if block == BLOCK_ERRORS:
-        return [role, BYTE_OFFSET + _integer(text, name, 0, 0xFF)], None
-    if block == BLOCK_TIMESTAMP:
-        return [role, *_bytes(struct.pack(">q", parse_time(text)))], None
-    return [role, *_bytes(struct.pack(">q", _integer(text, name, -(1 << 63), (1 << 63) - 1)))], None
+    elif block == BLOCK_TIMESTAMP:
+        value = parse_time(text)
+    else:
+        value = _integer(text, name, *codec.bounds)
+    return codec.encode(value), None
 
 
 def parse_given(items: list[str]) -> dict[int, str]:
@@ -217,7 +203,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (2 for bad arguments or a workdir without a checkpoint)."""
+    """CLI entry point; returns the exit code: 0 done, 2 bad arguments or a workdir without a checkpoint
+    (``beam_pipelines.common.errors``; a failure while sampling raises, exit 1)."""
     args = _parser().parse_args(argv)
     from trainer.eval import sampling
 
@@ -233,9 +220,8 @@ def run(argv: list[str] | None = None) -> int:
         given = parse_given(items)
         prompt = build_prompt(given)
         loaded = sampling.load(args.workdir, args.step)
-    except (UsageError, sampling.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (UsageError, InputError) as err:  # a CheckpointError is an InputError
+        return report(err)
     sampler = sampling.Sampler.from_loaded(loaded)
     generated = sampling.sample(sampler, [prompt], args.samples, seed=args.seed, temperature=args.temperature)[0]
     decoded = [decode_measurement(m) for m in sampling.complete_measurements(prompt, generated)]

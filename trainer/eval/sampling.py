@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tokenizer.vocab import MEASUREMENT_START, PAD, VOCAB_SIZE
+from beam_pipelines.common.errors import InputError
 from tokenizer import grammar
+from tokenizer.vocab import MEASUREMENT_START, PAD, VOCAB_SIZE
 from trainer import model as model_lib
 from trainer.config import Config, from_saved
 
@@ -36,8 +37,8 @@ LENGTH_BUCKET = 64  # prompt and cache lengths are rounded up to a multiple of t
 NEW_BUCKET = 8  # the samples' own caches are rounded up to a multiple of this
 
 
-class CheckpointError(RuntimeError):
-    """A workdir without a usable checkpoint."""
+class CheckpointError(InputError):
+    """A workdir without a usable checkpoint (exit code 2, as every missing input)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
     Raises :class:`CheckpointError` when ``workdir`` holds no checkpoint.
     """
     from trainer.checkpoint import Checkpointer  # Orbax is slow to import; only callers that load pay
-    from trainer.train import make_optimizer
+    from trainer.train import init_state, make_optimizer
 
     directory = os.path.join(workdir, CHECKPOINT_DIR)
     if not os.path.isdir(directory):
@@ -79,18 +80,9 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
         # The checkpoint holds the whole training state; rebuild its abstract shape as the trainer does.
         tx, _ = make_optimizer(config)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-        def init_state() -> dict:
-            params = nnx.to_pure_dict(nnx.state(model_lib.create(config.model, 0), nnx.Param))
-            return {
-                "step": jnp.zeros((), jnp.int32),
-                "params": params,
-                "opt_state": tx.init(params),
-                "rng": jax.random.PRNGKey(0),
-            }
-
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(init_state)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            jax.eval_shape(lambda: init_state(config, tx)),
         )
         state, _ = ckpt.restore(step, abstract)
     finally:

@@ -172,6 +172,13 @@ def test_evaluate_bad_input_is_one_clear_error(args, message, trained_workdir, e
     assert not (tmp_path / "r").exists()
 
 
+def test_evaluate_without_a_checkpoint_exits_2(tmp_path, capsys):
+    rc = evaluate.run(["--workdir", str(tmp_path / "w"), "--data_dir", str(tmp_path), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "no checkpoints/ directory" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_rtt_tokens_decode_as_big_endian_float64():
     import struct
 

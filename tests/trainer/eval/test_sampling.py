@@ -165,8 +165,11 @@ def test_a_complete_or_contextless_prompt_is_refused(random_sampler):
 
 
 def test_load_refuses_a_workdir_without_checkpoints(tmp_path):
-    with pytest.raises(sampling.CheckpointError, match="no checkpoints/ directory"):
+    from beam_pipelines.common.errors import InputError, exit_code
+
+    with pytest.raises(sampling.CheckpointError, match="no checkpoints/ directory") as raised:
         sampling.load(str(tmp_path))
+    assert isinstance(raised.value, InputError) and exit_code(raised.value) == 2  # a missing input
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(sampling.CheckpointError, match="no complete checkpoint"):
         sampling.load(str(tmp_path))
