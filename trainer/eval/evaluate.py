@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 
-from beam_pipelines.common.errors import UsageError
-from tokenizer import decode_measurement, split_measurements
-from tokenizer.vocab import BLOCK_RTT, BYTE_OFFSET, MEASUREMENT_START, NUM_BLOCKS, RTT_START
+from beam_pipelines.common import errors
+from beam_pipelines.common.errors import InputError, UsageError
+from tokenizer import decode_measurement, fields, grammar, split_measurements
+from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
-from tokenizer import grammar
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
@@ -129,9 +129,8 @@ def rtt_prompt(record: np.ndarray, start: int, end: int) -> np.ndarray:
 
 
 def rtt_from_tokens(tokens: np.ndarray) -> np.ndarray:
-    """(..., 8) RTT byte tokens -> (...) float64 (big-endian)."""
-    raw = (np.asarray(tokens) - BYTE_OFFSET).astype(np.uint8)
-    return raw.reshape(-1, 8).copy().view(">f8").astype(np.float64).reshape(raw.shape[:-1])
+    """(..., 8) RTT byte tokens -> (...) float64: the tokenizer's RTT decode, vectorized."""
+    return fields.RTT.from_tokens(tokens)
 
 
 def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, max_rows: int = 1024,
@@ -155,8 +154,8 @@ def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, 
         ids = order[lo : lo + per_batch]
         gens = sample(sampler, [prompts[i] for i in ids], samples, seed=seed, prompt_ids=ids.tolist())
         for i, tokens in zip(ids, gens):
-            if tokens.shape[1] != 8:
-                raise RuntimeError(f"expected 8 RTT tokens per sample, got {tokens.shape}")  # grammar guarantees 8
+            if tokens.shape[1] != fields.RTT.width:  # the grammar guarantees it
+                raise RuntimeError(f"expected {fields.RTT.width} RTT tokens per sample, got {tokens.shape}")
             out[i] = rtt_from_tokens(tokens)
         if bar is not None:
             bar.update(len(ids))
@@ -501,7 +500,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (2 for bad arguments, a missing checkpoint or dataset)."""
+    """CLI entry point; returns the exit code: 0 done, 2 bad arguments, a missing checkpoint or dataset
+    (``beam_pipelines.common.errors``; a failure during the evaluation raises, exit 1)."""
     args = _parser().parse_args(argv)
     from trainer import data
     from trainer.eval import sampling
@@ -517,9 +517,8 @@ def run(argv: list[str] | None = None) -> int:
         dataset = data.open_dataset(args.data_dir, loaded.config)
         for split in (args.split, args.train_split):
             dataset.num_records(split)  # raises DatasetError naming the splits there are
-    except (UsageError, sampling.CheckpointError, data.DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (UsageError, InputError) as err:  # CheckpointError and DatasetError are InputErrors
+        return errors.report(err)
     if loaded.fingerprint and loaded.fingerprint != dataset.fingerprint:
         print(f"warning: the model was trained on dataset {loaded.fingerprint[:12]}, evaluating on "
               f"{dataset.fingerprint[:12]}", file=sys.stderr)
