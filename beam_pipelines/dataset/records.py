@@ -9,6 +9,7 @@ file, the evaluation). Every reader refuses a record of the wrong length with :c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -64,20 +65,42 @@ def write_records(path: str, records: np.ndarray, compression: str) -> dict:
     return {"records": int(found), "bytes": os.path.getsize(path), "sha256": digest}
 
 
-def _open(path: str) -> ArrayRecordReader:
+def _unreadable(path: str, exc: Exception) -> DatasetError:
+    return DatasetError(f"{path}: not a readable ArrayRecord file ({exc})")
+
+
+@contextlib.contextmanager
+def _reader(path: str) -> Iterator[ArrayRecordReader]:
+    """An open ArrayRecordReader whose errors (plain RuntimeError/ValueError from the C++ module) become
+    one :class:`DatasetError` naming the file.
+
+    A damaged file can open and even report a record count: the reader keeps its error and raises it on
+    the next read or on ``close``, so a ``close`` after a successful block is checked too.
+    """
     try:
-        return ArrayRecordReader(path)
-    except Exception as exc:  # the C++ reader raises plain RuntimeError/ValueError on damaged files
-        raise DatasetError(f"{path}: not a readable ArrayRecord file ({exc})") from exc
+        reader = ArrayRecordReader(path)
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    done = False
+    try:
+        yield reader
+        done = True
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    finally:
+        try:
+            reader.close()
+        except Exception as exc:
+            if done:  # otherwise an error is already on its way out
+                raise _unreadable(path, exc) from exc
 
 
 def count_records(path: str) -> int:
-    """Number of records in one ArrayRecord file (read from its footer, not by reading the records)."""
-    reader = _open(path)
-    try:
+    """Number of records in one ArrayRecord file (from its index, without reading the records)."""
+    with _reader(path) as reader:
         return int(reader.num_records())
-    finally:
-        reader.close()
 
 
 def decode_record(raw: bytes, seq_len: int) -> np.ndarray:
@@ -100,14 +123,11 @@ def decode_records(raw: Sequence[bytes], seq_len: int, *, path: str = "records",
 
 def iter_record_blocks(path: str, seq_len: int, block_records: int = READ_BLOCK_RECORDS) -> Iterator[np.ndarray]:
     """The records of one file in order, as (up to ``block_records``, seq_len) uint16 blocks."""
-    reader = _open(path)
-    try:
+    with _reader(path) as reader:
         n = reader.num_records()
         for lo in range(0, n, block_records):
             raw = reader.read(list(range(lo, min(lo + block_records, n))))
             yield decode_records(raw, seq_len, path=path, first=lo)
-    finally:
-        reader.close()
 
 
 def read_records(path: str, seq_len: int) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import grain
 import numpy as np
@@ -84,6 +86,8 @@ def test_pad_targets_get_weight_zero(sample_dataset):
         (lambda m: m["splits"]["train"]["files"][0].update(records=1 + m["splits"]["train"]["records"]), "holds"),
         (lambda m: m["splits"]["val"]["files"][0].update(path="val/missing.array_record"), "missing"),
         (lambda m: m.pop("fingerprint"), "no 'fingerprint'"),
+        (lambda m: m.update(format_version=2), "format_version 2, but this code reads format_version 1 only"),
+        (lambda m: m["splits"]["val"]["files"][0].update(bytes=1), "has [0-9,]+ bytes, the manifest says 1"),
     ],
 )
 def test_manifest_disagreements_are_refused(dataset_copy, edit, message):
@@ -106,6 +110,23 @@ def test_missing_manifest_and_bad_checksum_are_refused(dataset_copy, tmp_path):
     data.open_dataset(str(dataset_copy), make_config(dataset_copy))  # checksums are opt-in
     with pytest.raises(data.DatasetError, match="sha256"):
         data.open_dataset(str(dataset_copy), make_config(dataset_copy, "verify_checksums=true"))
+
+
+def test_dataset_errors_are_the_contracts_input_errors():
+    import beam_pipelines.dataset
+    from beam_pipelines.common.errors import InputError, exit_code
+
+    assert data.DatasetError is beam_pipelines.dataset.DatasetError
+    assert issubclass(data.DatasetError, InputError) and exit_code(data.DatasetError("x")) == 2
+
+
+def test_importing_the_trainer_does_not_import_beam(repo_root):
+    code = (
+        "import sys, trainer.data, trainer.train, trainer.eval.evaluate, trainer.eval.predict, beam_pipelines.dataset; "
+        "assert 'apache_beam' not in sys.modules, sorted(m for m in sys.modules if m.startswith('apache_beam'))[:5]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _epoch_hashes(ds, config, process_index=0, process_count=1, epochs=2) -> list[list[str]]:
