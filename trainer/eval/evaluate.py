@@ -51,15 +51,11 @@ CONTEXT_LAST = "context_last"
 
 
 def read_records(dataset, split: str) -> np.ndarray:
-    """All records of ``split`` in file order: (records, seq_len) uint16."""
-    import grain
+    """All records of ``split`` in file order: (records, seq_len) uint16, read through the data contract."""
+    from beam_pipelines.dataset import read_records as read_file
 
-    from trainer.data import parse_record
-
-    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
-    if len(source) == 0:
-        return np.zeros((0, dataset.seq_len), np.uint16)
-    return np.stack([parse_record(source[i], dataset.seq_len) for i in range(len(source))])
+    parts = [read_file(path, dataset.seq_len) for path in dataset.files(split)]
+    return np.concatenate(parts) if parts else np.zeros((0, dataset.seq_len), np.uint16)
 
 
 @dataclasses.dataclass(frozen=True)
