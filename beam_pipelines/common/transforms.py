@@ -19,3 +19,12 @@ class GatherAll(beam.PTransform):
             | "GroupUnderOne" >> beam.GroupByKey()
             | "ToList" >> beam.MapTuple(lambda _, elements: list(elements))
         )
+
+
+def create_spread(pbegin, items, create_label: str, spread_label: str):
+    """PBegin -> ``items``, spread over the workers.
+
+    The Reshuffle breaks fusion, so the work on each item runs on many workers instead of where Create
+    ran. A function rather than a composite, so the two steps keep the labels the caller gives them.
+    """
+    return pbegin | create_label >> beam.Create(list(items)) | spread_label >> beam.Reshuffle()

@@ -34,7 +34,7 @@ from apache_beam.transforms.ptransform import ptransform_fn
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.options import beam_options, run_to_completion
-from beam_pipelines.common.transforms import GatherAll
+from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.ingest_atlas import shards, streams
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
 
@@ -116,12 +116,8 @@ def _finalize(summaries: list, ctx: JobContext) -> dict:
 def ReadAtlasResults(pbegin, units, ctx: JobContext):
     """PBegin -> one :class:`~streams.UnitSummary` per work unit; its rows and rejected lines are in
     fragment files."""
-    return (
-        pbegin
-        | "CreateWorkUnits" >> beam.Create(units)
-        | "SpreadWorkUnits" >> beam.Reshuffle()
-        | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(ctx))
-    )
+    spread = create_spread(pbegin, units, "CreateWorkUnits", "SpreadWorkUnits")
+    return spread | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(ctx))
 
 
 @ptransform_fn

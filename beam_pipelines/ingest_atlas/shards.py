@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from beam_pipelines.common.files import atomic_path, sha256_file
 from beam_pipelines.ingest_atlas.convert import REJECTED_SCHEMA, ROW_SCHEMA
-from beam_pipelines.ingest_atlas.streams import Fragment, UnitSummary
+from beam_pipelines.ingest_atlas.streams import COUNT_FIELDS, Fragment, UnitSummary
 
 DEFAULT_SHARD_ROWS = 1_000_000
 ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer
@@ -159,9 +159,6 @@ def write_shard(spec: ShardSpec, output: str, row_group_rows: int = ROW_GROUP_RO
 
 # --- the manifest ------------------------------------------------------------------------------------
 
-_COUNTS = ("lines", "blank_lines", "records", "converted", "rows", "without_rows")
-
-
 def build_manifest(
     units: Sequence[UnitSummary], shards: Sequence[ShardSummary], inputs: Sequence[dict], options: dict
 ) -> dict:
@@ -170,13 +167,13 @@ def build_manifest(
     rejected, skipped = Counter(), Counter()
     for u in _in_order(units):
         c = per_file.setdefault(u.file_index, Counter())
-        for key in _COUNTS:
+        for key in COUNT_FIELDS:
             c[key] += getattr(u, key)
         c["rejected"] += sum(u.rejected.values())
         c["skipped"] += sum(u.skipped.values())
         rejected.update(u.rejected)
         skipped.update(u.skipped)
-    keys = (*_COUNTS, "rejected", "skipped")
+    keys = (*COUNT_FIELDS, "rejected", "skipped")
     files = [{**dict(i), **{k: per_file.get(i["index"], Counter())[k] for k in keys}} for i in inputs]
     totals = {k: sum(f[k] for f in files) for k in keys}
     by_kind = {kind: sorted((s for s in shards if s.kind == kind), key=lambda s: s.path) for kind in SHARD_KINDS}

@@ -334,6 +334,9 @@ def iter_json_values(
 # --- one work unit: stream -> rows and rejected lines -> Arrow fragments ----------------------------
 
 
+COUNT_FIELDS = ("lines", "blank_lines", "records", "converted", "rows", "without_rows")  # plain counts of a unit
+
+
 @dataclasses.dataclass
 class UnitCounts:
     """What one work unit read. ``records`` = ``converted`` + ``skipped`` + ``rejected`` (JSON values seen)."""
@@ -347,6 +350,14 @@ class UnitCounts:
     rejected: Counter = dataclasses.field(default_factory=Counter)
     skipped: Counter = dataclasses.field(default_factory=Counter)
     progress_lines: int = 0  # lines read so far, updated once per chunk while reading
+
+    def totals(self) -> dict:
+        """The finished counts, as :class:`UnitSummary` fields (reasons and types sorted)."""
+        return {
+            **{name: getattr(self, name) for name in COUNT_FIELDS},
+            "rejected": dict(sorted(self.rejected.items())),
+            "skipped": dict(sorted(self.skipped.items())),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -611,14 +622,7 @@ def ingest_unit(
         range_index=unit.range_index,
         path=unit.path,
         bytes_read=f.bytes,
-        lines=counts.lines,
-        blank_lines=counts.blank_lines,
-        records=counts.records,
-        converted=counts.converted,
-        rows=counts.rows,
-        without_rows=counts.without_rows,
-        rejected=dict(sorted(counts.rejected.items())),
-        skipped=dict(sorted(counts.skipped.items())),
+        **counts.totals(),
         rows_fragment=rows_out.close(),
         rejected_fragment=rejected_out.close(),
     )

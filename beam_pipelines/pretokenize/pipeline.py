@@ -37,7 +37,7 @@ from beam_pipelines.pretokenize import stages
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.dataset.records import check_compression
-from beam_pipelines.common.transforms import GatherAll
+from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
 from tokenizer import IPV6_LENGTH
 
@@ -97,12 +97,8 @@ class _WriteRecordsFn(beam.DoFn):
 def ReadAndEncode(pbegin, tasks, ctx: stages.JobContext):
     """PBegin -> one :class:`~stages.EncodeSummary` per row group; accepted rows land in bucket files,
     rejected rows apart."""
-    return (
-        pbegin
-        | "CreateRowGroupTasks" >> beam.Create(tasks)
-        | "SpreadRowGroups" >> beam.Reshuffle()
-        | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(ctx))
-    )
+    spread = create_spread(pbegin, tasks, "CreateRowGroupTasks", "SpreadRowGroups")
+    return spread | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(ctx))
 
 
 @ptransform_fn
