@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import shlex
+import sys
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
@@ -18,18 +21,38 @@ class LocalRunner(PipelineRunner):
     online it would run our jobs on another engine that ignores ``--direct_running_mode`` and
     ``--direct_num_workers``. The jobs' default is this runner, which does what the DirectRunner
     does after that attempt for a batch pipeline; ``--runner=DirectRunner`` still gets Beam's own.
+
+    ``worker_log`` (set by :func:`run_to_completion`): a file that the worker processes' stderr is
+    appended to in multi-process mode, instead of the launcher's terminal. Each worker prints there, before
+    it has read its log level, a notice about optional Google clients and "Logging handler created", and
+    then its tracebacks; its log records reach the launcher's logging anyway (Beam forwards them).
     """
+
+    worker_log: str | None = None
 
     def run_pipeline(self, pipeline, options):
         # Imported here, as the DirectRunner does, so that merely importing this module stays cheap.
         from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
+        from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
         # SDK workers read the pipeline options (e.g. their log level) from the provision info.
         encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
         info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
+        direct = options.view_as(DirectOptions)
+        if not self.worker_log or direct.direct_running_mode != "multi_processing":
+            return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
+        # Beam's own worker command (FnApiRunner.run_pipeline, multi_processing), run by a shell, with
+        # stderr appended to the log. FnApiRunner replaces a given environment only for a running mode it
+        # knows, so the mode is unset while it starts (the workers got the options above already).
+        command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main 2>>{shlex.quote(self.worker_log)}"
+        environment = SubprocessSDKEnvironment.from_command_string(command_string=command)
+        direct.direct_running_mode = None
+        try:
+            return fn_runner.FnApiRunner(default_environment=environment, provision_info=info).run_pipeline(pipeline, options)
+        finally:
+            direct.direct_running_mode = "multi_processing"
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -66,13 +89,16 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def run_to_completion(pipeline) -> None:
+def run_to_completion(pipeline, worker_log: str | None = None) -> None:
     """Run ``pipeline``, wait for it, and release what the runner opened for it.
 
     The DaskRunner opens a ``distributed.Client`` of its own (and, without ``--dask_client_address``, a
     local cluster behind it) and leaves both open; left alone they outlive the job and log errors at
-    interpreter exit. The client is closed whether the pipeline succeeded or not.
+    interpreter exit. The client is closed whether the pipeline succeeded or not. ``worker_log``: where
+    the :class:`LocalRunner`'s worker processes write their stderr (other runners ignore it).
     """
+    if isinstance(pipeline.runner, LocalRunner):
+        pipeline.runner.worker_log = worker_log
     result = pipeline.run()
     try:
         result.wait_until_finish()

@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
+import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
-import threading
 import time
+from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common import joblog
+from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.output import OutputRules, guard_output
+from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.files import write_json_atomic
-from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.ingest_atlas import shards, streams
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
@@ -242,72 +244,23 @@ def _is_own(name: str) -> bool:
     return name in _OWN_FILES or shards.is_shard_name(name) or shards.is_shard_name(name.removesuffix(".tmp"))
 
 
-def prepare_output(options: Options) -> None:
-    """Refuse to replace a complete result without --overwrite; clear this job's files from a previous run."""
-    out = options.output
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--output {out} exists and is not a directory")
-    if os.path.isfile(os.path.join(out, shards.SUCCESS_NAME)) and not options.overwrite:
-        raise UsageError(f"{out} already holds a complete ingest result; pass --overwrite to replace it")
-    if os.path.isdir(out):
-        foreign = sorted(n for n in os.listdir(out) if not _is_own(n))
-        if foreign and not options.overwrite:
-            raise UsageError(
-                f"{out} holds files this job did not write ({foreign[:3]}); choose another --output or pass --overwrite"
-            )
-        # _SUCCESS and the manifest go first: from here on, nothing in DIR passes for a complete result.
-        for name in (shards.SUCCESS_NAME, shards.MANIFEST_NAME, shards.MANIFEST_NAME + ".tmp"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        for name in os.listdir(out):
-            if shards.is_shard_name(name.removesuffix(".tmp")):
-                os.remove(os.path.join(out, name))
-        shutil.rmtree(os.path.join(out, shards.TMP_DIR), ignore_errors=True)
-        rejected = os.path.join(out, shards.REJECTED_DIR)
-        if os.path.isdir(rejected):
-            for path in glob.glob(os.path.join(rejected, "rejected-*.parquet*")):
-                os.remove(path)
-    os.makedirs(os.path.join(out, shards.TMP_DIR, "progress"), exist_ok=True)
+def output_rules(options: Options) -> OutputRules:
+    """What this job may find in ``--output``: a complete result (``_SUCCESS``) is replaced only with
+    ``--overwrite``, and so is a directory holding files this job does not write."""
+
+    def complete(overwrite: bool) -> None:
+        if not overwrite:
+            raise UsageError(f"{options.output} already holds a complete ingest result; pass --overwrite to replace it")
+
+    return OutputRules(
+        is_own=_is_own,
+        markers=(shards.SUCCESS_NAME, shards.MANIFEST_NAME, shards.MANIFEST_NAME + ".tmp"),
+        complete=complete,
+        foreign="{out} holds files this job did not write ({names}); choose another --output or pass --overwrite",
+    )
 
 
 # --- progress and summary ----------------------------------------------------------------------------
-
-
-class _Progress(threading.Thread):
-    """Polls the workers' progress files and prints the text read and its rate every ``every`` seconds."""
-
-    def __init__(self, ctx: JobContext, every: float = 10.0):
-        super().__init__(daemon=True)
-        self._dir = os.path.join(ctx.tmp, "progress")
-        self._every = every
-        self._halt = threading.Event()
-        self._start = time.monotonic()
-
-    def run(self):
-        while not self._halt.wait(self._every):
-            lines, done = self._read()
-            elapsed = time.monotonic() - self._start
-            if done:
-                print(
-                    f"[ingest_atlas] {lines:,} lines, {lines / elapsed:,.0f} lines/s; "
-                    f"{done / 1e6:,.0f} MB of JSON, {done / 1e6 / elapsed:,.1f} MB/s",
-                    file=sys.stderr,
-                )
-
-    def _read(self) -> tuple[int, int]:
-        lines = done = 0
-        for path in glob.glob(os.path.join(self._dir, "unit-*.json")):
-            try:
-                with open(path) as f:
-                    progress = json.load(f)
-                lines, done = lines + progress["lines"], done + progress["bytes"]
-            except (OSError, ValueError, KeyError):
-                pass  # being replaced right now; counted next time
-        return lines, done
-
-    def stop(self):
-        self._halt.set()
-        self.join(timeout=5)
 
 
 def format_summary(manifest: dict, seconds: float | None = None) -> str:
@@ -335,17 +288,6 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _pipeline_error(exc: BaseException) -> str:
-    """The useful line of an exception that Beam may have wrapped in layers of context."""
-    text = str(exc)
-    line = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-    for marker in ("InputError: ", "OSError: ", "RuntimeError: "):
-        if marker in text:
-            line = text.rsplit(marker, 1)[1].splitlines()[0]
-            break
-    return line.split(" [while running", 1)[0].strip(" '\"[]")  # Beam appends the step's name
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 the pipeline failed, 2 bad options or inputs)."""
     started = time.monotonic()
@@ -354,42 +296,52 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse's --help or usage error: an exit code, not an exit
         return exc.code if isinstance(exc.code, int) else 2
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     try:
         units, ctx = plan(options)
-        prepare_output(options)
+        with guard_output(options.output, output_rules(options), options.overwrite):
+            return _write(options, beam_args, units, ctx, started)
     except (UsageError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
+
+
+def _progress_detail(directory: str) -> Callable[[float], str]:
+    """The progress line's second half: the JSON text read so far and its rate."""
+
+    def detail(elapsed: float) -> str:
+        mb = sum_markers(directory, "unit-*.json", "bytes") / 1e6
+        return f"{mb:,.0f} MB of JSON, {mb / elapsed:,.1f} MB/s"
+
+    return detail
+
+
+def _write(options: Options, beam_args: list[str], units, ctx: JobContext, started: float) -> int:
+    """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total = sum(i["bytes"] for i in ctx.inputs)
     print(
         f"ingest_atlas: {len(ctx.inputs)} file(s), {total / 1e6:,.1f} MB, {len(units)} work unit(s) "
         f"-> {options.output}",
         file=sys.stderr,
     )
-    progress = _Progress(ctx)
-    progress.start()
+    progress_dir = os.path.join(ctx.tmp, "progress")
+    os.makedirs(progress_dir, exist_ok=True)  # workers report progress only when it exists
+    log = os.path.join(ctx.tmp, joblog.LOG_NAME)
+    lines = functools.partial(sum_markers, progress_dir, "unit-*.json", "lines")
     try:
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build_pipeline(pipeline, units, ctx)
-        run_to_completion(pipeline)
+        with Progress("ingest_atlas", lines, unit="lines", detail=_progress_detail(progress_dir)):
+            joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, units, ctx), log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        progress.stop()
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-        print(f"error: ingest_atlas failed: {_pipeline_error(exc)}", file=sys.stderr)
-        print(
+        joblog.keep_only_log(ctx.tmp, log)
+        return report(
+            RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"),
             f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
-            file=sys.stderr,
+            *joblog.log_notes(log),
         )
-        return 1
-    progress.stop()
     try:
         with open(os.path.join(options.output, shards.MANIFEST_NAME)) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as exc:
-        print(f"error: the pipeline finished without writing a manifest ({exc})", file=sys.stderr)
-        return 1
+        return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
     print(format_summary(manifest, time.monotonic() - started))
     return 0
 

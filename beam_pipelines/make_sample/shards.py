@@ -14,6 +14,8 @@ import sys
 
 import pyarrow.parquet as pq
 
+from beam_pipelines.common.errors import RunError, report
+from beam_pipelines.common.files import atomic_path
 from beam_pipelines.make_sample import synth
 
 DEFAULT_ROW_GROUP = 8192
@@ -27,14 +29,14 @@ def write_shards(table, output: str, shards: int, row_group_size: int = DEFAULT_
     for i in range(shards):
         lo, hi = n * i // shards, n * (i + 1) // shards
         path = os.path.join(output, f"part-{i:05d}-of-{shards:05d}.parquet")
-        tmp = path + ".tmp"
-        pq.write_table(table.slice(lo, hi - lo), tmp, row_group_size=row_group_size, compression="zstd")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.slice(lo, hi - lo), tmp, row_group_size=row_group_size, compression="zstd")
         paths.append(path)
     return paths
 
 
 def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns 0, or 1 when the shards cannot be written. Bad options exit 2 (argparse)."""
     parser = argparse.ArgumentParser(prog="python -m beam_pipelines.make_sample", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=120_000, help="rows to generate (default 120000)")
     parser.add_argument("--shards", type=int, default=4, help="number of Parquet files (default 4)")
@@ -44,8 +46,15 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1 or args.shards < 1 or args.shards > args.rows:
         parser.error("need rows >= 1 and 1 <= shards <= rows")
+    if args.row_group_size < 1:
+        parser.error("--row_group_size must be positive")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output} exists and is not a directory")
     table = synth.generate(args.rows, args.seed)
-    paths = write_shards(table, args.output, args.shards, args.row_group_size)
+    try:
+        paths = write_shards(table, args.output, args.shards, args.row_group_size)
+    except OSError as exc:
+        return report(RunError(f"make_sample failed: cannot write {args.output}: {exc.strerror or exc}"))
     size = sum(os.path.getsize(p) for p in paths)
     print(f"wrote {args.rows:,} rows in {len(paths)} shards to {args.output} ({size / 1e6:.2f} MB)")
     return 0

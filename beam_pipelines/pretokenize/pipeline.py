@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
-import json
+import functools
 import math
 import os
-import shutil
 import sys
-import threading
 import time
 
 import apache_beam as beam
@@ -31,11 +28,13 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common import joblog
+from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.output import OutputRules, guard_output
+from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.pretokenize import stages
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
-from beam_pipelines.common.options import beam_options, run_to_completion
 from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
@@ -232,36 +231,31 @@ def _second_counts(files):
             yield np.unique(secs, return_counts=True)
 
 
-def prepare_output(options: Options, fingerprint: str) -> str | None:
-    """Decide what to do with the output directory; returns a message when the job can be skipped."""
+def output_rules(options: Options, fingerprint: str) -> OutputRules:
+    """What this job may find in ``--output``: the same dataset is left alone, another one is replaced
+    only with ``--overwrite``, and a directory holding other files is refused unless ``--overwrite``."""
     out = options.output
-    manifest_path = os.path.join(out, manifest_lib.MANIFEST_NAME)
-    if os.path.isfile(manifest_path):
+
+    def complete(overwrite: bool) -> str | None:
         try:
             existing = manifest_lib.read_manifest(out)
         except manifest_lib.ManifestError:
             existing = None
-        if existing and existing.get("fingerprint") == fingerprint and not options.overwrite:
+        if existing and existing.get("fingerprint") == fingerprint and not overwrite:
             return f"{out} already holds this dataset (fingerprint {fingerprint[:12]}); nothing to do"
-        if not options.overwrite:
+        if not overwrite:
             raise UsageError(
                 f"{out} holds a different dataset (fingerprint {(existing or {}).get('fingerprint', '?')[:12]}, "
                 f"this job's is {fingerprint[:12]}); pass --overwrite to replace it"
             )
-    if os.path.isdir(out):
-        foreign = sorted(set(os.listdir(out)) - _OWN_ENTRIES)
-        if foreign and not options.overwrite:
-            raise UsageError(f"{out} is not empty and is not a ping-llm dataset (it holds {foreign[:3]}); choose another --output")
-        # The manifest goes first: from here on, nothing in DIR can pass for a complete dataset.
-        for name in (manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        for name in _OWN_ENTRIES - {manifest_lib.MANIFEST_NAME}:
-            path = os.path.join(out, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-    os.makedirs(out, exist_ok=True)
-    return None
+        return None
+
+    return OutputRules(
+        is_own=_OWN_ENTRIES.__contains__,
+        markers=(manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"),
+        complete=complete,
+        foreign="{out} is not empty and is not a ping-llm dataset (it holds {names}); choose another --output",
+    )
 
 
 def plan(options: Options) -> tuple[list, stages.JobContext]:
@@ -302,49 +296,6 @@ def plan(options: Options) -> tuple[list, stages.JobContext]:
 # --- progress and summary --------------------------------------------------------------------------
 
 
-class _Progress(threading.Thread):
-    """Polls the workers' progress markers and shows rows/s and ETA (a bar on a terminal, lines otherwise)."""
-
-    def __init__(self, ctx: stages.JobContext, total_rows: int):
-        super().__init__(daemon=True)
-        self._dir = os.path.join(ctx.tmp, "progress")
-        self._total = total_rows
-        self._halt = threading.Event()
-        self._start = time.monotonic()
-
-    def run(self):
-        from tqdm import tqdm
-
-        tty = sys.stderr.isatty()
-        bar = tqdm(total=self._total, unit="rows", unit_scale=True, desc="encode", file=sys.stderr, disable=not tty)
-        last_line = 0.0
-        done = 0
-        while not self._halt.wait(0.5):
-            done = self._rows_done()
-            bar.update(done - bar.n)
-            now = time.monotonic()
-            if not tty and now - last_line >= 10 and done:
-                rate = done / (now - self._start)
-                eta = (self._total - done) / rate if rate else float("inf")
-                print(f"[pretokenize] encoded {done:,}/{self._total:,} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s", file=sys.stderr)
-                last_line = now
-        bar.close()
-
-    def _rows_done(self) -> int:
-        total = 0
-        for path in glob.glob(os.path.join(self._dir, "encode-*.json")):
-            try:
-                with open(path) as f:
-                    total += json.load(f)["rows"]
-            except (OSError, ValueError):
-                pass  # being replaced right now; counted on the next poll
-        return total
-
-    def stop(self):
-        self._halt.set()
-        self.join(timeout=5)
-
-
 def format_summary(manifest: dict, seconds: float | None) -> str:
     rows = manifest["rows"]
     lines = []
@@ -373,58 +324,50 @@ def format_summary(manifest: dict, seconds: float | None) -> str:
     return "\n".join(lines)
 
 
-def _pipeline_error(exc: BaseException) -> str:
-    """The useful line of an exception that Beam may have wrapped in layers of context."""
-    text = str(exc)
-    for marker in ("InputError: ", "SchemaError: ", "OSError: ", "RuntimeError: "):
-        if marker in text:
-            return text.rsplit(marker, 1)[1].splitlines()[0].strip(" '\"[]")
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the process exit code (0 done or up to date, 1 failed, 2 bad input/options)."""
     started = time.monotonic()
     try:
         options, beam_args = parse_args(argv)
         tasks, ctx = plan(options)
-        skip = prepare_output(options, ctx.fingerprint)
+        with guard_output(options.output, output_rules(options, ctx.fingerprint), options.overwrite) as skip:
+            if skip:
+                print(skip)
+                print(format_summary(manifest_lib.read_manifest(options.output), None))
+                return 0
+            return _write(options, beam_args, tasks, ctx, started)
     except (UsageError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if skip:
-        print(skip)
-        print(format_summary(manifest_lib.read_manifest(options.output), None))
-        return 0
+        return report(exc)
 
+
+def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext, started: float) -> int:
+    """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total_rows = sum(i["rows"] for i in ctx.inputs)
     print(
         f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} row group(s), "
         f"{ctx.num_buckets} bucket(s) -> {options.output}",
         file=sys.stderr,
     )
-    progress = _Progress(ctx, total_rows)
-    progress.start()
+    os.makedirs(ctx.tmp, exist_ok=True)
+    log = os.path.join(ctx.tmp, joblog.LOG_NAME)
+    encoded = functools.partial(sum_markers, os.path.join(ctx.tmp, "progress"), "encode-*.json", "rows")
     try:
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build_pipeline(pipeline, tasks, ctx)
-        run_to_completion(pipeline)
+        with Progress("pretokenize", encoded, total_rows, unit="rows", label="encoded"):
+            joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        progress.stop()
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-        print(f"error: pretokenize failed: {_pipeline_error(exc)}", file=sys.stderr)
-        print(f"no manifest was written; {options.output} does not hold a dataset", file=sys.stderr)
-        return 1
-    progress.stop()
+        joblog.keep_only_log(ctx.tmp, log)
+        return report(
+            RunError(f"pretokenize failed: {joblog.pipeline_error(exc)}"),
+            f"no manifest was written; {options.output} does not hold a dataset",
+            *joblog.log_notes(log),
+        )
     try:
         manifest = manifest_lib.read_manifest(options.output)
     except manifest_lib.ManifestError as exc:
-        print(f"error: the pipeline finished without writing a manifest ({exc})", file=sys.stderr)
-        return 1
+        return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
     print(format_summary(manifest, time.monotonic() - started))
     if manifest["rows"]["accepted"] == 0:
-        print("error: no row could be encoded; see the rejected/ files", file=sys.stderr)
-        return 1
+        return report(RunError("no row could be encoded; see the rejected/ files"))
     return 0
 
 

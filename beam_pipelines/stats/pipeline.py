@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import glob
+import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -28,21 +29,23 @@ import os
 import pickle
 import shutil
 import sys
-import threading
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common import joblog
+from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.files import atomic_path
+from beam_pipelines.common.output import guard_output
+from beam_pipelines.common.progress import Progress, sum_markers, write_marker
 from beam_pipelines.stats import raw as stats_core
 
 from beam_pipelines.stats import dataset as stats_dataset
 
 from beam_pipelines.stats import render as stats_render
 from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
-from beam_pipelines.common.options import beam_options, run_to_completion
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"
@@ -163,7 +166,7 @@ def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.L
             )
     except Exception as exc:
         # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
-        if "InputError" in str(exc) or "SchemaError" in str(exc):
+        if isinstance(exc, InputError) or "InputError" in str(exc) or "SchemaError" in str(exc):
             raise InputError(joblog.pipeline_error(exc)) from exc
         raise RunError(joblog.pipeline_error(exc)) from exc
     with open(summary_path, "rb") as f:
@@ -213,7 +216,7 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
 # --- outputs ---------------------------------------------------------------------------------------
 
 
-def write_reports(report: dict, output: str, tmp: str, html: bool = True) -> list[str]:
+def write_reports(report: dict, output: str, html: bool = True) -> list[str]:
     """Render and write the report files: each to a temporary name first, all renamed at the end."""
     texts = {
         "report.json": json.dumps(report, indent=2, allow_nan=False) + "\n",
@@ -224,14 +227,14 @@ def write_reports(report: dict, output: str, tmp: str, html: bool = True) -> lis
             texts["report.html"] = stats_render.render_html(report)
         except stats_render.MissingMatplotlib as exc:
             print(f"[stats] skipping report.html: {exc}", file=sys.stderr)
-    for name, text in texts.items():
-        with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-            f.write(text)
+    with contextlib.ExitStack() as renames:  # renamed when every file is written; none if one fails
+        for name, text in texts.items():
+            with open(renames.enter_context(atomic_path(os.path.join(output, name))), "w", encoding="utf-8") as f:
+                f.write(text)
     written = []
     for name in REPORT_FILES:
         target = os.path.join(output, name)
         if name in texts:
-            os.replace(os.path.join(tmp, name), target)
             written.append(target)
         elif os.path.exists(target):
             os.remove(target)  # a stale page from an earlier report would contradict this one
@@ -323,41 +326,45 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         args, beam_args = parse_args(argv)
+        with guard_output(args.output):
+            return _report(args, beam_args, started)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
+
+
+def _report(args, beam_args: list[str], started: float) -> int:
+    """Compute and write the reports into a locked ``--output``; returns the exit status."""
     output = args.output
     # Absolute: workers (other processes, maybe another working directory) write the summary here.
     tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
-    try:
-        os.makedirs(output, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-    except OSError as exc:
-        print(f"error: --output {output}: {exc}", file=sys.stderr)
-        return 2
+    log = os.path.join(tmp, joblog.LOG_NAME)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    no_report = f"no report was written to {output}"
+    failed = True
     try:
         if args.input is not None:
             limits = stats_core.Limits(distinct=args.distinct_limit, quantile=args.quantile_limit, top=args.top)
-            report, units = raw_stats(args.input, tmp, beam_args, limits)
+            result, units = raw_stats(args.input, tmp, beam_args, limits)
             unit = "rows"
         else:
-            report, units = dataset_stats(args.dataset, args.workers)
+            result, units = dataset_stats(args.dataset, args.workers)
             unit = "records"
-        report = _json_safe(report)
-        written = write_reports(report, output, tmp, html=not args.no_html)
+        result = _json_safe(result)
+        written = write_reports(result, output, html=not args.no_html)
+        failed = False
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(f"no report was written to {output}", file=sys.stderr)
-        return 2
+        return report(exc, no_report, *joblog.log_notes(log))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback through Beam
-        print(f"error: stats failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"no report was written to {output}", file=sys.stderr)
-        return 1
+        text = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+        return report(RunError(f"stats failed: {text}"), no_report, *joblog.log_notes(log))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if failed:
+            joblog.keep_only_log(tmp, log)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.monotonic() - started
-    print(summary_line(report))
+    print(summary_line(result))
     print(f"{units:,} {unit} in {seconds:,.1f} s ({units / seconds:,.0f} {unit}/s); wrote {', '.join(written)}")
     return 0
 

@@ -11,8 +11,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from beam_pipelines.common.options import beam_options
 from beam_pipelines.ingest_atlas import convert as atlas
-
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, read_rejected, read_rows, tree_bytes
 
@@ -123,9 +123,15 @@ def test_corrupt_compressed_file(tmp_path, capsys, name, data, kind):
     out = tmp_path / "out"
     assert ingest(src, out, IN_MEMORY) == 1
     err = capsys.readouterr().err
-    assert f"{src / name}: cannot read {kind} stream" in err and "[while running" not in err.splitlines()[-2]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{src / name}: cannot read {kind} stream" in errors[0], err
+    assert "[while running" not in err and "Traceback" not in err
     assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
-    assert not (out / "_tmp_ingest").exists()
+    # Only Beam's log stays (its path is printed), with the traceback; no lock, no fragments.
+    log = out / "_tmp_ingest" / "pipeline.log"
+    assert f"Beam's log, with the workers' tracebacks: {log}" in err
+    assert "Traceback (most recent call last)" in log.read_text()
+    assert os.listdir(out) == ["_tmp_ingest"] and os.listdir(out / "_tmp_ingest") == ["pipeline.log"]
 
 
 def test_not_really_gzip(tmp_path, capsys):
@@ -167,9 +173,9 @@ def test_bad_options(tmp_path, capsys):
 
 
 def test_beam_options_defaults():
-    view = ingest_atlas.beam_options([]).get_all_options()
+    view = beam_options([]).get_all_options()
     assert view["direct_running_mode"] == "multi_processing" and view["direct_num_workers"] == 0
-    view = ingest_atlas.beam_options([IN_MEMORY]).get_all_options()
+    view = beam_options([IN_MEMORY]).get_all_options()
     assert view["direct_running_mode"] == "in_memory"
-    view = ingest_atlas.beam_options(["--runner=DaskRunner"]).get_all_options()
+    view = beam_options(["--runner=DaskRunner"]).get_all_options()
     assert view["runner"].endswith("dask_runner.DaskRunner") and view["direct_running_mode"] != "multi_processing"

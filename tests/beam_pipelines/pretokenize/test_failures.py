@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,7 @@ from beam_pipelines.pretokenize import pipeline as pretokenize
 
 from beam_pipelines.make_sample import synth
 from beam_pipelines.make_sample.shards import write_shards
-from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest, tree_digest
+from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest, sha256_file, tree_digest
 
 
 def _run(capsys, *args):
@@ -63,19 +64,69 @@ def test_column_of_wrong_type(tmp_path, capsys):
 
 def test_corrupt_row_group_fails_the_job_without_manifest(tmp_path, capsys):
     path = tmp_path / "x.parquet"
-    pq.write_table(synth.generate(20_000, seed=1), path, row_group_size=5_000, compression="none")
-    data = bytearray(path.read_bytes())
-    # Scribble over the middle of the file (column data), leaving the footer intact.
-    mid = len(data) // 2
-    data[mid : mid + 4000] = os.urandom(4000)
-    path.write_bytes(bytes(data))
+    _scribbled_parquet(path)
     code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
     if code == 0:
         pytest.skip("the scribble landed where Parquet could not notice it")  # pragma: no cover
     assert code == 1
     assert "pretokenize failed" in err and "no manifest was written" in err
     assert not (tmp_path / "out" / "manifest.json").exists()
-    assert not (tmp_path / "out" / "_tmp").exists()
+    _check_failure_report(err, path, tmp_path / "out")
+
+
+def _check_failure_report(err: str, path, out) -> None:
+    """One error line naming the file, no traceback on the terminal; the traceback is in the log, the
+    only file left (no lock, no scratch files)."""
+    log = out / "_tmp" / "pipeline.log"
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(path) in errors[0] and "[while running" not in errors[0], err
+    assert "Traceback" not in err and "WARNING" not in err and "ERROR" not in err, err
+    assert f"no manifest was written; {out} does not hold a dataset" in err
+    assert f"Beam's log, with the workers' tracebacks: {log}" in err
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and str(path) in text
+    assert os.listdir(out) == ["_tmp"] and os.listdir(out / "_tmp") == ["pipeline.log"]
+
+
+def _scribbled_parquet(path) -> None:
+    """20,000 rows in 4 row groups, with the middle of the file (column data) overwritten, footer intact."""
+    pq.write_table(synth.generate(20_000, seed=1), path, row_group_size=5_000, compression="none")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 4000] = np.random.default_rng(3).bytes(4000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_failure_in_worker_processes_prints_one_line_and_logs_the_traceback(tmp_path):
+    # The default runner mode (worker processes): their tracebacks and start-up notices go to the log.
+    path = tmp_path / "x.parquet"
+    _scribbled_parquet(path)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "beam_pipelines.pretokenize", "--input", str(path), "--output", str(out), "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "pretokenize failed" in proc.stderr and "cannot be read" in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith("pretokenize: 20,000 rows")
+    assert len(proc.stderr.splitlines()) == 4, proc.stderr  # start line, error, no manifest, log path
+    _check_failure_report(proc.stderr, path, out)
+
+
+@pytest.mark.slow
+def test_sample_run_prints_no_beam_noise(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "beam_pipelines.pretokenize", "--output", str(out), "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "apitools" not in proc.stderr and "Logging handler" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith("pretokenize: 120,000 rows in 4 file(s)")
+    assert not any(line.startswith(("WARNING", "INFO", "ERROR")) for line in proc.stderr.splitlines()), proc.stderr
+    assert "fingerprint" in proc.stdout
+    assert sorted(os.listdir(out)) == ["manifest.json", "rejected", "test", "train", "val"]  # no lock, no log
 
 
 @pytest.mark.parametrize(
@@ -115,7 +166,7 @@ def test_all_rows_rejected_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_killed_run_leaves_no_manifest_and_a_rerun_is_correct(tmp_path):
+def test_killed_run_leaves_no_manifest_and_a_rerun_is_correct(tmp_path, capsys):
     data = tmp_path / "in"
     write_shards(synth.generate(400_000, seed=11), str(data), shards=4, row_group_size=10_000)
     reference = tmp_path / "reference"
@@ -132,9 +183,13 @@ def test_killed_run_leaves_no_manifest_and_a_rerun_is_correct(tmp_path):
     proc.wait()
     assert progress.is_dir(), "the job never started"
     assert not (out / "manifest.json").exists()
+    assert (out / "_writer.lock").exists()  # a killed run cannot remove its lock
 
-    # Rerun the same command: it notices the leftovers, starts over, and gets the same bytes.
+    # Rerun the same command: it takes over the dead run's lock, notices the leftovers, starts over, and
+    # gets the same bytes.
+    capsys.readouterr()
     assert pretokenize.run(["--input", str(data), "--output", str(out), IN_MEMORY]) == 0
+    assert f"note: took over the writer lock of a run that is gone (pid {proc.pid} on " in capsys.readouterr().err
     assert tree_digest(out) == tree_digest(reference)
 
 
@@ -155,3 +210,36 @@ def test_dask_runner_gives_byte_identical_output(tmp_path, sample_dir):
             distributed.default_client()
     assert tree_digest(out) == tree_digest(reference)
     assert load_manifest(out)["rows"]["read"] == 120_000
+
+
+@pytest.mark.slow
+def test_second_writer_on_the_same_output_is_refused_at_once(tmp_path, sample_dir, capsys):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "beam_pipelines.pretokenize", "--input", str(sample_dir), "--output", str(out), IN_MEMORY]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = out / "_writer.lock"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not lock.exists() and first.poll() is None:
+            time.sleep(0.02)
+        assert lock.exists(), "the first run never took the lock"
+
+        started = time.monotonic()
+        code, err = _run(capsys, "--input", sample_dir, "--output", out)
+        assert first.poll() is None, "the first run ended before the second was refused; the test proved nothing"
+    finally:
+        stdout, stderr = first.communicate(timeout=300)
+    assert code == 2 and time.monotonic() - started < 10
+    assert err.startswith(f"error: {out} is being written by another run (pid {first.pid} on "), err
+    assert len(err.splitlines()) == 1, err
+
+    # The first run was not disturbed: it completes, and its dataset verifies against its manifest.
+    assert first.returncode == 0, stderr
+    manifest = load_manifest(out)
+    listed = [f for split in manifest["splits"].values() for f in split["files"]]
+    for entry in listed:
+        path = out / entry["path"]
+        assert path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]
+    found = {os.path.relpath(os.path.join(root, n), out) for root, _, names in os.walk(out) for n in names}
+    assert found == {"manifest.json", *(f["path"] for f in listed), *manifest["rejected"]["files"]}  # no lock left
+    assert manifest["rows"]["read"] == 120_000 and "fingerprint" in stdout

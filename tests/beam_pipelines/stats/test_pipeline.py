@@ -3,14 +3,19 @@ real pretokenized sample."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from beam_pipelines.common.progress import Progress, sum_markers, write_marker
+from beam_pipelines.make_sample import synth
 from beam_pipelines.stats import pipeline as stats
 
 IN_MEMORY = "--direct_running_mode=in_memory"
@@ -169,15 +174,33 @@ def test_output_directory_is_replaced_atomically(parquet_inputs, tmp_path):
 def test_progress_lines(tmp_path, capsys):
     markers = tmp_path / "progress"
     markers.mkdir()
-    stats._write_marker(str(markers), "00000-00001", 300)
-    stats._write_marker(str(markers), "00000-00002", 200)
-    stats._write_marker(str(markers), "00000-00001", 500)  # a later batch of the same row group replaces it
-    assert stats._marker_rows(str(markers)) == 700
-    progress = stats._Progress("read", "rows", 1000, lambda: stats._marker_rows(str(markers)), every=0.05)
-    progress.start()
-    import time
-
-    time.sleep(0.3)
-    progress.stop()
+    write_marker(str(markers), "00000-00001", rows=300)
+    write_marker(str(markers), "00000-00002", rows=200)
+    write_marker(str(markers), "00000-00001", rows=500)  # a later batch of the same row group replaces it
+    assert sum_markers(str(markers), "*.json", "rows") == 700
+    read = functools.partial(sum_markers, str(markers), "*.json", "rows")
+    with Progress("stats", read, 1000, unit="rows", label="read:", every=0.05):
+        time.sleep(0.3)
     err = capsys.readouterr().err
     assert "[stats] read: 700/1,000 rows (70%)" in err and "ETA" in err
+
+
+def test_failure_while_reading_names_the_file_and_keeps_only_the_log(tmp_path, capsys):
+    # A damaged row group is found only while the pipeline reads it: still bad input (exit 2).
+    path = tmp_path / "x.parquet"
+    pq.write_table(synth.generate(20_000, seed=1), path, row_group_size=5_000, compression="none")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = np.random.default_rng(3).bytes(4000)  # footer intact
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    rc, report = run_stats(["--input", str(path)], out, IN_MEMORY, "--no_html")
+    err = capsys.readouterr().err
+    assert rc == 2 and report is None, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(path) in errors[0] and "cannot be read" in errors[0], err
+    assert "Traceback" not in err and "[while running" not in err, err
+    assert f"no report was written to {out}" in err
+    log = out / stats._TMP_DIR / "pipeline.log"
+    assert f"Beam's log, with the workers' tracebacks: {log}" in err
+    assert "Traceback (most recent call last)" in log.read_text()
+    assert os.listdir(out) == [stats._TMP_DIR] and os.listdir(log.parent) == ["pipeline.log"]

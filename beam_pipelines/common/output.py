@@ -1,0 +1,201 @@
+"""The output directory of a job: one writer at a time, and never anybody else's files.
+
+Every job that writes a directory enters it through :func:`guard_output`, which, in this order:
+
+1. refuses an ``--output`` that is a file, and creates the directory;
+2. takes the writer lock (:class:`WriterLock`): a file created atomically in the directory, naming its
+   owner. While it exists a second writer is refused at once, before it reads or removes anything; a
+   lock left by a run that died on this host is taken over with a note;
+3. applies the job's :class:`OutputRules`: a complete output is skipped or refused (the job decides), a
+   directory holding entries the job does not write is refused unless ``--overwrite``, the files that
+   make the directory a complete output go first (from then on nothing in it passes for complete), and
+   then the job's other entries from an earlier run;
+4. on leaving, whatever happened, removes the lock, so a finished output holds exactly what the job wrote.
+
+No Apache Beam import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from typing import Self
+
+from beam_pipelines.common.errors import UsageError
+
+LOCK_NAME = "_writer.lock"
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Who holds a writer lock."""
+
+    host: str
+    pid: int
+    started: str  # ISO 8601, UTC, to the second
+
+    @classmethod
+    def me(cls) -> Owner:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        return cls(host=socket.gethostname(), pid=os.getpid(), started=now)
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}"
+
+    def is_gone(self) -> bool:
+        """True only when the owner certainly died: same host and no such process."""
+        if self.host != socket.gethostname():
+            return False  # another machine's processes cannot be checked from here
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+
+
+class WriterLock:
+    """``DIR/_writer.lock``: created with ``O_CREAT | O_EXCL``, so exactly one writer gets it.
+
+    :meth:`acquire` raises :class:`UsageError` naming the directory and the owner while another writer
+    holds it; it takes over a lock whose owner is gone (same host, dead pid) and returns a note saying
+    so. :meth:`release` removes the file.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_NAME)
+        self._held = False
+
+    def acquire(self) -> str | None:
+        note = None
+        for _ in range(3):  # a lock may vanish or be taken over between our attempts
+            if self._try_create():
+                return note
+            text = self._read()
+            owner = _parse_owner(text)
+            if owner is None and text is not None:
+                # Created but not yet written (microseconds), or damaged: never guess that it is stale.
+                raise UsageError(
+                    f"{self.directory} is locked by another writer ({self.path} gives no owner); if no "
+                    f"other run writes there, delete {self.path} and run again"
+                )
+            if owner is not None and not owner.is_gone():
+                raise UsageError(
+                    f"{self.directory} is being written by another run ({owner}); wait for it to finish, "
+                    f"or choose another --output (if that run is gone, delete {self.path})"
+                )
+            if owner is not None:
+                # Re-read right before removing, so a lock that another writer just took over stays.
+                if self._read() == text:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.path)
+                note = f"note: took over the writer lock of a run that is gone ({owner})"
+        raise UsageError(f"{self.directory}: could not take the writer lock {self.path}; another run is starting")
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(dataclasses.asdict(Owner.me()), f)
+            f.write("\n")
+        self._held = True
+        return True
+
+    def _read(self) -> str | None:
+        try:
+            with open(self.path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def release(self) -> None:
+        """Remove the lock file (only if this object took it)."""
+        if self._held:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self._held = False
+
+    def __enter__(self) -> Self:
+        note = self.acquire()
+        if note:
+            print(note, file=sys.stderr)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse_owner(text: str | None) -> Owner | None:
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        return Owner(host=str(d["host"]), pid=int(d["pid"]), started=str(d["started"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRules:
+    """What a job writes to its output directory, and what it does with an earlier output found there.
+
+    ``is_own(name)``: a top-level entry this job writes (its lock aside). ``markers``: the files that make
+    the directory a complete output, removed first, in this order, when it is rewritten; the first one
+    says that the directory holds a complete output. ``complete(overwrite)``: called when it does;
+    returns a message when the job has nothing to do, raises :class:`UsageError` to refuse, or returns
+    None to rewrite. ``foreign``: the refusal of a directory holding other entries, formatted with
+    ``out`` and ``names`` (the first three).
+    """
+
+    is_own: Callable[[str], bool]
+    markers: tuple[str, ...]
+    complete: Callable[[bool], str | None]
+    foreign: str
+
+
+@contextlib.contextmanager
+def guard_output(out: str, rules: OutputRules | None = None, overwrite: bool = False) -> Iterator[str | None]:
+    """Enter ``out`` as its only writer (see the module's docstring); yields the job's "nothing to do"
+    message, or None when the job should write. Raises :class:`UsageError` (exit 2) before touching
+    anything when ``out`` must not be written; the lock is released on leaving, success or failure."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output {out} exists and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output {out}: {exc.strerror or exc}") from exc
+    with WriterLock(out):
+        yield _prepare(out, rules, overwrite) if rules is not None else None
+
+
+def _prepare(out: str, rules: OutputRules, overwrite: bool) -> str | None:
+    if os.path.isfile(os.path.join(out, rules.markers[0])):
+        skip = rules.complete(overwrite)
+        if skip:
+            return skip
+    entries = [n for n in os.listdir(out) if n != LOCK_NAME]
+    foreign = sorted(n for n in entries if not rules.is_own(n))
+    if foreign and not overwrite:
+        raise UsageError(rules.foreign.format(out=out, names=foreign[:3]))
+    for name in rules.markers:  # from here on, nothing in DIR passes for a complete output
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out, name))
+    for name in sorted(set(entries) - set(foreign) - set(rules.markers)):
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return None
