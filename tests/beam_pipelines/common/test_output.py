@@ -135,3 +135,18 @@ def test_rules_complete_output_skip_refuse_or_rewrite_markers_first(tmp_path):
     with guard_output(str(tmp_path), _rules(complete), overwrite=True) as skip:
         assert skip is None and os.listdir(tmp_path) == [LOCK_NAME]
     assert os.listdir(tmp_path) == []
+
+
+def test_markers_go_first_then_the_other_own_entries(tmp_path, monkeypatch):
+    from beam_pipelines.common import output
+
+    for name in ("manifest.json", "manifest.json.tmp"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "_tmp").mkdir()
+    removed = []
+    remove, rmtree = os.remove, output.shutil.rmtree
+    monkeypatch.setattr(output.os, "remove", lambda p: (removed.append(os.path.basename(p)), remove(p)))
+    monkeypatch.setattr(output.shutil, "rmtree", lambda p: (removed.append(os.path.basename(p)), rmtree(p)))
+    with guard_output(str(tmp_path), _rules(), overwrite=True):
+        assert removed == ["manifest.json", "manifest.json.tmp", "_tmp", "data"]

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import os
+import socket
 
 import orjson
 import pyarrow.parquet as pq
@@ -164,6 +165,19 @@ def test_partial_output_is_cleared_and_foreign_files_refused(small_inputs, tmp_p
     (other / "notes.txt").write_text("mine")
     assert ingest(src, other, IN_MEMORY) == 2
     assert "holds files this job did not write" in capsys.readouterr().err
+
+
+def test_output_locked_by_a_live_writer_is_refused_untouched(small_inputs, tmp_path, capsys):
+    src, _ = small_inputs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00000-of-00002.parquet").write_text("the other run's")
+    lock = json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": "2026-01-01T00:00:00+00:00"})
+    (out / "_writer.lock").write_text(lock)
+    assert ingest(src, out, IN_MEMORY, "--overwrite") == 2
+    assert f"{out} is being written by another run" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["_writer.lock", "part-00000-of-00002.parquet"]
+    assert (out / "part-00000-of-00002.parquet").read_text() == "the other run's"
 
 
 def test_bad_options(tmp_path, capsys):

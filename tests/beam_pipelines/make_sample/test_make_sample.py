@@ -93,13 +93,32 @@ def test_deterministic_for_a_seed(tmp_path):
         ["--rows", "3", "--shards", "4"],
         ["--rows", "many"],
         ["--no-such-flag"],
+        ["--row_group_size", "0"],
     ],
 )
 def test_bad_arguments_exit_non_zero(argv, tmp_path):
     with pytest.raises(SystemExit) as info:
         make_sample.run([*argv, "--output", str(tmp_path / "out")])
-    assert info.value.code not in (0, None)
+    assert info.value.code == 2  # bad options
     assert not (tmp_path / "out").exists()
+
+
+def test_output_that_is_a_file_is_a_bad_option(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        make_sample.run(["--rows", "10", "--shards", "1", "--output", str(tmp_path / "f")])
+    assert info.value.code == 2 and "exists and is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_a_shard_that_cannot_be_written_fails_the_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00000-of-00001.parquet.tmp").mkdir()  # the temporary name is taken by a folder
+    assert make_sample.run(["--rows", "10", "--shards", "1", "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: make_sample failed: cannot write {out}: ") and "Traceback" not in err
+    assert not (out / "part-00000-of-00001.parquet").exists()
 
 
 def test_cli_module_exit_status(tmp_path):
@@ -107,7 +126,7 @@ def test_cli_module_exit_status(tmp_path):
         [sys.executable, "-m", "beam_pipelines.make_sample", "--shards", "0", "--output", str(tmp_path / "x")],
         capture_output=True, text=True, timeout=60,
     )
-    assert bad.returncode != 0 and "shards" in bad.stderr
+    assert bad.returncode == 2 and "shards" in bad.stderr
     good = subprocess.run(
         [sys.executable, "-m", "beam_pipelines.make_sample", "--rows", "50", "--shards", "2",
          "--output", str(tmp_path / "y")],

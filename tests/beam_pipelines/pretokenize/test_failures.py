@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,6 +154,26 @@ def test_foreign_output_directory_is_refused(tmp_path, capsys, sample_dir):
     code, err = _run(capsys, "--input", sample_dir, "--output", out)
     assert code == 2 and "not a ping-llm dataset" in err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_output_that_is_a_file_is_refused(tmp_path, capsys, sample_dir):
+    out = tmp_path / "out"
+    out.write_text("mine")
+    code, err = _run(capsys, "--input", sample_dir, "--output", out)
+    assert code == 2 and err == f"error: --output {out} exists and is not a directory\n"
+    assert out.read_text() == "mine"
+
+
+def test_output_locked_by_a_live_writer_is_refused_untouched(tmp_path, capsys, sample_dir):
+    out = tmp_path / "out"
+    (out / "_tmp").mkdir(parents=True)
+    (out / "_tmp" / "bucket").write_text("the other run's")
+    lock = json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": "2026-01-01T00:00:00+00:00"})
+    (out / "_writer.lock").write_text(lock)
+    code, err = _run(capsys, "--input", sample_dir, "--output", out, "--overwrite")
+    assert code == 2 and f"{out} is being written by another run (pid {os.getppid()} on" in err
+    assert sorted(os.listdir(out)) == ["_tmp", "_writer.lock"] and (out / "_writer.lock").read_text() == lock
+    assert (out / "_tmp" / "bucket").read_text() == "the other run's"
 
 
 def test_all_rows_rejected_is_an_error(tmp_path, capsys):

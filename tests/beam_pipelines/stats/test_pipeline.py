@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import time
 
 import numpy as np
@@ -204,3 +205,16 @@ def test_failure_while_reading_names_the_file_and_keeps_only_the_log(tmp_path, c
     assert f"Beam's log, with the workers' tracebacks: {log}" in err
     assert "Traceback (most recent call last)" in log.read_text()
     assert os.listdir(out) == [stats._TMP_DIR] and os.listdir(log.parent) == ["pipeline.log"]
+
+
+def test_output_locked_by_a_live_writer_is_refused_untouched(parquet_inputs, tmp_path, capsys):
+    pattern, _ = parquet_inputs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the other run's")
+    lock = json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": "2026-01-01T00:00:00+00:00"})
+    (out / "_writer.lock").write_text(lock)
+    rc, _ = run_stats(["--input", pattern], out, IN_MEMORY)
+    assert rc == 2 and f"{out} is being written by another run" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["_writer.lock", "report.md"]
+    assert (out / "report.md").read_text() == "the other run's"
