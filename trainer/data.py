@@ -26,7 +26,7 @@ import grain
 import numpy as np
 
 import beam_pipelines.dataset as contract
-from beam_pipelines.dataset import DatasetError  # noqa: F401  (trainer.data.DatasetError: the contract's error)
+from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
 from tokenizer.order import splitmix64
 from trainer import augment
 from trainer.config import Config

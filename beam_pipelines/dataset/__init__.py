@@ -13,9 +13,9 @@ from beam_pipelines.dataset.records import decode_record, iter_record_blocks, re
 from beam_pipelines.dataset.verify import verify_dataset, verify_file
 
 __all__ = [
-    "DatasetError",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "DatasetError",
     "ManifestError",
     "decode_record",
     "iter_record_blocks",

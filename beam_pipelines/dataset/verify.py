@@ -9,6 +9,7 @@ what happened. Every error is a :class:`DatasetError` naming the file.
 from __future__ import annotations
 
 import os
+
 from beam_pipelines.common.files import sha256_file
 from beam_pipelines.dataset.manifest import DatasetError
 from beam_pipelines.dataset.records import count_records

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
+from beam_pipelines.common.files import sha256_file
 from beam_pipelines.dataset import DatasetError
 from beam_pipelines.dataset.records import (
     check_compression,
@@ -16,7 +17,6 @@ from beam_pipelines.dataset.records import (
     read_records,
     write_records,
 )
-from beam_pipelines.common.files import sha256_file
 from tests.beam_pipelines.dataset.helpers import SEQ_LEN, tiny_records
 
 

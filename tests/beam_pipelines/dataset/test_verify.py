@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 
 import pytest
 
@@ -47,10 +48,10 @@ def test_sha256_differs_only_when_asked(tiny_dataset):
 
 def test_changed_bytes_are_caught_by_sha256_before_the_reader(tiny_dataset):
     rel = read_manifest(tiny_dataset)["splits"]["train"]["files"][0]["path"]
-    path = os.path.join(tiny_dataset, rel)
-    data = bytearray(open(path, "rb").read())
+    path = pathlib.Path(tiny_dataset, rel)
+    data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF  # the footer: the ArrayRecord reader may no longer open it
-    open(path, "wb").write(bytes(data))
+    path.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="sha256 differs"):
         _verify(tiny_dataset, checksums=True)
 
