@@ -1,9 +1,9 @@
 """Checking a dataset's files against its manifest: the one verifier the trainer and the stats job use.
 
-A file is checked in cost order: it exists, its size is the manifest's ``bytes``, then (optionally)
-its sha256 (reads the whole file) and its record count (reads the file's footer). The sha256 comes
-before the count because a damaged file may not open as ArrayRecord at all, and "sha256 differs" says
-what happened. Every error is a :class:`DatasetError` naming the file.
+A file is checked in this order: it exists, its size is the manifest's ``bytes``, then (optionally)
+its sha256 (reads the whole file) and its record count (reads the file's index). The sha256 comes
+before the cheaper count because a damaged file may not open as ArrayRecord at all, and "sha256
+differs" says what happened. Every error is a :class:`DatasetError` naming the file.
 """
 
 from __future__ import annotations
