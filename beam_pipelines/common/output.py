@@ -1,15 +1,15 @@
 """The output directory of a job: one writer at a time, and never anybody else's files.
 
-Every job that writes a directory enters it through :func:`guard_output`, which, in this order:
+Every job that writes a directory enters it through :class:`OutputDir`, which, in this order:
 
 1. refuses an ``--output`` that is a file, and creates the directory;
 2. takes the writer lock (:class:`WriterLock`): a file created atomically in the directory, naming its
-   owner. While it exists a second writer is refused at once, before it reads or removes anything; a
-   lock left by a run that died on this host is taken over with a note;
-3. applies the job's :class:`OutputRules`: a complete output is skipped or refused (the job decides), a
-   directory holding entries the job does not write is refused unless ``--overwrite``, the files that
-   make the directory a complete output go first (from then on nothing in it passes for complete), and
-   then the job's other entries from an earlier run;
+   owner. While it exists a second writer is refused at once, before it reads its inputs or removes
+   anything; a lock left by a run that died on this host is taken over with a note;
+3. (:meth:`OutputDir.prepare`, once the job has planned) applies the job's :class:`OutputRules`: a
+   complete output is skipped or refused (the job decides), a directory holding entries the job does not
+   write is refused unless ``--overwrite``, the files that make the directory a complete output go first
+   (from then on nothing in it passes for complete), and then the job's other entries from an earlier run;
 4. on leaving, whatever happened, removes the lock, so a finished output holds exactly what the job wrote.
 
 No Apache Beam import here.
@@ -25,7 +25,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Self
 
 from beam_pipelines.common.errors import UsageError
@@ -164,19 +164,53 @@ class OutputRules:
     foreign: str
 
 
-@contextlib.contextmanager
-def guard_output(out: str, rules: OutputRules | None = None, overwrite: bool = False) -> Iterator[str | None]:
-    """Enter ``out`` as its only writer (see the module's docstring); yields the job's "nothing to do"
-    message, or None when the job should write. Raises :class:`UsageError` (exit 2) before touching
-    anything when ``out`` must not be written; the lock is released on leaving, success or failure."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--output {out} exists and is not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--output {out}: {exc.strerror or exc}") from exc
-    with WriterLock(out):
-        yield _prepare(out, rules, overwrite) if rules is not None else None
+class OutputDir:
+    """The guard of a job's output directory, entered before the job reads its inputs.
+
+    Entering refuses an ``--output`` that is a file, creates the directory and takes the writer lock
+    (:class:`UsageError`, exit 2, while another writer holds it); :meth:`prepare` then applies the job's
+    :class:`OutputRules`. Leaving removes the lock, and the directory too when entering created it and
+    nothing was written to it (bad input found after the lock was taken leaves no trace).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = WriterLock(path)
+        self._created: list[str] = []  # the folders entering created, deepest first
+
+    def __enter__(self) -> Self:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UsageError(f"--output {self.path} exists and is not a directory")
+        folder = os.path.abspath(self.path)
+        while not os.path.exists(folder):
+            self._created.append(folder)
+            folder = os.path.dirname(folder)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output {self.path}: {exc.strerror or exc}") from exc
+        try:
+            self._lock.__enter__()
+        except BaseException:
+            self._remove_if_created_and_empty()
+            raise
+        return self
+
+    def prepare(self, rules: OutputRules, overwrite: bool = False) -> str | None:
+        """Apply ``rules`` (see the module's docstring): returns the job's "nothing to do" message, or None
+        once the directory is ready to be written; raises :class:`UsageError` before removing anything."""
+        return _prepare(self.path, rules, overwrite)
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+        self._remove_if_created_and_empty()
+
+    def _remove_if_created_and_empty(self) -> None:
+        for folder in self._created:
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: the job wrote there
+                break
 
 
 def _prepare(out: str, rules: OutputRules, overwrite: bool) -> str | None:

@@ -33,7 +33,7 @@ from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.output import OutputRules, guard_output
+from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.transforms import GatherAll, create_spread
@@ -298,8 +298,9 @@ def run(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         return report(exc)
     try:
-        units, ctx = plan(options)
-        with guard_output(options.output, output_rules(options), options.overwrite):
+        with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
+            units, ctx = plan(options)
+            out_dir.prepare(output_rules(options), options.overwrite)
             return _write(options, beam_args, units, ctx, started)
     except (UsageError, InputError) as exc:
         return report(exc)

@@ -30,7 +30,7 @@ from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.output import OutputRules, guard_output
+from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.pretokenize import stages
@@ -329,8 +329,9 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         options, beam_args = parse_args(argv)
-        tasks, ctx = plan(options)
-        with guard_output(options.output, output_rules(options, ctx.fingerprint), options.overwrite) as skip:
+        with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
+            tasks, ctx = plan(options)
+            skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
             if skip:
                 print(skip)
                 print(format_summary(manifest_lib.read_manifest(options.output), None))

@@ -38,7 +38,7 @@ from apache_beam.transforms.ptransform import ptransform_fn
 from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.files import atomic_path
-from beam_pipelines.common.output import guard_output
+from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
 from beam_pipelines.stats import raw as stats_core
 
@@ -326,7 +326,7 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         args, beam_args = parse_args(argv)
-        with guard_output(args.output):
+        with OutputDir(args.output):
             return _report(args, beam_args, started)
     except UsageError as exc:
         return report(exc)

@@ -19,8 +19,10 @@ IN_MEMORY = "--direct_running_mode=in_memory"
     [
         # A worker's traceback wrapped in the runner's RuntimeError: the last InputError line wins.
         (
-            "Traceback (most recent call last):\n  File x\nbeam_pipelines.common.errors.InputError: a.parquet: "
-            "row group 2: cannot be read (bad) [while running 'Read/Encode']\n\nDuring handling...\nRuntimeError: x",
+            (
+                "Traceback (most recent call last):\n  File x\nbeam_pipelines.common.errors.InputError: a.parquet: "
+                "row group 2: cannot be read (bad) [while running 'Read/Encode']\n\nDuring handling...\nRuntimeError: x"
+            ),
             "a.parquet: row group 2: cannot be read (bad)",
         ),
         ("tokenizer.SchemaError: column 'rtt': string, expected double", "column 'rtt': string, expected double"),
@@ -68,6 +70,7 @@ def _fails(x):
     return x
 
 
+@pytest.mark.slow
 def test_run_pipeline_logs_the_traceback_of_a_failure(tmp_path, capsys):
     log = tmp_path / joblog.LOG_NAME
     with pytest.raises(Exception) as info:
@@ -78,6 +81,7 @@ def test_run_pipeline_logs_the_traceback_of_a_failure(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_pipeline_success_leaves_the_log_quiet(tmp_path):
     log = tmp_path / joblog.LOG_NAME
     joblog.run_pipeline([IN_MEMORY], lambda p: p | beam.Create([1, 2]) | beam.Map(lambda x: x), str(log))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from beam_pipelines.common.errors import EXIT_USAGE, UsageError, exit_code
-from beam_pipelines.common.output import LOCK_NAME, OutputRules, WriterLock, guard_output
+from beam_pipelines.common.output import LOCK_NAME, OutputDir, OutputRules, WriterLock
 
 
 def _lock(directory, pid, host=None, started="2026-01-01T00:00:00+00:00") -> str:
@@ -37,15 +37,26 @@ def _rules(complete=lambda overwrite: None) -> OutputRules:
 
 def test_lock_is_taken_with_its_owner_and_released(tmp_path):
     out = tmp_path / "out"
-    with guard_output(str(out)) as skip:
-        assert skip is None
+    with OutputDir(str(out)):
         owner = json.loads((out / LOCK_NAME).read_text())
         assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname() and owner["started"]
-    assert os.listdir(out) == []  # created for the job, and no lock left
+        (out / "written").write_text("x")
+    assert os.listdir(out) == ["written"]  # no lock left
+
+
+def test_a_directory_created_for_nothing_is_removed(tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(ValueError, match="bad input"), OutputDir(str(out)):
+        raise ValueError("bad input")  # found after the lock was taken, before anything was written
+    assert os.listdir(tmp_path) == []  # and the folders above it that it needed
+    (tmp_path / "kept").mkdir()
+    with OutputDir(str(tmp_path / "kept")):
+        pass
+    assert (tmp_path / "kept").is_dir()  # it existed before: left as it was
 
 
 def test_lock_is_released_when_the_job_fails(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"), guard_output(str(tmp_path)):
+    with pytest.raises(RuntimeError, match="boom"), OutputDir(str(tmp_path)):
         (tmp_path / "partial").write_text("x")
         raise RuntimeError("boom")
     assert os.listdir(tmp_path) == ["partial"]
@@ -56,7 +67,7 @@ def test_a_live_writer_is_refused_at_once_and_nothing_is_touched(tmp_path):
     (tmp_path / "data").mkdir()
     text = _lock(tmp_path, os.getppid())  # a live process on this host
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(UsageError) as info, guard_output(str(tmp_path), _rules(), overwrite=True):
+    with pytest.raises(UsageError) as info, OutputDir(str(tmp_path)):
         pytest.fail("entered a directory another writer holds")
     message = str(info.value)
     assert str(tmp_path) in message and f"pid {os.getppid()} on {socket.gethostname()}" in message
@@ -80,7 +91,7 @@ def test_a_lock_without_an_owner_is_refused(tmp_path):
 def test_a_dead_writers_lock_is_taken_over_with_a_note(tmp_path, capsys):
     pid = _dead_pid()
     _lock(tmp_path, pid)
-    with guard_output(str(tmp_path)):
+    with OutputDir(str(tmp_path)):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert f"note: took over the writer lock of a run that is gone (pid {pid} on " in capsys.readouterr().err
     assert not (tmp_path / LOCK_NAME).exists()
@@ -94,7 +105,7 @@ def test_a_second_lock_object_in_the_same_process_is_refused(tmp_path):
 def test_output_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "f"
     path.write_text("x")
-    with pytest.raises(UsageError, match="exists and is not a directory"), guard_output(str(path)):
+    with pytest.raises(UsageError, match="exists and is not a directory"), OutputDir(str(path)):
         pass
     assert path.read_text() == "x"
 
@@ -102,10 +113,11 @@ def test_output_that_is_a_file_is_refused(tmp_path):
 def test_rules_refuse_foreign_entries_unless_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "data").mkdir()
-    with pytest.raises(UsageError, match=r"holds \['notes.txt'\]"), guard_output(str(tmp_path), _rules()):
-        pass
+    with pytest.raises(UsageError, match=r"holds \['notes.txt'\]"), OutputDir(str(tmp_path)) as out:
+        out.prepare(_rules())
     assert sorted(os.listdir(tmp_path)) == ["data", "notes.txt"]
-    with guard_output(str(tmp_path), _rules(), overwrite=True):
+    with OutputDir(str(tmp_path)) as out:
+        out.prepare(_rules(), overwrite=True)
         assert sorted(os.listdir(tmp_path)) == [LOCK_NAME, "notes.txt"]  # own entries cleared, foreign kept
     assert os.listdir(tmp_path) == ["notes.txt"]
 
@@ -124,16 +136,16 @@ def test_rules_complete_output_skip_refuse_or_rewrite_markers_first(tmp_path):
             return "nothing to do"
         raise UsageError("a different output")
 
-    with guard_output(str(tmp_path), _rules(complete)) as skip:
-        assert skip == "nothing to do"
+    with OutputDir(str(tmp_path)) as out:
+        assert out.prepare(_rules(complete)) == "nothing to do"
     assert seen[-1] == [LOCK_NAME, "data", "manifest.json"]
     assert sorted(os.listdir(tmp_path)) == ["data", "manifest.json"]
     (tmp_path / "manifest.json").write_text('{"other": 1}')
-    with pytest.raises(UsageError, match="a different output"), guard_output(str(tmp_path), _rules(complete)):
-        pass
+    with pytest.raises(UsageError, match="a different output"), OutputDir(str(tmp_path)) as out:
+        out.prepare(_rules(complete))
     assert sorted(os.listdir(tmp_path)) == ["data", "manifest.json"]
-    with guard_output(str(tmp_path), _rules(complete), overwrite=True) as skip:
-        assert skip is None and os.listdir(tmp_path) == [LOCK_NAME]
+    with OutputDir(str(tmp_path)) as out:
+        assert out.prepare(_rules(complete), overwrite=True) is None and os.listdir(tmp_path) == [LOCK_NAME]
     assert os.listdir(tmp_path) == []
 
 
@@ -148,5 +160,6 @@ def test_markers_go_first_then_the_other_own_entries(tmp_path, monkeypatch):
     remove, rmtree = os.remove, output.shutil.rmtree
     monkeypatch.setattr(output.os, "remove", lambda p: (removed.append(os.path.basename(p)), remove(p)))
     monkeypatch.setattr(output.shutil, "rmtree", lambda p: (removed.append(os.path.basename(p)), rmtree(p)))
-    with guard_output(str(tmp_path), _rules(), overwrite=True):
+    with OutputDir(str(tmp_path)) as out:
+        out.prepare(_rules(), overwrite=True)
         assert removed == ["manifest.json", "manifest.json.tmp", "_tmp", "data"]

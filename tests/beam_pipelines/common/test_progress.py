@@ -54,7 +54,10 @@ def test_nothing_is_printed_before_anything_is_done_or_before_every_seconds():
 
 def test_without_a_total_and_with_a_detail():
     stream = io.StringIO()
-    detail = lambda elapsed: f"{3:,} MB of JSON, {3 / elapsed:,.1f} MB/s"  # noqa: E731
+
+    def detail(elapsed):
+        return f"{3:,} MB of JSON, {3 / elapsed:,.1f} MB/s"
+
     with Progress("ingest_atlas", lambda: 1234, unit="lines", every=0.05, detail=detail, stream=stream):
         time.sleep(0.3)
     line = stream.getvalue().splitlines()[-1]

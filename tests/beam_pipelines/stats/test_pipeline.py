@@ -186,6 +186,7 @@ def test_progress_lines(tmp_path, capsys):
     assert "[stats] read: 700/1,000 rows (70%)" in err and "ETA" in err
 
 
+@pytest.mark.slow
 def test_failure_while_reading_names_the_file_and_keeps_only_the_log(tmp_path, capsys):
     # A damaged row group is found only while the pipeline reads it: still bad input (exit 2).
     path = tmp_path / "x.parquet"
