@@ -33,9 +33,9 @@ from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.common.files import write_json_atomic
 from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.ingest_atlas import shards, streams
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES

@@ -31,12 +31,12 @@ from apache_beam.transforms.ptransform import ptransform_fn
 from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.output import OutputDir, OutputRules
-from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.dataset import manifest as manifest_lib
-from beam_pipelines.pretokenize import stages
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
-from beam_pipelines.dataset.records import check_compression
+from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
+from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.dataset.records import check_compression
+from beam_pipelines.pretokenize import stages
 from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
 from tokenizer import IPV6_LENGTH
 

@@ -39,13 +39,11 @@ from beam_pipelines.common import joblog
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.common.output import OutputDir
-from beam_pipelines.common.progress import Progress, sum_markers, write_marker
-from beam_pipelines.stats import raw as stats_core
-
-from beam_pipelines.stats import dataset as stats_dataset
-
-from beam_pipelines.stats import render as stats_render
 from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
+from beam_pipelines.common.progress import Progress, sum_markers, write_marker
+from beam_pipelines.stats import dataset as stats_dataset
+from beam_pipelines.stats import raw as stats_core
+from beam_pipelines.stats import render as stats_render
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"
