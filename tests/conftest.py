@@ -1,4 +1,9 @@
-"""Shared fixtures: paths to the repository, the bundled sample and the real RIPE Atlas file."""
+"""Shared fixtures: paths to the repository, the bundled sample and the real RIPE Atlas file.
+
+``pytest -m "not slow"`` is the quick set. A session fixture runs for any selected test that needs it, so
+a test whose fixture is expensive (a Beam job on real-size data, a model to compile or train) is marked
+``slow`` itself; quick tests use small inputs. CI runs everything.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,7 @@ import pathlib
 import pytest
 
 from beam_pipelines.pretokenize import pipeline as pretokenize
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-SAMPLE_DIR = REPO_ROOT / "data" / "sample"
-# The real RIPE Atlas results live in the shared folder beside the checkout (CI lays it there too).
-ATLAS_FILE = REPO_ROOT.parent / "shared" / "data" / "atlas" / "ping-results.jsonl.gz"
+from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, require_atlas_file
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +28,8 @@ def sample_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def atlas_file() -> pathlib.Path:
-    assert ATLAS_FILE.is_file(), f"real RIPE Atlas file missing: {ATLAS_FILE}"
-    return ATLAS_FILE
+    """The real RIPE Atlas file; every test that needs it skips, with the reason, where it is absent."""
+    return require_atlas_file(ATLAS_FILE)
 
 
 @pytest.fixture(scope="session")

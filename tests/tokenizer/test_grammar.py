@@ -65,6 +65,7 @@ def _accepts(tokens) -> bool:
     return bool(state.done[0])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(rows)
 def test_every_encoded_measurement_is_grammatical(row):
@@ -77,6 +78,7 @@ def test_every_encoded_measurement_is_grammatical(row):
     assert [int(blocks[b][0]) for b in range(7)] == BLOCK_ROLE.tolist()
 
 
+@pytest.mark.slow
 def test_real_records_are_grammatical(sample_dataset):
     from tests.trainer.helpers import make_config
     from tokenizer import split_measurements

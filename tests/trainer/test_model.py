@@ -28,6 +28,7 @@ def _split(config):
     return graphdef, nnx.to_pure_dict(state)
 
 
+@pytest.mark.slow
 def test_fresh_model_loss_is_close_to_ln_vocab(batch):
     config = load_config("tiny")
     graphdef, params = _split(config)
@@ -36,6 +37,7 @@ def test_fresh_model_loss_is_close_to_ln_vocab(batch):
     assert abs(loss - math.log(267)) < 0.02, loss
 
 
+@pytest.mark.slow
 def test_attention_is_causal():
     config = load_config("tiny", [*MINI, "model.num_layers=2"])
     model = model_lib.create(config.model, 0)
@@ -47,6 +49,7 @@ def test_attention_is_causal():
     assert not np.allclose(np.asarray(a[0, 40:]), np.asarray(b[0, 40:]))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_gives_float32_logits_near_float32():
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, 267, size=(2, 32)), jnp.int32)
     f32 = model_lib.create(load_config("tiny", MINI).model, 0)(tokens)
@@ -55,6 +58,7 @@ def test_bfloat16_compute_gives_float32_logits_near_float32():
     np.testing.assert_allclose(np.asarray(bf16), np.asarray(f32), atol=0.05)
 
 
+@pytest.mark.slow
 def test_dropout_only_with_a_key():
     config = load_config("tiny", [*MINI, "model.dropout=0.5"])
     model = model_lib.create(config.model, 0)
@@ -64,6 +68,7 @@ def test_dropout_only_with_a_key():
     assert not np.allclose(np.asarray(model(tokens, dropout_key=key)), np.asarray(model(tokens)))
 
 
+@pytest.mark.slow
 def test_pad_targets_do_not_count_in_the_loss(batch):
     config = load_config("tiny", MINI)
     graphdef, params = _split(config)
@@ -110,6 +115,7 @@ def _field_rows_by_loop(tokens):
     return out
 
 
+@pytest.mark.slow
 def test_field_ids_name_each_tokens_block_and_offset():
     from tokenizer import encode_measurement
     import datetime as dt
@@ -138,6 +144,7 @@ def test_field_ids_name_each_tokens_block_and_offset():
     np.testing.assert_array_equal(np.concatenate([first, second], axis=1), np.asarray(rows))
 
 
+@pytest.mark.slow
 def test_field_embedding_can_be_switched_off():
     on = load_config("tiny", MINI).model
     off = load_config("tiny", [*MINI, "model.field_embedding=false"]).model

@@ -36,7 +36,7 @@ def test_defaults_pick_the_local_runner_in_multi_process_mode():
     assert options.beam_options(["--runner", "DaskRunner"]).get_all_options()["runner"].endswith("DaskRunner")
 
 
-@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+@pytest.mark.parametrize("mode", ["in_memory", pytest.param("multi_processing", marks=pytest.mark.slow)])
 def test_local_runner_runs_a_pipeline_without_prism_or_temp_folders(mode, no_prism, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # every temporary folder Beam makes lands here
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR

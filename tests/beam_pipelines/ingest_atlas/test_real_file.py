@@ -24,6 +24,9 @@ from beam_pipelines.ingest_atlas import convert as atlas
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, read_rejected, read_rows
 
+# Every test here ingests or reads the whole 488k-line file: real-file scale, not the quick set.
+pytestmark = pytest.mark.slow
+
 RESULTS = 488_061
 
 

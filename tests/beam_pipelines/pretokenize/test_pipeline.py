@@ -42,6 +42,7 @@ def sample_run(tmp_path_factory, sample_dir):
     return out, manifest, records, decoded
 
 
+@pytest.mark.slow
 def test_every_record_decodes_to_the_input_rows(sample_run, sample_dir):
     out, manifest, _, decoded = sample_run
     rows = input_rows(sorted(glob.glob(str(sample_dir / "*.parquet"))))
@@ -59,6 +60,7 @@ def test_every_record_decodes_to_the_input_rows(sample_run, sample_dir):
     assert collections.Counter(got) == collections.Counter(kept)  # multiset equality
 
 
+@pytest.mark.slow
 def test_rejected_rows_are_kept_with_reasons(sample_run, sample_dir):
     out, manifest, _, _ = sample_run
     rejected = pq.read_table(os.path.join(out, "rejected"))
@@ -75,6 +77,7 @@ def test_rejected_rows_are_kept_with_reasons(sample_run, sample_dir):
             assert row["src_addr"] == ""
 
 
+@pytest.mark.slow
 def test_splits_are_disjoint_by_source(sample_run):
     _, manifest, _, decoded = sample_run
     sources = {s: {m["src_addr"] for rec in decoded[s] for m in rec} for s in SPLITS}
@@ -106,6 +109,7 @@ def _check_grouping(decoded_split):
     return continuous / total
 
 
+@pytest.mark.slow
 def test_grouping_time_order_and_continuity(sample_run):
     _, manifest, _, decoded = sample_run
     for s in SPLITS:
@@ -114,6 +118,7 @@ def test_grouping_time_order_and_continuity(sample_run):
         assert manifest["splits"][s]["context_continuity"] == pytest.approx(continuity)
 
 
+@pytest.mark.slow
 def test_records_are_whole_measurements_then_pad_and_padding_is_low(sample_run):
     _, manifest, records, decoded = sample_run
     all_records = np.concatenate([records[s] for s in SPLITS])
@@ -132,6 +137,7 @@ def test_records_are_whole_measurements_then_pad_and_padding_is_low(sample_run):
         assert m["measurements"] == sum(len(r) for r in decoded[s])
 
 
+@pytest.mark.slow
 def test_manifest_files_and_hashes(sample_run):
     out, manifest, _, _ = sample_run
     assert manifest["format_version"] == 1
@@ -154,6 +160,7 @@ def test_manifest_files_and_hashes(sample_run):
     assert names == {"manifest.json", "train", "val", "test", "rejected"}
 
 
+@pytest.mark.slow
 def test_grain_reads_records_by_index(sample_run):
     from grain.python import ArrayRecordDataSource
 
@@ -165,6 +172,7 @@ def test_grain_reads_records_by_index(sample_run):
         assert np.array_equal(np.frombuffer(source[i], dtype="<u2"), records["train"][i])
 
 
+@pytest.mark.slow
 def test_rerun_skips_an_identical_dataset_and_refuses_another(sample_run, sample_dir, capsys):
     out, manifest, _, _ = sample_run
     before = tree_digest(out)
@@ -177,6 +185,7 @@ def test_rerun_skips_an_identical_dataset_and_refuses_another(sample_run, sample
     assert tree_digest(out) == before
 
 
+@pytest.mark.slow
 def test_deterministic_across_modes_and_overwrite(tmp_path, sample_run, sample_dir):
     out, _, _, _ = sample_run
     other = tmp_path / "multi"
@@ -198,6 +207,7 @@ def mixed_input(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_seed_like_data_over_many_buckets(tmp_path, mixed_input):
     out = tmp_path / "out"
     assert pretokenize.run(["--input", str(mixed_input), "--output", str(out), "--bucket_rows", "15000", IN_MEMORY]) == 0
@@ -223,6 +233,7 @@ def test_all_ipv4_data_is_near_its_floor(tmp_path):
     assert pad_fraction(records) <= 34 / 1024 + 0.005
 
 
+@pytest.mark.slow
 def test_time_split_puts_train_first(tmp_path, mixed_input):
     out = tmp_path / "out"
     assert pretokenize.run(["--input", str(mixed_input), "--output", str(out), "--split_by", "time", IN_MEMORY]) == 0
@@ -273,6 +284,7 @@ def test_type_variants_and_extra_columns(tmp_path):
     assert all(float(np.float32(r)) == r for r in got)  # float32 RTTs widened exactly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("codec", ["lz4", "zstd"])
 def test_scratch_compression_does_not_change_the_output(tmp_path, sample_run, sample_dir, codec):
     out, _, _, _ = sample_run

@@ -63,6 +63,7 @@ def test_raw_markdown(raw):
         assert f"| {reason} |" in md
 
 
+@pytest.mark.slow
 def test_approximate_figures_carry_their_bounds(dirty):
     limits = Limits(distinct=10, quantile=20)
     r = json.loads(

@@ -62,6 +62,7 @@ def test_training_forward_is_unchanged_by_the_decode_path():
     np.testing.assert_array_equal(np.asarray(model_lib.rope(x, 10_000.0)), np.asarray(explicit))
 
 
+@pytest.mark.slow
 def test_padded_prefill_of_unequal_prompts_matches_each_prompt_alone():
     model = _model()
     graphdef, state = nnx.split(model)
@@ -79,6 +80,7 @@ def test_padded_prefill_of_unequal_prompts_matches_each_prompt_alone():
         np.testing.assert_allclose(stepped[i], full[n], atol=1e-4 * np.abs(full).max())
 
 
+@pytest.mark.slow
 def test_shared_prompt_decoding_equals_the_full_forward():
     """Several continuations per prompt over the prompts' one cache: the logits of the whole sequences."""
     model = _model()
@@ -111,6 +113,7 @@ def random_sampler():
     return sampling.Sampler(graphdef, nnx.to_pure_dict(state))
 
 
+@pytest.mark.slow
 def test_samples_of_an_untrained_model_always_decode_and_keep_the_given_fields(random_sampler):
     context = encode_measurement({
         "msm_id": 1001, "event_time": dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc), "src_addr": "10.0.0.1",
@@ -136,6 +139,7 @@ def test_samples_of_an_untrained_model_always_decode_and_keep_the_given_fields(r
     assert (outs[0] != PAD).sum(axis=1).min() == 44  # an IPv4 measurement after its MeasurementStart
 
 
+@pytest.mark.slow
 def test_sampling_is_deterministic_in_the_seed(random_sampler):
     a = sampling.sample(random_sampler, [[MEASUREMENT_START]], 8, seed=1)[0]
     b = sampling.sample(random_sampler, [[MEASUREMENT_START]], 8, seed=1)[0]
@@ -144,6 +148,7 @@ def test_sampling_is_deterministic_in_the_seed(random_sampler):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_temperature_zero_takes_the_most_likely_allowed_token(random_sampler):
     prompt = [MEASUREMENT_START, 7]  # errors block: one byte, then the rest
     out = sampling.sample(random_sampler, [prompt], 3, temperature=0.0)[0]
@@ -153,6 +158,7 @@ def test_temperature_zero_takes_the_most_likely_allowed_token(random_sampler):
     assert out[0, 0] == np.argmax(np.where(allowed, logits[0], -np.inf))
 
 
+@pytest.mark.slow
 def test_a_complete_or_contextless_prompt_is_refused(random_sampler):
     whole = encode_measurement({
         "msm_id": 1, "event_time": dt.datetime(2025, 1, 1), "src_addr": "1.1.1.1",
