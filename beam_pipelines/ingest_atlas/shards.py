@@ -159,6 +159,7 @@ def write_shard(spec: ShardSpec, output: str, row_group_rows: int = ROW_GROUP_RO
 
 # --- the manifest ------------------------------------------------------------------------------------
 
+
 def build_manifest(
     units: Sequence[UnitSummary], shards: Sequence[ShardSummary], inputs: Sequence[dict], options: dict
 ) -> dict:

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_pipelines.common.files import atomic_path
-from beam_pipelines.dataset import manifest as manifest_lib
-from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
 from beam_pipelines.common.parquet import RowGroupTask, read_task
+from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.records import write_records
+from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
 from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, bucket_of, source_hash, split_by_source, split_by_time
 from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 

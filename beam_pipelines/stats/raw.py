@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from beam_pipelines.stats.sketches import KeyCounter, QuantileTable
 from tokenizer import TOKENIZER_NAME, TOKENIZER_VERSION, validate_table
-from tokenizer.table import column_values
 from tokenizer.errors import REASONS
+from tokenizer.table import column_values
 
 REPORT_VERSION = 1
 PERCENTILES = (50, 90, 99)

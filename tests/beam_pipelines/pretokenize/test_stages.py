@@ -132,7 +132,10 @@ def test_many_row_groups_give_a_bounded_number_of_rejected_files(tmp_path):
 
 def test_inputs_of_different_schemas_do_not_share_a_rejected_file(tmp_path):
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
-    tables = [_write_input(paths[0], 200, seed=1, every=4), _write_input(paths[1], 200, seed=2, every=4, size_type=pa.int32())]
+    tables = [
+        _write_input(paths[0], 200, seed=1, every=4),
+        _write_input(paths[1], 200, seed=2, every=4, size_type=pa.int32()),
+    ]
     files = resolve_inputs(str(tmp_path / "*.parquet"))
     ctx = _context(tmp_path / "out", files)
     summaries = [stages.encode_task(t, ctx) for t in plan_tasks(files)]
