@@ -26,7 +26,6 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
-from typing import Self
 
 from beam_pipelines.common.errors import UsageError
 
@@ -126,7 +125,7 @@ class WriterLock:
                 os.remove(self.path)
             self._held = False
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> WriterLock:
         note = self.acquire()
         if note:
             print(note, file=sys.stderr)
@@ -178,7 +177,7 @@ class OutputDir:
         self._lock = WriterLock(path)
         self._created: list[str] = []  # the folders entering created, deepest first
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> OutputDir:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UsageError(f"--output {self.path} exists and is not a directory")
         folder = os.path.abspath(self.path)

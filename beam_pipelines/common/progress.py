@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Self, TextIO
+from typing import TextIO
 
 from beam_pipelines.common.files import atomic_path
 
@@ -121,7 +121,7 @@ class Progress(threading.Thread):
         if self.is_alive():
             self.join(timeout=5)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Progress:
         self.start()
         return self
 
