@@ -29,7 +29,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from beam_pipelines.common.errors import InputError, UsageError, report
-from trainer import augment, data, model as model_lib
+from beam_pipelines.common.files import atomic_path
+from trainer import augment, data
+from trainer import model as model_lib
 from trainer.checkpoint import Checkpointer
 from trainer.config import Config, ConfigError, from_saved, load_config, same_architecture
 
@@ -184,9 +186,8 @@ class MetricsLog:
                         break
                     if record.get("step", 0) <= resume_step:
                         kept.append(line if line.endswith("\n") else line + "\n")
-        with open(self.path + ".tmp", "w") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w") as f:
             f.writelines(kept)
-        os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a")
         try:
             from tensorboardX import SummaryWriter

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from beam_pipelines.common.files import sha256_file
+from beam_pipelines.common.files import atomic_path, sha256_file
 from beam_pipelines.dataset.manifest import DatasetError
 
 TOKEN_DTYPE = np.dtype("<u2")  # one token id on disk
@@ -45,23 +45,22 @@ def write_records(path: str, records: np.ndarray, compression: str) -> dict:
 
     Returns ``{"records", "bytes", "sha256"}`` of the written file.
     """
-    tmp = f"{path}.tmp"
     little = np.ascontiguousarray(records.astype(TOKEN_DTYPE, copy=False))
-    writer = ArrayRecordWriter(tmp, writer_options(compression))
-    try:
-        for row in little:
-            writer.write(row.tobytes())
-    finally:
-        writer.close()
-    reader = ArrayRecordReader(tmp)
-    try:
-        found = reader.num_records()
-    finally:
-        reader.close()
-    if found != len(records):
-        raise OSError(f"{tmp}: wrote {len(records)} records but read back {found}")
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # verified before it gets its name; removed if anything fails
+        writer = ArrayRecordWriter(tmp, writer_options(compression))
+        try:
+            for row in little:
+                writer.write(row.tobytes())
+        finally:
+            writer.close()
+        reader = ArrayRecordReader(tmp)
+        try:
+            found = reader.num_records()
+        finally:
+            reader.close()
+        if found != len(records):
+            raise OSError(f"{tmp}: wrote {len(records)} records but read back {found}")
+        digest = sha256_file(tmp)
     return {"records": int(found), "bytes": os.path.getsize(path), "sha256": digest}
 
 

@@ -31,6 +31,7 @@ import orjson
 import pyarrow as pa
 
 from beam_pipelines.common.errors import InputError
+from beam_pipelines.common.files import atomic_path
 from beam_pipelines.ingest_atlas.convert import (
     MAX_LINE_BYTES,
     REJECTED_SCHEMA,
@@ -568,10 +569,8 @@ class _CheckedStream:
     def report(self) -> None:
         self._last = time.monotonic()
         if self._progress_path:
-            tmp = self._progress_path + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_path(self._progress_path) as tmp, open(tmp, "w") as f:
                 json.dump({"bytes": self.bytes, "lines": self._lines()}, f)
-            os.replace(tmp, self._progress_path)
 
 
 def ingest_unit(

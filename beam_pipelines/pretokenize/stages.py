@@ -12,7 +12,6 @@ and picklable, so any runner can ship them, and :func:`finalize` tells them apar
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections import Counter
@@ -24,10 +23,12 @@ import pyarrow.parquet as pq
 
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.common.parquet import RowGroupTask, read_task
+from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import write_records
 from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
-from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, bucket_of, source_hash, split_by_source, split_by_time
+from beam_pipelines.pretokenize.splitting import bucket_of, source_hash, split_by_source, split_by_time
 from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 
 TMP_DIR = "_tmp"
@@ -74,11 +75,9 @@ class JobContext:
 
     def progress(self, name: str, payload: dict) -> None:
         """Leave a small marker that the launcher's progress display polls (works on any shared FS)."""
-        path = os.path.join(self.tmp, "progress", f"{name}.json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(payload, f)
-        os.replace(path + ".tmp", path)
+        directory = os.path.join(self.tmp, "progress")
+        os.makedirs(directory, exist_ok=True)
+        write_marker(directory, name, **payload)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ from beam_pipelines.common.files import atomic_path
 from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
+from beam_pipelines.dataset import read_manifest
 from beam_pipelines.stats import dataset as stats_dataset
 from beam_pipelines.stats import raw as stats_core
 from beam_pipelines.stats import render as stats_render
@@ -122,9 +123,8 @@ def RawParquetStats(pbegin, tasks, limits: stats_core.Limits, progress_dir: str 
 
 
 def _write_summary(summary, path: str) -> str:
-    with open(path + ".tmp", "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(summary, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -182,7 +182,7 @@ def _summarize_file_job(job):
 
 def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
     """Read every record of a pretokenized dataset (files in parallel); returns (report dict, records)."""
-    manifest = stats_dataset.read_dataset_manifest(directory)
+    manifest = read_manifest(directory)
     jobs = stats_dataset.file_jobs(directory, manifest)
     total = sum(job[2]["records"] for job in jobs)
     if not workers:

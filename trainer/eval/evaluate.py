@@ -35,6 +35,7 @@ import numpy as np
 
 from beam_pipelines.common import errors
 from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common.files import atomic_path
 from tokenizer import decode_measurement, fields, grammar, split_measurements
 from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
@@ -463,9 +464,8 @@ def write_report(report: dict, table: dict, output: str) -> list[str]:
     """Write report.json, report.md, the plot and predictions.csv under ``output``; returns their paths."""
     os.makedirs(output, exist_ok=True)
     paths = [os.path.join(output, name) for name in (REPORT_JSON, REPORT_MD, PLOT_PNG, PREDICTIONS_CSV)]
-    with open(paths[0] + ".tmp", "w") as f:
+    with atomic_path(paths[0]) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    os.replace(paths[0] + ".tmp", paths[0])
     with open(paths[1], "w") as f:
         f.write(render_markdown(report))
     plot(table, paths[2])
