@@ -27,7 +27,8 @@ import shutil
 import sys
 import tempfile
 import time
-from common import cpu_name, cores  # benchmarks/common.py (the script's folder is on sys.path)
+
+from common import cores, cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 
 TARGET_PER_CORE = 50_000
 ONE_CORE_LINES = 500_000

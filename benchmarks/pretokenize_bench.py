@@ -26,10 +26,10 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 from array_record.python.array_record_module import ArrayRecordWriter
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 # Runs a command and reports the largest resident set among all the processes it waited for.
 _WRAPPER = (

@@ -19,13 +19,11 @@ import tempfile
 import time
 
 import pyarrow.parquet as pq
-
-from beam_pipelines.stats import pipeline as stats
-
-from beam_pipelines.stats import raw as stats_core
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from beam_pipelines.stats import pipeline as stats
+from beam_pipelines.stats import raw as stats_core
 
 
 def main(argv=None) -> int:

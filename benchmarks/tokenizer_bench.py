@@ -23,12 +23,12 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
+from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth  # noqa: E402
 from tokenizer.errors import InvalidMeasurement  # noqa: E402
 from tokenizer.measurement import encode_measurement  # noqa: E402
 from tokenizer.table import encode_table  # noqa: E402
-from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 
 TARGET_ROWS_PER_S = 1_000_000
 

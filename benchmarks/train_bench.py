@@ -34,7 +34,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from trainer import data, model as model_lib, train
+from trainer import data, train
+from trainer import model as model_lib
 from trainer.config import load_config
 
 # Dense peak FLOP/s per device from datasheets (SXM parts), by compute dtype.

@@ -21,6 +21,7 @@ import numpy as np
 
 from tokenizer import PAD
 
+
 @dataclasses.dataclass(frozen=True)
 class PackResult:
     """Records of one (bucket, split) and their counts."""

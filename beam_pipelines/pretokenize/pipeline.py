@@ -4,11 +4,12 @@
         [--split 80,10,10] [--split_by src|time] [--compression zstd:3] [--overwrite]
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
 
-Stages (each a named composite PTransform over plain functions in ``pretokenize_stages``):
-ReadAndEncode (per row group: vectorized tokenizer, rejected rows kept aside, accepted rows
-hash-partitioned by source into bucket files) -> GroupBySource (one bucket at a time, sources in time
-order) -> PackRecords (whole measurements into seq_len records, padding near the floor) ->
-WriteArrayRecords (temporary files, verified) -> WriteManifest (renames into place, manifest last).
+Stages (each a named composite transform, a ``ptransform_fn`` over plain functions in
+:mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per row group: vectorized tokenizer, rejected
+rows kept aside, accepted rows hash-partitioned by source into bucket files) -> GroupBySource (one bucket
+at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
+the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
+rejected rows gathered into a bounded number of files, manifest last).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.pretokenize import stages
-from beam_pipelines.pretokenize.splitting import SPLIT_NAMES, parse_fractions, time_cut_points
+from beam_pipelines.pretokenize.splitting import parse_fractions, time_cut_points
 from tokenizer import IPV6_LENGTH
 
 # The bundled sample, beside the package in a checkout: beam_pipelines/pretokenize/pipeline.py -> repo root.

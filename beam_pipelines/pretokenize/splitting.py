@@ -14,7 +14,6 @@ import numpy as np
 
 from tokenizer.order import hash_words_np
 
-SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_SALT = np.uint64(0x53504C4954)  # "SPLIT": keeps split and bucket hashes independent
 _BUCKET_SALT = np.uint64(0x4255434B)  # "BUCK"
 

@@ -19,7 +19,6 @@ import os
 import numpy as np
 
 from beam_pipelines.dataset import iter_record_blocks, verify_file
-from beam_pipelines.dataset import read_manifest as read_dataset_manifest  # noqa: F401  (the stats job's name)
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from tokenizer import PAD, VOCAB_SIZE
 from tokenizer.vocab import BYTE_OFFSET, IPV4_START, IPV6_START, MEASUREMENT_START, ROLE_NAMES, SRC_IP_START

@@ -144,13 +144,6 @@ def test_cli_refuses_bad_config_and_missing_data_with_exit_2(args, message, tmp_
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
-def test_importing_the_trainer_imports_no_beam():
-    code = "import sys, trainer.data, trainer.train; assert 'apache_beam' not in sys.modules"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr
-
-
 @pytest.mark.slow
 def test_trainer_clis_exit_2_on_bad_input(tmp_path):
     """The three ``python -m`` entry points: bad input is exit 2 and one ``error:`` line, as in every job."""
