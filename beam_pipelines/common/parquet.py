@@ -1,7 +1,10 @@
-"""Finding, validating and reading Parquet inputs, split by row group.
+"""Finding, validating and reading Parquet inputs, planned by rows.
 
-The seed's dataset is one 1.1 GB file of 100M rows, so work is split by row group, not by file:
-every (file, row group) pair is one task, and a task streams its row group in Arrow record batches.
+The seed's dataset is one 1.1 GB file of 100M rows, while files from streaming writers or
+over-partitioned exports come as thousands of small files or row groups. Work is planned by rows:
+consecutive row groups (of one file or of consecutive files) are combined into tasks of about
+100k-1M rows, so a job's cost follows its rows, not the shape of its input. A task streams its row
+groups in Arrow record batches.
 Inputs are validated before any pipeline runs, so a bad input fails fast with one clear message.
 """
 
@@ -21,6 +24,8 @@ from beam_pipelines.common.files import sha256_file
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch within a task: bounds a worker's memory per element
+MIN_TASK_ROWS = 100_000  # rows per task at least (unless the input is smaller): a task's fixed cost is a few ms
+MAX_TASK_ROWS = 1_000_000  # rows per task at most, unless one row group is larger
 
 
 
@@ -33,21 +38,43 @@ class InputFile:
     rows: int
     row_groups: tuple[int, ...]  # rows in each row group
     sha256: str  # of the file's bytes, part of the dataset fingerprint
+    schema: pa.Schema | None = None  # the file's Arrow schema; files of different schemas never share a task
 
 
 @dataclasses.dataclass(frozen=True)
-class RowGroupTask:
-    """One unit of reading work: a row group of one file."""
+class Piece:
+    """Consecutive row groups of one file: part of a task."""
 
     file_index: int
     path: str
-    row_group: int
-    row_offset: int  # index of the row group's first row within its file
+    row_groups: tuple[int, ...]  # indices of the row groups, in order (empty ones left out)
+    row_offset: int  # index of the first row group's first row within its file
     rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadTask:
+    """One unit of reading work: consecutive row groups, possibly of several consecutive files.
+
+    Tasks are planned by rows (:func:`plan_tasks`), so the number of tasks, progress markers and
+    per-task scratch files follows the number of rows, not the number of files or row groups.
+    """
+
+    index: int  # position in the plan; tasks are in (file, row) order
+    pieces: tuple[Piece, ...]
 
     @property
     def task_id(self) -> str:
-        return f"{self.file_index:05d}-{self.row_group:05d}"
+        return f"{self.index:05d}"
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.pieces)
+
+    @property
+    def file_index(self) -> int:
+        """The file of the task's first row."""
+        return self.pieces[0].file_index
 
 
 def expand_pattern(pattern: str) -> list[str]:
@@ -85,39 +112,106 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
                 rows=meta.num_rows,
                 row_groups=tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
                 sha256=sha256_file(path) if fingerprint else "",
+                schema=schema,
             )
         )
     return files
 
 
-def plan_tasks(files: Sequence[InputFile]) -> list[RowGroupTask]:
-    """One task per non-empty row group, in (file, row group) order."""
-    tasks = []
+def target_task_rows(total_rows: int, workers: int | None = None) -> int:
+    """Rows per task: about four tasks per worker, between :data:`MIN_TASK_ROWS` and :data:`MAX_TASK_ROWS`.
+
+    Each task costs a fixed few milliseconds (a Beam bundle, a file open, its scratch files), so tasks
+    are made large; enough of them keep every worker busy, and the upper bound keeps a task's scratch
+    memory bounded.
+    """
+    workers = max(1, workers or os.cpu_count() or 1)
+    return int(min(MAX_TASK_ROWS, max(MIN_TASK_ROWS, -(-total_rows // (4 * workers)))))
+
+
+def plan_tasks(files: Sequence[InputFile], target_rows: int | None = None, workers: int | None = None) -> list[ReadTask]:
+    """Cut the inputs, in (file, row group) order, into tasks of about ``target_rows`` rows.
+
+    Consecutive row groups, of one file or of consecutive files, are combined until a task holds at
+    least ``target_rows`` rows (default :func:`target_task_rows` of the input and ``workers``); a row
+    group is never split, so a row group larger than the target is a task of its own. Empty row groups
+    are skipped. ``target_rows=1`` gives one task per row group. Files of different schemas (say, another
+    column type) never share a task, so a task's rows, and its scratch files, have one schema.
+    """
+    if target_rows is None:
+        target_rows = target_task_rows(sum(f.rows for f in files), workers)
+    if target_rows < 1:
+        raise ValueError("target_rows must be positive")
+    tasks: list[ReadTask] = []
+    pieces: list[Piece] = []
+    rows_in_task = 0
+
+    def close_task():
+        nonlocal pieces, rows_in_task
+        if pieces:
+            tasks.append(ReadTask(len(tasks), tuple(pieces)))
+        pieces, rows_in_task = [], 0
+
     for fi, f in enumerate(files):
+        if pieces and not _same_schema(files[pieces[-1].file_index], f):
+            close_task()
         offset = 0
+        run: list[int] = []  # consecutive row groups of this file in the current task
+        run_offset = run_rows = 0
         for rg, rows in enumerate(f.row_groups):
             if rows:
-                tasks.append(RowGroupTask(fi, f.path, rg, offset, rows))
+                if not run:
+                    run_offset = offset
+                run.append(rg)
+                run_rows += rows
+                rows_in_task += rows
+                if rows_in_task >= target_rows:
+                    pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
+                    run, run_rows = [], 0
+                    close_task()
             offset += rows
+        if run:
+            pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
+    close_task()
     return tasks
 
 
-def read_task(task: RowGroupTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Stream one row group as ``(row index within the file of the batch's first row, batch)``."""
-    try:
-        pf = pq.ParquetFile(task.path)
-        row = task.row_offset
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[task.row_group], columns=list(columns) if columns else None):
-            yield row, batch
-            row += batch.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{task.path}: row group {task.row_group}: cannot be read ({exc})") from exc
+def _same_schema(a: InputFile, b: InputFile) -> bool:
+    if a.schema is None or b.schema is None:
+        return a.schema is b.schema
+    return a.schema.equals(b.schema)
+
+
+def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) -> Iterator[tuple[Piece, int, pa.RecordBatch]]:
+    """Stream one task as ``(piece, row index within the piece's file of the batch's first row, batch)``.
+
+    Batches never span row groups, so they are the same whatever the task boundaries.
+    """
+    columns = list(columns) if columns else None
+    for piece in task.pieces:
+        row = piece.row_offset
+        rg = piece.row_groups[0]
+        try:
+            pf = pq.ParquetFile(piece.path)
+            for rg in piece.row_groups:
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg], columns=columns):
+                    yield piece, row, batch
+                    row += batch.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{piece.path}: row group {rg}: cannot be read ({exc})") from exc
+
+
+def _batches_with_progress(task: ReadTask, columns) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
+    done = 0
+    for _, _, batch in read_task(task, columns):
+        yield task, done, batch
+        done += batch.num_rows
 
 
 class ReadParquetBatches(beam.PTransform):
-    """PBegin -> ``(task, first_row, RecordBatch)`` elements, one task per row group, spread over workers."""
+    """PBegin -> ``(task, rows of the task before this batch, RecordBatch)`` elements, tasks spread over workers."""
 
-    def __init__(self, tasks: Sequence[RowGroupTask], columns: Sequence[str] | None = REQUIRED_COLUMNS):
+    def __init__(self, tasks: Sequence[ReadTask], columns: Sequence[str] | None = REQUIRED_COLUMNS):
         super().__init__()
         self._tasks = list(tasks)
         self._columns = list(columns) if columns else None
@@ -127,7 +221,7 @@ class ReadParquetBatches(beam.PTransform):
         return (
             pbegin
             | "CreateTasks" >> beam.Create(self._tasks)
-            # Break fusion so row groups spread across workers instead of running where Create ran.
+            # Break fusion so tasks spread across workers instead of running where Create ran.
             | "SpreadTasks" >> beam.Reshuffle()
-            | "ReadRowGroup" >> beam.FlatMap(lambda t: ((t, row, b) for row, b in read_task(t, columns)))
+            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns)
         )

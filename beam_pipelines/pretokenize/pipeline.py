@@ -5,7 +5,7 @@
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
 
 Stages (each a named composite transform, a ``ptransform_fn`` over plain functions in
-:mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per row group: vectorized tokenizer, rejected
+:mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per task of consecutive row groups and files, about 100k-1M rows: vectorized tokenizer, rejected
 rows kept aside, accepted rows hash-partitioned by source into bucket files) -> GroupBySource (one bucket
 at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
 the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -53,7 +55,7 @@ _OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.
 # --- Beam adapters ---------------------------------------------------------------------------------
 
 
-class _EncodeRowGroupFn(beam.DoFn):
+class _EncodeTaskFn(beam.DoFn):
     def __init__(self, ctx: stages.JobContext):
         self._ctx = ctx
         self._rows = Metrics.counter("pretokenize", "rows_read")
@@ -96,10 +98,10 @@ class _WriteRecordsFn(beam.DoFn):
 
 @ptransform_fn
 def ReadAndEncode(pbegin, tasks, ctx: stages.JobContext):
-    """PBegin -> one :class:`~stages.EncodeSummary` per row group; accepted rows land in bucket files,
+    """PBegin -> one :class:`~stages.EncodeSummary` per task; accepted rows land in bucket files,
     rejected rows apart."""
-    spread = create_spread(pbegin, tasks, "CreateRowGroupTasks", "SpreadRowGroups")
-    return spread | "EncodeRowGroup" >> beam.ParDo(_EncodeRowGroupFn(ctx))
+    spread = create_spread(pbegin, tasks, "CreateTasks", "SpreadTasks")
+    return spread | "EncodeTask" >> beam.ParDo(_EncodeTaskFn(ctx))
 
 
 @ptransform_fn
@@ -347,7 +349,7 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
     """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total_rows = sum(i["rows"] for i in ctx.inputs)
     print(
-        f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} row group(s), "
+        f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} task(s), "
         f"{ctx.num_buckets} bucket(s) -> {options.output}",
         file=sys.stderr,
     )
@@ -364,13 +366,22 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
             f"no manifest was written; {options.output} does not hold a dataset",
             *joblog.log_notes(log),
         )
+    nothing = os.path.join(ctx.tmp, stages.NOTHING_ENCODED)
+    if os.path.isfile(nothing):  # no row could be encoded: no dataset, no manifest (see stages.finalize)
+        with open(nothing) as f:
+            counts = json.load(f)
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
+        reasons = ", ".join(f"{k} {v:,}" for k, v in counts["by_reason"].items())
+        where = os.path.join(options.output, stages.REJECTED_DIR)
+        return report(
+            RunError(f"no row could be encoded: all {counts['read']:,} rows were rejected ({reasons})"),
+            f"the rows and their reasons are in {where}; no manifest was written",
+        )
     try:
         manifest = manifest_lib.read_manifest(options.output)
     except manifest_lib.ManifestError as exc:
         return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
     print(format_summary(manifest, time.monotonic() - started))
-    if manifest["rows"]["accepted"] == 0:
-        return report(RunError("no row could be encoded; see the rejected/ files"))
     return 0
 
 

@@ -15,14 +15,14 @@ import dataclasses
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_pipelines.common.files import atomic_path
-from beam_pipelines.common.parquet import RowGroupTask, read_task
+from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, read_task
 from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
@@ -35,6 +35,7 @@ TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
 _FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
 REJECTED_FILE_ROWS = 1 << 20  # rejected rows per file of OUT/rejected/ at most
+NOTHING_ENCODED = "nothing_encoded.json"  # in OUT/_tmp: finalize found no accepted row (see finalize)
 
 _PART_SCHEMA = pa.schema(
     [
@@ -82,10 +83,10 @@ class JobContext:
 
 @dataclasses.dataclass(frozen=True)
 class EncodeSummary:
-    """What encoding one row group read and wrote."""
+    """What encoding one task (consecutive row groups, see :class:`~beam_pipelines.common.parquet.ReadTask`) read and wrote."""
 
-    task: str  # the row group's task id; finalize orders summaries by it
-    file_index: int
+    task: str  # the task id; finalize orders summaries by it
+    file_index: int  # the input file of the task's first row
     rows: int
     accepted: int
     rejected: dict[str, int]  # rejected rows by reason, sorted by reason
@@ -114,7 +115,7 @@ class RecordsSummary:
     continuous: int  # measurements whose predecessor in the record is of the same source
 
 
-# --- stage 1 + 2: read and encode one row group, partition by bucket ------------------------------
+# --- stage 1 + 2: read and encode one task, partition by bucket -----------------------------------
 
 
 def _ipc_codec(name: str) -> str | None:
@@ -145,7 +146,7 @@ class _BucketWriters:
             w.close()
 
 
-def _part_batch(enc, splits: np.ndarray, file_index: int, first_row: int) -> pa.RecordBatch:
+def _part_batch(enc, splits: np.ndarray, file_of_row: np.ndarray, row_in_file: np.ndarray) -> pa.RecordBatch:
     """The accepted rows of one encoded batch, with what grouping and splitting need."""
     return pa.record_batch(
         [
@@ -154,16 +155,47 @@ def _part_batch(enc, splits: np.ndarray, file_index: int, first_row: int) -> pa.
             pa.array(np.ascontiguousarray(enc.src_words[:, 0])),
             pa.array(np.ascontiguousarray(enc.src_words[:, 1])),
             pa.array(enc.timestamp),
-            pa.array(np.full(len(enc.accepted), file_index, dtype=np.int32)),
-            pa.array(first_row + enc.accepted),
+            pa.array(file_of_row[enc.accepted]),
+            pa.array(row_in_file[enc.accepted]),
             pa.LargeListArray.from_arrays(pa.array(enc.offsets), pa.array(enc.tokens, pa.uint16())),
         ],
         schema=_PART_SCHEMA,
     )
 
 
-def encode_task(task: RowGroupTask, ctx: JobContext) -> EncodeSummary:
-    """Encode one row group; write accepted rows to bucket files and rejected rows to a scratch Parquet
+def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+    """A task's rows in batches of about :data:`BATCH_ROWS` however small its row groups or files:
+    ``(batch, input file index of each row, row index within its file of each row)``.
+
+    Batches of one schema are concatenated (inputs of different schemas never share a batch), so the
+    per-batch cost of encoding and bucketing is paid per ``BATCH_ROWS`` rows, not per row group.
+    """
+    pending: list[pa.RecordBatch] = []
+    files: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    n = 0
+
+    def take():
+        batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+        return batch, np.concatenate(files), np.concatenate(rows)
+
+    for piece, first_row, batch in read_task(task):
+        if pending and not batch.schema.equals(pending[0].schema):
+            yield take()
+            pending, files, rows, n = [], [], [], 0
+        pending.append(batch)
+        files.append(np.full(batch.num_rows, piece.file_index, dtype=np.int32))
+        rows.append(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))
+        n += batch.num_rows
+        if n >= BATCH_ROWS:
+            yield take()
+            pending, files, rows, n = [], [], [], 0
+    if pending:
+        yield take()
+
+
+def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
+    """Encode one task's rows; write accepted rows to bucket files and rejected rows to a scratch Parquet
     file (gathered into ``OUT/rejected/`` by :func:`finalize`). Returns what it read and wrote."""
     writers = _BucketWriters(ctx, task.task_id)
     buffered: list[tuple[np.ndarray, pa.RecordBatch]] = []
@@ -190,8 +222,9 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> EncodeSummary:
                 writers.write(int(sorted_buckets[lo]), batch)
         buffered, n_buffered = [], 0
 
+    paths = {p.file_index: p.path for p in task.pieces}
     try:
-        for first_row, batch in read_task(task):
+        for batch, file_of_row, row_in_file in _coalesced(task):
             enc = encode_table(batch)
             rows += batch.num_rows
             accepted += len(enc.accepted)
@@ -199,8 +232,9 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> EncodeSummary:
                 reasons.update(enc.reason_counts())
                 rej = batch.take(pa.array(enc.rejected))
                 rej = rej.append_column("reason", pa.array(enc.reasons.tolist(), pa.string()))
-                rej = rej.append_column("source_file", pa.array([task.path] * len(enc.rejected), pa.string()))
-                rej = rej.append_column("source_row", pa.array(first_row + enc.rejected, pa.int64()))
+                rej_files = file_of_row[enc.rejected]
+                rej = rej.append_column("source_file", pa.array([paths[int(i)] for i in rej_files], pa.string()))
+                rej = rej.append_column("source_row", pa.array(row_in_file[enc.rejected], pa.int64()))
                 rejected_parts.append(rej)
             if not len(enc.accepted):
                 continue
@@ -210,7 +244,7 @@ def encode_task(task: RowGroupTask, ctx: JobContext) -> EncodeSummary:
             else:
                 splits = split_by_time(enc.timestamp, ctx.cut_points)
             buckets = bucket_of(h, ctx.num_buckets)
-            buffered.append((buckets, _part_batch(enc, splits, task.file_index, first_row)))
+            buffered.append((buckets, _part_batch(enc, splits, file_of_row, row_in_file)))
             n_buffered += len(enc.accepted)
             if n_buffered >= _FLUSH_ROWS:
                 flush()
@@ -383,10 +417,26 @@ def _split_entry(parts: Sequence[RecordsSummary], name: str, output: str) -> dic
     }
 
 
-def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContext) -> dict:
+def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContext) -> dict | None:
     """Gather the rejected rows, rename temporary files to their final names, write the manifest last,
-    remove ``_tmp``."""
+    remove ``_tmp``.
+
+    When no row could be encoded there is no dataset: the rejected rows are gathered into
+    ``OUT/rejected/`` (so the reasons can be read), no split folder and no manifest are written, and
+    ``OUT/_tmp/`` + :data:`NOTHING_ENCODED` records the counts for the launcher, which reports the
+    failure (exit 1). Returns the manifest, or None in that case.
+    """
     encodes = sorted((s for s in summaries if isinstance(s, EncodeSummary)), key=lambda s: s.task)
+    if sum(s.accepted for s in encodes) == 0:
+        rejected_paths = gather_rejected(encodes, ctx.output)
+        by_reason: Counter = Counter()
+        for s in encodes:
+            by_reason.update(s.rejected)
+        manifest_lib.write_json_atomic(
+            os.path.join(ctx.tmp, NOTHING_ENCODED),
+            {"read": sum(s.rows for s in encodes), "by_reason": dict(sorted(by_reason.items())), "files": rejected_paths},
+        )
+        return None
     records = sorted((s for s in summaries if isinstance(s, RecordsSummary)), key=lambda s: (s.split, s.bucket))
     splits = {
         name: _split_entry([r for r in records if r.split == name and r.records > 0], name, ctx.output)

@@ -7,7 +7,7 @@ Writes ``report.json`` (machine-readable, deterministic), ``report.md`` (tables 
 "Dataset Info") and ``report.html`` (one self-contained page, plots embedded as PNG) to REPORT_DIR.
 
 ``--input`` runs a Beam pipeline (same runners and options as pretokenize: unknown options go to
-Beam; by default the DirectRunner on every core): ReadParquetBatches (one task per row group, Arrow
+Beam; by default the DirectRunner on every core): ReadParquetBatches (tasks of consecutive row groups, Arrow
 batches) -> SummarizeBatches (one mergeable summary per batch, numpy/pyarrow only) ->
 CombineSummaries (a CombineFn merging summaries) -> WriteSummary. ``--dataset`` reads every record of
 every file of a pretokenized dataset in parallel processes and checks it against the manifest.
@@ -57,7 +57,7 @@ SMALL_DATASET_RECORDS = 1 << 15  # --dataset reads smaller datasets in one proce
 
 
 class _SummarizeBatchFn(beam.DoFn):
-    """(task, first_row, batch) -> the batch's summary; leaves a progress marker per row group."""
+    """(task, rows of the task before the batch, batch) -> the batch's summary; leaves a progress marker per task."""
 
     def __init__(self, limits: stats_core.Limits, progress_dir: str | None):
         self._limits = limits
@@ -65,11 +65,11 @@ class _SummarizeBatchFn(beam.DoFn):
         self._rows = Metrics.counter("stats", "rows")
 
     def process(self, element):
-        task, first_row, batch = element
+        task, done, batch = element
         summary = stats_core.summarize_batch(batch, self._limits)
         self._rows.inc(batch.num_rows)
         if self._progress_dir:
-            write_marker(self._progress_dir, task.task_id, rows=first_row - task.row_offset + batch.num_rows)
+            write_marker(self._progress_dir, task.task_id, rows=done + batch.num_rows)
         yield summary
 
 
@@ -150,7 +150,7 @@ def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.L
     files = resolve_inputs(pattern, fingerprint=False)
     tasks = plan_tasks(files)
     total = sum(f.rows for f in files)
-    print(f"[stats] {total:,} rows in {len(files)} file(s), {len(tasks)} row group(s)", file=sys.stderr, flush=True)
+    print(f"[stats] {total:,} rows in {len(files)} file(s), {len(tasks)} task(s)", file=sys.stderr, flush=True)
     progress_dir = os.path.join(tmp, "progress")
     os.makedirs(progress_dir, exist_ok=True)
     summary_path = os.path.join(tmp, "summary.pkl")

@@ -181,10 +181,23 @@ def test_all_rows_rejected_is_an_error(tmp_path, capsys):
     table = table.set_column(table.schema.get_field_index("src_addr"), "src_addr", pa.array([""] * 200))
     path = tmp_path / "x.parquet"
     pq.write_table(table, path)
-    code, err = _run(capsys, "--input", path, "--output", tmp_path / "out")
-    assert code == 1 and "no row could be encoded" in err
-    rejected = pq.read_table(tmp_path / "out" / "rejected")
+    out = tmp_path / "out"
+    code, err = _run(capsys, "--input", path, "--output", out)
+    assert code == 1
+    assert "error: no row could be encoded: all 200 rows were rejected (empty_src_addr 200)" in err
+    assert f"the rows and their reasons are in {out / 'rejected'}; no manifest was written" in err
+    # No dataset: no manifest, no split folder, no scratch; the rejected rows are kept to be read.
+    assert sorted(os.listdir(out)) == ["rejected"]
+    rejected = pq.read_table(out / "rejected")
     assert rejected.num_rows == 200 and set(rejected["reason"].to_pylist()) == {"empty_src_addr"}
+    assert rejected["source_row"].to_pylist() == list(range(200))
+    # A rerun fails the same way (the output is not taken for a dataset), and a good input then replaces it.
+    code, err = _run(capsys, "--input", path, "--output", out)
+    assert code == 1 and "no row could be encoded" in err and sorted(os.listdir(out)) == ["rejected"]
+    good = tmp_path / "good.parquet"
+    pq.write_table(synth.generate(200, seed=2), good)
+    code, _ = _run(capsys, "--input", good, "--output", out)
+    assert code == 0 and os.path.isfile(out / "manifest.json")
 
 
 @pytest.mark.slow

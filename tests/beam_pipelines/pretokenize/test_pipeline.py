@@ -249,13 +249,17 @@ def test_time_split_puts_train_first(tmp_path, mixed_input):
     assert manifest["options"]["split_by"] == "time" and len(manifest["options"]["time_cut_points"]) == 2
 
 
-def test_row_groups_of_one_file_are_separate_tasks(tmp_path):
+def test_row_groups_of_one_file_are_read_as_tasks_of_consecutive_row_groups(tmp_path):
     from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 
     pq.write_table(synth.generate(10_000, seed=1), tmp_path / "one.parquet", row_group_size=1_000)
-    tasks = plan_tasks(resolve_inputs(str(tmp_path / "one.parquet")))
-    assert len(tasks) == 10
-    assert [t.row_offset for t in tasks] == list(range(0, 10_000, 1_000))
+    files = resolve_inputs(str(tmp_path / "one.parquet"))
+    (task,) = plan_tasks(files)  # fewer rows than the smallest task target: one task
+    assert [(p.row_groups, p.row_offset, p.rows) for p in task.pieces] == [(tuple(range(10)), 0, 10_000)]
+    tasks = plan_tasks(files, target_rows=2_500)
+    assert [[(p.row_groups, p.row_offset) for p in t.pieces] for t in tasks] == [
+        [((0, 1, 2), 0)], [((3, 4, 5), 3_000)], [((6, 7, 8), 6_000)], [((9,), 9_000)]
+    ]
 
 
 def test_type_variants_and_extra_columns(tmp_path):

@@ -97,7 +97,7 @@ def test_encode_summaries_are_typed_and_picklable(tmp_path):
     _write_input(path, 200, seed=1, every=7)
     files = resolve_inputs(str(path))
     ctx = _context(tmp_path / "out", files)
-    summary = stages.encode_task(plan_tasks(files)[0], ctx)
+    summary = stages.encode_task(plan_tasks(files, target_rows=1)[0], ctx)  # one row group
     assert isinstance(summary, stages.EncodeSummary)
     assert (summary.rows, summary.accepted, summary.rejected) == (ROW_GROUP, ROW_GROUP - 6, {"empty_src_addr": 6})
     assert summary.rejected_rows == 6 and all(isinstance(b, int) for b in summary.buckets)
@@ -110,8 +110,8 @@ def test_many_row_groups_give_a_bounded_number_of_rejected_files(tmp_path):
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     tables = [_write_input(paths[0], 1000, seed=1, every=3), _write_input(paths[1], 600, seed=2, every=5)]
     files = resolve_inputs(str(tmp_path / "*.parquet"))
-    tasks = plan_tasks(files)
-    assert len(tasks) == 40  # one scratch file of rejected rows per row group
+    tasks = plan_tasks(files, target_rows=1)
+    assert len(tasks) == 40  # one task, so one scratch file of rejected rows, per row group
     ctx = _context(tmp_path / "out", files)
     summaries = [stages.encode_task(t, ctx) for t in reversed(tasks)]  # any completion order
     total = sum(s.rejected_rows for s in summaries)
@@ -130,7 +130,8 @@ def test_many_row_groups_give_a_bounded_number_of_rejected_files(tmp_path):
     assert columns == [*tables[0].column_names, "reason", "source_file", "source_row"]
 
 
-def test_inputs_of_different_schemas_do_not_share_a_rejected_file(tmp_path):
+@pytest.mark.parametrize("target_rows", [1, None])  # a task per row group; tasks as large as the plan allows
+def test_inputs_of_different_schemas_do_not_share_a_rejected_file(tmp_path, target_rows):
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     tables = [
         _write_input(paths[0], 200, seed=1, every=4),
@@ -138,7 +139,9 @@ def test_inputs_of_different_schemas_do_not_share_a_rejected_file(tmp_path):
     ]
     files = resolve_inputs(str(tmp_path / "*.parquet"))
     ctx = _context(tmp_path / "out", files)
-    summaries = [stages.encode_task(t, ctx) for t in plan_tasks(files)]
+    tasks = plan_tasks(files, target_rows=target_rows)
+    assert len(tasks) == (10 if target_rows == 1 else 2)  # files of different schemas never share a task
+    summaries = [stages.encode_task(t, ctx) for t in tasks]
     rel = stages.gather_rejected(summaries, ctx.output)
     assert len(rel) == 2
     schemas = [pq.read_schema(os.path.join(ctx.output, p)) for p in rel]
@@ -154,7 +157,7 @@ def test_no_rejected_rows_no_rejected_files(tmp_path):
     pq.write_table(_valid_rows(100, seed=1), path, row_group_size=ROW_GROUP)
     files = resolve_inputs(str(path))
     ctx = _context(tmp_path / "out", files)
-    summaries = [stages.encode_task(t, ctx) for t in plan_tasks(files)]
+    summaries = [stages.encode_task(t, ctx) for t in plan_tasks(files, target_rows=1)]
     assert all(s.rejected_file is None for s in summaries)
     assert stages.gather_rejected(summaries, ctx.output) == []
     assert not os.path.exists(os.path.join(ctx.output, stages.REJECTED_DIR))
