@@ -185,20 +185,21 @@ def _same_schema(a: InputFile, b: InputFile) -> bool:
 def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) -> Iterator[tuple[Piece, int, pa.RecordBatch]]:
     """Stream one task as ``(piece, row index within the piece's file of the batch's first row, batch)``.
 
-    Batches never span row groups, so they are the same whatever the task boundaries.
+    Each piece's row groups are read by one Arrow reader (much cheaper than one per row group when row
+    groups are small), so a batch may hold rows of several row groups of one file, never of two files.
     """
     columns = list(columns) if columns else None
     for piece in task.pieces:
         row = piece.row_offset
-        rg = piece.row_groups[0]
         try:
             pf = pq.ParquetFile(piece.path)
-            for rg in piece.row_groups:
-                for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg], columns=columns):
-                    yield piece, row, batch
-                    row += batch.num_rows
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups), columns=columns):
+                yield piece, row, batch
+                row += batch.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{piece.path}: row group {rg}: cannot be read ({exc})") from exc
+            groups = piece.row_groups
+            where = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"
+            raise InputError(f"{piece.path}: {where}: cannot be read ({exc})") from exc
 
 
 def _batches_with_progress(task: ReadTask, columns) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
