@@ -1,13 +1,15 @@
 """Benchmark of the pretokenize job: throughput, peak memory as the input grows, and a naive baseline.
 
     python benchmarks/pretokenize_bench.py [--rows 2000000] [--memory_rows 1000000,10000000]
-        [--naive_rows 100000] [--workdir DIR]
+        [--marginal_rows 500000,2500000] [--naive_rows 100000] [--workdir DIR]
 
 All figures come from one run on the current machine:
 - end-to-end rows/s of ``python -m beam_pipelines.pretokenize`` (DirectRunner, multi-process, all cores)
   on ``--rows`` seed-like rows, wall time measured from outside the process;
 - the largest resident set of any process of the job (``ru_maxrss`` of the job's process tree) for
   each size in ``--memory_rows``: flat means the grouping does not hold the dataset;
+- the marginal rate between the two sizes of ``--marginal_rows``: (rows2 - rows1) / (wall2 - wall1),
+  the rate at which the job's cost grows with rows once the fixed start-up is paid;
 - a naive baseline on ``--naive_rows`` rows: per-row ``encode_measurement``, a Python packing loop,
   one writer, in one process; reported as rows/s.
 """
@@ -99,12 +101,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--memory_rows", default="1000000,10000000")
+    parser.add_argument("--marginal_rows", default="500000,2500000", help="two sizes; empty to skip")
     parser.add_argument("--naive_rows", type=int, default=100_000)
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="pretok-bench-")
     os.makedirs(work, exist_ok=True)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     main_input = make_input(args.rows, os.path.join(work, f"in-{args.rows}"))
     wall, peak, manifest = run_job(main_input, os.path.join(work, "out"))
@@ -113,6 +116,19 @@ def main(argv=None) -> int:
 
     naive = naive_baseline(main_input, args.naive_rows, os.path.join(work, "naive.array_record"))
     print(f"naive baseline: {naive:,.0f} rows/s ({args.naive_rows:,} rows)")
+
+    marginal = None
+    sizes = [int(x) for x in args.marginal_rows.split(",") if x]
+    if sizes:
+        if len(sizes) != 2 or sizes[0] >= sizes[1]:
+            raise SystemExit("--marginal_rows: two increasing sizes, e.g. 500000,2500000")
+        walls = []
+        for rows in sizes:
+            directory = main_input if rows == args.rows else make_input(rows, os.path.join(work, f"in-{rows}"))
+            walls.append(run_job(directory, os.path.join(work, f"out-m{rows}"))[0])
+            print(f"marginal: {rows:,} rows in {walls[-1]:.1f} s ({rows / walls[-1]:,.0f} rows/s)", flush=True)
+        marginal = (sizes[1] - sizes[0]) / (walls[1] - walls[0])
+        print(f"marginal rate {sizes[0]:,} -> {sizes[1]:,} rows: {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive)", flush=True)
 
     memory = []
     for rows in [int(x) for x in args.memory_rows.split(",") if x]:
@@ -127,10 +143,12 @@ def main(argv=None) -> int:
     print(f"| pipeline, {args.rows:,} rows, DirectRunner all cores | {rate:,.0f} rows/s ({wall:.1f} s) |")
     print(f"| naive baseline (per-row encode, Python packing, one writer) | {naive:,.0f} rows/s |")
     print(f"| speed-up | {rate / naive:.1f}x |")
+    if marginal:
+        print(f"| marginal rate, {sizes[0]:,} -> {sizes[1]:,} rows (walls {walls[0]:.1f} s, {walls[1]:.1f} s) | {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive) |")
     for rows, m_wall, m_peak in memory:
         print(f"| peak RSS of any job process, {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
     print(f"| projected wall time for the seed's 100M rows | {100e6 / rate / 60:.1f} min |")
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {machine()}; load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

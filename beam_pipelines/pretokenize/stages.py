@@ -146,21 +146,54 @@ class _BucketWriters:
             w.close()
 
 
-def _part_batch(enc, splits: np.ndarray, file_of_row: np.ndarray, row_in_file: np.ndarray) -> pa.RecordBatch:
-    """The accepted rows of one encoded batch, with what grouping and splitting need."""
-    return pa.record_batch(
-        [
-            pa.array(splits),
-            pa.array(enc.ip_version),
-            pa.array(np.ascontiguousarray(enc.src_words[:, 0])),
-            pa.array(np.ascontiguousarray(enc.src_words[:, 1])),
-            pa.array(enc.timestamp),
-            pa.array(file_of_row[enc.accepted]),
-            pa.array(row_in_file[enc.accepted]),
-            pa.LargeListArray.from_arrays(pa.array(enc.offsets), pa.array(enc.tokens, pa.uint16())),
-        ],
-        schema=_PART_SCHEMA,
-    )
+_PART_COLUMNS = ("split", "family", "src_hi", "src_lo", "timestamp", "file", "row")  # _PART_SCHEMA's, tokens aside
+
+
+def _part_columns(enc, splits: np.ndarray, buckets: np.ndarray, file_of_row: np.ndarray, row_in_file: np.ndarray) -> dict:
+    """The accepted rows of one encoded batch, with what grouping and splitting need, as numpy arrays:
+    ``_PART_COLUMNS``, ``bucket``, the flat ``tokens`` and each row's ``start`` in them."""
+    return {
+        "split": splits,
+        "family": enc.ip_version,
+        "src_hi": np.ascontiguousarray(enc.src_words[:, 0]),
+        "src_lo": np.ascontiguousarray(enc.src_words[:, 1]),
+        "timestamp": enc.timestamp,
+        "file": file_of_row[enc.accepted],
+        "row": row_in_file[enc.accepted],
+        "bucket": buckets,
+        "tokens": enc.tokens,
+        "start": enc.offsets[:-1],
+    }
+
+
+def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Buffered part columns -> one ``(bucket, batch)`` per bucket, rows in buffered order within each
+    family and the IPv4 rows first, so the packer can take each family's fixed-length tokens as one
+    matrix without indexing tokens. Tokens are gathered as fixed-width rows (numpy), not by Arrow's take."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in (*_PART_COLUMNS, "bucket")}
+    tokens = np.concatenate([p["tokens"] for p in parts])
+    bases = np.cumsum([0] + [len(p["tokens"]) for p in parts[:-1]])
+    start = np.concatenate([p["start"] + base for p, base in zip(parts, bases)])
+    order = np.lexsort((cols["family"], cols["bucket"]))
+    sorted_buckets = cols["bucket"][order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        idx = order[lo:hi]
+        family = cols["family"][idx]
+        n4 = int(np.count_nonzero(family == 4))
+        values = np.concatenate(
+            [
+                tokens[start[idx[:n4], None] + np.arange(IPV4_LENGTH)].reshape(-1),
+                tokens[start[idx[n4:], None] + np.arange(IPV6_LENGTH)].reshape(-1),
+            ]
+        )
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        offsets[1 : n4 + 1] = IPV4_LENGTH
+        offsets[n4 + 1 :] = IPV6_LENGTH
+        np.cumsum(offsets, out=offsets)
+        arrays = [pa.array(cols[k][idx]) for k in _PART_COLUMNS]
+        arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint16())))
+        yield int(sorted_buckets[lo]), pa.record_batch(arrays, schema=_PART_SCHEMA)
 
 
 def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
@@ -198,7 +231,7 @@ def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
     """Encode one task's rows; write accepted rows to bucket files and rejected rows to a scratch Parquet
     file (gathered into ``OUT/rejected/`` by :func:`finalize`). Returns what it read and wrote."""
     writers = _BucketWriters(ctx, task.task_id)
-    buffered: list[tuple[np.ndarray, pa.RecordBatch]] = []
+    buffered: list[dict] = []
     n_buffered = 0
     rejected_parts = []
     reasons: Counter = Counter()
@@ -206,20 +239,9 @@ def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
 
     def flush():
         nonlocal buffered, n_buffered
-        if not buffered:
-            return
-        buckets = np.concatenate([b for b, _ in buffered])
-        table = pa.Table.from_batches([p for _, p in buffered], schema=_PART_SCHEMA)
-        # Bucket, then family: within every batch of a bucket file the IPv4 rows come first, so the
-        # packer can take each family's fixed-length tokens as one matrix without indexing tokens.
-        family = table.column("family").to_numpy()
-        order = np.lexsort((family, buckets))
-        table = table.take(order).combine_chunks()  # one take, then zero-copy slices per bucket
-        sorted_buckets = buckets[order]
-        bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            for batch in table.slice(lo, hi - lo).to_batches():
-                writers.write(int(sorted_buckets[lo]), batch)
+        if buffered:
+            for bucket, batch in _bucket_batches(buffered):
+                writers.write(bucket, batch)
         buffered, n_buffered = [], 0
 
     paths = {p.file_index: p.path for p in task.pieces}
@@ -243,8 +265,7 @@ def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
                 splits = split_by_source(h, ctx.fractions)
             else:
                 splits = split_by_time(enc.timestamp, ctx.cut_points)
-            buckets = bucket_of(h, ctx.num_buckets)
-            buffered.append((buckets, _part_batch(enc, splits, file_of_row, row_in_file)))
+            buffered.append(_part_columns(enc, splits, bucket_of(h, ctx.num_buckets), file_of_row, row_in_file))
             n_buffered += len(enc.accepted)
             if n_buffered >= _FLUSH_ROWS:
                 flush()
