@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokenizer.errors import DecodeError
+from tokenizer.order import MASK64, splitmix64, splitmix64_np
 from tokenizer.vocab import BLOCK_ROLE, MEASUREMENT_START, NUM_BLOCKS, NUM_ORDERS, NUM_ROLES, PAD, PERMUTATIONS
 
 # Field kinds for per-field evaluation. Byte tokens take the kind of their block; all role ids
@@ -23,41 +24,68 @@ KIND_PAD = -1
 
 _IS_BLOCK_ROLE = np.zeros(PAD + 1, dtype=bool)
 _IS_BLOCK_ROLE[BLOCK_ROLE] = True
+_IS_STRUCTURE_ROLE = _IS_BLOCK_ROLE.copy()
+_IS_STRUCTURE_ROLE[MEASUREMENT_START] = True
 _ROLE_TO_KIND = np.full(NUM_ROLES, KIND_ROLE, dtype=np.int8)
 _ROLE_TO_KIND[BLOCK_ROLE] = np.arange(NUM_BLOCKS, dtype=np.int8)
 
 
 def _structure(flat: np.ndarray, seq_len: int):
-    """Measurement starts, block starts (M, 7), block lengths (M, 7) and non-PAD positions of a flat batch."""
+    """Measurement starts (M,), block starts (M, 7), block lengths (M, 7) and the non-PAD count of a flat batch."""
     is_pad = flat == PAD
-    meas = np.flatnonzero(flat == MEASUREMENT_START)  # (M,)
-    blocks = np.flatnonzero(_IS_BLOCK_ROLE[flat])  # (M * 7,)
-    m = len(meas)
-    if len(blocks) != NUM_BLOCKS * m:
-        raise DecodeError(f"{m} measurements but {len(blocks)} field blocks (expected {NUM_BLOCKS} each)")
-    owner = np.searchsorted(meas, blocks, side="right") - 1  # measurement of each block
-    if m and not np.array_equal(owner, np.repeat(np.arange(m), NUM_BLOCKS)):
+    # Roles are ~10 of a measurement's ~55 tokens: find them once, then work on the short list.
+    roles = np.flatnonzero(flat < NUM_ROLES)  # (R,) positions of role tokens, sorted
+    role_ids = flat[roles].astype(np.intp)  # (R,)
+    keep = _IS_STRUCTURE_ROLE[role_ids]  # MeasurementStart and block roles; not the address-family tokens
+    ids, pos = role_ids[keep], roles[keep]  # (M * 8,)
+    m = int(np.count_nonzero(ids == MEASUREMENT_START))
+    if len(ids) != (NUM_BLOCKS + 1) * m:
+        raise DecodeError(f"{m} measurements but {len(ids) - m} field blocks (expected {NUM_BLOCKS} each)")
+    ids, pos = ids.reshape(m, NUM_BLOCKS + 1), pos.reshape(m, NUM_BLOCKS + 1)  # (M, 8)
+    # Only MeasurementStart has id 0, so each row must be one MeasurementStart then seven block roles.
+    if m and (np.any(ids[:, 0] != MEASUREMENT_START) or np.any(ids[:, 1:] == MEASUREMENT_START)):
         raise DecodeError("field blocks are not grouped seven to a measurement")
-    blocks = blocks.reshape(m, NUM_BLOCKS)  # (M, 7)
+    meas, blocks = pos[:, 0], np.ascontiguousarray(pos[:, 1:])  # (M,), (M, 7)
     if m and not np.array_equal(blocks[:, 0], meas + 1):
         raise DecodeError("a MeasurementStart must be followed directly by a field block")
     # End of each record's body: its first PAD, or the record's end.
     rows = is_pad.reshape(-1, seq_len)  # (B, L)
     body_len = np.where(rows.any(axis=1), rows.argmax(axis=1), seq_len)  # (B,)
     body_end = np.arange(len(rows)) * seq_len + body_len  # (B,)
-    boundaries = np.sort(np.concatenate([meas, blocks.ravel(), body_end]))
-    ends = boundaries[np.searchsorted(boundaries, blocks.ravel(), side="right")].reshape(m, NUM_BLOCKS)  # (M, 7)
-    return meas, blocks, ends - blocks, np.flatnonzero(~is_pad)
+    # A block ends where the next block starts; a measurement's last block where the next measurement
+    # starts, or at its record's body end when that comes first (the next measurement is in another record).
+    ends = np.empty_like(blocks)  # (M, 7)
+    ends[:, :-1] = blocks[:, 1:]
+    next_meas = np.append(meas[1:], np.iinfo(np.int64).max)  # (M,)
+    ends[:, -1] = np.minimum(next_meas, body_end[meas // seq_len]) if m else 0
+    lengths = ends - blocks  # (M, 7)
+    if m and lengths.min() < 2:  # every block is a role and at least one byte
+        raise DecodeError("a field block is cut short (PAD inside a measurement)")
+    return meas, blocks, lengths, len(flat) - int(np.count_nonzero(is_pad))
+
+
+# The augmentation scheme, recorded in every checkpoint: a run never changes its data order silently.
+# "hash-v1": the order of measurement k of the record at global read index i is
+# splitmix64(splitmix64(splitmix64(seed) ^ i) ^ k) mod 5040 (all modulo 2**64). The scheme before it
+# (a numpy Generator per record, checkpoints without a recorded scheme) is not kept.
+AUGMENT_SCHEME = "hash-v1"
 
 
 def draw_orders(seed: int, indices: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Order indices (0..5039) for ``counts[b]`` measurements of each record, from a Generator seeded by
-    ``(seed, indices[b])``: the same record read at the same position always gets the same orders."""
-    draws = [
-        np.random.default_rng((int(seed), int(index))).integers(0, NUM_ORDERS, size=int(count))
-        for index, count in zip(indices, counts)
-    ]
-    return np.concatenate(draws) if draws else np.zeros(0, dtype=np.int64)
+    """Order indices (0..5039) for ``counts[b]`` measurements of each record, in reading order.
+
+    Counter-based (:data:`AUGMENT_SCHEME`): measurement ``k`` of the record read at global index
+    ``indices[b]`` gets a pure hash of ``(seed, indices[b], k)``, so the same record read at the same
+    position always gets the same orders, whichever worker reads it; no per-record Python work.
+    """
+    indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)  # (B,)
+    counts = np.asarray(counts, dtype=np.int64)  # (B,)
+    per_record = splitmix64_np(np.uint64(splitmix64(int(seed) & MASK64)) ^ indices)  # (B,)
+    total = int(counts.sum())
+    first = np.cumsum(counts) - counts  # (B,) offset of each record's first measurement
+    k = (np.arange(total, dtype=np.int64) - np.repeat(first, counts)).astype(np.uint64)  # (M,) k within record
+    h = splitmix64_np(np.repeat(per_record, counts) ^ k)  # (M,)
+    return (h % np.uint64(NUM_ORDERS)).astype(np.int64)
 
 
 def permute_fields(tokens: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -69,23 +97,30 @@ def permute_fields(tokens: np.ndarray, orders: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
     seq_len = tokens.shape[-1]
     flat = tokens.reshape(-1)  # (B * L,)
-    meas, starts, lengths, body = _structure(flat, seq_len)
+    meas, starts, lengths, nonpad = _structure(flat, seq_len)
     m = len(meas)
     if len(orders) != m:
         raise ValueError(f"{len(orders)} orders for {m} measurements")
-    perm = PERMUTATIONS[np.asarray(orders, dtype=np.int64)]  # (M, 7)
+    perm = PERMUTATIONS[np.asarray(orders, dtype=np.intp)]  # (M, 7)
     # Eight segments per measurement: its MeasurementStart, then the seven blocks in the new order.
-    seg_start = np.concatenate([meas[:, None], np.take_along_axis(starts, perm, axis=1)], axis=1)  # (M, 8)
-    seg_len = np.concatenate([np.ones((m, 1), np.int64), np.take_along_axis(lengths, perm, axis=1)], axis=1)  # (M, 8)
-    seg_start, seg_len = seg_start.ravel(), seg_len.ravel()  # (M * 8,)
-    total = int(seg_len.sum())
-    if total != len(body):
-        raise DecodeError(f"{len(body) - total} non-PAD tokens lie outside any measurement")
-    first = np.cumsum(seg_len) - seg_len  # (M * 8,) output offset of each segment
-    source = np.repeat(seg_start - first, seg_len) + np.arange(total)  # (total,) input position per output
-    out = flat.copy()
-    out[body] = flat[source]
-    return out.reshape(tokens.shape)
+    seg_start = np.empty((m, NUM_BLOCKS + 1), np.int64)  # (M, 8) input position of each segment
+    seg_start[:, 0] = meas
+    seg_start[:, 1:] = np.take_along_axis(starts, perm, axis=1)
+    seg_len = np.ones((m, NUM_BLOCKS + 1), np.int64)  # (M, 8)
+    seg_len[:, 1:] = np.take_along_axis(lengths, perm, axis=1)
+    span = seg_len.sum(axis=1)  # (M,) a measurement keeps its span
+    if int(span.sum()) != nonpad:
+        raise DecodeError(f"{nonpad - int(span.sum())} non-PAD tokens lie outside any measurement")
+    out_start = meas[:, None] + np.cumsum(seg_len, axis=1) - seg_len  # (M, 8) output position of each segment
+    shift = seg_start - out_start  # (M, 8) input minus output position, constant over a segment; 0 for column 0
+    # Output position p reads input position p + shift(p): write the shift's steps at segment starts
+    # (and back to 0 at each measurement's end) and integrate. No collisions: a measurement's end is
+    # the next one's MeasurementStart, whose step (0) is not written.
+    steps = np.zeros(len(flat) + 1, np.int64)  # (B * L + 1,)
+    steps[out_start[:, 1:]] = np.diff(shift, axis=1)
+    steps[meas + span] = -shift[:, -1]
+    source = np.arange(len(flat)) + np.cumsum(steps[:-1])  # (B * L,)
+    return flat[source].reshape(tokens.shape)
 
 
 def augment_batch(tokens: np.ndarray, seed: int, indices: np.ndarray) -> np.ndarray:

@@ -62,9 +62,10 @@ class Config:
     tokenizer_version: int = TOKENIZER_VERSION  # tokenizer version the model expects
     pad_id: int = PAD  # padding id the model expects; must equal the manifest's
     augment: bool = True  # permute field blocks afresh on every read (deterministic in seed and read index)
-    verify_checksums: bool = False  # sha256 every data file against the manifest at start (slow on big data)
-    num_workers: int = 0  # Grain prefetch processes; 0 prefetches with threads in the training process
-    num_threads: int = 4  # Grain prefetch threads (used when num_workers == 0)
+    verify_checksums: bool = True  # sha256 every data file against the manifest at start, once per dataset and host
+    checksum_cache: bool = True  # remember a passed sha256 check (~/.cache/ping-llm); false: check on every start
+    num_workers: int = -1  # Grain prefetch processes; -1: one per usable core (at most 16); 0: threads only
+    num_threads: int = 4  # Grain prefetch threads (in the training process, or in each worker process)
     prefetch_buffer: int = 8  # batches Grain keeps ready ahead of the trainer
     # Run
     workdir: str = "runs/default"  # checkpoints, metrics.jsonl and TensorBoard events
@@ -279,7 +280,9 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
-    for name in ("warmup_steps", "eval_every", "eval_batches", "eval_batch_size", "num_workers", "num_threads"):
+    if config.num_workers < -1:
+        raise ConfigError(f"num_workers must be >= 0, or -1 for one per core, got {config.num_workers}")
+    for name in ("warmup_steps", "eval_every", "eval_batches", "eval_batch_size", "num_threads"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if config.stop_at is not None and config.stop_at <= 0:

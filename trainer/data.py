@@ -19,13 +19,18 @@ Every stage is a function of the element index, so the iterator's whole state is
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 
 import grain
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader
 
 import beam_pipelines.dataset as contract
+from beam_pipelines.common.errors import RunError
+from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
 from tokenizer.order import splitmix64
 from trainer import augment
@@ -70,7 +75,9 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     manifest, another ``format_version``, an ingest output), a tokenizer name/version, vocab size, pad id
     or seq_len that disagrees with the config, and what :func:`beam_pipelines.dataset.verify_dataset`
     refuses: a missing file, a file whose size or record count (or, with ``verify_checksums``, sha256)
-    disagrees with the manifest.
+    disagrees with the manifest. Sizes and record counts are checked on every start (a stat and an index
+    read per file); the sha256 of every file once per dataset and host (:class:`ChecksumCache`, unless
+    ``checksum_cache`` is off), so it can be on by default.
     """
     manifest = contract.read_manifest(root)
     tok = manifest["tokenizer"]
@@ -91,8 +98,78 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
             f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}"
         )
     checksums = config.verify_checksums if verify_checksums is None else verify_checksums
+    cache = ChecksumCache() if checksums and config.checksum_cache else None
+    if cache is not None and cache.verified(root, manifest):
+        checksums = False  # this host already read every byte of these very files; sizes and counts still
     contract.verify_dataset(root, manifest, checksums=checksums)
+    if cache is not None and checksums:
+        cache.remember(root, manifest)
     return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"])
+
+
+class ChecksumCache:
+    """Datasets whose sha256 check passed on this host, so that the check runs once per dataset and host.
+
+    One small JSON file (``$PING_LLM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ping-llm``, else
+    ``~/.cache/ping-llm``; ``verified-datasets.json``) maps the dataset's real path and fingerprint to
+    every file's size and modification time when it was checked: a file written since (a flipped
+    byte changes its mtime) is checked again. An unwritable cache only means checking every time.
+    """
+
+    FILE = "verified-datasets.json"
+    KEEP = 64  # entries kept (newest)
+
+    def __init__(self, directory: str | None = None):
+        if directory is None:
+            directory = os.environ.get("PING_LLM_CACHE_DIR") or os.path.join(
+                os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ping-llm"
+            )
+        self.path = os.path.join(directory, self.FILE)
+
+    @staticmethod
+    def _key(root: str, manifest: dict) -> str:
+        return f"{os.path.realpath(root)}|{manifest['fingerprint']}"
+
+    @staticmethod
+    def _stamp(root: str, manifest: dict) -> list | None:
+        stamp = []
+        for split in sorted(manifest["splits"]):
+            for entry in manifest["splits"][split]["files"]:
+                try:
+                    st = os.stat(os.path.join(root, entry["path"]))
+                except OSError:
+                    return None
+                stamp.append([entry["path"], entry["sha256"], st.st_size, st.st_mtime_ns])
+        return stamp
+
+    def _load(self) -> dict:
+        try:
+            with open(self.path) as f:
+                entries = json.load(f)
+            return entries if isinstance(entries, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def verified(self, root: str, manifest: dict) -> bool:
+        """Whether these files, unchanged since, passed the sha256 check on this host."""
+        stamp = self._stamp(root, manifest)
+        return stamp is not None and self._load().get(self._key(root, manifest), {}).get("files") == stamp
+
+    def remember(self, root: str, manifest: dict) -> None:
+        """Record that the files passed (best effort)."""
+        stamp = self._stamp(root, manifest)
+        if stamp is None:
+            return
+        entries = self._load()
+        entries.pop(self._key(root, manifest), None)
+        entries[self._key(root, manifest)] = {"files": stamp, "checked": time.time()}
+        entries = dict(list(entries.items())[-self.KEEP :])
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with atomic_path(self.path) as tmp, open(tmp, "w") as f:
+                json.dump(entries, f)
+        except OSError:
+            pass
 
 
 def parse_record(raw: bytes, seq_len: int) -> np.ndarray:
@@ -121,8 +198,92 @@ def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dic
     return out
 
 
+class DataReadError(RunError):
+    """A record of a data file could not be read during training (a damaged file); exit code 1."""
+
+
+def _check_hint(root: str) -> str:
+    return (
+        f"Check the dataset with `python -m beam_pipelines.stats --dataset {root}`, or start the trainer with "
+        "verify_checksums=true checksum_cache=false to compare every file's sha256 with the manifest"
+    )
+
+
+class _ReadBatch:
+    """A batch of source keys -> {"tokens": (B, L) uint16, "index": (B,) int64 global read indices}.
+
+    One ``read(positions)`` call per file the batch touches (ArrayRecord's batched read), the bytes
+    joined once and viewed as one (B, L) array: no per-record Python work beyond the reader's own list.
+    Readers open lazily in whichever process runs this (Grain workers pickle it without them).
+    """
+
+    def __init__(self, root: str, files: list[str], counts: list[int], seq_len: int, batch_size: int,
+                 process_index: int, process_count: int):
+        self.root, self.files, self.seq_len, self.batch_size = root, files, seq_len, batch_size
+        self.process_index, self.process_count = process_index, process_count
+        self.ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # (files,) first key past each file
+        self._readers: dict[int, object] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_readers"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _readers={})
+
+    def _reader(self, f: int):
+        if f not in self._readers:
+            # readahead_buffer_size:0 is what Grain's random-access source uses: a read fetches only its chunk.
+            self._readers[f] = ArrayRecordReader(self.files[f], "readahead_buffer_size:0", file_reader_buffer_size=32768)
+        return self._readers[f]
+
+    def _read(self, f: int, positions: np.ndarray) -> bytes:
+        try:
+            return b"".join(self._reader(f).read(positions.tolist()))
+        except Exception as exc:  # the C++ reader raises plain RuntimeError/ValueError (riegeli's message)
+            self._readers.pop(f, None)
+            raise self._damaged(f, positions, exc) from exc
+
+    def _damaged(self, f: int, positions: np.ndarray, exc: Exception) -> DataReadError:
+        """Find which record of the batch fails, reading them one at a time with a fresh reader."""
+        bad = int(positions[0])
+        try:
+            reader = ArrayRecordReader(self.files[f], "readahead_buffer_size:0")
+            for p in positions.tolist():
+                bad = p
+                reader.read([p])
+            bad = int(positions[0])
+        except Exception as one:  # noqa: BLE001 - this is the record
+            exc = one
+        return DataReadError(
+            f"{self.files[f]}: record {bad} cannot be read ({str(exc).strip().splitlines()[0][:300]}); "
+            f"the file is damaged. {_check_hint(self.root)}"
+        )
+
+    def __call__(self, batch_index: int, keys: np.ndarray) -> dict:
+        keys = np.asarray(keys, dtype=np.int64)  # (B,) local keys of this host
+        source_keys = keys * self.process_count + self.process_index  # (B,) keys into the split's records
+        file_of = np.searchsorted(self.ends, source_keys, side="right")  # (B,)
+        starts = np.concatenate([[0], self.ends[:-1]])  # (files,) first key of each file
+        n, width = len(keys), 2 * self.seq_len
+        tokens = np.empty((n, self.seq_len), dtype=np.uint16)  # (B, L)
+        for f in np.unique(file_of).tolist():
+            rows = np.flatnonzero(file_of == f)
+            positions = source_keys[rows] - starts[f]
+            ascending = np.argsort(positions, kind="stable")  # the file is read front to back
+            rows, positions = rows[ascending], positions[ascending]
+            raw = self._read(f, positions)
+            if len(raw) != len(rows) * width:
+                raise DataReadError(
+                    f"{self.files[f]}: records of the wrong length (expected {width} bytes each, seq_len "
+                    f"{self.seq_len}) among records {positions.tolist()}. {_check_hint(self.root)}"
+                )
+            tokens[rows] = np.frombuffer(raw, dtype="<u2").reshape(len(rows), self.seq_len)
+        read_index = batch_index * self.batch_size + np.arange(n, dtype=np.int64)  # (B,) this host's read positions
+        return {"tokens": tokens, "index": read_index * self.process_count + self.process_index}
+
+
 class _Parse:
-    """bytes at read index i -> {"tokens", "index"}; ``index`` is global across hosts."""
+    """bytes at read index i -> {"tokens", "index"}; ``index`` is global across hosts (evaluation stream)."""
 
     def __init__(self, seq_len: int, process_index: int, process_count: int):
         self.seq_len, self.process_index, self.process_count = seq_len, process_index, process_count
@@ -167,15 +328,20 @@ def train_dataset(
     process_count: int = 1,
 ) -> grain.MapDataset:
     """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset``."""
-    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
-    ds = _shard(source, process_index, process_count)
-    if len(ds) == 0:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
+    total = dataset.num_records(split)
+    local = (total - total % process_count) // process_count  # equal parts; host p reads keys p, p + hosts, ...
+    if local == 0:
         raise DatasetError(f"{dataset.root}: split {split} has no records for host {process_index} of {process_count}")
+    # The stream is over keys; reading happens once per batch (after the shuffle, the batch is known).
+    ds = grain.MapDataset.range(local)
     # Grain seeds epoch e with (shuffle seed + e); mixing the run seed first keeps runs with neighbouring
     # seeds from sharing epoch orders (seed 1's first epoch would otherwise be seed 0's second).
     ds = ds.shuffle(seed=splitmix64(seed % 2**64) % _SEED_MOD).repeat()
-    ds = ds.map_with_index(_Parse(dataset.seq_len, process_index, process_count))
     ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map_with_index(batch_reader(dataset, split, batch_size, process_index=process_index,
+                                        process_count=process_count))
     return ds.map(_Finish(dataset.pad_id, seed if augment_fields else None))
 
 
@@ -204,19 +370,41 @@ def train_iterator(
     return prefetch(ds, config).__iter__()
 
 
+MAX_AUTO_WORKERS = 16  # more processes than this only add memory: one worker reads and augments ~20k records/s
+
+
+def resolve_workers(config: Config) -> int:
+    """Worker processes for ``config.num_workers``: the number given, or with -1 (the default) one per core
+    this process may use, at most :data:`MAX_AUTO_WORKERS`."""
+    if config.num_workers >= 0:
+        return config.num_workers
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, MAX_AUTO_WORKERS))
+
+
 def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
-    """Thread prefetch (``num_workers == 0``) or multiprocess prefetch (``num_workers`` processes)."""
+    """Thread prefetch (``num_workers == 0``) or Grain's multiprocess prefetch (batches come back through
+    shared memory; the iterator's state, saved with every checkpoint, holds every worker's position)."""
     read = grain.ReadOptions(
         num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1)
     )
     it = ds.to_iter_dataset(read)
-    if config.num_workers > 0:
+    workers = resolve_workers(config)
+    if workers > 0:
         from absl import flags  # Grain's worker processes read absl flags; outside absl.app nobody parsed them
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers, per_worker_buffer_size=2))
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
     return it
+
+
+def batch_reader(dataset: Dataset, split: str, batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1) -> _ReadBatch:
+    """The batched reader of the training stream: ``reader(batch_index, local_keys) -> {"tokens", "index"}``."""
+    counts = [int(f["records"]) for f in dataset._split(split)["files"]]
+    return _ReadBatch(dataset.root, dataset.files(split), counts, dataset.seq_len, batch_size, process_index,
+                      process_count)
 
 
 def eval_batches(

@@ -44,6 +44,7 @@ TENSORBOARD_DIR = "tensorboard"
 _RESUME_FREE_KEYS = {
     "workdir", "stop_at", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "async_checkpointing",
     "allow_fingerprint_change", "num_workers", "num_threads", "prefetch_buffer", "verify_checksums", "data_dir",
+    "checksum_cache",
     "eval_every", "eval_batches", "eval_batch_size",
 }
 
@@ -324,7 +325,12 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
         os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing
     )
     iterator = data.train_iterator(dataset, config, process_index=pindex, process_count=pcount)
-    meta = {"config": config.to_dict(), "fingerprint": dataset.fingerprint, "params": n_params}
+    meta = {
+        "config": config.to_dict(),
+        "fingerprint": dataset.fingerprint,
+        "params": n_params,
+        "augment_scheme": augment.AUGMENT_SCHEME,
+    }
 
     start = ckpt.latest_step()
     if start is not None:
@@ -334,6 +340,13 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 f"{workdir}: checkpoint {start} was trained on dataset {saved.get('fingerprint')} but "
                 f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
                 "to resume anyway, or use another workdir"
+            )
+        saved_scheme = saved.get("augment_scheme", "generator-per-record (before hash-v1)")
+        if config.augment and saved_scheme != augment.AUGMENT_SCHEME:
+            raise ResumeError(
+                f"{workdir}: checkpoint {start} was written with augmentation scheme {saved_scheme!r}; this "
+                f"trainer draws field orders with {augment.AUGMENT_SCHEME!r}, so resuming would silently change "
+                "the data order inside the run. Start a new workdir (or resume with augment=false)"
             )
         saved_config = from_saved(saved.get("config", {}))
         if not same_architecture(saved_config.model, config.model):
@@ -385,7 +398,12 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
     with _StopRequest() as stop:
         while step < last_step:
             t0 = time.perf_counter()
-            batch = next(iterator)
+            try:
+                batch = next(iterator)
+            except data.DataReadError:
+                ckpt.close()  # the last checkpoint is complete on disk before the error ends the run
+                log.close()
+                raise
             data_wait += time.perf_counter() - t0
             state, metrics = train_step(state, _global_batch(batch, batch_sharding))
             step += 1
@@ -445,7 +463,8 @@ def run(argv: list[str] | None = None) -> int:
 
     Returns the exit code (``beam_pipelines.common.errors``): 0 done; 2 for a bad config or override, a
     missing or incomplete dataset, or a resume refused because the config or dataset changed, each one
-    ``error:`` line. A failure during training raises (exit 1).
+    ``error:`` line; 1 for a data file found damaged during training (one ``error:`` line naming the file
+    and record; the last checkpoint stays). Any other failure during training raises (exit 1).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -456,6 +475,8 @@ def run(argv: list[str] | None = None) -> int:
         _maybe_initialize_distributed()
         summary = train_and_evaluate(config)
     except (UsageError, InputError) as err:  # ConfigError, ResumeError, DatasetError
+        return report(err)
+    except data.DataReadError as err:  # a damaged data file met during training: exit 1, checkpoints kept
         return report(err)
     if jax.process_index() == 0:
         print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}, sort_keys=True))

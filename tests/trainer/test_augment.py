@@ -120,3 +120,45 @@ def test_field_kinds_of_a_hand_made_measurement():
         first_byte = start + (2 if role in (1, 2) else 1)  # address blocks carry a family role token
         assert kinds[first_byte] == kind
     assert (kinds[: len(tokens)] == augment.KIND_ROLE).sum() == 1 + 7 + 2  # start, block roles, two family tokens
+
+
+# ---- the counter-based scheme against a per-record reference written from its definition
+
+_BLOCK_ROLES = (1, 2, 5, 6, 7, 8, 9)
+
+
+def _reference_order(seed: int, index: int, k: int) -> int:
+    """The documented hash, one measurement at a time with Python ints."""
+    from tokenizer.order import splitmix64
+
+    return splitmix64(splitmix64(splitmix64(seed) ^ index) ^ k) % 5040
+
+
+def _reference_augment(record: np.ndarray, seed: int, index: int) -> np.ndarray:
+    """One record, measurement by measurement: cut at block roles, reorder by PERMUTATIONS[order]."""
+    out = []
+    for k, meas in enumerate(split_measurements(record)):
+        meas = meas.tolist()
+        cuts = [i for i, t in enumerate(meas) if t in _BLOCK_ROLES] + [len(meas)]
+        blocks = [meas[a:b] for a, b in zip(cuts, cuts[1:])]
+        order = PERMUTATIONS[_reference_order(seed, index, k)]
+        out += [meas[0]] + [t for j in order for t in blocks[j]]
+    result = np.full_like(record, PAD)
+    result[: len(out)] = out
+    return result
+
+
+def test_batch_augmentation_equals_the_per_record_reference(sample_records):
+    indices = np.array([0, 1, 5, 1000, 2**40 + 3, 7, 12345, 2**62])
+    for seed in (0, 3, 2**63 + 5):
+        out = augment.augment_batch(sample_records, seed=seed, indices=indices)
+        for b in range(len(sample_records)):
+            assert np.array_equal(out[b], _reference_augment(sample_records[b], seed, int(indices[b]))), (seed, b)
+
+
+def test_draw_orders_equal_the_scalar_hash():
+    counts = np.array([3, 0, 5, 1])
+    indices = np.array([10, 11, 12, 2**50])
+    want = [_reference_order(9, int(i), k) for i, c in zip(indices, counts) for k in range(c)]
+    assert augment.draw_orders(9, indices, counts).tolist() == want
+    assert augment.draw_orders(9, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []

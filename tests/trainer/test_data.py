@@ -41,7 +41,7 @@ def test_opens_the_pretokenized_sample(sample_dataset):
 
 
 def test_targets_are_inputs_shifted_by_one_on_real_batches(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=8", "augment=false")
+    config = make_config(sample_dataset, "batch_size=8", "augment=false", "num_workers=0")
     ds = data.open_dataset(str(sample_dataset), config)
     iterator = data.train_iterator(ds, config)
     records = set(_split_hashes(ds, "train"))
@@ -57,13 +57,13 @@ def test_targets_are_inputs_shifted_by_one_on_real_batches(sample_dataset):
 
 
 def test_shift_holds_with_augmentation_too(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=4")
+    config = make_config(sample_dataset, "batch_size=4", "num_workers=0")
     batch = next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
     assert np.array_equal(batch["targets"][:, :-1], batch["inputs"][:, 1:])
 
 
 def test_pad_targets_get_weight_zero(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=16", "augment=false")
+    config = make_config(sample_dataset, "batch_size=16", "augment=false", "num_workers=0")
     batch = next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
     assert np.array_equal(batch["weights"], (batch["targets"] != PAD).astype(np.float32))
     assert (batch["weights"] == 0).any() and (batch["weights"] == 1).any()
@@ -107,9 +107,9 @@ def test_missing_manifest_and_bad_checksum_are_refused(dataset_copy, tmp_path):
     with pytest.raises(data.DatasetError, match="no manifest.json"):
         data.open_dataset(str(tmp_path / "nowhere"), load_config("tiny"))
     _edit_manifest(dataset_copy, lambda m: m["splits"]["test"]["files"][0].update(sha256="0" * 64))
-    data.open_dataset(str(dataset_copy), make_config(dataset_copy))  # checksums are opt-in
+    data.open_dataset(str(dataset_copy), make_config(dataset_copy, "verify_checksums=false"))  # turned off
     with pytest.raises(data.DatasetError, match="sha256"):
-        data.open_dataset(str(dataset_copy), make_config(dataset_copy, "verify_checksums=true"))
+        data.open_dataset(str(dataset_copy), make_config(dataset_copy))  # on by default
 
 
 def test_dataset_errors_are_the_contracts_input_errors():
@@ -140,7 +140,7 @@ def _epoch_hashes(ds, config, process_index=0, process_count=1, epochs=2) -> lis
 
 
 def test_global_shuffle_gives_a_new_order_each_epoch(sample_dataset):
-    config = make_config(sample_dataset, "train_split=val")
+    config = make_config(sample_dataset, "train_split=val", "num_workers=0")
     ds = data.open_dataset(str(sample_dataset), config)
     first, second = _epoch_hashes(ds, config)
     on_disk = _split_hashes(ds, "val")
@@ -148,12 +148,12 @@ def test_global_shuffle_gives_a_new_order_each_epoch(sample_dataset):
     assert first != on_disk and second != first  # shuffled, and differently each epoch
     again, _ = _epoch_hashes(ds, config)
     assert again == first  # deterministic for the seed
-    other_seed, _ = _epoch_hashes(ds, make_config(sample_dataset, "train_split=val", "seed=1"))
+    other_seed, _ = _epoch_hashes(ds, make_config(sample_dataset, "train_split=val", "seed=1", "num_workers=0"))
     assert other_seed != first
 
 
 def test_hosts_read_disjoint_parts(sample_dataset):
-    config = make_config(sample_dataset, "train_split=val")
+    config = make_config(sample_dataset, "train_split=val", "num_workers=0")
     ds = data.open_dataset(str(sample_dataset), config)
     parts = [set(sum(_epoch_hashes(ds, config, i, 3, epochs=2), [])) for i in range(3)]
     for i in range(3):
@@ -164,7 +164,7 @@ def test_hosts_read_disjoint_parts(sample_dataset):
 
 
 def test_per_host_batches_and_global_read_indices(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=8")
+    config = make_config(sample_dataset, "batch_size=8", "num_workers=0")
     ds = data.open_dataset(str(sample_dataset), config)
     a = data.train_iterator(ds, config, process_index=0, process_count=2)
     b = data.train_iterator(ds, config, process_index=1, process_count=2)
@@ -173,21 +173,27 @@ def test_per_host_batches_and_global_read_indices(sample_dataset):
     assert not set(_hashes(batch_a["inputs"].astype(np.uint16))) & set(_hashes(batch_b["inputs"].astype(np.uint16)))
 
 
-def test_iterator_state_is_small_and_resumes_exactly(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=4")
+@pytest.mark.parametrize("workers, bound", [(0, 200), pytest.param(2, 400, marks=pytest.mark.slow)])
+def test_iterator_state_is_small_and_resumes_exactly(sample_dataset, workers, bound):
+    config = make_config(sample_dataset, "batch_size=4", f"num_workers={workers}")
     ds = data.open_dataset(str(sample_dataset), config)
     iterator = data.train_iterator(ds, config)
     for _ in range(3):
         next(iterator)
     state = iterator.get_state()
-    assert len(json.dumps(state)) < 200
+    assert len(json.dumps(state)) < bound  # threads: the next index; processes: each worker's next index
     expected = [next(iterator) for _ in range(2)]
     resumed = data.train_iterator(ds, config)
     resumed.set_state(json.loads(json.dumps(state)))
-    for want in expected:
-        got = next(resumed)
-        for key in want:
-            assert np.array_equal(got[key], want[key])
+    try:
+        for want in expected:
+            got = next(resumed)
+            for key in want:
+                assert np.array_equal(got[key], want[key])
+    finally:
+        for it in (iterator, resumed):
+            if hasattr(it, "close"):
+                it.close()
 
 
 @pytest.mark.slow
@@ -226,3 +232,131 @@ def test_eval_batches_cover_the_split_with_kinds(sample_dataset):
     weights = np.concatenate([b["weights"].ravel() for b in batches])
     assert np.all((kinds >= 0) == (weights > 0))
     assert len(list(data.eval_batches(ds, "val", batch_size=8, max_batches=3))) == 3
+
+
+# ---- start-up check: sizes and counts always, sha256 once per dataset and host
+
+
+def _count_sha256(monkeypatch) -> list[str]:
+    import beam_pipelines.dataset.verify as verify
+
+    calls: list[str] = []
+    real = verify.sha256_file
+    monkeypatch.setattr(verify, "sha256_file", lambda path: calls.append(path) or real(path))
+    return calls
+
+
+def test_sha256_runs_once_per_dataset_and_host(dataset_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("PING_LLM_CACHE_DIR", str(tmp_path / "cache"))
+    calls = _count_sha256(monkeypatch)
+    config = make_config(dataset_copy)
+    data.open_dataset(str(dataset_copy), config)
+    assert len(calls) == 3  # one file per split in the sample
+    data.open_dataset(str(dataset_copy), config)
+    assert len(calls) == 3  # remembered
+    assert (tmp_path / "cache" / data.ChecksumCache.FILE).is_file()
+    data.open_dataset(str(dataset_copy), make_config(dataset_copy, "checksum_cache=false"))
+    assert len(calls) == 6  # not remembered when turned off
+    data.open_dataset(str(dataset_copy), make_config(dataset_copy, "verify_checksums=false"))
+    assert len(calls) == 6
+    # A file written since the check (same size, one byte changed) is checked again, and refused.
+    val = dataset_copy / "val" / "val-00000-of-00001.array_record"
+    raw = bytearray(val.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    val.write_bytes(bytes(raw))
+    with pytest.raises(data.DatasetError, match=r"val-00000-of-00001.array_record: sha256 differs"):
+        data.open_dataset(str(dataset_copy), config)
+
+
+def test_an_unwritable_checksum_cache_only_means_checking_every_time(dataset_copy, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PING_LLM_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be created
+    calls = _count_sha256(monkeypatch)
+    for _ in range(2):
+        data.open_dataset(str(dataset_copy), make_config(dataset_copy))
+    assert len(calls) == 6
+
+
+# ---- a damaged data file met while training
+
+
+def _damage(path) -> int:
+    """Flip one byte in the middle of ``path``; returns the record that no longer reads."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+    bad = []
+    for i in range(reader.num_records()):
+        try:
+            reader.read([i])
+        except Exception:  # noqa: BLE001 - riegeli's error
+            bad.append(i)
+    assert len(bad) == 1, bad
+    return bad[0]
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_a_damaged_file_names_the_file_and_record(dataset_copy, workers):
+    val = dataset_copy / "val" / "val-00000-of-00001.array_record"
+    bad = _damage(val)
+    config = make_config(dataset_copy, "train_split=val", "batch_size=64", f"num_workers={workers}",
+                         "verify_checksums=false")
+    ds = data.open_dataset(str(dataset_copy), config)  # sizes and record counts still agree
+    iterator = data.train_iterator(ds, config)
+    try:
+        with pytest.raises(data.DataReadError) as err:
+            for _ in range(ds.num_records("val") // 64 + 1):  # one epoch touches every record
+                next(iterator)
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
+    message = str(err.value)
+    assert f"{val}: record {bad} cannot be read" in message
+    assert f"python -m beam_pipelines.stats --dataset {dataset_copy}" in message and "verify_checksums=true" in message
+    from beam_pipelines.common.errors import exit_code
+
+    assert exit_code(err.value) == 1
+
+
+def test_batched_reads_equal_one_at_a_time_reads(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=8", "augment=false", "num_workers=0")
+    ds = data.open_dataset(str(sample_dataset), config)
+    source = grain.sources.ArrayRecordDataSource(ds.files("train"))
+    reader = data.batch_reader(ds, "train", 8, process_index=1, process_count=2)
+    keys = np.array([7, 0, 3, 3, 100, 2, 50, 1])  # any order, repeats allowed
+    batch = reader(5, keys)
+    want = np.stack([np.frombuffer(source[int(k) * 2 + 1], "<u2") for k in keys])  # (8, 1024)
+    assert batch["tokens"].dtype == np.uint16 and np.array_equal(batch["tokens"], want)
+    assert batch["index"].tolist() == [(5 * 8 + j) * 2 + 1 for j in range(8)]  # global read indices
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_give_identical_batches(sample_dataset):
+    """With augmentation: every batch is a function of its index, whichever process makes it."""
+    runs = {}
+    for workers in (0, 1, 2):
+        config = make_config(sample_dataset, "batch_size=4", f"num_workers={workers}")
+        iterator = data.train_iterator(data.open_dataset(str(sample_dataset), config), config)
+        try:
+            runs[workers] = [next(iterator) for _ in range(6)]
+        finally:
+            if hasattr(iterator, "close"):
+                iterator.close()
+    for workers in (1, 2):
+        for got, want in zip(runs[workers], runs[0], strict=True):
+            assert set(got) == set(want)
+            for key in want:
+                assert np.array_equal(got[key], want[key]), (workers, key)
+
+
+def test_num_workers_defaults_to_the_usable_cores(sample_dataset, monkeypatch):
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(40)), raising=False)
+    assert data.resolve_workers(make_config(sample_dataset)) == data.MAX_AUTO_WORKERS
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert data.resolve_workers(make_config(sample_dataset)) == 2
+    assert data.resolve_workers(make_config(sample_dataset, "num_workers=0")) == 0
+    assert data.resolve_workers(make_config(sample_dataset, "num_workers=3")) == 3

@@ -128,6 +128,55 @@ def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
     assert summary["start_step"] == 1 and summary["step"] == 2
 
 
+def _checkpoint_meta_file(workdir, step: int):
+    return workdir / "checkpoints" / str(step) / "meta" / "metadata"  # Orbax's JsonSave file
+
+
+@pytest.mark.slow
+def test_resume_from_an_old_augmentation_scheme_is_refused(sample_dataset, tmp_path, capsys):
+    run = [*MINI, "steps=3", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1"]
+    train.train_and_evaluate(make_config(sample_dataset, *run, "stop_at=1"), str(tmp_path))
+    meta_file = _checkpoint_meta_file(tmp_path, 1)
+    meta = json.loads(meta_file.read_text())
+    assert meta["augment_scheme"] == "hash-v1"
+    del meta["augment_scheme"]  # what checkpoints written before the counter-based scheme hold
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(train.ResumeError, match="augmentation scheme .*silently change the data order"):
+        train.train_and_evaluate(make_config(sample_dataset, *run), str(tmp_path))
+    capsys.readouterr()
+    assert train.run(["tiny", *overrides(sample_dataset, *run, f"workdir={tmp_path}")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "augmentation scheme" in err and len(err.splitlines()) == 1
+    # Without augmentation the scheme does not matter.
+    summary = train.train_and_evaluate(make_config(sample_dataset, *run, "augment=false"), str(tmp_path))
+    assert summary["start_step"] == 1 and summary["step"] == 3
+
+
+@pytest.mark.slow
+def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(dataset_copy, tmp_path):
+    from tests.trainer.test_data import _damage
+
+    run = [*MINI, "train_split=val", "steps=12", "batch_size=64", "eval_every=0", "eval_batches=1",
+           "checkpoint_every=1", "log_every=1", "verify_checksums=false", f"workdir={tmp_path}"]
+    first = run_cli(["tiny", *overrides(dataset_copy, *run, "stop_at=1")])
+    assert first.returncode == 0, first.stderr
+    val = dataset_copy / "val" / "val-00000-of-00001.array_record"
+    bad = _damage(val)
+    result = run_cli(["tiny", *overrides(dataset_copy, *run)])  # 12 batches of 64 read all 591 records
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {val}: record {bad} cannot be read"), result.stderr[-2000:]
+    assert "beam_pipelines.stats --dataset" in last and "verify_checksums=true" in last
+    assert "Traceback" not in result.stderr
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[-1] >= 1  # the last checkpoint stays, complete
+    logged = [r["step"] for r in train.read_metrics(str(tmp_path))]
+    assert logged and logged[-1] >= steps[-1]
+    # By default the start-up check (sha256 of a file written since the last check) refuses the file.
+    again = run_cli(["tiny", *overrides(dataset_copy, *[a for a in run if a != "verify_checksums=false"])])
+    assert again.returncode == 2 and "sha256 differs" in again.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
