@@ -12,6 +12,9 @@
   the only honest peak there is, so CPU MFU is relative to what XLA's matmul reaches on the same cores).
 * input: ``trainer.data.train_iterator`` with the config's prefetch settings and augmentation, batches
   pulled as fast as possible; records/s and the ratio to what the trainer consumes (must be >= 10).
+* ``--input_only``: the input pipeline alone, against a naive loop measured in the same run (one record at
+  a time through ``ArrayRecordDataSource``, parsed with ``numpy.frombuffer``, no augmentation), with the
+  read and augment time per record measured separately, and records/s for 1..cores worker processes.
 
 With no ``data_dir`` on disk the bundled sample is pretokenized into a temporary directory first.
 """
@@ -19,6 +22,7 @@ With no ``data_dir`` on disk the bundled sample is pretokenized into a temporary
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -34,7 +38,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from trainer import data, train
+from common import cores, machine  # benchmarks/common.py (the script's folder is on sys.path)
+from beam_pipelines.dataset import MANIFEST_NAME
+from trainer import augment, data, train
 from trainer import model as model_lib
 from trainer.config import load_config
 
@@ -75,7 +81,7 @@ def peak_flops(dtype: str, override: float | None) -> tuple[float, str]:
 
 
 def ensure_dataset(data_dir: str) -> str:
-    if os.path.isfile(os.path.join(data_dir, data.MANIFEST_NAME)):
+    if os.path.isfile(os.path.join(data_dir, MANIFEST_NAME)):
         return data_dir
     from beam_pipelines.pretokenize import pipeline as pretokenize
 
@@ -100,7 +106,10 @@ def bench_trainer(config, dataset, steps: int) -> dict:
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )
-    batch = next(data.train_iterator(dataset, config))
+    iterator = data.train_iterator(dataset, config)
+    batch = next(iterator)
+    if hasattr(iterator, "close"):
+        iterator.close()  # worker processes
     batch = {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
     t0 = time.perf_counter()
     for _ in range(2):  # compile + one warm step
@@ -126,15 +135,89 @@ def bench_trainer(config, dataset, steps: int) -> dict:
 
 def bench_input(config, dataset, batches: int) -> dict:
     iterator = data.train_iterator(dataset, config)
-    for _ in range(3):  # start the prefetch threads
-        next(iterator)
+    try:
+        for _ in range(3):  # start the prefetch threads or worker processes
+            next(iterator)
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
+    return {"records_per_sec": batches * config.batch_size / elapsed, "batches": batches,
+            "num_workers": data.resolve_workers(config), "num_threads": config.num_threads}
+
+
+def bench_naive(dataset, split: str, records: int, seed: int = 0) -> dict:
+    """The baseline: one record at a time through ``ArrayRecordDataSource.__getitem__``, parsed with
+    ``numpy.frombuffer`` (no augmentation, no batching, no shift), in a shuffled order."""
+    import grain
+
+    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
+    order = np.random.default_rng(seed).permutation(len(source))
+    order = np.resize(order, records)  # (records,) repeats the permutation if the split is smaller
+    for i in order[:64].tolist():  # open the readers
+        np.frombuffer(source[i], dtype="<u2")
     t0 = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    elapsed = time.perf_counter() - t0
-    if hasattr(iterator, "close"):
-        iterator.close()
-    return {"records_per_sec": batches * config.batch_size / elapsed, "batches": batches}
+    for i in order.tolist():
+        np.frombuffer(source[i], dtype="<u2")
+    return {"records_per_sec": records / (time.perf_counter() - t0), "records": records}
+
+
+def bench_stages(config, dataset, batches: int) -> dict:
+    """Read and augment time per record, each stage alone in this process (one core)."""
+    read = data.batch_reader(dataset, config.train_split, config.batch_size, seed=config.seed)
+    t_read = t_aug = 0.0
+    done = 0
+    for j in range(batches):
+        t0 = time.perf_counter()
+        batch = read(j)  # the global shuffle's keys and one batched read
+        t1 = time.perf_counter()
+        augment.augment_batch(batch["tokens"], config.seed, batch["index"])
+        t_aug += time.perf_counter() - t1
+        t_read += t1 - t0
+        done += len(batch["tokens"])
+    t0 = time.perf_counter()
+    for j in range(batches):
+        data.make_example(batch["tokens"], dataset.pad_id)
+    t_finish = time.perf_counter() - t0
+    return {"read_us_per_record": 1e6 * t_read / done, "augment_us_per_record": 1e6 * t_aug / done,
+            "shift_weights_us_per_record": 1e6 * t_finish / done}
+
+
+def input_only(args, config, dataset) -> dict:
+    """The input pipeline against the naive loop, in the same run, and its scaling with worker processes."""
+    n_cores = cores()
+    counts = args.workers or list(range(1, n_cores + 1))
+    records = args.input_batches * config.batch_size
+    result = {"machine": machine(), "load_before": os.getloadavg(), "batch_size": config.batch_size,
+              "augment": config.augment}
+    result["naive"] = bench_naive(dataset, config.train_split, records)
+    result["stages"] = bench_stages(config, dataset, min(args.input_batches, 100))
+    result["default"] = bench_input(config, dataset, args.input_batches)
+    result["threads"] = bench_input(dataclasses.replace(config, num_workers=0), dataset, args.input_batches)
+    result["workers"] = {
+        n: bench_input(dataclasses.replace(config, num_workers=n), dataset, args.input_batches) for n in counts
+    }
+    result["load_after"] = os.getloadavg()
+    naive = result["naive"]["records_per_sec"]
+    print(f"machine: {result['machine']}; load average before {result['load_before'][0]:.2f}")
+    print(f"naive one-at-a-time read + frombuffer: {naive:,.0f} records/s")
+    st = result["stages"]
+    print(f"stages alone (one core): read {st['read_us_per_record']:.1f} us/record, "
+          f"augment {st['augment_us_per_record']:.1f} us/record, "
+          f"shift and weights {st['shift_weights_us_per_record']:.1f} us/record")
+    rows = [("default", result["default"]), ("threads (num_workers=0)", result["threads"])]
+    rows += [(f"{n} worker process(es)", r) for n, r in result["workers"].items()]
+    for name, r in rows:
+        print(f"train_iterator {name}: {r['records_per_sec']:,.0f} records/s = {r['records_per_sec'] / naive:.2f}x naive")
+    one = result["workers"].get(1, {}).get("records_per_sec")
+    for n, r in result["workers"].items():
+        if one and n > 1:
+            print(f"  {n} workers / 1 worker: {r['records_per_sec'] / one:.2f}x")
+    print(f"load average after {result['load_after'][0]:.2f}")
+    return result
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -145,21 +228,19 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--input_batches", type=int, default=200, help="batches pulled from the input pipeline")
     parser.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s of all local devices together")
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--input_only", action="store_true", help="measure only the input pipeline")
+    parser.add_argument("--input_only", action="store_true",
+                        help="measure only the input pipeline: against the naive loop, stages, 1..cores workers")
+    parser.add_argument("--workers", type=int, nargs="*", default=None,
+                        help="with --input_only, the worker counts to measure (default 1..cores)")
     args = parser.parse_args(argv)
 
     config = load_config(args.config, args.overrides)
     dataset = data.open_dataset(ensure_dataset(config.data_dir), config)
     if args.input_only:
-        inputs = bench_input(config, dataset, args.input_batches)
-        print(
-            f"{args.config}: input pipeline alone, batch {config.batch_size}, {config.num_threads} threads, "
-            f"{config.num_workers} worker processes: {inputs['records_per_sec']:,.0f} records/s "
-            f"({inputs['records_per_sec'] * config.seq_len:,.0f} tokens/s)"
-        )
+        result = input_only(args, config, dataset)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"config": args.config, "overrides": args.overrides, "input": inputs}, f, indent=2)
+                json.dump({"config": args.config, "overrides": args.overrides, **result}, f, indent=2)
         return 0
     n_params = model_lib.count_params(config.model)
     fpt = model_lib.flops_per_token(config.model, config.seq_len)

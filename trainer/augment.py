@@ -64,10 +64,11 @@ def _structure(flat: np.ndarray, seq_len: int):
     return meas, blocks, lengths, len(flat) - int(np.count_nonzero(is_pad))
 
 
-# The augmentation scheme, recorded in every checkpoint: a run never changes its data order silently.
+# The data-order scheme, recorded in every checkpoint: a run never changes its data order silently.
 # "hash-v1": the order of measurement k of the record at global read index i is
-# splitmix64(splitmix64(splitmix64(seed) ^ i) ^ k) mod 5040 (all modulo 2**64). The scheme before it
-# (a numpy Generator per record, checkpoints without a recorded scheme) is not kept.
+# splitmix64(splitmix64(splitmix64(seed) ^ i) ^ k) mod 5040 (all modulo 2**64), and the global shuffle is
+# trainer.data.shuffled_keys (one numpy permutation per epoch, computed for a batch by a gather). The scheme before it (Grain's per-record
+# shuffle, a numpy Generator per record; checkpoints without a recorded scheme) is not kept.
 AUGMENT_SCHEME = "hash-v1"
 
 

@@ -3,17 +3,20 @@
 The dataset is read and checked through ``beam_pipelines.dataset`` (the contract); this module adds the
 checks against the training config and the Grain stream.
 
-Training stream, per host::
+Training stream, per host (one element per batch; no stage works record by record)::
 
-    ArrayRecordDataSource(split files)[host::hosts]   # each host reads a disjoint part
-      .shuffle(mix(seed)).repeat()                    # global shuffle, a new order each epoch (mix(seed) + epoch)
-      .map_with_index(parse)                          # bytes -> (seq_len,) uint16, keeps the read index
-      .batch(per_host_batch, drop_remainder=True)
-      .map(finish)                                    # field-order augmentation, shift, loss weights
-      .to_iter_dataset(ReadOptions(...))              # thread prefetch  [.mp_prefetch(...) for processes]
+    MapDataset.range(batches_per_epoch).repeat()      # element j is batch j of an endless stream
+      .map_with_index(read_batch)                     # read positions jB..jB+B-1 -> keys of this host's part
+                                                      #   (a numpy permutation per epoch) -> one batched
+                                                      #   ArrayRecord read per file -> (B, L) uint16
+      .map(augment)                                   # counter-based field-order augmentation (hash-v1)
+      .to_iter_dataset(ReadOptions(...))              # prefetch threads
+      .mp_prefetch(...)                               # worker processes (num_workers; -1: one per core)
+      .map(make_example)                              # shift and loss weights, in the training process
 
-Every stage is a function of the element index, so the iterator's whole state is
-``{"next_index": batches_consumed}`` and resuming from it replays exactly the same batches.
+Every stage is a function of the batch index, so the iterator's whole state is the next batch index
+(one per worker with processes) and resuming from it replays exactly the same batches, whatever the
+number of workers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator, Mapping
 
@@ -32,11 +37,9 @@ import beam_pipelines.dataset as contract
 from beam_pipelines.common.errors import RunError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
-from tokenizer.order import splitmix64
+from tokenizer.order import MASK64, splitmix64
 from trainer import augment
 from trainer.config import Config
-
-_SEED_MOD = 2**32  # Grain's shuffle seeds are 32-bit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +201,31 @@ def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dic
     return out
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of this host's ``n`` record keys in ``epoch``: a permutation drawn by numpy's PCG64
+    Generator seeded with ``(splitmix64(seed), epoch)`` (uint32 when it fits: 4 bytes a record, per process)."""
+    rng = np.random.default_rng([splitmix64(int(seed) & MASK64), int(epoch)])
+    return rng.permutation(np.arange(n, dtype=np.uint32 if n < 2**32 else np.int64))
+
+
+def shuffled_keys(positions: np.ndarray, n: int, seed: int, cache: dict | None = None) -> np.ndarray:
+    """The record keys read at stream ``positions`` (a global shuffle, a new order each epoch): read
+    position ``r`` is key ``epoch_permutation(n, seed, r // n)[r % n]``. ``cache`` keeps the last two
+    epochs' permutations, so a batch costs one gather."""
+    positions = np.asarray(positions, dtype=np.int64)  # (B,)
+    epoch, x = np.divmod(positions, n)  # (B,), (B,)
+    cache = {} if cache is None else cache
+    out = np.empty(len(positions), np.int64)
+    for e in np.unique(epoch).tolist():
+        if e not in cache:
+            for old in sorted(cache)[:-1]:  # keep at most two
+                del cache[old]
+            cache[e] = epoch_permutation(n, seed, e)
+        sel = epoch == e
+        out[sel] = cache[e][x[sel]]
+    return out
+
+
 class DataReadError(RunError):
     """A record of a data file could not be read during training (a damaged file); exit code 1."""
 
@@ -218,17 +246,19 @@ class _ReadBatch:
     """
 
     def __init__(self, root: str, files: list[str], counts: list[int], seq_len: int, batch_size: int,
-                 process_index: int, process_count: int):
+                 process_index: int, process_count: int, seed: int = 0):
         self.root, self.files, self.seq_len, self.batch_size = root, files, seq_len, batch_size
-        self.process_index, self.process_count = process_index, process_count
+        self.process_index, self.process_count, self.seed = process_index, process_count, seed
+        self.local = (sum(counts) - sum(counts) % process_count) // process_count  # this host's records
         self.ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # (files,) first key past each file
         self._readers: dict[int, object] = {}
+        self._epochs: dict[int, np.ndarray] = {}  # epoch -> its key permutation (the last two)
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_readers"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_readers", "_epochs")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _readers={})
+        self.__dict__.update(state, _readers={}, _epochs={})
 
     def _reader(self, f: int):
         if f not in self._readers:
@@ -259,7 +289,13 @@ class _ReadBatch:
             f"the file is damaged. {_check_hint(self.root)}"
         )
 
-    def __call__(self, batch_index: int, keys: np.ndarray) -> dict:
+    def __call__(self, batch_index: int, _=None) -> dict:
+        """Batch ``batch_index`` of the shuffled stream."""
+        read_index = batch_index * self.batch_size + np.arange(self.batch_size, dtype=np.int64)  # (B,)
+        return self.read(read_index, shuffled_keys(read_index, self.local, self.seed, self._epochs))
+
+    def read(self, read_index: np.ndarray, keys: np.ndarray) -> dict:
+        """Records of local ``keys`` -> {"tokens": (B, L) uint16, "index": (B,) global read indices}."""
         keys = np.asarray(keys, dtype=np.int64)  # (B,) local keys of this host
         source_keys = keys * self.process_count + self.process_index  # (B,) keys into the split's records
         file_of = np.searchsorted(self.ends, source_keys, side="right")  # (B,)
@@ -278,8 +314,7 @@ class _ReadBatch:
                     f"{self.seq_len}) among records {positions.tolist()}. {_check_hint(self.root)}"
                 )
             tokens[rows] = np.frombuffer(raw, dtype="<u2").reshape(len(rows), self.seq_len)
-        read_index = batch_index * self.batch_size + np.arange(n, dtype=np.int64)  # (B,) this host's read positions
-        return {"tokens": tokens, "index": read_index * self.process_count + self.process_index}
+        return {"tokens": tokens, "index": np.asarray(read_index, np.int64) * self.process_count + self.process_index}
 
 
 class _Parse:
@@ -293,6 +328,30 @@ class _Parse:
             "tokens": parse_record(raw, self.seq_len),
             "index": np.int64(index * self.process_count + self.process_index),
         }
+
+
+class _Augment:
+    """Batched {"tokens", "index"} -> augmented (B, L) uint16 tokens (what worker processes send back:
+    2 bytes a token through shared memory, not the 12 of the model's int32/int32/float32 inputs)."""
+
+    def __init__(self, augment_seed: int | None):
+        self.augment_seed = augment_seed
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        tokens = batch["tokens"]  # (B, L)
+        if self.augment_seed is not None:
+            tokens = augment.augment_batch(tokens, self.augment_seed, batch["index"])
+        return tokens
+
+
+class _Example:
+    """(B, L) tokens -> model inputs (in the training process: cheaper than moving the wider arrays)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, tokens: np.ndarray) -> dict:
+        return make_example(tokens, self.pad_id)
 
 
 class _Finish:
@@ -327,22 +386,20 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
 ) -> grain.MapDataset:
-    """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset``."""
+    """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset`` of
+    augmented (B, L) uint16 token arrays (:func:`make_example` turns one into model inputs)."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
     total = dataset.num_records(split)
     local = (total - total % process_count) // process_count  # equal parts; host p reads keys p, p + hosts, ...
     if local == 0:
         raise DatasetError(f"{dataset.root}: split {split} has no records for host {process_index} of {process_count}")
-    # The stream is over keys; reading happens once per batch (after the shuffle, the batch is known).
-    ds = grain.MapDataset.range(local)
-    # Grain seeds epoch e with (shuffle seed + e); mixing the run seed first keeps runs with neighbouring
-    # seeds from sharing epoch orders (seed 1's first epoch would otherwise be seed 0's second).
-    ds = ds.shuffle(seed=splitmix64(seed % 2**64) % _SEED_MOD).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map_with_index(batch_reader(dataset, split, batch_size, process_index=process_index,
+    # One element per batch: batch j holds read positions j*B .. j*B+B-1, whose keys (the global shuffle)
+    # and records (one batched read) are computed together, so no stage works record by record.
+    ds = grain.MapDataset.range(max(local // batch_size, 1)).repeat()
+    ds = ds.map_with_index(batch_reader(dataset, split, batch_size, seed=seed, process_index=process_index,
                                         process_count=process_count))
-    return ds.map(_Finish(dataset.pad_id, seed if augment_fields else None))
+    return ds.map(_Augment(seed if augment_fields else None))
 
 
 def train_iterator(
@@ -367,7 +424,19 @@ def train_iterator(
         process_index=process_index,
         process_count=process_count,
     )
-    return prefetch(ds, config).__iter__()
+    return prefetch(ds, config).map(_Example(dataset.pad_id)).__iter__()
+
+
+def _die_with_parent(worker_index: int, worker_count: int) -> None:
+    """Grain worker start-up: on Linux, ask the kernel to end this worker when the trainer dies (a
+    SIGKILLed trainer otherwise leaves its workers behind)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 MAX_AUTO_WORKERS = 16  # more processes than this only add memory: one worker reads and augments ~20k records/s
@@ -395,16 +464,20 @@ def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2),
+            worker_init_fn=_die_with_parent,
+        )
     return it
 
 
-def batch_reader(dataset: Dataset, split: str, batch_size: int, *, process_index: int = 0,
+def batch_reader(dataset: Dataset, split: str, batch_size: int, *, seed: int = 0, process_index: int = 0,
                  process_count: int = 1) -> _ReadBatch:
-    """The batched reader of the training stream: ``reader(batch_index, local_keys) -> {"tokens", "index"}``."""
+    """The batched reader of the training stream: ``reader(batch_index)`` is that batch's
+    ``{"tokens", "index"}``; ``reader.read(read_index, local_keys)`` reads given records."""
     counts = [int(f["records"]) for f in dataset._split(split)["files"]]
     return _ReadBatch(dataset.root, dataset.files(split), counts, dataset.seq_len, batch_size, process_index,
-                      process_count)
+                      process_count, seed)
 
 
 def eval_batches(

@@ -341,12 +341,12 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                 f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
                 "to resume anyway, or use another workdir"
             )
-        saved_scheme = saved.get("augment_scheme", "generator-per-record (before hash-v1)")
-        if config.augment and saved_scheme != augment.AUGMENT_SCHEME:
+        saved_scheme = saved.get("augment_scheme", "per-record shuffle and Generator (before hash-v1)")
+        if saved_scheme != augment.AUGMENT_SCHEME:
             raise ResumeError(
-                f"{workdir}: checkpoint {start} was written with augmentation scheme {saved_scheme!r}; this "
-                f"trainer draws field orders with {augment.AUGMENT_SCHEME!r}, so resuming would silently change "
-                "the data order inside the run. Start a new workdir (or resume with augment=false)"
+                f"{workdir}: checkpoint {start} was written with the data-order and augmentation scheme "
+                f"{saved_scheme!r}; this trainer shuffles and draws field orders with {augment.AUGMENT_SCHEME!r}, "
+                "so resuming would silently change the data order inside the run. Start a new workdir"
             )
         saved_config = from_saved(saved.get("config", {}))
         if not same_architecture(saved_config.model, config.model):
@@ -403,6 +403,8 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
             except data.DataReadError:
                 ckpt.close()  # the last checkpoint is complete on disk before the error ends the run
                 log.close()
+                if hasattr(iterator, "close"):
+                    iterator.close()  # stop the worker processes now, not at interpreter exit
                 raise
             data_wait += time.perf_counter() - t0
             state, metrics = train_step(state, _global_batch(batch, batch_sharding))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import grain
 import numpy as np
@@ -140,7 +141,7 @@ def _reference_augment(record: np.ndarray, seed: int, index: int) -> np.ndarray:
     for k, meas in enumerate(split_measurements(record)):
         meas = meas.tolist()
         cuts = [i for i, t in enumerate(meas) if t in _BLOCK_ROLES] + [len(meas)]
-        blocks = [meas[a:b] for a, b in zip(cuts, cuts[1:])]
+        blocks = [meas[a:b] for a, b in itertools.pairwise(cuts)]
         order = PERMUTATIONS[_reference_order(seed, index, k)]
         out += [meas[0]] + [t for j in order for t in blocks[j]]
     result = np.full_like(record, PAD)

@@ -135,7 +135,7 @@ def _epoch_hashes(ds, config, process_index=0, process_count=1, epochs=2) -> lis
         process_index=process_index, process_count=process_count,
     )
     per_host = ds.num_records(config.train_split) // process_count
-    hashes = [_hashes(stream[i]["inputs"].astype(np.uint16))[0] for i in range(epochs * per_host)]
+    hashes = [_hashes(stream[i])[0] for i in range(epochs * per_host)]  # (1, L) uint16 token batches
     return [hashes[e * per_host : (e + 1) * per_host] for e in range(epochs)]
 
 
@@ -238,7 +238,7 @@ def test_eval_batches_cover_the_split_with_kinds(sample_dataset):
 
 
 def _count_sha256(monkeypatch) -> list[str]:
-    import beam_pipelines.dataset.verify as verify
+    from beam_pipelines.dataset import verify
 
     calls: list[str] = []
     real = verify.sha256_file
@@ -326,12 +326,32 @@ def test_batched_reads_equal_one_at_a_time_reads(sample_dataset):
     config = make_config(sample_dataset, "batch_size=8", "augment=false", "num_workers=0")
     ds = data.open_dataset(str(sample_dataset), config)
     source = grain.sources.ArrayRecordDataSource(ds.files("train"))
-    reader = data.batch_reader(ds, "train", 8, process_index=1, process_count=2)
+    reader = data.batch_reader(ds, "train", 8, seed=3, process_index=1, process_count=2)
     keys = np.array([7, 0, 3, 3, 100, 2, 50, 1])  # any order, repeats allowed
-    batch = reader(5, keys)
+    batch = reader.read(np.arange(40, 48), keys)
     want = np.stack([np.frombuffer(source[int(k) * 2 + 1], "<u2") for k in keys])  # (8, 1024)
     assert batch["tokens"].dtype == np.uint16 and np.array_equal(batch["tokens"], want)
-    assert batch["index"].tolist() == [(5 * 8 + j) * 2 + 1 for j in range(8)]  # global read indices
+    assert batch["index"].tolist() == [(40 + j) * 2 + 1 for j in range(8)]  # global read indices
+    # Batch 5 of the stream: read positions 40..47, their keys from the global shuffle.
+    local = ds.num_records("train") // 2
+    keys = data.shuffled_keys(np.arange(40, 48), local, 3)
+    want = np.stack([np.frombuffer(source[int(k) * 2 + 1], "<u2") for k in keys])  # (8, 1024)
+    assert np.array_equal(reader(5)["tokens"], want)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 591, 5335])
+def test_the_shuffle_is_a_permutation_per_epoch(n):
+    keys = data.shuffled_keys(np.arange(3 * n), n, seed=11)
+    epochs = keys.reshape(3, n)  # (epochs, n)
+    for e in range(3):
+        assert sorted(epochs[e].tolist()) == list(range(n))
+    if n >= 7:
+        assert epochs[0].tolist() != list(range(n))  # shuffled
+        assert epochs[0].tolist() != epochs[1].tolist()  # a new order each epoch
+        assert keys.tolist() != data.shuffled_keys(np.arange(3 * n), n, seed=12).tolist()
+    # Any subset of positions gets the keys the whole stream gives them (workers compute their own batches).
+    pick = np.array([3 * n - 1, 0, n // 2])
+    assert data.shuffled_keys(pick, n, seed=11).tolist() == keys[pick].tolist()
 
 
 @pytest.mark.slow
@@ -360,3 +380,43 @@ def test_num_workers_defaults_to_the_usable_cores(sample_dataset, monkeypatch):
     assert data.resolve_workers(make_config(sample_dataset)) == 2
     assert data.resolve_workers(make_config(sample_dataset, "num_workers=0")) == 0
     assert data.resolve_workers(make_config(sample_dataset, "num_workers=3")) == 3
+
+
+@pytest.mark.slow
+def test_worker_processes_end_with_a_killed_trainer(sample_dataset, repo_root):
+    import os
+    import signal
+    import time
+
+    code = (
+        "from trainer import data\n"
+        "from tests.trainer.helpers import make_config\n"
+        f"config = make_config({str(sample_dataset)!r}, 'num_workers=2', 'batch_size=4')\n"
+        "it = data.train_iterator(data.open_dataset(config.data_dir, config), config)\n"
+        "next(it)\n"
+        "print('ready', flush=True)\n"
+        "import time; time.sleep(120)\n"
+    )
+    from tests.trainer.helpers import subprocess_env
+
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo_root, env=subprocess_env(),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True).stdout.split()
+        assert len(children) >= 2  # the workers (and Grain's resource tracker)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def alive(pid: str) -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "zombie" not in f.read()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in children if alive(p)]
