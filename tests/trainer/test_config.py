@@ -50,6 +50,9 @@ def test_overrides_are_typed():
         ("model.attention=flash", "model.attention"),
         ("model.attention=cudnn", "model.attention=cudnn needs"),
         ("batch_size=0", "batch_size must be positive"),
+        ("num_workers=-2", "num_workers must be >= 0, or -1 for one per core"),
+        ("num_threads=-1", "num_threads must be >= 0"),
+        ("checksum_cache=maybe", "checksum_cache: expected bool"),
         ("steps", "expected key=value"),
     ],
 )
@@ -92,3 +95,8 @@ def test_saved_configs_without_the_field_embedding_key_predate_it():
     assert not config_lib.same_architecture(old.model, config_lib.load_config("tiny").model)
     xla = config_lib.load_config("tiny", ["model.attention=xla"]).model
     assert config_lib.same_architecture(xla, config_lib.load_config("tiny").model)
+
+
+def test_data_defaults_check_checksums_once_and_use_worker_processes():
+    config = config_lib.load_config("tiny")
+    assert config.verify_checksums and config.checksum_cache and config.num_workers == -1
