@@ -15,6 +15,16 @@ from beam_pipelines.pretokenize import pipeline as pretokenize
 from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, require_atlas_file
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_checksum_cache(tmp_path_factory):
+    """The trainer remembers verified datasets under the user's cache directory; tests keep theirs private
+    (subprocesses inherit it). Tests of the cache itself point it elsewhere with monkeypatch."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PING_LLM_CACHE_DIR", str(tmp_path_factory.mktemp("ping-llm-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return REPO_ROOT
