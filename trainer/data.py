@@ -22,6 +22,7 @@ number of workers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -427,9 +428,14 @@ def train_iterator(
     return prefetch(ds, config).map(_Example(dataset.pad_id)).__iter__()
 
 
-def _die_with_parent(worker_index: int, worker_count: int) -> None:
+def _die_with_parent(trainer_pid: int, worker_index: int, worker_count: int) -> None:
     """Grain worker start-up: on Linux, ask the kernel to end this worker when the trainer dies (a
-    SIGKILLed trainer otherwise leaves its workers behind)."""
+    SIGKILLed trainer otherwise leaves its workers behind).
+
+    A spawned worker runs this only after its imports (seconds on a busy host); a trainer killed before
+    then is already gone, and the kernel's request would never fire, so the worker checks its parent once
+    the request is in place and leaves at once if it is no longer the trainer.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -437,6 +443,8 @@ def _die_with_parent(worker_index: int, worker_count: int) -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    if os.getppid() != trainer_pid:
+        os._exit(0)  # the trainer died while this worker started: nobody will read what it makes
 
 
 MAX_AUTO_WORKERS = 16  # more processes than this only add memory: one worker reads and augments ~20k records/s
@@ -466,7 +474,7 @@ def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
             flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2),
-            worker_init_fn=_die_with_parent,
+            worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
         )
     return it
 
