@@ -30,7 +30,7 @@ from tokenizer.vocab import (
     measurement_length,
 )
 
-_CHUNK_ROWS = 1 << 16  # rows per placement chunk: bounds the temporary index arrays to a few MB
+_CHUNK_ROWS = 1 << 16  # rows per placement chunk: bounds the per-row temporaries (payload bytes, positions)
 _UNIT_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -158,14 +158,28 @@ def _integral(col: pa.Array, null_reason, non_integral_reason, range_reason, hi,
 
 
 @functools.lru_cache(maxsize=2)
-def _gather_table(ip_version: int) -> np.ndarray:
-    """(5040, L) int8: for each order, output position -> position in the canonical layout."""
-    lengths = block_lengths(ip_version)
-    starts = 1 + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    table = np.zeros((len(PERMUTATIONS), measurement_length(ip_version)), dtype=np.int8)
-    for p, perm in enumerate(PERMUTATIONS):
-        table[p, 1:] = np.concatenate([np.arange(starts[b], starts[b] + lengths[b]) for b in perm])
-    return table
+def _block_positions(ip_version: int) -> np.ndarray:
+    """(5040, 7) uint8: for each order, where each canonical block starts within the measurement."""
+    lengths = np.array(block_lengths(ip_version), dtype=np.intp)
+    written = lengths[PERMUTATIONS]  # (5040, 7): lengths of the blocks in the order they are written
+    starts = 1 + np.cumsum(written, axis=1) - written  # after MeasurementStart
+    positions = np.empty_like(starts)
+    np.put_along_axis(positions, PERMUTATIONS.astype(np.intp), starts, axis=1)
+    return positions.astype(np.uint8)  # < 69: a narrow table keeps the per-row copy small
+
+
+def _spans(buffer: np.ndarray, width: int) -> np.ndarray:
+    """Every run of ``width`` consecutive bytes of the 1-D uint8 ``buffer``, as one opaque value each.
+
+    ``_spans(buf, w)[i]`` is ``buf[i:i + w]`` as a ``V(w)`` scalar (overlapping views of one buffer), so
+    one fancy assignment writes a whole block per row (a memcpy per row) instead of one index per
+    byte: numpy has no per-row variable-offset slice assignment, and a per-byte index array costs
+    several times more.
+    """
+    window = np.lib.stride_tricks.as_strided(
+        buffer, shape=(len(buffer) - width + 1, width), strides=(1, 1), writeable=True
+    )
+    return _as_blocks(window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,27 +295,53 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
     lengths = np.where(acc_ver == 4, measurement_length(4), measurement_length(6))
     offsets = np.zeros(len(accepted) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    tokens = np.empty(int(offsets[-1]), dtype=np.uint16)
-
+    # Two passes, so every token is converted once, contiguously: the payload bytes of every block go
+    # into a byte buffer at their final positions, the buffer becomes byte tokens (+BYTE_OFFSET), then
+    # the role, family and MeasurementStart tokens are written over the positions left for them.
+    raw = np.empty(int(offsets[-1]), dtype=np.uint8)
+    placed = []  # (family, starts, block positions) of each chunk, for the second pass
+    word_hi, word_lo = np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
     for family in (4, 6):
+        address = _as_blocks(packed[:, : 4 if family == 4 else 16])  # one opaque value per distinct address
         pos = np.flatnonzero(acc_ver == family)  # positions among accepted rows
         for lo in range(0, len(pos), _CHUNK_ROWS):
             p = pos[lo : lo + _CHUNK_ROWS]
             rows = accepted[p]
-            _place(
-                tokens,
-                offsets[p],
-                family,
-                msm[rows],
-                ts[rows],
-                rtt[rows],
-                size[rows],
-                errors[rows],
-                packed[src_idx[rows]],
-                packed[dst_idx[rows]],
-                words[src_idx[rows]],
-                words[dst_idx[rows]],
+            src, dst = src_idx[rows], dst_idx[rows]
+            starts = offsets[p]
+            row_msm, row_ts, row_rtt, row_size, row_errors = msm[rows], ts[rows], rtt[rows], size[rows], errors[rows]
+            hash_words = [
+                row_msm.view(np.uint64),
+                row_ts.view(np.uint64),
+                row_rtt.view(np.uint64),
+                word_hi[src],
+                word_lo[src],
+                word_hi[dst],
+                word_lo[dst],
+                (row_size | row_errors << 16 | family << 24).astype(np.uint64),
+            ]
+            positions = _block_positions(family)[order_index_np(hash_words)]  # (rows, 7)
+            payloads = (  # in canonical block order; the byte formats are tokenizer.fields'
+                address[src],
+                address[dst],
+                _as_blocks(fields.RTT.to_bytes(row_rtt)),
+                _as_blocks(fields.SIZE.to_bytes(row_size)),
+                _as_blocks(fields.ERRORS.to_bytes(row_errors)),
+                _as_blocks(fields.TIMESTAMP.to_bytes(row_ts)),
+                _as_blocks(fields.MSM_ID.to_bytes(row_msm)),
             )
+            for block, payload in enumerate(payloads):
+                header = 2 if block < 2 else 1  # role (+ family) tokens before the bytes
+                _spans(raw, payload.dtype.itemsize)[starts + positions[:, block] + header] = payload
+            placed.append((family, starts, positions))
+    tokens = np.add(raw, BYTE_OFFSET, dtype=np.uint16)
+    for family, starts, positions in placed:
+        tokens[starts] = MEASUREMENT_START
+        for block in range(len(BLOCK_ROLE)):
+            at = starts + positions[:, block]
+            tokens[at] = BLOCK_ROLE[block]
+            if block < 2:
+                tokens[at + 1] = IPV4_START if family == 4 else IPV6_START
 
     return EncodedTable(
         tokens=tokens,
@@ -315,44 +355,6 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
     )
 
 
-def _place(out, starts, family, msm, ts, rtt, size, errors, src_packed, dst_packed, src_words, dst_words):
-    """Write the tokens of ``len(starts)`` rows of one family into ``out`` at ``starts``."""
-    m = len(starts)
-    nbytes = 4 if family == 4 else 16
-    length = measurement_length(family)
-    family_token = IPV4_START if family == 4 else IPV6_START
-    canon = np.empty((m, length), dtype=np.uint16)  # (rows, tokens) in canonical block order
-    canon[:, 0] = MEASUREMENT_START
-    payloads = (  # (rows, bytes) each, in canonical block order; the byte formats are tokenizer.fields'
-        src_packed[:, :nbytes],
-        dst_packed[:, :nbytes],
-        fields.RTT.to_bytes(rtt),
-        fields.SIZE.to_bytes(size),
-        fields.ERRORS.to_bytes(errors),
-        fields.TIMESTAMP.to_bytes(ts),
-        fields.MSM_ID.to_bytes(msm),
-    )
-    col = 1
-    for block, raw in enumerate(payloads):
-        canon[:, col] = BLOCK_ROLE[block]
-        col += 1
-        if block < 2:
-            canon[:, col] = family_token
-            col += 1
-        canon[:, col : col + raw.shape[1]] = raw + np.uint16(BYTE_OFFSET)
-        col += raw.shape[1]
-
-    words = [
-        msm.view(np.uint64),
-        ts.view(np.uint64),
-        rtt.view(np.uint64),
-        src_words[:, 0],
-        src_words[:, 1],
-        dst_words[:, 0],
-        dst_words[:, 1],
-        (size | errors << 16 | family << 24).astype(np.uint64),
-    ]
-    gather = _gather_table(family)[order_index_np(words)]  # (rows, length)
-    ordered = np.take_along_axis(canon, gather.astype(np.intp), axis=1)
-    dest = starts[:, None] + np.arange(length)  # (rows, length)
-    out[dest] = ordered
+def _as_blocks(raw: np.ndarray) -> np.ndarray:
+    """(n, w) uint8 whose rows are contiguous -> (n,) opaque ``V(w)`` values (a view, no copy)."""
+    return raw.view(np.dtype((np.void, raw.shape[1])))[:, 0]

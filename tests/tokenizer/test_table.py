@@ -240,6 +240,20 @@ def test_vectorized_equals_per_row_on_synthetic_data():
     assert 0 < len(enc.rejected) < 0.02 * table.num_rows  # synth's dirty rows
 
 
+def test_placement_across_chunks_equals_one_chunk(monkeypatch):
+    """Rows placed in many small chunks (both families, chunk edges everywhere) give the same tokens."""
+    from beam_pipelines.make_sample import synth
+    from tokenizer import table as table_module
+
+    table = synth.generate(3000, seed=4)
+    whole = encode_table(table)
+    assert len(whole.accepted) > 2 * 7 and set(whole.ip_version.tolist()) == {4, 6}
+    monkeypatch.setattr(table_module, "_CHUNK_ROWS", 7)
+    chunked = encode_table(table)
+    assert np.array_equal(chunked.tokens, whole.tokens) and np.array_equal(chunked.offsets, whole.offsets)
+    assert_matches_per_row(table.slice(0, 500))  # and, with small chunks, still the per-row tokens
+
+
 # --- rejection reasons (vectorized) -------------------------------------------------------------
 
 # (reason, row, column types needed to express the bad value)
