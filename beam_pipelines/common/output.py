@@ -12,6 +12,13 @@ Every job that writes a directory enters it through :class:`OutputDir`, which, i
    (from then on nothing in it passes for complete), and then the job's other entries from an earlier run;
 4. on leaving, whatever happened, removes the lock, so a finished output holds exactly what the job wrote.
 
+An ``--output`` may be an object-store URL (``s3://``, ``gs://``): entering first checks that the bucket
+exists and is reachable with the credentials at hand (:func:`~beam_pipelines.common.storage.check_location`,
+exit 2); there are no folders to create, and the lock is an object created with a conditional write
+(:func:`~beam_pipelines.common.storage.create_exclusive`: ``If-None-Match`` on S3), holding its owner and
+start time. An owner on another machine cannot be checked, so such a lock is never taken over: the message
+names it and says to delete it if that run is gone.
+
 No Apache Beam import here.
 """
 
@@ -27,6 +34,7 @@ import socket
 import sys
 from collections.abc import Callable
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.errors import UsageError
 
 LOCK_NAME = "_writer.lock"
@@ -62,7 +70,8 @@ class Owner:
 
 
 class WriterLock:
-    """``DIR/_writer.lock``: created with ``O_CREAT | O_EXCL``, so exactly one writer gets it.
+    """``DIR/_writer.lock``: created with ``O_CREAT | O_EXCL`` (a conditional write in an object store), so
+    exactly one writer gets it.
 
     :meth:`acquire` raises :class:`UsageError` naming the directory and the owner while another writer
     holds it; it takes over a lock whose owner is gone (same host, dead pid) and returns a note saying
@@ -71,7 +80,7 @@ class WriterLock:
 
     def __init__(self, directory: str):
         self.directory = directory
-        self.path = os.path.join(directory, LOCK_NAME)
+        self.path = storage.join(directory, LOCK_NAME)
         self._held = False
 
     def acquire(self) -> str | None:
@@ -95,34 +104,30 @@ class WriterLock:
             if owner is not None:
                 # Re-read right before removing, so a lock that another writer just took over stays.
                 if self._read() == text:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(self.path)
+                    storage.remove(self.path)
                 note = f"note: took over the writer lock of a run that is gone ({owner})"
         raise UsageError(f"{self.directory}: could not take the writer lock {self.path}; another run is starting")
 
     def _try_create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        if not storage.create_exclusive(self.path, (json.dumps(dataclasses.asdict(Owner.me())) + "\n").encode()):
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(dataclasses.asdict(Owner.me()), f)
-            f.write("\n")
         self._held = True
         return True
 
     def _read(self) -> str | None:
         try:
-            with open(self.path) as f:
-                return f.read()
+            return storage.read_bytes(self.path).decode()
         except FileNotFoundError:
             return None
+        except OSError:
+            if not storage.exists(self.path):  # an object store says "not found" in its own words
+                return None
+            raise
 
     def release(self) -> None:
         """Remove the lock file (only if this object took it)."""
         if self._held:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
+            storage.remove(self.path)
             self._held = False
 
     def __enter__(self) -> WriterLock:
@@ -178,6 +183,12 @@ class OutputDir:
         self._created: list[str] = []  # the folders entering created, deepest first
 
     def __enter__(self) -> OutputDir:
+        if storage.is_remote(self.path):
+            storage.check_location(self.path)  # no bucket, no credentials, access denied: exit 2, nothing written
+            if storage.exists(self.path.rstrip("/")):
+                raise UsageError(f"--output {self.path} exists and is not a directory")
+            self._lock.__enter__()
+            return self
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UsageError(f"--output {self.path} exists and is not a directory")
         folder = os.path.abspath(self.path)
@@ -205,6 +216,8 @@ class OutputDir:
         self._remove_if_created_and_empty()
 
     def _remove_if_created_and_empty(self) -> None:
+        if storage.is_remote(self.path):
+            return  # an object store has no folders: a prefix with nothing under it is no trace
         for folder in self._created:
             try:
                 os.rmdir(folder)
@@ -213,6 +226,8 @@ class OutputDir:
 
 
 def _prepare(out: str, rules: OutputRules, overwrite: bool) -> str | None:
+    if storage.is_remote(out):
+        return _prepare_remote(out, rules, overwrite)
     if os.path.isfile(os.path.join(out, rules.markers[0])):
         skip = rules.complete(overwrite)
         if skip:
@@ -231,4 +246,21 @@ def _prepare(out: str, rules: OutputRules, overwrite: bool) -> str | None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+    return None
+
+
+def _prepare_remote(out: str, rules: OutputRules, overwrite: bool) -> str | None:
+    """:func:`_prepare` for an object-store ``--output``: the same rules, over key prefixes."""
+    if storage.exists(storage.join(out, rules.markers[0])):
+        skip = rules.complete(overwrite)
+        if skip:
+            return skip
+    entries = [n for n in storage.listdir(out) if n != LOCK_NAME]
+    foreign = sorted(n for n in entries if not rules.is_own(n))
+    if foreign and not overwrite:
+        raise UsageError(rules.foreign.format(out=out, names=foreign[:3]))
+    for name in rules.markers:  # from here on, nothing in DIR passes for a complete output
+        storage.remove(storage.join(out, name))
+    for name in sorted(set(entries) - set(foreign) - set(rules.markers)):
+        storage.rmtree(storage.join(out, name))
     return None

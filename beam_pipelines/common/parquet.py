@@ -6,12 +6,14 @@ consecutive row groups (of one file or of consecutive files) are combined into t
 100k-1M rows, so a job's cost follows its rows, not the shape of its input. A task streams its row
 groups in Arrow record batches.
 Inputs are validated before any pipeline runs, so a bad input fails fast with one clear message.
+Inputs may be object-store URLs (``s3://bucket/raw/*.parquet``): files are found, sized, hashed and read
+through :mod:`beam_pipelines.common.storage` (Beam's ``FileSystems``), Parquet from a seekable stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import glob
 import os
 from collections.abc import Iterator, Sequence
 
@@ -19,8 +21,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError
-from beam_pipelines.common.files import sha256_file
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch within a task: bounds a worker's memory per element
@@ -78,10 +80,14 @@ class ReadTask:
 
 
 def expand_pattern(pattern: str) -> list[str]:
-    """Sorted files matching ``pattern`` (a path, a directory or a glob; ``**`` recurses)."""
-    if os.path.isdir(pattern):
+    """Sorted files matching ``pattern`` (a path, a directory or a glob; ``**`` recurses; a URL too)."""
+    if storage.is_remote(pattern):
+        storage.check_location(pattern)  # no bucket, no credentials, access denied: one line naming the URL
+        if not any(c in pattern for c in "*?[") and not storage.exists(pattern):
+            pattern = storage.join(pattern.rstrip("/"), "*.parquet")  # a "directory" (key prefix)
+    elif os.path.isdir(pattern):
         pattern = os.path.join(pattern, "*.parquet")
-    paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    paths = storage.glob(pattern)
     if not paths:
         raise InputError(f"input {pattern!r} matches no file")
     return paths
@@ -92,7 +98,8 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
     files = []
     for path in expand_pattern(pattern):
         try:
-            meta = pq.ParquetFile(path).metadata
+            with parquet_file(path) as pf:
+                meta = pf.metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
         schema = meta.schema.to_arrow_schema()
@@ -108,14 +115,25 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
         files.append(
             InputFile(
                 path=path,
-                bytes=os.path.getsize(path),
+                bytes=storage.size(path),
                 rows=meta.num_rows,
                 row_groups=tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
-                sha256=sha256_file(path) if fingerprint else "",
+                sha256=storage.sha256(path) if fingerprint else "",
                 schema=schema,
             )
         )
     return files
+
+
+@contextlib.contextmanager
+def parquet_file(path: str) -> Iterator[pq.ParquetFile]:
+    """An open :class:`pyarrow.parquet.ParquetFile` for a local path (as before) or a URL (a seekable stream
+    through Beam's ``FileSystems``, closed at the end)."""
+    if not storage.is_remote(path):
+        yield pq.ParquetFile(path)
+        return
+    with storage.open_read(path) as f:
+        yield pq.ParquetFile(f)
 
 
 def target_task_rows(total_rows: int, workers: int | None = None) -> int:
@@ -192,10 +210,10 @@ def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) 
     for piece in task.pieces:
         row = piece.row_offset
         try:
-            pf = pq.ParquetFile(piece.path)
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups), columns=columns):
-                yield piece, row, batch
-                row += batch.num_rows
+            with parquet_file(piece.path) as pf:
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups), columns=columns):
+                    yield piece, row, batch
+                    row += batch.num_rows
         except (pa.ArrowException, OSError) as exc:
             groups = piece.row_groups
             where = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"

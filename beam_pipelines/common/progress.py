@@ -13,7 +13,7 @@ No Apache Beam import here.
 from __future__ import annotations
 
 import contextlib
-import glob
+import fnmatch
 import json
 import os
 import sys
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.files import atomic_path
 
 POLL_SECONDS = 0.5  # how often the bar is refreshed; lines are printed every ``every`` seconds
@@ -31,7 +32,12 @@ def write_marker(directory: str, name: str, **counts: int) -> None:
     """Leave (or replace) ``directory/name.json`` holding ``counts``, for the launcher's progress display.
 
     Best effort: a marker that cannot be written only makes the display lag, never fails the work.
+    ``directory`` may be an object-store URL (the marker is then one small object).
     """
+    if storage.is_remote(directory):
+        with contextlib.suppress(OSError):
+            storage.write_bytes(storage.join(directory, f"{name}.json"), json.dumps(counts).encode())
+        return
     with contextlib.suppress(OSError), atomic_path(os.path.join(directory, f"{name}.json")) as tmp, open(tmp, "w") as f:
         json.dump(counts, f)
 
@@ -42,10 +48,13 @@ def sum_markers(directory: str, pattern: str, key: str) -> int:
     A marker being replaced right now (missing, partly written) is skipped: it is counted on the next poll.
     """
     total = 0
-    for path in glob.glob(os.path.join(directory, pattern)):
+    try:
+        names = [n for n in storage.listdir(directory) if fnmatch.fnmatchcase(n, pattern)]
+    except OSError:
+        return 0  # not there yet (or a store that cannot be listed right now): counted on the next poll
+    for name in names:
         try:
-            with open(path) as f:
-                total += json.load(f)[key]
+            total += json.loads(storage.read_bytes(os.path.join(directory, name)))[key]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     return total

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import write_json_atomic  # noqa: F401  (re-exported for the jobs)
 from tokenizer import PAD, TOKENIZER_NAME, TOKENIZER_VERSION, VOCAB_SIZE
@@ -69,11 +70,10 @@ def read_manifest(root: str) -> dict:
     (that is :func:`beam_pipelines.dataset.verify.verify_dataset`).
     """
     path = manifest_path(root)
-    if not os.path.isfile(path):
+    if not storage.exists(path):  # a local path, or an object-store URL (s3://, gs://)
         raise ManifestError(f"{root}: no {MANIFEST_NAME}; the dataset is missing or incomplete (run pretokenize)")
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(storage.read_bytes(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not a readable JSON manifest ({exc})") from exc
     if not isinstance(manifest, dict):

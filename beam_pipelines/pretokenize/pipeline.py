@@ -10,6 +10,10 @@ rows kept aside, accepted rows hash-partitioned by source into bucket files) -> 
 at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
 the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
 rejected rows gathered into a bounded number of files, manifest last).
+
+Every input, the output and the scratch location may be object-store URLs (``s3://``, ``gs://``; see
+docs/object-storage.md). Scratch goes to ``OUT/_tmp``, or under Beam's ``--temp_location`` when given,
+and is removed at the end whether the job succeeded or failed.
 """
 
 from __future__ import annotations
@@ -17,24 +21,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
+import uuid
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog
+from beam_pipelines.common import joblog, storage
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
-from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
+from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.dataset import manifest as manifest_lib
@@ -62,6 +67,9 @@ class _EncodeTaskFn(beam.DoFn):
         self._accepted = Metrics.counter("pretokenize", "rows_accepted")
         self._rejected = Metrics.counter("pretokenize", "rows_rejected")
 
+    def setup(self):
+        self._ctx.configure_storage()
+
     def process(self, task):
         summary = stages.encode_task(task, self._ctx)
         self._rows.inc(summary.rows)
@@ -75,6 +83,9 @@ class _PackBucketFn(beam.DoFn):
         self._ctx = ctx
         self._measurements = Metrics.counter("pretokenize", "measurements_packed")
 
+    def setup(self):
+        self._ctx.configure_storage()
+
     def process(self, element):
         bucket, paths = element
         for split, result in stages.pack_bucket(bucket, list(paths), self._ctx):
@@ -87,6 +98,9 @@ class _WriteRecordsFn(beam.DoFn):
         self._ctx = ctx
         self._records = Metrics.counter("pretokenize", "records_written")
         self._pad = Metrics.counter("pretokenize", "pad_tokens")
+
+    def setup(self):
+        self._ctx.configure_storage()
 
     def process(self, element):
         bucket, split, result = element
@@ -171,6 +185,8 @@ class Options:
     tmp_compression: str
     overwrite: bool
     bucket_rows: int
+    temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
+    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
 
 
 def parse_args(argv):
@@ -205,6 +221,7 @@ def parse_args(argv):
             raise UsageError(f"--seq_len {args.seq_len}: must be between {IPV6_LENGTH} (one IPv6 measurement) and 65536")
         if args.bucket_rows < 1:
             raise UsageError("--bucket_rows must be positive")
+        temp_location, fs_options = _beam_storage_options(beam_args)
         options = Options(
             input=args.input,
             output=args.output,
@@ -215,24 +232,39 @@ def parse_args(argv):
             tmp_compression=args.tmp_compression,
             overwrite=args.overwrite,
             bucket_rows=args.bucket_rows,
+            temp_location=temp_location,
+            fs_options=fs_options,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return options, beam_args
 
 
+def _beam_storage_options(beam_args: list[str]) -> tuple[str, dict]:
+    """Beam's ``--temp_location`` and its filesystem options (S3 endpoint and keys, GCS project...)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    pipeline_options = beam_options(beam_args)
+    temp_location = pipeline_options.view_as(GoogleCloudOptions).temp_location or ""
+    return temp_location, storage.filesystem_options(pipeline_options)
+
+
 def _second_counts(files):
     """(unique epoch seconds, counts) per row group, reading only the event_time column."""
     for f in files:
-        pf = pq.ParquetFile(f.path)
-        for rg in range(pf.metadata.num_row_groups):
-            col = pf.read_row_group(rg, columns=["event_time"]).column(0).combine_chunks()
-            if pa.types.is_null(col.type):
-                continue
-            col = col.drop_null()
-            unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[col.type.unit]
-            secs = np.floor_divide(col.cast(pa.int64()).to_numpy(), unit)
-            yield np.unique(secs, return_counts=True)
+        with parquet_file(f.path) as pf:
+            yield from _file_second_counts(pf)
+
+
+def _file_second_counts(pf):
+    for rg in range(pf.metadata.num_row_groups):
+        col = pf.read_row_group(rg, columns=["event_time"]).column(0).combine_chunks()
+        if pa.types.is_null(col.type):
+            continue
+        col = col.drop_null()
+        unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[col.type.unit]
+        secs = np.floor_divide(col.cast(pa.int64()).to_numpy(), unit)
+        yield np.unique(secs, return_counts=True)
 
 
 def output_rules(options: Options, fingerprint: str) -> OutputRules:
@@ -293,8 +325,18 @@ def plan(options: Options) -> tuple[list, stages.JobContext]:
         inputs=inputs,
         options=shaping,
         fingerprint=manifest_lib.fingerprint(inputs, shaping),
+        scratch=_scratch(options),
+        fs_options=options.fs_options,
     )
     return tasks, ctx
+
+
+def _scratch(options: Options) -> str:
+    """``--temp_location``/pretokenize-<run id> when given (a run id, so two jobs sharing a temp location
+    never meet), else "" (``OUT/_tmp``)."""
+    if not options.temp_location:
+        return ""
+    return storage.join(options.temp_location.rstrip("/"), f"pretokenize-{uuid.uuid4().hex[:12]}")
 
 
 # --- progress and summary --------------------------------------------------------------------------
@@ -333,6 +375,9 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         options, beam_args = parse_args(argv)
+        storage.configure(options.fs_options)
+        if options.temp_location:
+            storage.check_location(options.temp_location)
         with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
             tasks, ctx = plan(options)
             skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
@@ -353,36 +398,57 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
         f"{ctx.num_buckets} bucket(s) -> {options.output}",
         file=sys.stderr,
     )
-    os.makedirs(ctx.tmp, exist_ok=True)
-    log = os.path.join(ctx.tmp, joblog.LOG_NAME)
+    storage.makedirs(ctx.tmp)
+    # Beam's log is written by this process: beside the scratch files when they are local, else in a local
+    # folder of its own (kept after a failure, so the line that names it points at a file that exists).
+    separate = ctx.scratch or storage.is_remote(ctx.tmp)
+    log_dir = tempfile.mkdtemp(prefix="ping-llm-pretokenize-log-") if separate else ctx.tmp
+    log = os.path.join(log_dir, joblog.LOG_NAME)
     encoded = functools.partial(sum_markers, os.path.join(ctx.tmp, "progress"), "encode-*.json", "rows")
     try:
         with Progress("pretokenize", encoded, total_rows, unit="rows", label="encoded"):
             joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        joblog.keep_only_log(ctx.tmp, log)
+        if separate:
+            _remove_scratch(ctx.tmp)
+        else:
+            joblog.keep_only_log(ctx.tmp, log)
         return report(
             RunError(f"pretokenize failed: {joblog.pipeline_error(exc)}"),
             f"no manifest was written; {options.output} does not hold a dataset",
             *joblog.log_notes(log),
         )
     nothing = os.path.join(ctx.tmp, stages.NOTHING_ENCODED)
-    if os.path.isfile(nothing):  # no row could be encoded: no dataset, no manifest (see stages.finalize)
-        with open(nothing) as f:
-            counts = json.load(f)
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
+    if storage.exists(nothing):  # no row could be encoded: no dataset, no manifest (see stages.finalize)
+        counts = storage.read_json(nothing)
+        storage.rmtree(ctx.tmp)
+        _remove_log_dir(log_dir, ctx)
         reasons = ", ".join(f"{k} {v:,}" for k, v in counts["by_reason"].items())
         where = os.path.join(options.output, stages.REJECTED_DIR)
         return report(
             RunError(f"no row could be encoded: all {counts['read']:,} rows were rejected ({reasons})"),
             f"the rows and their reasons are in {where}; no manifest was written",
         )
+    _remove_log_dir(log_dir, ctx)
     try:
         manifest = manifest_lib.read_manifest(options.output)
     except manifest_lib.ManifestError as exc:
         return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
     print(format_summary(manifest, time.monotonic() - started))
     return 0
+
+
+def _remove_scratch(scratch: str) -> None:
+    """Remove the scratch folder after a failure (best effort: the failure is what the user must see)."""
+    try:
+        storage.rmtree(scratch)
+    except (OSError, InputError) as exc:
+        print(f"warning: could not remove the scratch files under {scratch} ({exc})", file=sys.stderr)
+
+
+def _remove_log_dir(log_dir: str, ctx: stages.JobContext) -> None:
+    if log_dir != ctx.tmp:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

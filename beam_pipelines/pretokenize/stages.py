@@ -1,9 +1,15 @@
 """The work of each pretokenize stage, as plain functions over one task, bucket or the final summary.
 
 The Beam DoFns in :mod:`beam_pipelines.pretokenize` are thin adapters over these, so each stage can be
-tested (and reasoned about) without Beam. Temporary files live under ``OUT/_tmp`` and have names
-derived only from task and bucket ids, so a retried task overwrites its own files and the result
-does not depend on the runner or the number of workers.
+tested (and reasoned about) without Beam. Temporary files live under the job's scratch location
+(``OUT/_tmp``, or a folder under Beam's ``--temp_location``) and have names derived only from task and
+bucket ids, so a retried task overwrites its own files and the result does not depend on the runner or
+the number of workers.
+
+Output and scratch may be object-store URLs (docs/object-storage.md): every file is then written to a
+worker-local temporary file and uploaded through :mod:`beam_pipelines.common.storage` (ArrayRecord files
+checked by size and sha256 of what the store holds), records get their final names only at
+:func:`finalize`, after every file was verified, and the manifest is written last.
 
 Stages hand each other typed summaries (:class:`EncodeSummary`, :class:`RecordsSummary`): small, frozen
 and picklable, so any runner can ship them, and :func:`finalize` tells them apart by type.
@@ -11,9 +17,9 @@ and picklable, so any runner can ship them, and :func:`finalize` tells them apar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -21,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_pipelines.common.files import atomic_path
-from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, read_task
+from beam_pipelines.common import storage
+from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, read_task
 from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
@@ -35,7 +41,7 @@ TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
 _FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
 REJECTED_FILE_ROWS = 1 << 20  # rejected rows per file of OUT/rejected/ at most
-NOTHING_ENCODED = "nothing_encoded.json"  # in OUT/_tmp: finalize found no accepted row (see finalize)
+NOTHING_ENCODED = "nothing_encoded.json"  # in the scratch folder: finalize found no accepted row (see finalize)
 
 _PART_SCHEMA = pa.schema(
     [
@@ -66,18 +72,25 @@ class JobContext:
     inputs: tuple[dict, ...]  # path, bytes, rows, sha256 per input file
     options: dict  # the options that shape the output (recorded in the manifest)
     fingerprint: str
+    scratch: str = ""  # the scratch folder (a URL too); "" means OUT/_tmp
+    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
 
     @property
     def tmp(self) -> str:
-        return os.path.join(self.output, TMP_DIR)
+        return self.scratch or os.path.join(self.output, TMP_DIR)
 
     def bucket_dir(self, bucket: int) -> str:
         return os.path.join(self.tmp, "buckets", f"{bucket:05d}")
 
+    def configure_storage(self) -> None:
+        """Give this worker's ``FileSystems`` the job's object-store options (a Dask worker has none)."""
+        if self.fs_options:
+            storage.configure(self.fs_options)
+
     def progress(self, name: str, payload: dict) -> None:
         """Leave a small marker that the launcher's progress display polls (works on any shared FS)."""
         directory = os.path.join(self.tmp, "progress")
-        os.makedirs(directory, exist_ok=True)
+        storage.makedirs(directory)
         write_marker(directory, name, **payload)
 
 
@@ -123,27 +136,43 @@ def _ipc_codec(name: str) -> str | None:
 
 
 class _BucketWriters:
-    """Append-only Arrow IPC files, one per bucket, opened on first use."""
+    """Append-only Arrow IPC files, one per bucket, opened on first use.
 
-    def __init__(self, ctx: JobContext, task_id: str):
-        self._ctx, self._task_id = ctx, task_id
+    With object-store scratch, each file is written in ``local_dir`` (this worker's temporary disk) and
+    uploaded by :meth:`publish` once complete (its size checked), since a store has no appendable files.
+    """
+
+    def __init__(self, ctx: JobContext, task_id: str, local_dir: str | None = None):
+        self._ctx, self._task_id, self._local_dir = ctx, task_id, local_dir
         self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self._local: dict[int, str] = {}
         self.paths: dict[int, str] = {}
 
     def write(self, bucket: int, batch: pa.RecordBatch) -> None:
         if bucket not in self._writers:
             directory = self._ctx.bucket_dir(bucket)
-            os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{self._task_id}.arrow")
+            if self._local_dir is None:
+                os.makedirs(directory, exist_ok=True)
+                local = path
+            else:
+                local = os.path.join(self._local_dir, f"bucket-{bucket:05d}.arrow")
             self._writers[bucket] = pa.ipc.new_file(
-                path, _PART_SCHEMA, options=pa.ipc.IpcWriteOptions(compression=_ipc_codec(self._ctx.tmp_compression))
+                local, _PART_SCHEMA, options=pa.ipc.IpcWriteOptions(compression=_ipc_codec(self._ctx.tmp_compression))
             )
+            self._local[bucket] = local
             self.paths[bucket] = path
         self._writers[bucket].write_batch(batch)
 
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
+
+    def publish(self) -> None:
+        """Upload the closed files to their scratch names (nothing to do for local scratch)."""
+        if self._local_dir is not None:
+            for bucket, path in sorted(self.paths.items()):
+                storage.upload(self._local[bucket], path, verify_sha256=False)
 
 
 _PART_COLUMNS = ("split", "family", "src_hi", "src_lo", "timestamp", "file", "row")  # _PART_SCHEMA's, tokens aside
@@ -230,7 +259,13 @@ def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.
 def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
     """Encode one task's rows; write accepted rows to bucket files and rejected rows to a scratch Parquet
     file (gathered into ``OUT/rejected/`` by :func:`finalize`). Returns what it read and wrote."""
-    writers = _BucketWriters(ctx, task.task_id)
+    with contextlib.ExitStack() as stack:
+        local_dir = stack.enter_context(storage.local_tmpdir()) if storage.is_remote(ctx.tmp) else None
+        return _encode_task(task, ctx, local_dir)
+
+
+def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> EncodeSummary:
+    writers = _BucketWriters(ctx, task.task_id, local_dir)
     buffered: list[dict] = []
     n_buffered = 0
     rejected_parts = []
@@ -272,12 +307,13 @@ def encode_task(task: ReadTask, ctx: JobContext) -> EncodeSummary:
         flush()
     finally:
         writers.close()
+    writers.publish()
 
     rejected_file = None
     if rejected_parts:
         rejected_file = os.path.join(ctx.tmp, REJECTED_DIR, f"{task.task_id}.parquet")
-        os.makedirs(os.path.dirname(rejected_file), exist_ok=True)
-        with atomic_path(rejected_file) as tmp:
+        storage.makedirs(os.path.dirname(rejected_file))
+        with storage.local_copy_for_write(rejected_file, verify_sha256=False) as tmp:
             pq.write_table(pa.Table.from_batches(rejected_parts), tmp, compression="zstd")
     summary = EncodeSummary(
         task=task.task_id,
@@ -303,7 +339,8 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
     meta: dict[int, list] = {4: [], 6: []}
     tokens: dict[int, list] = {4: [], 6: []}
     for path in sorted(paths):
-        reader = pa.ipc.open_file(path)
+        # A scratch file in an object store is read whole (a bucket's part, at most a few hundred MB).
+        reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else path)
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             family = batch.column("family").to_numpy()
@@ -351,11 +388,23 @@ def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tupl
 
 
 def write_bucket_records(bucket: int, split: int, result: PackResult, ctx: JobContext) -> RecordsSummary:
-    """Write packed records to a temporary ArrayRecord file (verified), returning its summary."""
+    """Write packed records to a temporary ArrayRecord file (verified), returning its summary.
+
+    With object-store scratch, ArrayRecord's writer (local files only) writes on this worker's temporary
+    disk; the file is uploaded and what the store then holds is checked: size and sha256 (read back).
+    """
     directory = os.path.join(ctx.tmp, "records", SPLIT_NAMES[split])
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{bucket:05d}.array_record")
-    info = write_records(path, result.records, ctx.compression)  # records, bytes, sha256
+    if storage.is_remote(path):
+        with storage.local_tmpdir() as local_dir:
+            local = os.path.join(local_dir, os.path.basename(path))
+            info = write_records(local, result.records, ctx.compression)  # records, bytes, sha256
+            size, digest = storage.upload(local, path, verify_sha256=True)
+            if (size, digest) != (info["bytes"], info["sha256"]):  # the local file changed under us: never
+                raise OSError(f"{path}: uploaded {size} bytes ({digest}), wrote {info['bytes']} ({info['sha256']})")
+    else:
+        os.makedirs(directory, exist_ok=True)
+        info = write_records(path, result.records, ctx.compression)  # records, bytes, sha256
     return RecordsSummary(
         bucket=bucket,
         split=SPLIT_NAMES[split],
@@ -403,28 +452,35 @@ def gather_rejected(encodes: Sequence[EncodeSummary], output: str, rows_per_file
     scratch = [s.rejected_file for s in sorted(encodes, key=lambda s: s.task) if s.rejected_file]
     parts = []
     for path in scratch:
-        meta = pq.ParquetFile(path).metadata
+        with parquet_file(path) as pf:
+            meta = pf.metadata
         parts.append((path, meta.num_rows, meta.schema.to_arrow_schema()))
     files = plan_rejected_files(parts, rows_per_file)
     if files:
-        os.makedirs(os.path.join(output, REJECTED_DIR), exist_ok=True)
+        storage.makedirs(os.path.join(output, REJECTED_DIR))
     paths = []
     for i, pieces in enumerate(files):
         rel = f"{REJECTED_DIR}/rejected-{i:05d}-of-{len(files):05d}.parquet"
-        table = pa.concat_tables(pq.ParquetFile(path).read().slice(start, rows) for path, start, rows in pieces)
-        with atomic_path(os.path.join(output, rel)) as tmp:
+        table = pa.concat_tables(_read_parquet(path).slice(start, rows) for path, start, rows in pieces)
+        with storage.local_copy_for_write(os.path.join(output, rel)) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         paths.append(rel)
     return paths
 
 
+def _read_parquet(path: str) -> pa.Table:
+    with parquet_file(path) as pf:
+        return pf.read()
+
+
 def _split_entry(parts: Sequence[RecordsSummary], name: str, output: str) -> dict:
-    """Rename one split's temporary files into place; returns the split's manifest entry."""
-    os.makedirs(os.path.join(output, name), exist_ok=True)
+    """Rename one split's temporary (already verified) files into place; returns the split's manifest
+    entry. In an object store a rename is a server-side copy and a delete; the copy's size is checked."""
+    storage.makedirs(os.path.join(output, name))
     files = []
     for i, part in enumerate(parts):
         rel = f"{name}/{name}-{i:05d}-of-{len(parts):05d}.array_record"
-        os.replace(part.tmp_path, os.path.join(output, rel))
+        storage.move(part.tmp_path, os.path.join(output, rel))
         files.append({"path": rel, "records": part.records, "bytes": part.bytes, "sha256": part.sha256})
     measurements = sum(p.measurements for p in parts)
     return {
@@ -447,13 +503,14 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
     ``OUT/_tmp/`` + :data:`NOTHING_ENCODED` records the counts for the launcher, which reports the
     failure (exit 1). Returns the manifest, or None in that case.
     """
+    ctx.configure_storage()
     encodes = sorted((s for s in summaries if isinstance(s, EncodeSummary)), key=lambda s: s.task)
     if sum(s.accepted for s in encodes) == 0:
         rejected_paths = gather_rejected(encodes, ctx.output)
         by_reason: Counter = Counter()
         for s in encodes:
             by_reason.update(s.rejected)
-        manifest_lib.write_json_atomic(
+        storage.write_json(
             os.path.join(ctx.tmp, NOTHING_ENCODED),
             {"read": sum(s.rows for s in encodes), "by_reason": dict(sorted(by_reason.items())), "files": rejected_paths},
         )
@@ -489,9 +546,12 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
         )
     if manifest["rows"]["accepted"] != sum(s["measurements"] for s in splits.values()):
         raise RuntimeError("accepted rows and packed measurements disagree")
-    written = sum(pq.ParquetFile(os.path.join(ctx.output, p)).metadata.num_rows for p in rejected_paths)
+    written = 0
+    for p in rejected_paths:
+        with parquet_file(os.path.join(ctx.output, p)) as pf:
+            written += pf.metadata.num_rows
     if written != manifest["rows"]["rejected"]:
         raise RuntimeError(f"the rejected files hold {written} rows but {manifest['rows']['rejected']} were rejected")
-    manifest_lib.write_json_atomic(os.path.join(ctx.output, manifest_lib.MANIFEST_NAME), manifest)
-    shutil.rmtree(ctx.tmp, ignore_errors=True)
+    storage.write_json(os.path.join(ctx.output, manifest_lib.MANIFEST_NAME), manifest)  # last: the proof
+    storage.rmtree(ctx.tmp)
     return manifest
