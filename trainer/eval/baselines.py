@@ -57,12 +57,23 @@ class Prediction:
     fail_prob: np.ndarray  # (n,) predicted probability that the ping fails
     level: np.ndarray  # (n,) int: index into LEVELS of who answered (0 for the model)
 
+    def take(self, index) -> Prediction:
+        """The predictions at ``index`` (an integer or boolean array)."""
+        return Prediction(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def concat(parts: list) -> Prediction:
+        if not parts:
+            nan = np.zeros(0)
+            return Prediction(nan, nan, nan, nan, np.zeros(0, np.int64))
+        return Prediction(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Prediction)))
+
 
 @dataclasses.dataclass(frozen=True)
 class _Table:
-    """Per-key statistics of successful RTTs; key -> row."""
+    """Per-key statistics of successful RTTs; ``keys`` sorted, row ``i`` describes ``keys[i]``."""
 
-    index: dict
+    keys: np.ndarray
     median: np.ndarray
     p10: np.ndarray
     p90: np.ndarray
@@ -70,22 +81,60 @@ class _Table:
     answers: np.ndarray  # bool: the key has at least one successful RTT
 
 
-def _table(keys: list, rtt: np.ndarray) -> _Table:
-    groups: dict = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    m = len(groups)
-    median, p10, p90 = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
-    fail_share, answers = np.zeros(m), np.zeros(m, bool)
-    for row, rows in enumerate(groups.values()):
-        values = rtt[rows]
-        ok = values[values >= 0]
-        fail_share[row] = np.mean(values < 0)
-        if len(ok):
-            answers[row] = True
-            median[row] = np.median(ok)
-            p10[row], p90[row] = np.quantile(ok, [0.1, 0.9])
-    return _Table({k: i for i, k in enumerate(groups)}, median, p10, p90, fail_share, answers)
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's own linear interpolation (``np.quantile``'s default method), so the results agree."""
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def group_quantiles(group: np.ndarray, values: np.ndarray, groups: int, qs=(0.1, 0.5, 0.9)) -> list[np.ndarray]:
+    """Per-group quantiles of ``values`` ((n,) each; ``group`` ints in [0, groups)), vectorized: one sort,
+    then order statistics at each group's offsets. The median is the mean of the two middle values
+    (``np.median``); other quantiles interpolate as ``np.quantile`` does. NaN for an empty group."""
+    order = np.lexsort((values, group))  # by group, then value
+    v = values[order]
+    count = np.bincount(group, minlength=groups)
+    lo = np.cumsum(count) - count
+    has = count > 0
+    out = []
+    for q in qs:
+        res = np.full(groups, np.nan)
+        c, base = count[has], lo[has]
+        if q == 0.5:
+            res[has] = (v[base + (c - 1) // 2] + v[base + c // 2]) / 2
+        else:
+            pos = q * (c - 1)
+            f = np.floor(pos).astype(np.int64)
+            h = np.minimum(f + 1, c - 1)
+            res[has] = _lerp(v[base + f], v[base + h], pos - f)
+        out.append(res)
+    return out
+
+
+def _table(key_index: np.ndarray, keys: np.ndarray, rtt: np.ndarray) -> _Table:
+    """Statistics per key; ``key_index`` (n,) is each measurement's row in ``keys``."""
+    m = len(keys)
+    ok = rtt >= 0
+    total = np.bincount(key_index, minlength=m)
+    fail_share = np.bincount(key_index, weights=(~ok).astype(np.float64), minlength=m) / np.maximum(total, 1)
+    p10, median, p90 = group_quantiles(key_index[ok], rtt[ok], m)
+    answers = np.bincount(key_index[ok], minlength=m) > 0
+    return _Table(keys, median, p10, p90, fail_share, answers)
+
+
+def _find(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(n,) row of each query in ``sorted_keys``, -1 where absent (a vectorized dictionary lookup)."""
+    queries = np.asarray(queries)
+    if not len(sorted_keys) or not len(queries):
+        return np.full(len(queries), -1, np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+    return np.where(sorted_keys[at] == queries, at, -1).astype(np.int64)
+
+
+def _keys(values) -> np.ndarray:
+    """An array the group-bys can sort: integer ids stay integers, anything else (address text) objects."""
+    arr = np.asarray(values)
+    return arr if arr.dtype.kind in "iu" else np.asarray(values, dtype=object)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,47 +143,52 @@ class Baselines:
 
     global_: _Table
     dst: _Table
-    pair: _Table
-    pair_last_value: dict  # (src, dst) -> latest successful RTT
-    pair_last_failed: dict  # (src, dst) -> whether the latest measurement failed
+    pair: _Table  # keys: src row * len(src_keys) + dst row
+    src_keys: np.ndarray  # sorted distinct train sources
+    pair_last_value: np.ndarray  # per pair row: latest successful RTT (NaN if none)
+    pair_last_failed: np.ndarray  # per pair row: whether the latest measurement failed
 
 
 def fit(train: Observations) -> Baselines:
-    """Fit every baseline on the train measurements."""
+    """Fit the table baselines on the train measurements: sorts and group-bys, no per-row Python."""
     rtt = np.asarray(train.rtt, dtype=np.float64)
-    src, dst = list(train.src), list(train.dst)
-    pairs = list(zip(src, dst))
-    order = np.lexsort((np.arange(len(rtt)), np.asarray(train.timestamp)))  # by time, then file order
-    last_value, last_failed = {}, {}
-    for i in order:  # later rows overwrite earlier ones
-        last_failed[pairs[i]] = bool(rtt[i] < 0)
-        if rtt[i] >= 0:
-            last_value[pairs[i]] = float(rtt[i])
+    n = len(rtt)
+    src_keys, src_i = np.unique(_keys(train.src), return_inverse=True)
+    dst_keys, dst_i = np.unique(_keys(train.dst), return_inverse=True)
+    src_i, dst_i = src_i.reshape(-1).astype(np.int64), dst_i.reshape(-1).astype(np.int64)
+    pair_code = src_i * max(len(dst_keys), 1) + dst_i
+    pair_keys, pair_i = np.unique(pair_code, return_inverse=True)
+    pair_i = pair_i.reshape(-1)
+    # The pair's latest measurement by time, file order breaking ties: the last row of each pair group
+    # after sorting by (pair, timestamp, row); the same over successful rows for the latest RTT.
+    order = np.lexsort((np.arange(n), np.asarray(train.timestamp), pair_i))
+    last_row = np.full(len(pair_keys), -1)
+    last_row[pair_i[order]] = order  # later assignments win: the last row of each group
+    last_failed = np.zeros(len(pair_keys), bool)
+    last_failed[last_row >= 0] = rtt[last_row[last_row >= 0]] < 0
+    ok_order = order[rtt[order] >= 0]
+    last_value = np.full(len(pair_keys), np.nan)
+    last_value[pair_i[ok_order]] = rtt[ok_order]
     return Baselines(
-        global_=_table([None] * len(rtt), rtt),
-        dst=_table(dst, rtt),
-        pair=_table(pairs, rtt),
+        global_=_table(np.zeros(n, np.int64), np.zeros(1, np.int64), rtt),
+        dst=_table(dst_i, dst_keys, rtt),
+        pair=_table(pair_i, pair_keys, rtt),
+        src_keys=src_keys,
         pair_last_value=last_value,
         pair_last_failed=last_failed,
     )
 
 
-def _lookup(table: _Table, keys: list) -> tuple[np.ndarray, np.ndarray]:
-    """(n,) row of each key in ``table`` and whether that row can answer."""
-    rows = np.array([table.index.get(k, -1) for k in keys], dtype=np.int64)
-    ok = (rows >= 0) & table.answers[np.maximum(rows, 0)] if len(table.answers) else np.zeros(len(rows), bool)
-    return rows, ok
-
-
-def _from_table(table: _Table, keys: list) -> tuple[Prediction, np.ndarray]:
-    rows, ok = _lookup(table, keys)
-    r = np.maximum(rows, 0)
-    nan = np.full(len(keys), np.nan)
+def _from_table(table: _Table, rows: np.ndarray) -> tuple[Prediction, np.ndarray]:
+    n = len(rows)
+    nan = np.full(n, np.nan)
     if not len(table.answers):
-        return Prediction(nan, nan, nan, nan.copy(), np.zeros(len(keys), np.int64)), ok
+        return Prediction(nan, nan, nan, nan.copy(), np.zeros(n, np.int64)), np.zeros(n, bool)
+    r = np.maximum(rows, 0)
+    ok = (rows >= 0) & table.answers[r]
     pick = lambda a: np.where(ok, a[r], np.nan)  # noqa: E731
-    level = np.zeros(len(keys), np.int64)
-    return Prediction(pick(table.median), pick(table.p10), pick(table.p90), pick(table.fail_share), level), ok
+    return Prediction(pick(table.median), pick(table.p10), pick(table.p90), pick(table.fail_share),
+                      np.zeros(n, np.int64)), ok
 
 
 def _fill(primary: Prediction, ok: np.ndarray, fallback: Prediction, shift: int) -> Prediction:
@@ -151,30 +205,35 @@ def _fill(primary: Prediction, ok: np.ndarray, fallback: Prediction, shift: int)
 
 def predict(baselines: Baselines, name: str, src, dst) -> Prediction:
     """Baseline ``name``'s predictions for measurements with these sources and destinations ((n,) each)."""
-    src, dst = list(src), list(dst)
-    n = len(src)
     if name not in NAMES:
         raise ValueError(f"unknown baseline {name!r}; baselines: {', '.join(NAMES)}")
-    glob, _ = _from_table(baselines.global_, [None] * n)
+    src, dst = _keys(src), _keys(dst)
+    n = len(src)
+    glob, _ = _from_table(baselines.global_, np.zeros(n, np.int64))
     glob = dataclasses.replace(glob, level=np.full(n, LEVELS.index("global_median")))
     if name == "global_median":
         return dataclasses.replace(glob, level=np.zeros(n, np.int64))
-    dst_pred, dst_ok = _from_table(baselines.dst, dst)
+    dst_row = _find(baselines.dst.keys, dst)
+    dst_pred, dst_ok = _from_table(baselines.dst, dst_row)
     by_dst = _fill(dst_pred, dst_ok, glob, 0)
     if name == "dst_median":
         # The destination answers itself (level "own"); only the global fallback is a fallback.
         return by_dst
     # For the pair baselines the destination median is the first fallback.
     by_dst_fallback = dataclasses.replace(by_dst, level=np.where(dst_ok, 1, 2))
-    pairs = list(zip(src, dst))
+    src_row = _find(baselines.src_keys, src)
+    code = src_row * max(len(baselines.dst.keys), 1) + dst_row
+    pair_row = np.where((src_row >= 0) & (dst_row >= 0), _find(baselines.pair.keys, code), -1)
     if name == "pair_median":
-        pair_pred, pair_ok = _from_table(baselines.pair, pairs)
+        pair_pred, pair_ok = _from_table(baselines.pair, pair_row)
         return _fill(pair_pred, pair_ok, by_dst_fallback, 0)
-    value = np.array([baselines.pair_last_value.get(p, np.nan) for p in pairs])
+    r = np.maximum(pair_row, 0)
+    value = np.where(pair_row >= 0, baselines.pair_last_value[r] if len(r) and len(baselines.pair.keys) else np.nan,
+                     np.nan)
     ok = np.isfinite(value)
-    failed = np.array([float(baselines.pair_last_failed.get(p, False)) for p in pairs])
+    failed = np.where(pair_row >= 0, baselines.pair_last_failed[r] if len(baselines.pair.keys) else False, False)
     nan = np.full(n, np.nan)
-    last = Prediction(value, nan, nan, failed, np.zeros(n, np.int64))
+    last = Prediction(value, nan, nan, failed.astype(np.float64), np.zeros(n, np.int64))
     out = _fill(last, ok, by_dst_fallback, 0)
     return dataclasses.replace(out, low=nan, high=nan.copy())  # a point prediction: no interval
 
@@ -193,6 +252,75 @@ def context_last(values: np.ndarray, failed: np.ndarray, fallback: Prediction) -
     shifted = dataclasses.replace(fallback, level=np.minimum(fallback.level + 1, len(LEVELS) - 1))
     out = _fill(own, ok, shifted, 0)
     return dataclasses.replace(out, low=nan, high=nan.copy())
+
+
+CONTEXT_NAMES = ("context_last", "pair_mean_last3", "pair_ewma")
+EWMA_ALPHA = 0.3  # weight of the newest RTT in pair_ewma; fixed a priori (not tuned on any split)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairContext:
+    """For each measurement of a block of whole records, its pair's earlier measurements in the record."""
+
+    last: np.ndarray  # (n,) the latest earlier successful RTT; NaN if none
+    last_failed: np.ndarray  # (n,) float: the pair's immediately preceding measurement failed
+    mean_last3: np.ndarray  # (n,) mean of the (up to) three latest earlier successful RTTs; NaN if none
+    ewma: np.ndarray  # (n,) exponential moving average of every earlier successful RTT, oldest first
+
+
+def pair_context(record, src, dst, rtt, *, alpha: float = EWMA_ALPHA) -> PairContext:
+    """:class:`PairContext` for measurements given in file order ((n,) each; whole records only).
+
+    Vectorized: the measurements are sorted by (record, src, dst, position), so a pair's earlier
+    measurements in its record are the rows just before it in the same group; the k-th latest earlier
+    success is found from a running count of successes, for k up to the longest group (a record holds at
+    most ``seq_len / 45`` measurements), never per row. ``pair_ewma`` is ``e = x_1``, then
+    ``e = alpha * x + (1 - alpha) * e`` over the earlier successes in order.
+    """
+    rtt = np.asarray(rtt, np.float64)
+    n = len(rtt)
+    nan = np.full(n, np.nan)
+    if n == 0:
+        return PairContext(nan, np.zeros(0), nan.copy(), nan.copy())
+    order = np.lexsort((np.arange(n), _keys(dst), _keys(src), np.asarray(record)))  # (n,) sorted position -> row
+    s_rec, s_src, s_dst = np.asarray(record)[order], _keys(src)[order], _keys(dst)[order]
+    new_group = np.ones(n, bool)
+    new_group[1:] = (s_rec[1:] != s_rec[:-1]) | (s_src[1:] != s_src[:-1]) | (s_dst[1:] != s_dst[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))  # (n,) first row of the group
+    x = rtt[order]
+    ok = x >= 0
+    before = np.concatenate([[0], np.cumsum(ok)])  # before[p]: successes in sorted rows [0, p)
+    count = before[:n] - before[group_start]  # earlier successes of the same group
+    success_rows = np.flatnonzero(ok)  # sorted rows holding successes, in order
+
+    def kth_latest(k: int) -> np.ndarray:  # the k-th latest earlier success (NaN where fewer than k)
+        has = count >= k
+        return np.where(has, x[success_rows[np.maximum(before[:n] - k, 0)]] if len(success_rows) else np.nan, np.nan)
+
+    last = kth_latest(1)
+    failed = np.zeros(n)
+    failed[1:] = np.where(new_group[1:], 0.0, (x[:-1] < 0).astype(np.float64))
+    recent = np.stack([kth_latest(k) for k in (1, 2, 3)])  # (3, n)
+    mean3 = np.where(count > 0, np.nansum(recent, axis=0) / np.maximum(np.minimum(count, 3), 1), np.nan)
+    # EWMA written out as weights: the k-th latest of c successes weighs alpha (1 - alpha)^(k-1), except
+    # the oldest (k = c), which weighs (1 - alpha)^(c-1).
+    ewma = np.zeros(n)
+    for k in range(1, int(count.max()) + 1 if n else 1):
+        has = count >= k
+        weight = np.where(count == k, (1 - alpha) ** (k - 1), alpha * (1 - alpha) ** (k - 1))
+        ewma += np.where(has, weight * np.nan_to_num(kth_latest(k)), 0.0)
+    ewma = np.where(count > 0, ewma, np.nan)
+    out = [np.empty(n) for _ in range(4)]
+    for dest, value in zip(out, (last, failed, mean3, ewma)):
+        dest[order] = value
+    return PairContext(*out)
+
+
+def context_predictions(ctx: PairContext, fallback: Prediction) -> dict[str, Prediction]:
+    """``context_last``, ``pair_mean_last3`` and ``pair_ewma`` from :func:`pair_context`, each falling back
+    to ``fallback`` (a train baseline) one level coarser where the pair has no earlier successful RTT."""
+    return {name: context_last(values, ctx.last_failed, fallback)
+            for name, values in zip(CONTEXT_NAMES, (ctx.last, ctx.mean_last3, ctx.ewma))}
 
 
 def summarize_samples(rtt_samples: np.ndarray) -> Prediction:

@@ -36,14 +36,20 @@ import numpy as np
 from beam_pipelines.common import errors
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import atomic_path
-from tokenizer import decode_measurement, fields, grammar, split_measurements
+from beam_pipelines.dataset import DatasetError
+from tokenizer import fields, grammar
 from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
+from trainer.eval import columns
+from trainer.eval import coordinates as co
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
 MODEL = "model"
 CONTEXT_LAST = "context_last"
+# Every baseline, in the report's order: train medians, the field's coordinate predictors, then the ones
+# that read the pair's earlier measurements in the record (what the model also sees).
+ALL_BASELINES = (*bl.NAMES, co.MF, co.VIVALDI, *bl.CONTEXT_NAMES)
 
 
 
@@ -72,17 +78,9 @@ class Spans:
 
 
 def measurement_spans(records: np.ndarray) -> Spans:
-    """The span of every measurement of every record, in file order."""
-    rec, start, end = [], [], []
-    for r, record in enumerate(records):
-        offset = 0
-        for m in split_measurements(record):
-            rec.append(r)
-            start.append(offset)
-            offset += len(m)
-            end.append(offset)
-    as_int = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
-    return Spans(as_int(rec), as_int(start), as_int(end))
+    """The span of every measurement of every record, in file order (vectorized, :mod:`trainer.eval.columns`)."""
+    cols = columns.decode_block(records, columns.Addresses())
+    return Spans(cols.record, cols.start.astype(np.int64), cols.end.astype(np.int64))
 
 
 def choose(n_total: int, max_measurements: int, seed: int) -> np.ndarray:
@@ -91,20 +89,6 @@ def choose(n_total: int, max_measurements: int, seed: int) -> np.ndarray:
     if max_measurements <= 0 or max_measurements >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.default_rng(seed).choice(n_total, size=max_measurements, replace=False))
-
-
-def observations(records: np.ndarray, spans: Spans) -> bl.Observations:
-    """Decoded source, destination, RTT and timestamp of each measurement span."""
-    src, dst, rtt, ts = [], [], [], []
-    for r, s, e in zip(spans.record, spans.start, spans.end):
-        row = decode_measurement(records[r, s:e])
-        src.append(row["src_addr"])
-        dst.append(row["dst_addr"])
-        rtt.append(row["rtt"])
-        ts.append(int(row["event_time"].timestamp()))
-    return bl.Observations(
-        np.array(src, dtype=object), np.array(dst, dtype=object), np.array(rtt, np.float64), np.array(ts, np.int64)
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,30 +146,85 @@ def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Context baseline
+# Baselines over a whole split, block by block
 
 
-def context_last_values(records: np.ndarray, spans: Spans, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each chosen measurement (index into ``spans``), the latest successful RTT of the same
-    (src, dst) earlier in its record (NaN if none), and whether the pair's latest earlier measurement failed."""
-    values, failed = np.full(len(chosen), np.nan), np.zeros(len(chosen))
-    decoded: dict[int, list[dict]] = {}
-    for j, i in enumerate(chosen):
-        r = int(spans.record[i])
-        if r not in decoded:
-            decoded[r] = [decode_measurement(m) for m in split_measurements(records[r])]
-        position = int(i - np.searchsorted(spans.record, r, side="left"))  # spans are in file order
-        rows = decoded[r]
-        me, latest = rows[position], True
-        for row in reversed(rows[:position]):
-            if row["src_addr"] != me["src_addr"] or row["dst_addr"] != me["dst_addr"]:
-                continue
-            if latest:
-                failed[j], latest = float(row["rtt"] < 0), False
-            if row["rtt"] >= 0:
-                values[j] = row["rtt"]
-                break
-    return values, failed
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """Every train-fitted baseline (see :func:`fit_baselines`)."""
+
+    tables: bl.Baselines
+    factorization: co.Factorization
+    vivaldi: co.Vivaldi
+    train_measurements: int
+    train_sources: int
+
+
+def fit_baselines(dataset, train_split: str, addresses: columns.Addresses, *, mf_rank: int = co.MF_RANK,
+                  mf_reg: float = co.MF_REG, vivaldi_dims: int = co.VIVALDI_DIMS, seed: int = 0,
+                  block_records: int = 4096) -> Fitted:
+    """Decode ``train_split`` (vectorized, block by block) and fit every train baseline on it.
+
+    The decoded columns are kept (40 bytes per measurement); the factorisation and Vivaldi fit on
+    per-pair aggregates of them."""
+    train = columns.decode_split(dataset, train_split, addresses, block_records=block_records)
+    obs = bl.Observations(train.src, train.dst, train.rtt, train.timestamp)
+    return Fitted(
+        tables=bl.fit(obs),
+        factorization=co.fit_factorization(train.src, train.dst, train.rtt, rank=mf_rank, reg=mf_reg, seed=seed),
+        vivaldi=co.fit_vivaldi(train.src, train.dst, train.rtt, dims=vivaldi_dims, seed=seed),
+        train_measurements=len(train),
+        train_sources=int(len(np.unique(train.src))),
+    )
+
+
+def block_predictions(fitted: Fitted, cols: columns.Columns) -> dict[str, bl.Prediction]:
+    """Every baseline's predictions for every measurement of a block of whole records (``cols``)."""
+    out = {name: bl.predict(fitted.tables, name, cols.src, cols.dst) for name in bl.NAMES}
+    dst = out["dst_median"]
+    out[co.MF] = co.predict_factorization(fitted.factorization, cols.record, cols.src, cols.dst, cols.rtt, dst)
+    out[co.VIVALDI] = co.predict_vivaldi(fitted.vivaldi, cols.record, cols.src, cols.dst, cols.rtt, dst)
+    out.update(bl.context_predictions(bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt), dst))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """The chosen measurements of a split, their baselines' predictions, and (when asked) their prompts."""
+
+    cols: columns.Columns
+    predictions: dict
+    prompts: list
+    split_measurements: int
+    unseen_source_share: float
+
+
+def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresses, *, max_measurements: int,
+                seed: int, prompts: bool = False, block_records: int = 4096) -> Scored:
+    """Decode ``split`` block by block and keep the baselines' predictions for the chosen measurements
+    (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows."""
+    total = int(dataset.manifest["splits"][split]["measurements"])
+    chosen = choose(total, max_measurements, seed)
+    parts, preds, prompt_list, offset = [], [], [], 0
+    for records, cols in columns.iter_split(dataset, split, addresses, block_records=block_records):
+        lo, hi = np.searchsorted(chosen, [offset, offset + len(cols)])
+        local = chosen[lo:hi] - offset
+        if len(local):
+            block = block_predictions(fitted, cols)
+            parts.append(cols.take(local))
+            preds.append({name: p.take(local) for name, p in block.items()})
+            if prompts:
+                first = int(cols.record[0]) if len(cols) else 0
+                prompt_list += [rtt_prompt(records[r - first], s, e) for r, s, e in
+                                zip(cols.record[local], cols.start[local], cols.end[local])]
+        offset += len(cols)
+    if offset != total:
+        raise DatasetError(f"{dataset.root}: split {split!r} holds {offset} measurements but the manifest says {total}")
+    picked = columns.Columns.concat(parts)
+    names = list(preds[0]) if preds else list(ALL_BASELINES)
+    predictions = {name: bl.Prediction.concat([p[name] for p in preds]) for name in names}
+    unseen = float(np.mean(co._find(fitted.factorization.src_keys, picked.src) < 0)) if len(picked) else 0.0
+    return Scored(picked, predictions, prompt_list, total, unseen)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,6 +278,80 @@ def per_field_nll(loaded, dataset, split: str, *, batch_size: int, max_batches: 
 # The whole evaluation
 
 
+def _baselines_part(dataset, split: str, train_split: str, *, max_measurements: int, seed: int, prompts: bool,
+                    mf_rank: int, mf_reg: float, vivaldi_dims: int, timings: dict) -> tuple[Scored, Fitted, columns.Addresses]:
+    addresses = columns.Addresses()
+    t0 = time.perf_counter()
+    fitted = fit_baselines(dataset, train_split, addresses, mf_rank=mf_rank, mf_reg=mf_reg,
+                           vivaldi_dims=vivaldi_dims, seed=seed)
+    timings["fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored = score_split(fitted, dataset, split, addresses, max_measurements=max_measurements, seed=seed,
+                         prompts=prompts)
+    timings["score_s"] = time.perf_counter() - t0
+    return scored, fitted, addresses
+
+
+def _baselines_meta(dataset, split, train_split, scored: Scored, fitted: Fitted, *, mf_rank, mf_reg, vivaldi_dims,
+                    seed, timings) -> dict:
+    return {
+        "data_dir": os.path.abspath(dataset.root),
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "train_split": train_split,
+        "split_measurements": scored.split_measurements,
+        "evaluated_measurements": len(scored.cols),
+        "train_measurements": fitted.train_measurements,
+        "train_sources": fitted.train_sources,
+        "unseen_source_share": scored.unseen_source_share,
+        "matrix_factorization": {"rank": mf_rank, "reg": mf_reg, "method": "ALS", "iters": co.MF_ITERS},
+        "vivaldi": {"dims": vivaldi_dims, "height": True, "rounds": co.VIVALDI_ROUNDS, "fold_rounds": co.FOLD_ROUNDS},
+        "pair_ewma_alpha": bl.EWMA_ALPHA,
+        "seed": seed,
+        "timings": timings,
+    }
+
+
+def evaluate_baselines(
+    dataset,
+    split: str,
+    *,
+    train_split: str = "train",
+    max_measurements: int = 0,
+    seed: int = 0,
+    mf_rank: int = co.MF_RANK,
+    mf_reg: float = co.MF_REG,
+    vivaldi_dims: int = co.VIVALDI_DIMS,
+    addresses_text: bool = True,
+) -> tuple[dict, dict]:
+    """The baselines alone (no model): ``(report, table)`` over ``max_measurements`` of ``split`` (0: all)."""
+    timings: dict = {}
+    scored, fitted, addresses = _baselines_part(
+        dataset, split, train_split, max_measurements=max_measurements, seed=seed, prompts=False,
+        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings)
+    t0 = time.perf_counter()
+    true = scored.cols.rtt
+    report = {
+        "rtt": {"baselines": {name: bl.metrics(true, p) for name, p in scored.predictions.items()}},
+        "meta": _baselines_meta(dataset, split, train_split, scored, fitted, mf_rank=mf_rank, mf_reg=mf_reg,
+                                vivaldi_dims=vivaldi_dims, seed=seed, timings=timings),
+    }
+    timings["metrics_s"] = time.perf_counter() - t0
+    return report, _table(scored, addresses, addresses_text)
+
+
+def _table(scored: Scored, addresses: columns.Addresses, text: bool = True) -> dict:
+    cols = scored.cols
+    return {
+        "record": cols.record,
+        "start": cols.start,
+        "src_addr": addresses.text(cols.src) if text else cols.src,
+        "dst_addr": addresses.text(cols.dst) if text else cols.dst,
+        "true_rtt": cols.rtt,
+        **scored.predictions,
+    }
+
+
 def evaluate(
     loaded,
     dataset,
@@ -252,6 +365,9 @@ def evaluate(
     batch_size: int = 8,
     max_rows: int = 1024,
     progress: bool = False,
+    mf_rank: int = co.MF_RANK,
+    mf_reg: float = co.MF_REG,
+    vivaldi_dims: int = co.VIVALDI_DIMS,
 ) -> tuple[dict, dict]:
     """Run the evaluation; returns ``(report, table)`` where ``table`` holds per-measurement columns."""
     from trainer.eval.sampling import Sampler
@@ -261,37 +377,30 @@ def evaluate(
     nll_per_field, nll_total = per_field_nll(loaded, dataset, split, batch_size=batch_size, max_batches=nll_batches)
     timings["nll_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    records = read_records(dataset, split)
-    spans = measurement_spans(records)
-    chosen = choose(len(spans), max_measurements, seed)
-    picked = Spans(spans.record[chosen], spans.start[chosen], spans.end[chosen])
-    evaluated = observations(records, picked)
-    train_records = read_records(dataset, train_split)
-    train_obs = observations(train_records, measurement_spans(train_records))
-    fitted = bl.fit(train_obs)
-    predictions = {name: bl.predict(fitted, name, evaluated.src, evaluated.dst) for name in bl.NAMES}
-    ctx_values, ctx_failed = context_last_values(records, spans, chosen)
-    predictions[CONTEXT_LAST] = bl.context_last(ctx_values, ctx_failed, predictions["dst_median"])
-    timings["baselines_s"] = time.perf_counter() - t0
+    scored, fitted, addresses = _baselines_part(
+        dataset, split, train_split, max_measurements=max_measurements, seed=seed, prompts=True,
+        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings)
+    predictions = scored.predictions
+    true = scored.cols.rtt
 
     t0 = time.perf_counter()
-    prompts = [rtt_prompt(records[r], s, e) for r, s, e in zip(picked.record, picked.start, picked.end)]
-    rtt_samples = sample_rtts(Sampler.from_loaded(loaded), prompts, samples, seed=seed, max_rows=max_rows,
+    rtt_samples = sample_rtts(Sampler.from_loaded(loaded), scored.prompts, samples, seed=seed, max_rows=max_rows,
                               progress=progress)
     model_pred = bl.summarize_samples(rtt_samples)
     timings["rtt_sampling_s"] = time.perf_counter() - t0
 
     invalid = ~np.isfinite(rtt_samples)
+    meta = _baselines_meta(dataset, split, train_split, scored, fitted, mf_rank=mf_rank, mf_reg=mf_reg,
+                           vivaldi_dims=vivaldi_dims, seed=seed, timings=timings)
     report = {
         "rtt": {
             MODEL: {
-                **bl.metrics(evaluated.rtt, model_pred),
+                **bl.metrics(true, model_pred),
                 "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0,
                 # model minus baseline, paired over the same measurements, with a bootstrap interval
-                "vs": {name: bl.compare(evaluated.rtt, model_pred, p, seed=seed) for name, p in predictions.items()},
+                "vs": {name: bl.compare(true, model_pred, p, seed=seed) for name, p in predictions.items()},
             },
-            "baselines": {name: bl.metrics(evaluated.rtt, p) for name, p in predictions.items()},
+            "baselines": {name: bl.metrics(true, p) for name, p in predictions.items()},
         },
         "nll_per_field": nll_per_field,
         "nll": nll_total,
@@ -300,27 +409,13 @@ def evaluate(
             "model": dataclasses.asdict(loaded.config.model),
             "train_steps": loaded.config.steps,
             "batch_size": loaded.config.batch_size,
-            "data_dir": os.path.abspath(dataset.root),
-            "dataset_fingerprint": dataset.fingerprint,
             "trained_on_fingerprint": loaded.fingerprint,
-            "split": split,
-            "train_split": train_split,
-            "split_measurements": int(len(spans)),
-            "evaluated_measurements": int(len(chosen)),
             "samples_per_measurement": samples,
-            "seed": seed,
-            "timings": timings,
+            **meta,
         },
     }
-    table = {
-        "record": picked.record,
-        "start": picked.start,
-        "src_addr": evaluated.src,
-        "dst_addr": evaluated.dst,
-        "true_rtt": evaluated.rtt,
-        "model": model_pred,
-        **{name: p for name, p in predictions.items()},
-    }
+    table = _table(scored, addresses)
+    table[MODEL] = model_pred
     return report, table
 
 
@@ -336,9 +431,65 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _baseline_rows(report: dict, with_model: bool) -> list[str]:
+    rows = [(MODEL, report["rtt"][MODEL])] if with_model else []
+    rows += list(report["rtt"]["baselines"].items())
+    lines = []
+    for name, r in rows:
+        fb = r.get("fallback", {})
+        fallback = "-" if name == MODEL else f"{fb.get('dst_median', 0):.1%} / {fb.get('global_median', 0):.1%}"
+        cells = [f"**{name}**" if name == MODEL else name, _fmt(r["median_abs_error_ms"], 2)]
+        if with_model:
+            vs = report["rtt"][MODEL].get("vs", {}).get(name)
+            paired = "-"
+            if vs and vs["ci95"] is not None:
+                paired = f"{vs['median_abs_error_diff_ms']:+.2f} [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]"
+            cells.append(paired)
+        cells += [_fmt(r["mean_abs_error_ms"], 2), _fmt(r["median_abs_log_ratio"]), _fmt(r["failure_accuracy"]),
+                  _fmt(r["calibration_10_90"]), f"{r['scored']:,}", fallback]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+_NOTES = (
+    "Baselines are fitted on the `{train}` split. `matrix_factorization` (rank {rank}, regularisation {reg}, ALS "
+    "on log RTT) and `vivaldi` ({dims}-D + height) place a source unseen in train from its earlier measurements "
+    "in the same record; {unseen:.1%} of the evaluated measurements have such a source. `context_last`, "
+    "`pair_mean_last3` and `pair_ewma` read the pair's earlier RTTs in the same record (what the model also "
+    "sees). Each falls back to `dst_median` (and that to the global median) where it cannot answer; the last "
+    "column says how often."
+)
+
+
 def render_markdown(report: dict) -> str:
-    """``report.md``: the RTT table (model vs baselines) and the per-field NLL table."""
+    """``report.md``: the RTT table (model, if any, and baselines) and the per-field NLL table."""
     meta = report["meta"]
+    with_model = MODEL in report["rtt"]
+    notes = _NOTES.format(train=meta["train_split"], rank=meta["matrix_factorization"]["rank"],
+                          reg=meta["matrix_factorization"]["reg"], dims=meta["vivaldi"]["dims"],
+                          unseen=meta["unseen_source_share"])
+    head = ["| predictor | median abs error (ms) |"]
+    if with_model:
+        head.append(" model minus this, 95% CI (ms) |")
+    head.append(" mean abs error (ms) | median abs log ratio | failure accuracy | calibration 10-90% | scored "
+                "| fallback to dst / global |")
+    header = ["".join(head), "|---" * (8 + with_model) + "|"]
+    if not with_model:
+        lines = [
+            "# ping-llm evaluation: baselines",
+            "",
+            f"Split `{meta['split']}` of `{meta['data_dir']}` (fingerprint `{meta['dataset_fingerprint'][:12]}`), "
+            f"{meta['evaluated_measurements']:,} of {meta['split_measurements']:,} measurements, no model.",
+            "",
+            *header,
+            *_baseline_rows(report, False),
+            "",
+            notes,
+            "",
+            f"![predicted vs true RTT]({PLOT_PNG})",
+            "",
+        ]
+        return "\n".join(lines)
     m = meta["model"]
     lines = [
         "# ping-llm evaluation",
@@ -351,35 +502,18 @@ def render_markdown(report: dict) -> str:
         f"## RTT prediction ({meta['evaluated_measurements']} of {meta['split_measurements']} measurements, "
         f"{meta['samples_per_measurement']} samples each, seed {meta['seed']})",
         "",
-        "| predictor | median abs error (ms) | model minus this, 95% CI (ms) | mean abs error (ms) "
-        "| median abs log ratio | failure accuracy | calibration 10-90% | scored | fallback to dst / global |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *header,
+        *_baseline_rows(report, True),
     ]
-    rows = [(MODEL, report["rtt"][MODEL])] + list(report["rtt"]["baselines"].items())
-    for name, r in rows:
-        fb = r.get("fallback", {})
-        fallback = "-" if name == MODEL else f"{fb.get('dst_median', 0):.0%} / {fb.get('global_median', 0):.0%}"
-        vs = report["rtt"][MODEL].get("vs", {}).get(name)
-        paired = "-"
-        if vs and vs["ci95"] is not None:
-            paired = f"{vs['median_abs_error_diff_ms']:+.2f} [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]"
-        lines.append(
-            f"| {'**model**' if name == MODEL else name} | {_fmt(r['median_abs_error_ms'], 2)} | {paired} "
-            f"| {_fmt(r['mean_abs_error_ms'], 2)} | {_fmt(r['median_abs_log_ratio'])} "
-            f"| {_fmt(r['failure_accuracy'])} | {_fmt(r['calibration_10_90'])} "
-            f"| {r['scored']} | {fallback} |"
-        )
     model = report["rtt"][MODEL]
     lines += [
         "",
         "Errors are over measurements whose true RTT is > 0 and that got an RTT prediction (`scored`); "
         f"the model gave no RTT (all samples failed) for {model['unscored_successes']} successful measurements "
         f"and {model['invalid_sample_share']:.2%} of its samples were NaN or infinite. "
-        f"{model['true_failures']} evaluated measurements failed. Baselines are fitted on the "
-        f"`{meta['train_split']}` split; `context_last` is the pair's latest RTT earlier in the same record "
-        "(what the model also sees), falling back to `dst_median`. The second column is the model's median "
-        "absolute error minus the predictor's on the measurements both score (negative: the model is better), "
-        "with a 95% bootstrap interval.",
+        f"{model['true_failures']} evaluated measurements failed. " + notes + " The model column is the model's "
+        "median absolute error minus the predictor's on the measurements both score (negative: the model is "
+        "better), with a 95% bootstrap interval.",
         "",
         "## Per-field negative log-likelihood",
         "",
@@ -399,44 +533,53 @@ def render_markdown(report: dict) -> str:
 
 
 def write_predictions(table: dict, path: str) -> None:
-    """One CSV row per evaluated measurement: true RTT and every predictor's value and interval."""
-    names = [k for k, v in table.items() if isinstance(v, bl.Prediction)]
-    header = ["record", "start", "src_addr", "dst_addr", "true_rtt"]
-    for name in names:
-        header += [f"{name}_rtt", f"{name}_p10", f"{name}_p90", f"{name}_fail_prob", f"{name}_level"]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for i in range(len(table["true_rtt"])):
-            row = [int(table["record"][i]), int(table["start"][i]), table["src_addr"][i], table["dst_addr"][i],
-                   repr(float(table["true_rtt"][i]))]
-            for name in names:
-                p = table[name]
-                row += [_csv(p.value[i]), _csv(p.low[i]), _csv(p.high[i]), _csv(p.fail_prob[i])]
-                row.append(bl.LEVELS[int(p.level[i])])
-            writer.writerow(row)
+    """One CSV row per evaluated measurement: true RTT and every predictor's value, interval, failure
+    probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def floats(a):
+        a = np.asarray(a, np.float64)
+        return pa.array(a, mask=~np.isfinite(a))
+
+    cols = {
+        "record": pa.array(np.asarray(table["record"], np.int64)),
+        "start": pa.array(np.asarray(table["start"], np.int64)),
+        "src_addr": pa.array(np.asarray(table["src_addr"]).tolist() if np.asarray(table["src_addr"]).dtype == object
+                             else np.asarray(table["src_addr"])),
+        "dst_addr": pa.array(np.asarray(table["dst_addr"]).tolist() if np.asarray(table["dst_addr"]).dtype == object
+                             else np.asarray(table["dst_addr"])),
+        "true_rtt": floats(table["true_rtt"]),
+    }
+    levels = np.array(bl.LEVELS, dtype=object)
+    for name, p in table.items():
+        if not isinstance(p, bl.Prediction):
+            continue
+        cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = floats(p.value), floats(p.low), floats(p.high)
+        cols[f"{name}_fail_prob"] = floats(p.fail_prob)
+        cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
+    pacsv.write_csv(pa.table(cols), path, pacsv.WriteOptions(quoting_style="none"))
 
 
-def _csv(x: float) -> str:
-    return "" if not math.isfinite(float(x)) else repr(float(x))
-
-
-def plot(table: dict, path: str, baseline: str = "dst_median") -> None:
-    """Predicted vs true RTT (log-log): the model with its 10-90% interval, and one baseline."""
+def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_points: int = 5000, seed: int = 0) -> None:
+    """Predicted vs true RTT (log-log) for two predictors (the model with its 10-90% interval), on at most
+    ``max_points`` measurements (a seeded choice: a whole split would only draw a blot, slowly)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     true = np.asarray(table["true_rtt"])
+    keep = choose(len(true), max_points, seed)
+    true = true[keep]
     seen = true[true > 0]
     # Axes span the true RTTs with a decade to spare; wilder predictions (an undertrained model samples
     # raw float64 bytes) are drawn at the edge rather than stretching the axes to 1e300.
     lim = (seen.min() / 10, seen.max() * 10) if len(seen) else (0.1, 1000.0)
     clip = lambda a: np.clip(a, *lim)  # noqa: E731
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True)
-    for ax, name in zip(axes, (MODEL, baseline)):
-        p = table[name]
+    for ax, name in zip(axes, names):
+        p = table[name].take(keep)
         ok = (true > 0) & np.isfinite(p.value) & (p.value > 0)
         value = clip(p.value[ok])
         if name == MODEL:
@@ -468,7 +611,7 @@ def write_report(report: dict, table: dict, output: str) -> list[str]:
         json.dump(report, f, indent=2, sort_keys=True)
     with open(paths[1], "w") as f:
         f.write(render_markdown(report))
-    plot(table, paths[2])
+    plot(table, paths[2], (MODEL, "dst_median") if MODEL in table else (co.MF, "dst_median"))
     write_predictions(table, paths[3])
     return paths
 
@@ -477,22 +620,81 @@ def write_report(report: dict, table: dict, output: str) -> list[str]:
 # CLI
 
 
+MODEL_ONLY = ("workdir", "step", "samples", "nll_batches", "batch_size", "max_rows")  # refused with --baselines_only
+_MODEL_DEFAULTS = {"samples": 128, "nll_batches": 0, "batch_size": 8, "max_rows": 1024}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="training workdir (its latest checkpoint is evaluated)")
+    p.add_argument("--workdir", default=None, help="training workdir (its latest checkpoint is evaluated); "
+                   "required unless --baselines_only")
+    p.add_argument("--baselines_only", action="store_true",
+                   help="score the baselines alone, without a model (no --workdir)")
     p.add_argument("--data_dir", required=True, help="pretokenized dataset (directory holding manifest.json)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--train_split", default="train", help="split the baselines are fitted on (default train)")
     p.add_argument("--output", required=True, help="report directory")
-    p.add_argument("--max_measurements", type=int, default=1000, help="measurements for RTT prediction (0: all)")
-    p.add_argument("--samples", type=int, default=128, help="RTT samples per measurement (default 128)")
+    p.add_argument("--max_measurements", type=int, default=None,
+                   help="measurements evaluated (0: all; default 1000 with a model, 0 with --baselines_only)")
+    p.add_argument("--samples", type=int, default=None, help="RTT samples per measurement (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of measurements and the sampling")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    p.add_argument("--nll_batches", type=int, default=0, help="batches for the per-field NLL (0: whole split)")
-    p.add_argument("--batch_size", type=int, default=8, help="records per NLL batch (default 8)")
-    p.add_argument("--max_rows", type=int, default=1024, help="sampled rows per decode batch (default 1024)")
+    p.add_argument("--nll_batches", type=int, default=None, help="batches for the per-field NLL (0: whole split)")
+    p.add_argument("--batch_size", type=int, default=None, help="records per NLL batch (default 8)")
+    p.add_argument("--max_rows", type=int, default=None, help="sampled rows per decode batch (default 1024)")
+    p.add_argument("--mf_rank", type=int, default=co.MF_RANK, help=f"matrix factorisation rank (default {co.MF_RANK})")
+    p.add_argument("--mf_reg", type=float, default=co.MF_REG,
+                   help=f"matrix factorisation regularisation (default {co.MF_REG})")
+    p.add_argument("--vivaldi_dims", type=int, default=co.VIVALDI_DIMS,
+                   help=f"Vivaldi coordinate dimensions, plus a height (default {co.VIVALDI_DIMS})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
+
+
+def open_dataset(root: str):
+    """Open a dataset for the baselines alone: the data contract's manifest and file checks (sizes and record
+    counts), and a tokenizer this code decodes; no model config to compare with."""
+    from beam_pipelines import dataset as contract
+    from tokenizer.vocab import PAD, TOKENIZER_NAME, TOKENIZER_VERSION
+    from trainer.data import Dataset
+
+    manifest = contract.read_manifest(root)
+    tok = manifest["tokenizer"]
+    want = {"name": TOKENIZER_NAME, "version": TOKENIZER_VERSION, "pad_id": PAD}
+    for key, value in want.items():
+        if tok.get(key) != value:
+            raise DatasetError(f"{root}: dataset tokenizer {key} is {tok.get(key)!r}; this evaluation decodes "
+                               f"{value!r} (dataset tokenizer {tok})")
+    contract.verify_dataset(root, manifest, checksums=False)
+    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"])
+
+
+def _check_args(args) -> None:
+    if args.baselines_only:
+        given = [name for name in MODEL_ONLY if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--baselines_only takes no model options (got --{', --'.join(given)})")
+        if args.max_measurements is None:
+            args.max_measurements = 0
+    else:
+        if args.workdir is None:
+            raise UsageError("--workdir is required (or --baselines_only to score the baselines without a model)")
+        for name, value in _MODEL_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        if args.max_measurements is None:
+            args.max_measurements = 1000
+        for name in ("samples", "batch_size", "max_rows"):
+            if getattr(args, name) <= 0:
+                raise UsageError(f"--{name} must be positive")
+        if args.nll_batches < 0:
+            raise UsageError("--nll_batches must be >= 0")
+    if args.max_measurements < 0:
+        raise UsageError("--max_measurements must be >= 0")
+    if args.mf_rank <= 0 or args.vivaldi_dims <= 0:
+        raise UsageError("--mf_rank and --vivaldi_dims must be positive")
+    if not (args.mf_reg > 0 and math.isfinite(args.mf_reg)):
+        raise UsageError("--mf_reg must be a positive number")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -500,32 +702,37 @@ def run(argv: list[str] | None = None) -> int:
     (``beam_pipelines.common.errors``; a failure during the evaluation raises, exit 1)."""
     args = _parser().parse_args(argv)
     from trainer import data
-    from trainer.eval import sampling
 
+    loaded = None
     try:
-        for name in ("max_measurements", "nll_batches"):
-            if getattr(args, name) < 0:
-                raise UsageError(f"--{name} must be >= 0")
-        for name in ("samples", "batch_size", "max_rows"):
-            if getattr(args, name) <= 0:
-                raise UsageError(f"--{name} must be positive")
-        loaded = sampling.load(args.workdir, args.step)
-        dataset = data.open_dataset(args.data_dir, loaded.config)
+        _check_args(args)
+        if args.baselines_only:
+            dataset = open_dataset(args.data_dir)
+        else:
+            from trainer.eval import sampling
+
+            loaded = sampling.load(args.workdir, args.step)
+            dataset = data.open_dataset(args.data_dir, loaded.config)
         for split in (args.split, args.train_split):
             dataset.num_records(split)  # raises DatasetError naming the splits there are
     except (UsageError, InputError) as err:  # CheckpointError and DatasetError are InputErrors
         return errors.report(err)
-    if loaded.fingerprint and loaded.fingerprint != dataset.fingerprint:
-        print(f"warning: the model was trained on dataset {loaded.fingerprint[:12]}, evaluating on "
-              f"{dataset.fingerprint[:12]}", file=sys.stderr)
-    report, table = evaluate(
-        loaded, dataset, args.split, train_split=args.train_split, max_measurements=args.max_measurements,
-        samples=args.samples, seed=args.seed, nll_batches=args.nll_batches, batch_size=args.batch_size,
-        max_rows=args.max_rows, progress=args.progress,
-    )
-    report["meta"]["workdir"] = os.path.abspath(args.workdir)  # for the record only
+    fitting = {"mf_rank": args.mf_rank, "mf_reg": args.mf_reg, "vivaldi_dims": args.vivaldi_dims}
+    if loaded is None:
+        report, table = evaluate_baselines(dataset, args.split, train_split=args.train_split,
+                                           max_measurements=args.max_measurements, seed=args.seed, **fitting)
+    else:
+        if loaded.fingerprint and loaded.fingerprint != dataset.fingerprint:
+            print(f"warning: the model was trained on dataset {loaded.fingerprint[:12]}, evaluating on "
+                  f"{dataset.fingerprint[:12]}", file=sys.stderr)
+        report, table = evaluate(
+            loaded, dataset, args.split, train_split=args.train_split, max_measurements=args.max_measurements,
+            samples=args.samples, seed=args.seed, nll_batches=args.nll_batches, batch_size=args.batch_size,
+            max_rows=args.max_rows, progress=args.progress, **fitting,
+        )
+        report["meta"]["workdir"] = os.path.abspath(args.workdir)  # for the record only
     paths = write_report(report, table, args.output)
-    print(render_markdown(report).split("## Per-field")[0].strip())
+    print(render_markdown(report).split("## Per-field")[0].split("![")[0].strip())
     print(f"wrote {', '.join(paths)}")
     return 0
 

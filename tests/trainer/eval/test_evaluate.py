@@ -14,6 +14,7 @@ from tokenizer import decode_measurement, encode_measurement, split_measurements
 from tokenizer.vocab import PAD, RTT_START
 from trainer.eval import baselines as bl
 from trainer import data
+from trainer.eval import columns
 from trainer.eval import evaluate
 from trainer.eval import sampling
 from tests.trainer.helpers import make_config
@@ -88,11 +89,19 @@ def test_context_last_uses_only_earlier_measurements_of_the_same_pair():
     records[0, :45] = encode_measurement(_row("10.0.0.1", "1.1.1.1", 5.0, 9))  # another record: never context
     spans = evaluate.measurement_spans(records)
     assert len(spans) == 8 and spans.record.tolist() == [0] + [1] * 7
-    values, failed = evaluate.context_last_values(records, spans, np.array([5, 6, 7, 1]))
+    cols = columns.decode_block(records, columns.Addresses())
+    ctx = bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt)
+    chosen = [5, 6, 7, 1]
+    values, failed = ctx.last[chosen], ctx.last_failed[chosen]
     assert values[0] == 12.0 and failed[0] == 1.0
     assert np.isnan(values[1]) and failed[1] == 0.0
     assert values[2] == 50.0 and failed[2] == 0.0
     assert np.isnan(values[3])  # the record's first measurement has no context
+    # The means over the pair's earlier successes: 11 and 12 (the failure is skipped).
+    assert ctx.mean_last3[5] == 11.5
+    a = bl.EWMA_ALPHA
+    assert ctx.ewma[5] == pytest.approx(a * 12.0 + (1 - a) * 11.0)
+    assert ctx.ewma[7] == 50.0 and np.isnan(ctx.ewma[6])
 
 
 def test_choice_of_measurements_is_deterministic():
@@ -116,7 +125,7 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
     metric_keys = {"median_abs_error_ms", "median_abs_log_ratio", "failure_accuracy", "calibration_10_90",
                    "mean_abs_error_ms", "scored", "measurements"}
     assert metric_keys <= set(report["rtt"]["model"])
-    assert set(report["rtt"]["baselines"]) == {*bl.NAMES, evaluate.CONTEXT_LAST}
+    assert set(report["rtt"]["baselines"]) == set(evaluate.ALL_BASELINES)
     assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
     assert {"median_abs_error_diff_ms", "ci95", "a_better_share"} <= set(report["rtt"]["model"]["vs"]["global_median"])
     for name, figures in report["rtt"]["baselines"].items():
@@ -186,3 +195,67 @@ def test_rtt_tokens_decode_as_big_endian_float64():
     tokens = np.array([[10 + b for b in struct.pack(">d", v)] for v in values])
     assert evaluate.rtt_from_tokens(tokens).tolist() == values
     assert evaluate.rtt_from_tokens(tokens.reshape(2, 2, 8)).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = evaluate.run(["--baselines_only", "--data_dir", str(eval_dataset), "--split", "test", "--output", str(out),
+                       "--max_measurements", "0"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((eval_dataset / "manifest.json").read_text())
+    n = manifest["splits"]["test"]["measurements"]
+    assert report["meta"]["evaluated_measurements"] == report["meta"]["split_measurements"] == n
+    assert "model" not in report["rtt"] and "nll" not in report
+    assert set(report["rtt"]["baselines"]) == set(evaluate.ALL_BASELINES)
+    for name, figures in report["rtt"]["baselines"].items():
+        assert figures["measurements"] == n, name
+    # --split_by src: every test source is unseen, so the pair baselines fall back for every measurement and
+    # the coordinate ones only where the record holds no earlier measurement of the source.
+    assert report["meta"]["unseen_source_share"] == 1.0
+    assert report["rtt"]["baselines"]["pair_median"]["fallback"]["dst_median"] == 1.0
+    mf = report["rtt"]["baselines"]["matrix_factorization"]["fallback"]["dst_median"]
+    assert 0 < mf < 0.5
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n
+    # The per-row decode gives the same true RTTs and addresses, in file order.
+    dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
+    decoded = [decode_measurement(m) for r in evaluate.read_records(dataset, "test") for m in split_measurements(r)]
+    assert [float(r["true_rtt"]) for r in rows] == [d["rtt"] for d in decoded]
+    assert [r["src_addr"] for r in rows[:50]] == [d["src_addr"] for d in decoded[:50]]
+    # A measurement is placed by the factorisation iff its record holds an earlier successful measurement of it
+    # source to a train destination: the first measurement of every record falls back.
+    firsts = [r for r in rows if r["start"] == "0"]
+    assert firsts and all(r["matrix_factorization_level"] == "dst_median" for r in firsts)
+    assert "| vivaldi |" in capsys.readouterr().out and "| vivaldi |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--baselines_only", "--workdir", "{empty}"], "--baselines_only takes no model options (got --workdir)"),
+        (["--baselines_only", "--samples", "4", "--step", "2"], "(got --step, --samples)"),
+        (["--baselines_only", "--split", "nope"], "no split 'nope'"),
+        (["--baselines_only", "--train_split", "nope"], "no split 'nope'"),
+        (["--baselines_only", "--max_measurements", "-1"], "--max_measurements must be >= 0"),
+        (["--baselines_only", "--mf_rank", "0"], "--mf_rank"),
+        (["--baselines_only", "--mf_reg", "0"], "--mf_reg"),
+        ([], "--workdir is required"),
+    ],
+)
+def test_baselines_only_bad_input_is_one_clear_error(args, message, eval_dataset, tmp_path, capsys):
+    argv = ["--data_dir", str(eval_dataset), "--output", str(tmp_path / "r")] + [a.format(empty=str(tmp_path)) for a in args]
+    rc = evaluate.run(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_baselines_only_without_a_dataset_exits_2(tmp_path, capsys):
+    rc = evaluate.run(["--baselines_only", "--data_dir", str(tmp_path), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "no manifest.json" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()

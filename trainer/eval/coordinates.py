@@ -1,0 +1,288 @@
+"""The field's latency predictors: biased matrix factorisation of log RTT and Vivaldi coordinates.
+
+Both are fitted on the train split and answer from a model of every address:
+
+* ``matrix_factorization``: ``log rtt(s, d) ~ mu + b_s + c_d + u_s . v_d`` (rank ``k``), fitted by
+  **alternating least squares** (ALS) on the train measurements: with the destinations fixed, every
+  source's ``(u_s, b_s)`` is one ridge regression, solved for all sources at once as a batch of
+  ``(k+1) x (k+1)`` systems; then the same for the destinations. Deterministic (seeded start, exact
+  solves) and free of step sizes, which is why ALS rather than DMFSGD's stochastic gradient steps; the
+  objective is the same (squared error of log RTT plus an L2 penalty). The penalty is ``reg`` times the
+  number of measurements behind each row (ALS-WR), so a source seen once is pulled to the mean as
+  strongly relative to its data as one seen a thousand times.
+* ``vivaldi``: every address gets a Euclidean coordinate plus a height (Dabek et al., SIGCOMM 2004);
+  ``rtt(a, b) ~ |x_a - x_b| + h_a + h_b``. Fitted by rounds of Vivaldi's spring update applied to all
+  train pairs at once: each pair pulls or pushes its two ends along their difference by the prediction
+  error, each node moves by the mean of its forces times a step that shrinks over the rounds (a
+  deterministic, batched form of the per-sample update; heights move by the same error and stay >= 0).
+
+**Unseen sources** (``--split_by src``: no test source is in train) are placed from their earlier
+measurements in the same record, the information the model has: a ridge least-squares fold-in of
+``(u, b)`` with the destinations' factors fixed, and Vivaldi updates of a new coordinate against the
+destinations' fixed ones. A measurement whose source is unseen and has no earlier successful
+measurement in the record to a train destination, or whose destination is not in train, falls back to
+the destination median (and that to the global median); the report counts those fallbacks.
+
+Fitting works on per-pair aggregates (mean log RTT and count for the factorisation, median RTT for
+Vivaldi), so its cost grows with the number of distinct pairs, not with the measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from trainer.eval.baselines import Prediction, group_quantiles, _fill, _find, _keys
+
+MF = "matrix_factorization"
+VIVALDI = "vivaldi"
+MF_FLOOR_MS = 0.1  # RTTs below this are raised to it before the log (sub-0.1 ms pings are loopback noise)
+MF_RANK = 8  # chosen on the validation split (docs/evaluation.md)
+MF_REG = 1.0
+MF_ITERS = 12
+VIVALDI_DIMS = 4
+VIVALDI_ROUNDS = 200
+FOLD_ROUNDS = 60  # Vivaldi updates of a folded-in source
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Earlier measurements of the same source in the same record
+
+
+def source_context(record, src, ok) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(target, earlier)`` of row indices (file order): ``earlier`` is a measurement of the same
+    source, before ``target`` in the same record, with ``ok`` true (a usable RTT). Vectorized by lag:
+    the rows sorted by (record, source, position) put a source's measurements of a record together, so
+    the ``d``-th earlier one is ``d`` sorted rows back, for ``d`` up to the longest group."""
+    n = len(ok)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((np.arange(n), _keys(src), np.asarray(record)))
+    s_rec, s_src = np.asarray(record)[order], _keys(src)[order]
+    new = np.ones(n, bool)
+    new[1:] = (s_rec[1:] != s_rec[:-1]) | (s_src[1:] != s_src[:-1])
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    rank = np.arange(n) - start  # position within the group
+    targets, earlier = [], []
+    for d in range(1, int(rank.max()) + 1):
+        p = np.flatnonzero(rank >= d)
+        q = p - d
+        keep = np.asarray(ok)[order[q]]
+        targets.append(order[p[keep]])
+        earlier.append(order[q[keep]])
+    if not targets:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(targets).astype(np.int64), np.concatenate(earlier).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Matrix factorisation
+
+
+@dataclasses.dataclass(frozen=True)
+class Factorization:
+    """A fitted biased factorisation of log RTT (see the module docstring)."""
+
+    mu: float
+    src_keys: np.ndarray  # sorted distinct train sources
+    dst_keys: np.ndarray  # sorted distinct train destinations
+    u: np.ndarray  # (sources, rank)
+    b: np.ndarray  # (sources,)
+    v: np.ndarray  # (destinations, rank)
+    c: np.ndarray  # (destinations,)
+    reg: float
+
+
+def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray, w: np.ndarray, reg: float):
+    """For every group g: argmin_x sum_i w_i (t_i - z_i . x)^2 + reg * W_g |x|^2 over the group's rows
+    (W_g the group's total weight), as one batch of small solves. Normal matrices are summed per group with
+    bincount, one entry of the upper triangle at a time, so memory stays at a few (n,) arrays."""
+    k1 = z.shape[1]
+    a = np.zeros((groups, k1, k1))
+    for i in range(k1):
+        for j in range(i, k1):
+            a[:, i, j] = a[:, j, i] = np.bincount(group, weights=w * z[:, i] * z[:, j], minlength=groups)
+    rhs = np.stack([np.bincount(group, weights=w * z[:, i] * t, minlength=groups) for i in range(k1)], axis=1)
+    total = np.bincount(group, weights=w, minlength=groups)
+    a += (reg * np.maximum(total, 1e-9))[:, None, None] * np.eye(k1)
+    return np.linalg.solve(a, rhs[..., None])[..., 0]  # (groups, k1)
+
+
+def _pair_aggregates(src, dst, rtt):
+    """Distinct (src row, dst row) pairs of the successful measurements: mean log RTT and count."""
+    ok = rtt > 0
+    src_keys, si = np.unique(_keys(src)[ok], return_inverse=True)
+    dst_keys, di = np.unique(_keys(dst)[ok], return_inverse=True)
+    si, di = si.reshape(-1).astype(np.int64), di.reshape(-1).astype(np.int64)
+    code = si * max(len(dst_keys), 1) + di
+    pairs, pi = np.unique(code, return_inverse=True)
+    pi = pi.reshape(-1)
+    count = np.bincount(pi, minlength=len(pairs)).astype(np.float64)
+    return src_keys, dst_keys, pairs // max(len(dst_keys), 1), pairs % max(len(dst_keys), 1), pi, count, ok
+
+
+def fit_factorization(src, dst, rtt, *, rank: int = MF_RANK, reg: float = MF_REG, iters: int = MF_ITERS,
+                      seed: int = 0) -> Factorization:
+    """Fit :class:`Factorization` by ALS on the successful train measurements (count-weighted pair means)."""
+    rtt = np.asarray(rtt, np.float64)
+    src_keys, dst_keys, ps, pd, pi, count, ok = _pair_aggregates(src, dst, rtt)
+    y_all = np.log(np.maximum(rtt[ok], MF_FLOOR_MS))
+    y = np.bincount(pi, weights=y_all, minlength=len(count)) / np.maximum(count, 1)  # (pairs,) mean log RTT
+    mu = float(np.sum(y * count) / max(count.sum(), 1))
+    ns, nd = len(src_keys), len(dst_keys)
+    rng = np.random.default_rng(seed)
+    u, b = np.zeros((ns, rank)), np.zeros(ns)
+    v, c = rng.normal(0.0, 0.1, (nd, rank)), np.zeros(nd)
+    ones = np.ones((len(y), 1))
+    for _ in range(iters):
+        x = _ridge_by_group(ps, ns, np.hstack([v[pd], ones]), y - mu - c[pd], count, reg)  # (ns, rank+1)
+        u, b = x[:, :rank], x[:, rank]
+        x = _ridge_by_group(pd, nd, np.hstack([u[ps], ones]), y - mu - b[ps], count, reg)
+        v, c = x[:, :rank], x[:, rank]
+    return Factorization(mu, src_keys, dst_keys, u, b, v, c, reg)
+
+
+def predict_factorization(model: Factorization, record, src, dst, rtt, fallback: Prediction) -> Prediction:
+    """Predictions for measurements of whole records ((n,) each, file order): a train source answers from
+    its factors; an unseen one from a fold-in on its earlier measurements in the record; else ``fallback``
+    (the destination median) answers, one level coarser (``dst_median``), or at its own level beyond."""
+    rtt = np.asarray(rtt, np.float64)
+    n = len(rtt)
+    s_row, d_row = _find(model.src_keys, _keys(src)), _find(model.dst_keys, _keys(dst))
+    rank = model.u.shape[1]
+    u, b = np.zeros((n, rank)), np.zeros(n)
+    known = s_row >= 0
+    u[known], b[known] = model.u[s_row[known]], model.b[s_row[known]]
+    folded = np.zeros(n, bool)
+    # Fold-in: unseen sources from their earlier successful measurements to train destinations.
+    usable = (rtt > 0) & (d_row >= 0)
+    targets, earlier = source_context(record, src, usable)
+    pick = ~known[targets]
+    targets, earlier = targets[pick], earlier[pick]
+    if len(targets):
+        group_rows, group = np.unique(targets, return_inverse=True)
+        group = group.reshape(-1)
+        d = d_row[earlier]
+        z = np.hstack([model.v[d], np.ones((len(d), 1))])
+        t = np.log(np.maximum(rtt[earlier], MF_FLOOR_MS)) - model.mu - model.c[d]
+        x = _ridge_by_group(group, len(group_rows), z, t, np.ones(len(d)), model.reg)
+        u[group_rows], b[group_rows] = x[:, :rank], x[:, rank]
+        folded[group_rows] = True
+    answers = (known | folded) & (d_row >= 0)
+    dr = np.maximum(d_row, 0)
+    log_pred = model.mu + b + model.c[dr] + np.einsum("nk,nk->n", u, model.v[dr]) if len(model.c) else np.zeros(n)
+    value = np.where(answers, np.exp(log_pred), np.nan)
+    return _point_with_fallback(value, answers, fallback)
+
+
+def _point_with_fallback(value, answers, fallback: Prediction) -> Prediction:
+    """A point prediction where ``answers`` (failure probability from ``fallback``, no interval), else
+    ``fallback`` one level coarser: the destination median answering is a fallback here."""
+    n = len(value)
+    nan = np.full(n, np.nan)
+    own = Prediction(value, nan, nan, fallback.fail_prob, np.zeros(n, np.int64))
+    shifted = dataclasses.replace(fallback, level=np.minimum(fallback.level + 1, 2))
+    out = _fill(own, answers, shifted, 0)
+    return dataclasses.replace(out, low=nan, high=nan.copy())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Vivaldi
+
+
+@dataclasses.dataclass(frozen=True)
+class Vivaldi:
+    """Fitted Vivaldi coordinates (see the module docstring)."""
+
+    keys: np.ndarray  # sorted distinct train addresses (sources and destinations share one space)
+    x: np.ndarray  # (addresses, dims)
+    h: np.ndarray  # (addresses,) heights >= 0
+    start_x: np.ndarray  # (dims,) where a folded-in source starts: the mean train source coordinate
+    start_h: float  # and height: the median train source height
+
+
+def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
+    """``rounds`` batched Vivaldi updates of the nodes in ``movable`` over the pairs (i, j, r, w)."""
+    rng = np.random.default_rng(seed)
+    nodes = len(x)
+    deg = np.bincount(i, weights=w, minlength=nodes) + np.bincount(j, weights=w, minlength=nodes)
+    deg = np.maximum(deg, 1e-12)
+    for t in range(rounds):
+        step = step_hi + (step_lo - step_hi) * t / max(rounds - 1, 1)
+        diff = x[i] - x[j]  # (pairs, dims)
+        dist = np.sqrt(np.einsum("pd,pd->p", diff, diff))
+        zero = dist < 1e-9
+        if zero.any():  # coincident ends: push apart in a random (seeded) direction, as Vivaldi does
+            diff[zero] = rng.normal(size=(int(zero.sum()), x.shape[1]))
+            dist[zero] = np.sqrt(np.einsum("pd,pd->p", diff[zero], diff[zero]))
+        err = r - (dist + h[i] + h[j])  # > 0: too close, push apart
+        force = (w * err / dist)[:, None] * diff  # (pairs, dims) on i; the opposite on j
+        fx = np.stack([np.bincount(i, weights=force[:, k], minlength=nodes)
+                       - np.bincount(j, weights=force[:, k], minlength=nodes) for k in range(x.shape[1])], axis=1)
+        fh = np.bincount(i, weights=w * err, minlength=nodes) + np.bincount(j, weights=w * err, minlength=nodes)
+        x = np.where(movable[:, None], x + step * fx / deg[:, None], x)
+        h = np.where(movable, np.maximum(h + step * fh / deg, 0.0), h)
+    return x, h
+
+
+def fit_vivaldi(src, dst, rtt, *, dims: int = VIVALDI_DIMS, rounds: int = VIVALDI_ROUNDS, seed: int = 0) -> Vivaldi:
+    """Fit :class:`Vivaldi` on the successful train measurements (one spring per pair at its median RTT)."""
+    rtt = np.asarray(rtt, np.float64)
+    ok = rtt > 0
+    src_k, dst_k = _keys(src)[ok], _keys(dst)[ok]
+    keys, inv = np.unique(np.concatenate([src_k, dst_k]), return_inverse=True)
+    inv = inv.reshape(-1)
+    si, di = inv[: len(src_k)], inv[len(src_k):]
+    code = si.astype(np.int64) * max(len(keys), 1) + di
+    pairs, pi = np.unique(code, return_inverse=True)
+    (median,) = group_quantiles(pi.reshape(-1), rtt[ok], len(pairs), qs=(0.5,))
+    i, j = pairs // max(len(keys), 1), pairs % max(len(keys), 1)
+    rng = np.random.default_rng(seed)
+    scale = float(np.median(median)) if len(median) else 1.0
+    x = rng.normal(0.0, scale / 4, (len(keys), dims))
+    h = np.zeros(len(keys))
+    x, h = _vivaldi_rounds(x, h, i, j, median, np.ones(len(pairs)), rounds, 0.5, 0.05,
+                           np.ones(len(keys), bool), seed + 1)
+    sources = np.unique(si)
+    start_x = x[sources].mean(axis=0) if len(sources) else np.zeros(dims)
+    start_h = float(np.median(h[sources])) if len(sources) else 0.0
+    return Vivaldi(keys, x, h, start_x, start_h)
+
+
+def predict_vivaldi(model: Vivaldi, record, src, dst, rtt, fallback: Prediction, *,
+                    rounds: int = FOLD_ROUNDS) -> Prediction:
+    """Like :func:`predict_factorization`: a train address answers from its coordinate; an unseen source
+    is placed by Vivaldi updates against its earlier measurements' (fixed) destinations in the record."""
+    rtt = np.asarray(rtt, np.float64)
+    n = len(rtt)
+    s_row, d_row = _find(model.keys, _keys(src)), _find(model.keys, _keys(dst))
+    dims = model.x.shape[1]
+    xs, hs = np.zeros((n, dims)), np.zeros(n)
+    known = s_row >= 0
+    xs[known], hs[known] = model.x[s_row[known]], model.h[s_row[known]]
+    folded = np.zeros(n, bool)
+    usable = (rtt > 0) & (d_row >= 0)
+    targets, earlier = source_context(record, src, usable)
+    pick = ~known[targets]
+    targets, earlier = targets[pick], earlier[pick]
+    if len(targets):
+        group_rows, group = np.unique(targets, return_inverse=True)
+        g = len(group_rows)
+        # One movable node per folded-in measurement, after the fixed train nodes.
+        x = np.vstack([model.x, np.tile(model.start_x, (g, 1))])
+        h = np.concatenate([model.h, np.full(g, model.start_h)])
+        movable = np.zeros(len(x), bool)
+        movable[len(model.x):] = True
+        i = len(model.x) + group.reshape(-1)
+        j = d_row[earlier]
+        x, h = _vivaldi_rounds(x, h, i, j, rtt[earlier], np.ones(len(i)), rounds, 0.5, 0.05, movable, 7)
+        xs[group_rows], hs[group_rows] = x[len(model.x):], h[len(model.x):]
+        folded[group_rows] = True
+    answers = (known | folded) & (d_row >= 0)
+    dr = np.maximum(d_row, 0)
+    if len(model.x):
+        value = np.sqrt(((xs - model.x[dr]) ** 2).sum(axis=1)) + hs + model.h[dr]
+    else:
+        value = np.zeros(n)
+    return _point_with_fallback(np.where(answers, value, np.nan), answers, fallback)
