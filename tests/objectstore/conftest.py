@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import socket
+import urllib.request
 
 import pytest
 
@@ -61,6 +62,29 @@ class S3:
 
     def put_file(self, bucket: str, key: str, path) -> None:
         self.client.upload_file(str(path), bucket, key)
+
+    def user_keys(self, name: str, policy: dict | None = None) -> tuple[str, str]:
+        """An IAM user (with ``policy`` inline, if any) and its access key, on the same server."""
+        iam = boto3.session.Session().client(
+            "iam", endpoint_url=self.endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name=REGION
+        )
+        iam.create_user(UserName=name)
+        if policy is not None:
+            import json
+
+            iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def enforce_iam(self, on: bool) -> None:
+        """moto checks every request against IAM from now on (``on``), or lets everything through again."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=b"0" if on else b"inf",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request).read()
 
 
 def _free_port() -> int:

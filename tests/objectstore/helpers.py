@@ -18,7 +18,8 @@ def make_raw(folder, rows: int = 6000, shards: int = 2) -> list[str]:
     table = synth.generate(rows, seed=11)
     src = table.column("src_addr").to_pylist()
     for i in BAD_ROWS:
-        src[i] = "not-an-address"
+        if i < rows:
+            src[i] = "not-an-address"
     table = table.set_column(table.schema.get_field_index("src_addr"), "src_addr", pa.array(src, pa.string()))
     return sorted(write_shards(table, str(folder), shards=shards, row_group_size=1000))
 
