@@ -64,6 +64,7 @@ class Config:
     augment: bool = True  # permute field blocks afresh on every read (deterministic in seed and read index)
     verify_checksums: bool = True  # sha256 every data file against the manifest at start, once per dataset and host
     checksum_cache: bool = True  # remember a passed sha256 check (~/.cache/ping-llm); false: check on every start
+    cache_dir: str = ""  # where an s3:// or gs:// data_dir is copied (verified) before use; "": ~/.cache/ping-llm
     num_workers: int = -1  # Grain prefetch processes; -1: one per usable core (at most 16); 0: threads only
     num_threads: int = 4  # Grain prefetch threads (in the training process, or in each worker process)
     prefetch_buffer: int = 8  # batches Grain keeps ready ahead of the trainer

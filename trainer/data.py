@@ -39,7 +39,7 @@ from beam_pipelines.common.errors import RunError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
 from tokenizer.order import MASK64, splitmix64
-from trainer import augment
+from trainer import augment, staging
 from trainer.config import Config
 
 
@@ -83,6 +83,7 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     read per file); the sha256 of every file once per dataset and host (:class:`ChecksumCache`, unless
     ``checksum_cache`` is off), so it can be on by default.
     """
+    root = staging.local_data_dir(root, config)  # an s3:// or gs:// data_dir: a verified local copy
     manifest = contract.read_manifest(root)
     tok = manifest["tokenizer"]
     expected = {

@@ -44,7 +44,7 @@ TENSORBOARD_DIR = "tensorboard"
 _RESUME_FREE_KEYS = {
     "workdir", "stop_at", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "async_checkpointing",
     "allow_fingerprint_change", "num_workers", "num_threads", "prefetch_buffer", "verify_checksums", "data_dir",
-    "checksum_cache",
+    "checksum_cache", "cache_dir",
     "eval_every", "eval_batches", "eval_batch_size",
 }
 

@@ -1,0 +1,27 @@
+"""A ``data_dir`` in an object store (``s3://``, ``gs://``): staged into a local cache before training.
+
+The trainer reads records by index with ArrayRecord's reader, which reads local files; so
+:func:`local_data_dir` copies a remote dataset once into ``cache_dir`` (the config key; default
+``$PING_LLM_CACHE_DIR``, else ``~/.cache/ping-llm``), under ``datasets/<fingerprint>/``, checking every
+file's size and sha256 against the manifest as it arrives and writing the manifest last. The next run
+with the same dataset finds that copy and downloads nothing; a new version of the dataset (another
+fingerprint) gets a folder of its own. Reading goes through Beam's ``FileSystems`` (for S3, the boto3
+client inside Beam's S3 filesystem), configured by the standard environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ...; application-default credentials for GCS). ``workdir`` stays local.
+
+``trainer.data.open_dataset`` calls this first, so train, evaluate and predict all accept a remote
+``data_dir``. A local ``data_dir`` is used where it is, as before. The work is in
+:mod:`beam_pipelines.dataset.staging` (shared with ``stats --dataset``).
+"""
+
+from __future__ import annotations
+
+from beam_pipelines.dataset.staging import default_cache_dir, stage_dataset
+
+
+def local_data_dir(root: str, config) -> str:
+    """``root`` itself when local; else the verified local copy of the remote dataset (made if needed)."""
+    return stage_dataset(root, getattr(config, "cache_dir", "") or None)
+
+
+__all__ = ["default_cache_dir", "local_data_dir"]
