@@ -157,15 +157,31 @@ def _integral(col: pa.Array, null_reason, non_integral_reason, range_reason, hi,
     return np.where(big, 0, vals).astype(np.int64)
 
 
+_NOT_A_ROLE = np.uint16(0xFFFF)  # marks a byte position in a header template (above every token id)
+
+
 @functools.lru_cache(maxsize=2)
-def _block_positions(ip_version: int) -> np.ndarray:
-    """(5040, 7) uint8: for each order, where each canonical block starts within the measurement."""
+def _layout(ip_version: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the blocks go in each of the 5040 orders of one address family.
+
+    Returns ``positions``, (5040, 7) uint8: where each canonical block starts within the measurement,
+    and ``headers``, (5040,) opaque ``V(2 * length)``: each order's measurement with MeasurementStart,
+    the role and family tokens in place and :data:`_NOT_A_ROLE` at every byte position.
+    """
     lengths = np.array(block_lengths(ip_version), dtype=np.intp)
     written = lengths[PERMUTATIONS]  # (5040, 7): lengths of the blocks in the order they are written
     starts = 1 + np.cumsum(written, axis=1) - written  # after MeasurementStart
     positions = np.empty_like(starts)
     np.put_along_axis(positions, PERMUTATIONS.astype(np.intp), starts, axis=1)
-    return positions.astype(np.uint8)  # < 69: a narrow table keeps the per-row copy small
+    headers = np.full((len(PERMUTATIONS), measurement_length(ip_version)), _NOT_A_ROLE, dtype=np.uint16)
+    headers[:, 0] = MEASUREMENT_START
+    rows = np.arange(len(PERMUTATIONS))
+    for block in range(len(lengths)):
+        headers[rows, positions[:, block]] = BLOCK_ROLE[block]
+        if block < 2:  # the address blocks: the family token follows the role
+            headers[rows, positions[:, block] + 1] = IPV4_START if ip_version == 4 else IPV6_START
+    # < 69 fits a byte: a narrow table keeps the per-row copy small
+    return positions.astype(np.uint8), _as_blocks(headers.view(np.uint8))
 
 
 def _spans(buffer: np.ndarray, width: int) -> np.ndarray:
@@ -178,7 +194,7 @@ def _spans(buffer: np.ndarray, width: int) -> np.ndarray:
     """
     window = np.lib.stride_tricks.as_strided(
         buffer, shape=(len(buffer) - width + 1, width), strides=(1, 1), writeable=True
-    )
+    )  # every start, byte-aligned: callers pass byte offsets (2 * token offset for a uint16 buffer)
     return _as_blocks(window)
 
 
@@ -295,13 +311,16 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
     lengths = np.where(acc_ver == 4, measurement_length(4), measurement_length(6))
     offsets = np.zeros(len(accepted) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    # Two passes, so every token is converted once, contiguously: the payload bytes of every block go
-    # into a byte buffer at their final positions, the buffer becomes byte tokens (+BYTE_OFFSET), then
-    # the role, family and MeasurementStart tokens are written over the positions left for them.
+    # No per-token index arrays: the payload bytes of each block are copied, one opaque value per row,
+    # to their final positions in a byte buffer, and each row's header template (its order's role and
+    # family tokens, _NOT_A_ROLE elsewhere) likewise into a token buffer; then one contiguous pass makes
+    # the bytes byte tokens (+BYTE_OFFSET) and another keeps the header's token where it has one (the
+    # smaller of the two: a role id is below every byte token).
     raw = np.empty(int(offsets[-1]), dtype=np.uint8)
-    placed = []  # (family, starts, block positions) of each chunk, for the second pass
+    header = np.empty(int(offsets[-1]), dtype=np.uint16)
     word_hi, word_lo = np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
     for family in (4, 6):
+        block_positions, headers = _layout(family)
         address = _as_blocks(packed[:, : 4 if family == 4 else 16])  # one opaque value per distinct address
         pos = np.flatnonzero(acc_ver == family)  # positions among accepted rows
         for lo in range(0, len(pos), _CHUNK_ROWS):
@@ -320,7 +339,8 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
                 word_lo[dst],
                 (row_size | row_errors << 16 | family << 24).astype(np.uint64),
             ]
-            positions = _block_positions(family)[order_index_np(hash_words)]  # (rows, 7)
+            order = order_index_np(hash_words)
+            positions = block_positions[order]  # (rows, 7)
             payloads = (  # in canonical block order; the byte formats are tokenizer.fields'
                 address[src],
                 address[dst],
@@ -331,17 +351,11 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
                 _as_blocks(fields.MSM_ID.to_bytes(row_msm)),
             )
             for block, payload in enumerate(payloads):
-                header = 2 if block < 2 else 1  # role (+ family) tokens before the bytes
-                _spans(raw, payload.dtype.itemsize)[starts + positions[:, block] + header] = payload
-            placed.append((family, starts, positions))
+                skip = 2 if block < 2 else 1  # the role (and family) tokens before the bytes
+                _spans(raw, payload.dtype.itemsize)[starts + positions[:, block] + skip] = payload
+            _spans(header.view(np.uint8), headers.dtype.itemsize)[2 * starts] = headers[order]
     tokens = np.add(raw, BYTE_OFFSET, dtype=np.uint16)
-    for family, starts, positions in placed:
-        tokens[starts] = MEASUREMENT_START
-        for block in range(len(BLOCK_ROLE)):
-            at = starts + positions[:, block]
-            tokens[at] = BLOCK_ROLE[block]
-            if block < 2:
-                tokens[at + 1] = IPV4_START if family == 4 else IPV6_START
+    np.minimum(tokens, header, out=tokens)
 
     return EncodedTable(
         tokens=tokens,
