@@ -106,4 +106,6 @@ def _cache() -> _ParsedAddresses:
     if cache is None:
         cache = _LOCAL.cache = _ParsedAddresses()
     return cache
+
+
 _STATUS = {"null": 0, "empty": -1, "malformed": -2}

@@ -19,6 +19,7 @@ from tokenizer import fields
 from tokenizer.addresses import parse_unique
 from tokenizer.errors import REASON_CODE, REASONS, REQUIRED_COLUMNS, SchemaError
 from tokenizer.order import order_index_np
+from tokenizer.spans import as_blocks, spans
 from tokenizer.vocab import (
     BLOCK_ROLE,
     BYTE_OFFSET,
@@ -181,21 +182,7 @@ def _layout(ip_version: int) -> tuple[np.ndarray, np.ndarray]:
         if block < 2:  # the address blocks: the family token follows the role
             headers[rows, positions[:, block] + 1] = IPV4_START if ip_version == 4 else IPV6_START
     # < 69 fits a byte: a narrow table keeps the per-row copy small
-    return positions.astype(np.uint8), _as_blocks(headers.view(np.uint8))
-
-
-def _spans(buffer: np.ndarray, width: int) -> np.ndarray:
-    """Every run of ``width`` consecutive bytes of the 1-D uint8 ``buffer``, as one opaque value each.
-
-    ``_spans(buf, w)[i]`` is ``buf[i:i + w]`` as a ``V(w)`` scalar (overlapping views of one buffer), so
-    one fancy assignment writes a whole block per row (a memcpy per row) instead of one index per
-    byte: numpy has no per-row variable-offset slice assignment, and a per-byte index array costs
-    several times more.
-    """
-    window = np.lib.stride_tricks.as_strided(
-        buffer, shape=(len(buffer) - width + 1, width), strides=(1, 1), writeable=True
-    )  # every start, byte-aligned: callers pass byte offsets (2 * token offset for a uint16 buffer)
-    return _as_blocks(window)
+    return positions.astype(np.uint8), as_blocks(headers.view(np.uint8))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +308,7 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
     word_hi, word_lo = np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
     for family in (4, 6):
         block_positions, headers = _layout(family)
-        address = _as_blocks(packed[:, : 4 if family == 4 else 16])  # one opaque value per distinct address
+        address = as_blocks(packed[:, : 4 if family == 4 else 16])  # one opaque value per distinct address
         pos = np.flatnonzero(acc_ver == family)  # positions among accepted rows
         for lo in range(0, len(pos), _CHUNK_ROWS):
             p = pos[lo : lo + _CHUNK_ROWS]
@@ -344,16 +331,16 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
             payloads = (  # in canonical block order; the byte formats are tokenizer.fields'
                 address[src],
                 address[dst],
-                _as_blocks(fields.RTT.to_bytes(row_rtt)),
-                _as_blocks(fields.SIZE.to_bytes(row_size)),
-                _as_blocks(fields.ERRORS.to_bytes(row_errors)),
-                _as_blocks(fields.TIMESTAMP.to_bytes(row_ts)),
-                _as_blocks(fields.MSM_ID.to_bytes(row_msm)),
+                as_blocks(fields.RTT.to_bytes(row_rtt)),
+                as_blocks(fields.SIZE.to_bytes(row_size)),
+                as_blocks(fields.ERRORS.to_bytes(row_errors)),
+                as_blocks(fields.TIMESTAMP.to_bytes(row_ts)),
+                as_blocks(fields.MSM_ID.to_bytes(row_msm)),
             )
             for block, payload in enumerate(payloads):
                 skip = 2 if block < 2 else 1  # the role (and family) tokens before the bytes
-                _spans(raw, payload.dtype.itemsize)[starts + positions[:, block] + skip] = payload
-            _spans(header.view(np.uint8), headers.dtype.itemsize)[2 * starts] = headers[order]
+                spans(raw, payload.dtype.itemsize)[starts + positions[:, block] + skip] = payload
+            spans(header, headers.dtype.itemsize)[2 * starts] = headers[order]
     tokens = np.add(raw, BYTE_OFFSET, dtype=np.uint16)
     np.minimum(tokens, header, out=tokens)
 
@@ -367,8 +354,3 @@ def encode_table(table: pa.Table | pa.RecordBatch) -> EncodedTable:
         rejected=rejected.astype(np.int64),
         reasons=reasons,
     )
-
-
-def _as_blocks(raw: np.ndarray) -> np.ndarray:
-    """(n, w) uint8 whose rows are contiguous -> (n,) opaque ``V(w)`` values (a view, no copy)."""
-    return raw.view(np.dtype((np.void, raw.shape[1])))[:, 0]
