@@ -259,3 +259,23 @@ def test_baselines_only_without_a_dataset_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "no manifest.json" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_tuning_refuses_the_test_split(eval_dataset, capsys):
+    from trainer.eval import tune
+
+    rc = tune.run(["--data_dir", str(eval_dataset), "--split", "test"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "never on test" in err
+
+
+@pytest.mark.slow
+def test_tuning_scores_each_setting_on_validation(eval_dataset, capsys):
+    from trainer.eval import tune
+
+    assert tune.run(["--data_dir", str(eval_dataset), "--ranks", "2", "--regs", "0.01,1", "--dims", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    mf = [x for x in lines if x["predictor"] == "matrix_factorization"]
+    assert [(x["rank"], x["reg"]) for x in mf] == [(2, 0.01), (2, 1.0)]
+    assert mf[0]["median_abs_error_ms"] != mf[1]["median_abs_error_ms"]  # the setting matters
+    assert any(x["predictor"] == "vivaldi" and x["dims"] == 2 for x in lines)
