@@ -23,13 +23,17 @@ def as_blocks(raw: np.ndarray) -> np.ndarray:
 
 
 def spans(buffer: np.ndarray, nbytes: int) -> np.ndarray:
-    """Every run of ``nbytes`` consecutive bytes of the contiguous 1-D ``buffer``, as one opaque value each.
+    """Every run of ``nbytes`` consecutive bytes of the C-contiguous ``buffer`` (any shape, read flat), as
+    one opaque value each.
 
-    ``spans(buf, w)[i]`` is the ``w`` bytes at *byte* offset ``i`` (for a uint16 buffer, token ``t``
-    starts at byte ``2 * t``); the values overlap, so assign only runs that do not. A view of
-    ``buffer``, writeable.
+    ``spans(buf, w)[i]`` is the ``w`` bytes at *byte* offset ``i`` of the flat buffer (for uint16 tokens,
+    token ``t`` starts at byte ``2 * t``); the values overlap, so assign only runs that do not. A
+    writeable view of ``buffer``. Raises ``ValueError`` when ``buffer`` is not C-contiguous (a flat copy
+    would silently take the writes).
     """
-    flat = buffer.view(np.uint8)
+    if not buffer.flags.c_contiguous:
+        raise ValueError("spans: the buffer must be C-contiguous")
+    flat = buffer.reshape(-1).view(np.uint8)
     window = np.lib.stride_tricks.as_strided(
         flat, shape=(len(flat) - nbytes + 1, nbytes), strides=(1, 1), writeable=True
     )

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from tokenizer import PAD
+from tokenizer.spans import as_blocks, spans
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +79,44 @@ def plan_records(n_short: int, n_long: int, seq_len: int, short: int, long: int)
         raise ValueError(f"seq_len {seq_len} is shorter than one measurement ({max(short, long)} tokens)")
     f = n_long / (n_short + n_long) if n_short + n_long else 0.0
     lo, hi = best_pair(seq_len, short, long, f) if 0 < f < 1 else ((seq_len // short, 0), (0, seq_len // long))
-    used_a = used_b = 0
-    out_a, out_b = [], []
-    while used_a < n_short or used_b < n_long:
-        rem_a, rem_b = n_short - used_a, n_long - used_b
-        if rem_a and rem_b:
-            # Feedback: take the long-heavier composition while long items lag their share.
-            a, b = hi if used_b < f * (used_a + used_b) else lo
-        else:
-            a, b = (seq_len // short, 0) if rem_a else (0, seq_len // long)
+
+    def fit(a: int, b: int, rem_a: int, rem_b: int) -> tuple[int, int]:
         a = min(a, rem_a)
         b = min((seq_len - a * short) // long, rem_b)
         a = min((seq_len - b * long) // short, rem_a)  # top up with short items if long ones ran out
+        return a, b
+
+    out_a, out_b = [], []
+    used_a = used_b = 0
+    # While both streams hold more than a record of either composition takes, fit() changes nothing
+    # that depends on what remains, so the feedback rule alone picks each record: the same records as
+    # the general loop below, at a fraction of its cost per record.
+    hi_ab, lo_ab = fit(*hi, seq_len, seq_len), fit(*lo, seq_len, seq_len)  # no count in fit() exceeds seq_len
+    need_a = max(1, hi[0], lo[0], hi_ab[0], lo_ab[0])
+    need_b = max(1, hi_ab[1], lo_ab[1])
+    if 0 < f < 1:
+        last_a, last_b = n_short - need_a, n_long - need_b
+        hi_a, hi_b = hi_ab
+        lo_a, lo_b = lo_ab
+        while used_a <= last_a and used_b <= last_b:
+            # Feedback: take the long-heavier composition while long items lag their share.
+            if used_b < f * (used_a + used_b):
+                used_a += hi_a
+                used_b += hi_b
+                out_a.append(hi_a)
+                out_b.append(hi_b)
+            else:
+                used_a += lo_a
+                used_b += lo_b
+                out_a.append(lo_a)
+                out_b.append(lo_b)
+    while used_a < n_short or used_b < n_long:
+        rem_a, rem_b = n_short - used_a, n_long - used_b
+        if rem_a and rem_b:
+            a, b = hi if used_b < f * (used_a + used_b) else lo
+        else:
+            a, b = (seq_len // short, 0) if rem_a else (0, seq_len // long)
+        a, b = fit(a, b, rem_a, rem_b)
         out_a.append(a)
         out_b.append(b)
         used_a += a
@@ -107,28 +134,35 @@ def pack_sorted(
     must not appear in both streams (true for v1: a source address has one family).
     """
     short, long = short_items.shape[1], long_items.shape[1]
-    if np.intersect1d(short_source, long_source).size:
+    if _may_share_a_source(short_source, long_source) and np.intersect1d(short_source, long_source).size:
         raise ValueError("a source has items of two lengths")
     a_counts, b_counts = plan_records(len(short_items), len(long_items), seq_len, short, long)
     r = len(a_counts)
-    out = np.full((r, seq_len), PAD, dtype=np.uint16)
-    # Within a record the short part comes first, then the long part, each a contiguous span; a
-    # boolean mask of those spans, filled in row-major order, places every item without index arrays.
-    column = np.arange(seq_len)
-    a_end = (a_counts * short)[:, None]
-    b_end = a_end + (b_counts * long)[:, None]
+    out = np.empty((r, seq_len), dtype=np.uint16)
+    # Within a record the short part comes first, then the long part, then PAD. Each item is copied
+    # whole to its place (one opaque value per item, tokenizer.spans), and the PAD tails are written
+    # per distinct tail start (a few: the planner alternates between two compositions).
+    record_start = np.arange(r, dtype=np.int64) * seq_len
+    used = a_counts * short + b_counts * long
     continuous = 0
-    for items, src, counts, mask in (
-        (short_items, short_source, a_counts, column < a_end),
-        (long_items, long_source, b_counts, (column >= a_end) & (column < b_end)),
+    for items, src, counts, part_start in (
+        (short_items, short_source, a_counts, record_start),
+        (long_items, long_source, b_counts, record_start + a_counts * short),
     ):
         if not len(items):
             continue
-        out[mask] = items.reshape(-1)
+        record = np.repeat(np.arange(r), counts)  # the record of each item
+        first = np.cumsum(counts) - counts  # each record's first item of this stream
+        rank = np.arange(len(items)) - first[record]  # the item's place in its record's part
+        at = part_start[record] + rank * items.shape[1]
+        spans(out, 2 * items.shape[1])[2 * at] = as_blocks(np.ascontiguousarray(items, dtype=np.uint16))
         # An item follows another of the same stream in the same record unless it opens its part.
-        first = np.zeros(len(items), dtype=bool)
-        first[np.concatenate([[0], np.cumsum(counts)[:-1]])[counts > 0]] = True
-        continuous += int(np.count_nonzero(~first[1:] & (src[1:] == src[:-1])))
+        continuous += int(np.count_nonzero((rank[1:] > 0) & (src[1:] == src[:-1])))
+    tails, tail_of = np.unique(used, return_inverse=True)
+    by_tail = np.argsort(tail_of, kind="stable")
+    bounds = np.searchsorted(tail_of[by_tail], np.arange(len(tails) + 1))
+    for tail, lo, hi in zip(tails.tolist(), bounds[:-1], bounds[1:]):
+        out[by_tail[lo:hi], tail:] = PAD
     tokens_used = short_items.size + long_items.size
     n = len(short_items) + len(long_items)
     return PackResult(
@@ -136,6 +170,25 @@ def pack_sorted(
         measurements=n,
         tokens=tokens_used,
         pad_tokens=r * seq_len - tokens_used,
-        sources=int(np.unique(short_source).size + np.unique(long_source).size),
+        sources=_distinct(short_source) + _distinct(long_source),
         continuous=continuous,
     )
+
+
+def _is_grouped_ascending(ids: np.ndarray) -> bool:
+    return bool(np.all(ids[1:] >= ids[:-1]))
+
+
+def _distinct(ids: np.ndarray) -> int:
+    """Distinct values of ``ids``: a count of changes when they ascend (as the job's source ids do),
+    instead of a sort or hash of every item."""
+    if _is_grouped_ascending(ids):
+        return int(np.count_nonzero(ids[1:] != ids[:-1])) + 1 if len(ids) else 0
+    return int(np.unique(ids).size)
+
+
+def _may_share_a_source(a: np.ndarray, b: np.ndarray) -> bool:
+    """False when ``a`` and ``b`` certainly share no value: both empty, or their ranges do not meet."""
+    if not len(a) or not len(b):
+        return False
+    return not (a.max() < b.min() or b.max() < a.min())

@@ -496,3 +496,24 @@ def test_float_size_and_errors():
         toks = tokens_of(enc, 4)
         j = toks.index(6)
         assert toks[j : j + 3] == [6, 10, 10]
+
+
+# --- tokenizer.spans: the copy helpers the encoder and the packer place runs with -----------------
+
+
+def test_spans_place_runs_at_byte_offsets():
+    from tokenizer.spans import as_blocks, spans
+
+    tokens = np.zeros(12, dtype=np.uint16)
+    spans(tokens, 6)[[0, 12]] = as_blocks(np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint16))
+    assert tokens.tolist() == [1, 2, 3, 0, 0, 0, 4, 5, 6, 0, 0, 0]
+    grid = np.zeros((2, 4), dtype=np.uint8)  # read flat: offset 5 is row 1, column 1
+    spans(grid, 2)[[5]] = as_blocks(np.array([[7, 8]], dtype=np.uint8))
+    assert grid.tolist() == [[0, 0, 0, 0], [0, 7, 8, 0]]
+
+
+def test_spans_refuses_a_non_contiguous_buffer():
+    from tokenizer.spans import spans
+
+    with pytest.raises(ValueError, match="C-contiguous"):
+        spans(np.zeros((4, 4), dtype=np.uint16)[:, :2], 2)

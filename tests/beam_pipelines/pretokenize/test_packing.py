@@ -127,6 +127,83 @@ def test_pack_sorted_rejects_a_source_with_two_lengths():
         pack_sorted(short, short_src, long, long_src, 1024)
 
 
+def _plan_reference(n_short, n_long, seq_len, short, long):
+    """The planner's rule written plainly, one record per iteration (what plan_records must give)."""
+    f = n_long / (n_short + n_long) if n_short + n_long else 0.0
+    lo, hi = best_pair(seq_len, short, long, f) if 0 < f < 1 else ((seq_len // short, 0), (0, seq_len // long))
+    used_a = used_b = 0
+    out = []
+    while used_a < n_short or used_b < n_long:
+        rem_a, rem_b = n_short - used_a, n_long - used_b
+        if rem_a and rem_b:
+            a, b = hi if used_b < f * (used_a + used_b) else lo
+        else:
+            a, b = (seq_len // short, 0) if rem_a else (0, seq_len // long)
+        a = min(a, rem_a)
+        b = min((seq_len - a * short) // long, rem_b)
+        a = min((seq_len - b * long) // short, rem_a)
+        out.append((a, b))
+        used_a, used_b = used_a + a, used_b + b
+    return out
+
+
+@pytest.mark.parametrize("seq_len", [69, 100, 500, 1024, 2048])
+def test_plan_records_equals_the_plain_rule(seq_len):
+    rng = np.random.default_rng(seq_len)
+    cases = [(0, 0), (1, 0), (0, 1), (1, 1), (5_800, 4_200), (3, 5_000), (5_000, 3)]
+    cases += [tuple(int(x) for x in rng.integers(0, 3_000, 2)) for _ in range(40)]
+    for n_short, n_long in cases:
+        a, b = plan_records(n_short, n_long, seq_len, 45, 69)
+        assert list(zip(a.tolist(), b.tolist())) == _plan_reference(n_short, n_long, seq_len, 45, 69), (n_short, n_long)
+
+
+def _pack_reference(short_items, short_source, long_items, long_source, seq_len):
+    """Records built one by one in Python from the plan: short items, long items, PAD."""
+    a_counts, b_counts = plan_records(len(short_items), len(long_items), seq_len, 45, 69)
+    records, i, j, continuous = [], 0, 0, 0
+    for a, b in zip(a_counts.tolist(), b_counts.tolist()):
+        row = [t for item in short_items[i : i + a] for t in item.tolist()]
+        row += [t for item in long_items[j : j + b] for t in item.tolist()]
+        continuous += sum(short_source[k] == short_source[k - 1] for k in range(i + 1, i + a))
+        continuous += sum(long_source[k] == long_source[k - 1] for k in range(j + 1, j + b))
+        records.append(row + [PAD] * (seq_len - len(row)))
+        i, j = i + a, j + b
+    sources = len(set(short_source.tolist())) + len(set(long_source.tolist()))
+    return np.array(records, dtype=np.uint16).reshape(-1, seq_len), continuous, sources
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pack_sorted_equals_a_record_by_record_build(seed):
+    rng = np.random.default_rng(seed)
+    n_short, n_long = (int(x) for x in rng.integers(0, 400, 2))
+    if seed == 0:
+        n_long = 0
+    if seed == 1:
+        n_short = 0
+    # Ascending source ids as the job gives them, or (seed 5) ids in no order, as a caller might.
+    short_src = np.sort(rng.integers(0, 30, n_short))
+    long_src = np.sort(rng.integers(30, 60, n_long))
+    if seed == 5:
+        short_src, long_src = rng.permutation(short_src), rng.permutation(long_src)
+    short, _ = _stream(short_src, 45, 0, seed)
+    long, _ = _stream(long_src, 69, 0, seed + 100)
+    seq_len = int(rng.choice([69, 300, 1024]))
+    result = pack_sorted(short, short_src, long, long_src, seq_len)
+    expected, continuous, sources = _pack_reference(short, short_src, long, long_src, seq_len)
+    assert np.array_equal(result.records, expected)
+    assert result.continuous == continuous and result.sources == sources
+    assert result.pad_tokens == int(np.count_nonzero(expected == PAD))
+
+
+def test_pack_sorted_rejects_shared_sources_in_no_order():
+    short, short_src = _stream([5, 1, 9], 45, 0, seed=1)
+    long, long_src = _stream([12, 9], 69, 0, seed=2)  # ranges meet and 9 is in both
+    with pytest.raises(ValueError, match="two lengths"):
+        pack_sorted(short, short_src, long, long_src, 1024)
+    long, long_src = _stream([12, 4], 69, 0, seed=2)  # ranges meet, no shared value: fine
+    assert pack_sorted(short, short_src, long, long_src, 1024).sources == 5
+
+
 def test_parse_fractions():
     assert parse_fractions("80,10,10") == pytest.approx((0.8, 0.1, 0.1))
     assert parse_fractions("8,1,1") == pytest.approx((0.8, 0.1, 0.1))
