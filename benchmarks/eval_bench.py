@@ -1,0 +1,98 @@
+"""Benchmark: the baselines-only evaluation of a whole dataset's test split against `stats --dataset`.
+
+    python benchmarks/eval_bench.py [--rows 2000000] [--workdir DIR] [--repeats 1]
+
+Generates ``--rows`` seed-like rows (beam_pipelines.make_sample.synth), pretokenizes them with the defaults
+(split by source), then times, in the same run and on the same dataset,
+``python -m beam_pipelines.stats --dataset D`` (the reference) and
+``python -m trainer.evaluate --baselines_only --data_dir D --split test --max_measurements 0`` (every
+measurement of the test split; the train split decoded and every baseline fitted, vivaldi and the
+factorisation included). Both are called through their ``run`` functions, in this process, alternating
+``--repeats`` times; the best wall time of each counts. The target (issue 16): the evaluation takes at most
+3x the stats report. With ``--workdir`` an existing dataset there is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--workdir", default=None, help="where to keep the data (default: a temporary directory)")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    from beam_pipelines.stats import pipeline as stats
+    from trainer.eval import evaluate
+
+    work = args.workdir or tempfile.mkdtemp(prefix="eval_bench_")
+    os.makedirs(work, exist_ok=True)
+    ds = os.path.join(work, f"dataset_{args.rows}")
+    try:
+        print(f"machine: {machine()}; load average {_load()}")
+        if not os.path.exists(os.path.join(ds, "manifest.json")):
+            import pyarrow.parquet as pq
+
+            from beam_pipelines.make_sample import synth
+            from beam_pipelines.pretokenize import pipeline as pretokenize
+
+            t = time.perf_counter()
+            path = os.path.join(work, f"rows_{args.rows}.parquet")
+            pq.write_table(synth.generate(args.rows, seed=0), path, row_group_size=1 << 17, compression="zstd")
+            assert pretokenize.run(["--input", path, "--output", ds, "--overwrite"]) == 0
+            print(f"generated and pretokenized {args.rows:,} rows in {time.perf_counter() - t:.1f} s")
+        with open(os.path.join(ds, "manifest.json")) as f:
+            splits = json.load(f)["splits"]
+        print("dataset: " + ", ".join(f"{k} {v['records']:,} records / {v['measurements']:,} measurements"
+                                      for k, v in sorted(splits.items())))
+        best = {"stats": float("inf"), "evaluate": float("inf")}
+        phases = {}
+        for i in range(args.repeats):
+            stats_out = os.path.join(work, "stats_report")
+            shutil.rmtree(stats_out, ignore_errors=True)
+            t = time.perf_counter()
+            assert stats.run(["--dataset", ds, "--output", stats_out]) == 0
+            best["stats"] = min(best["stats"], time.perf_counter() - t)
+            out = os.path.join(work, "eval_report")
+            shutil.rmtree(out, ignore_errors=True)
+            t = time.perf_counter()
+            assert evaluate.run(["--baselines_only", "--data_dir", ds, "--split", "test", "--output", out,
+                                 "--max_measurements", "0", "--no-progress"]) == 0
+            wall = time.perf_counter() - t
+            if wall < best["evaluate"]:
+                best["evaluate"] = wall
+                with open(os.path.join(out, "report.json")) as f:
+                    phases = json.load(f)["meta"]["timings"]
+            print(f"round {i + 1}: stats --dataset {best['stats']:.1f} s, evaluate --baselines_only {wall:.1f} s; "
+                  f"load average {_load()}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"evaluation phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+              + f"; peak RSS of this process {peak:.2f} GiB")
+        ratio = best["evaluate"] / best["stats"]
+        print(f"RESULT {args.rows:,} rows: evaluate --baselines_only (test split, every measurement) "
+              f"{best['evaluate']:.1f} s vs stats --dataset {best['stats']:.1f} s: {ratio:.2f}x "
+              f"(target <= 3x: {'met' if ratio <= 3 else 'NOT met'}); load average {_load()}")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
