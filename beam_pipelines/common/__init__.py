@@ -1,5 +1,6 @@
 """What every job shares: Beam options (``options``), shared transforms (``transforms``), file helpers
-(``files``), the seed's Parquet schema (``schema``) and Parquet inputs (``parquet``).
+(``files``), URL-aware file operations over Beam's ``FileSystems`` for local paths and object stores
+(``storage``), the seed's Parquet schema (``schema``) and Parquet inputs (``parquet``).
 
 Nothing is imported here, so that a module without Beam (``files``, ``schema``) can be used without it.
 """

@@ -184,6 +184,8 @@ class OutputDir:
 
     def __enter__(self) -> OutputDir:
         if storage.is_remote(self.path):
+            if not storage.key_of(self.path).strip("/"):
+                raise UsageError(f"--output {self.path}: name a folder inside the bucket (e.g. {self.path.rstrip('/')}/out)")
             storage.check_location(self.path)  # no bucket, no credentials, access denied: exit 2, nothing written
             if storage.exists(self.path.rstrip("/")):
                 raise UsageError(f"--output {self.path} exists and is not a directory")

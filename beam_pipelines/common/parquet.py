@@ -220,7 +220,9 @@ def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) 
             raise InputError(f"{piece.path}: {where}: cannot be read ({exc})") from exc
 
 
-def _batches_with_progress(task: ReadTask, columns) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
+def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
+    if fs_options:
+        storage.configure(fs_options)  # a worker that did not get the pipeline's options (Dask)
     done = 0
     for _, _, batch in read_task(task, columns):
         yield task, done, batch
@@ -230,10 +232,11 @@ def _batches_with_progress(task: ReadTask, columns) -> Iterator[tuple[ReadTask, 
 class ReadParquetBatches(beam.PTransform):
     """PBegin -> ``(task, rows of the task before this batch, RecordBatch)`` elements, tasks spread over workers."""
 
-    def __init__(self, tasks: Sequence[ReadTask], columns: Sequence[str] | None = REQUIRED_COLUMNS):
+    def __init__(self, tasks: Sequence[ReadTask], columns: Sequence[str] | None = REQUIRED_COLUMNS, fs_options: dict | None = None):
         super().__init__()
         self._tasks = list(tasks)
         self._columns = list(columns) if columns else None
+        self._fs_options = dict(fs_options or {})  # Beam's filesystem options (S3, GCS) for the workers
 
     def expand(self, pbegin):
         columns = self._columns
@@ -242,5 +245,5 @@ class ReadParquetBatches(beam.PTransform):
             | "CreateTasks" >> beam.Create(self._tasks)
             # Break fusion so tasks spread across workers instead of running where Create ran.
             | "SpreadTasks" >> beam.Reshuffle()
-            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns)
+            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns, self._fs_options)
         )

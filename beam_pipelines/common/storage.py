@@ -182,6 +182,12 @@ def bucket_of(url: str) -> str:
     return rest.split("/", 1)[0]
 
 
+def key_of(url: str) -> str:
+    """The object key (path inside the bucket) of an object-store URL; ``""`` for the bucket itself."""
+    rest = _URL.sub("", url, count=1)
+    return rest.split("/", 1)[1] if "/" in rest else ""
+
+
 def _wrap(url: str, exc: BaseException) -> Exception:
     line = explain(url, exc)
     if line is not None:
@@ -385,7 +391,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
             f.write(data)
         return True
     if scheme(path) == "s3":
-        bucket, key = bucket_of(path), _URL.sub("", path, count=1).split("/", 1)[1]
+        bucket, key = bucket_of(path), key_of(path)
         try:
             _s3().client.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
         except Exception as exc:
@@ -414,6 +420,7 @@ def upload(local: str, path: str, *, verify_sha256: bool = True) -> tuple[int, s
     want_size = os.path.getsize(local)
     want_sha = _local_sha256(local) if verify_sha256 else None
     if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with atomic_path(path) as tmp:
             shutil.copyfile(local, tmp)
     else:

@@ -12,6 +12,10 @@ then line order), ``DIR/rejected/rejected-NNNNN-of-NNNNN.parquet`` (file, line_n
 Stages (composite PTransforms over plain functions in ``streams`` and ``shards``): ReadAtlasResults (one work unit per
 compressed file or per byte range of a plain file: stream, convert, write Arrow fragments) ->
 PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParquetShards -> WriteManifest.
+
+Inputs and ``--output`` may be object-store URLs (``s3://``, ``gs://``; docs/object-storage.md): shards are
+written on the worker's disk, uploaded and checked (size, sha256); fragments and progress markers go to
+``--temp_location`` when given, else ``DIR/_tmp_ingest``, removed at the end; ``_SUCCESS`` comes last.
 """
 
 from __future__ import annotations
@@ -24,16 +28,18 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog
+from beam_pipelines.common import joblog, storage
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.files import write_json_atomic
+from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
@@ -62,10 +68,16 @@ class JobContext:
     batch_rows: int
     inputs: tuple  # dicts: index, path, bytes, compression
     options: dict  # the options that shape the output (recorded in the manifest)
+    scratch: str = ""  # the scratch folder (a URL too); "" means DIR/_tmp_ingest
+    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
 
     @property
     def tmp(self) -> str:
-        return os.path.join(self.output, shards.TMP_DIR)
+        return self.scratch or os.path.join(self.output, shards.TMP_DIR)
+
+    def configure_storage(self) -> None:
+        if self.fs_options:
+            storage.configure(self.fs_options)
 
 
 # --- Beam adapters -----------------------------------------------------------------------------------
@@ -76,6 +88,9 @@ class _IngestUnitFn(beam.DoFn):
         self._ctx = ctx
         self._records = Metrics.counter("ingest_atlas", "records")
         self._rows = Metrics.counter("ingest_atlas", "rows")
+
+    def setup(self):
+        self._ctx.configure_storage()
 
     def process(self, unit):
         ctx = self._ctx
@@ -88,6 +103,9 @@ class _IngestUnitFn(beam.DoFn):
 class _WriteShardFn(beam.DoFn):
     def __init__(self, ctx: JobContext):
         self._ctx = ctx
+
+    def setup(self):
+        self._ctx.configure_storage()
 
     def process(self, element):
         if isinstance(element, streams.UnitSummary):  # unit summaries ride along to the manifest
@@ -103,14 +121,15 @@ def _plan(units: list[streams.UnitSummary], ctx: JobContext) -> list:
 
 def _finalize(summaries: list, ctx: JobContext) -> dict:
     """Manifest, then ``_SUCCESS``, then the temporary fragments go."""
+    ctx.configure_storage()
     units = [s for s in summaries if isinstance(s, streams.UnitSummary)]
     written = [s for s in summaries if isinstance(s, shards.ShardSummary)]
     manifest = shards.build_manifest(units, written, ctx.inputs, ctx.options)
     manifest["fingerprint"] = _fingerprint(ctx)
-    write_json_atomic(os.path.join(ctx.output, shards.MANIFEST_NAME), manifest)
+    storage.write_json(os.path.join(ctx.output, shards.MANIFEST_NAME), manifest)
     success = {"fingerprint": manifest["fingerprint"]}
-    write_json_atomic(os.path.join(ctx.output, shards.SUCCESS_NAME), success)
-    shutil.rmtree(ctx.tmp, ignore_errors=True)
+    storage.write_json(os.path.join(ctx.output, shards.SUCCESS_NAME), success)  # last
+    storage.rmtree(ctx.tmp)
     return manifest
 
 
@@ -170,6 +189,8 @@ class Options:
     shard_rows: int
     split_bytes: int
     overwrite: bool
+    temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
+    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
 
 
 def parse_args(argv) -> tuple[Options, list[str]]:
@@ -200,6 +221,9 @@ def parse_args(argv) -> tuple[Options, list[str]]:
     args, beam_args = parser.parse_known_args(argv)
     if args.shard_rows < 1 or args.split_bytes < 1:
         raise UsageError("--shard_rows and --split_bytes must be positive")
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    pipeline_options = beam_options(beam_args)
     options = Options(
         inputs=tuple(args.input),
         output=args.output,
@@ -208,6 +232,8 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         shard_rows=args.shard_rows,
         split_bytes=args.split_bytes,
         overwrite=args.overwrite,
+        temp_location=pipeline_options.view_as(GoogleCloudOptions).temp_location or "",
+        fs_options=storage.filesystem_options(pipeline_options),
     )
     return options, beam_args
 
@@ -236,6 +262,8 @@ def plan(options: Options):
             "shard_rows": options.shard_rows,
             "row_group_rows": shards.ROW_GROUP_ROWS,
         },
+        scratch=storage.join(options.temp_location.rstrip("/"), f"ingest-{uuid.uuid4().hex[:12]}") if options.temp_location else "",
+        fs_options=options.fs_options,
     )
     return units, ctx
 
@@ -298,6 +326,9 @@ def run(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         return report(exc)
     try:
+        storage.configure(options.fs_options)
+        if options.temp_location:
+            storage.check_location(options.temp_location)
         with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
             units, ctx = plan(options)
             out_dir.prepare(output_rules(options), options.overwrite)
@@ -325,22 +356,32 @@ def _write(options: Options, beam_args: list[str], units, ctx: JobContext, start
         file=sys.stderr,
     )
     progress_dir = os.path.join(ctx.tmp, "progress")
-    os.makedirs(progress_dir, exist_ok=True)  # workers report progress only when it exists
-    log = os.path.join(ctx.tmp, joblog.LOG_NAME)
+    storage.makedirs(progress_dir)  # workers report progress only when it exists (always, in a store)
+    # Beam's log is written by this process: beside local scratch as before, else in a local folder.
+    separate = bool(ctx.scratch) or storage.is_remote(ctx.tmp)
+    log_dir = tempfile.mkdtemp(prefix="ping-llm-ingest-log-") if separate else ctx.tmp
+    log = os.path.join(log_dir, joblog.LOG_NAME)
     lines = functools.partial(sum_markers, progress_dir, "unit-*.json", "lines")
     try:
         with Progress("ingest_atlas", lines, unit="lines", detail=_progress_detail(progress_dir)):
             joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, units, ctx), log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        joblog.keep_only_log(ctx.tmp, log)
+        if separate:
+            try:
+                storage.rmtree(ctx.tmp)
+            except (OSError, InputError) as cleanup:
+                print(f"warning: could not remove the scratch files under {ctx.tmp} ({cleanup})", file=sys.stderr)
+        else:
+            joblog.keep_only_log(ctx.tmp, log)
         return report(
             RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"),
             f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
             *joblog.log_notes(log),
         )
+    if separate:
+        shutil.rmtree(log_dir, ignore_errors=True)
     try:
-        with open(os.path.join(options.output, shards.MANIFEST_NAME)) as f:
-            manifest = json.load(f)
+        manifest = storage.read_json(os.path.join(options.output, shards.MANIFEST_NAME))
     except (OSError, ValueError) as exc:
         return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
     print(format_summary(manifest, time.monotonic() - started))

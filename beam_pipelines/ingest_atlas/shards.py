@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.files import atomic_path, sha256_file
 from beam_pipelines.ingest_atlas.convert import REJECTED_SCHEMA, ROW_SCHEMA
 from beam_pipelines.ingest_atlas.streams import COUNT_FIELDS, Fragment, UnitSummary
@@ -115,7 +116,9 @@ def plan_shards(units: Sequence[UnitSummary], shard_rows: int) -> list[ShardSpec
 
 
 def _piece_batches(piece: ShardPiece) -> Iterator[pa.RecordBatch]:
-    reader = pa.ipc.open_file(pa.memory_map(piece.fragment.path))
+    path = piece.fragment.path
+    # A fragment in an object store is read whole (a work unit's rows: tens of MB at most).
+    reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else pa.memory_map(path))
     lo, hi = piece.start, piece.start + piece.rows
     first = 0
     for i, n in enumerate(piece.fragment.batches):
@@ -129,12 +132,29 @@ def _piece_batches(piece: ShardPiece) -> Iterator[pa.RecordBatch]:
 
 
 def write_shard(spec: ShardSpec, output: str, row_group_rows: int = ROW_GROUP_ROWS) -> ShardSummary:
-    """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it."""
-    schema = _SCHEMAS[spec.kind]
+    """Write one shard (zstd Parquet, fixed row groups) under a temporary name, then rename it.
+
+    In an object store the shard is written on this worker's disk, then uploaded, and the object is checked
+    (size and sha256 read back) before its summary goes to the manifest.
+    """
     path = os.path.join(output, spec.path)
+    if storage.is_remote(path):
+        with storage.local_tmpdir() as local_dir:
+            local = os.path.join(local_dir, os.path.basename(path))
+            rows = _write_shard_file(spec, local, row_group_rows)
+            size, digest = storage.upload(local, path, verify_sha256=True)
+        return ShardSummary(spec.kind, spec.path, rows, size, digest)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp:
+        rows = _write_shard_file(spec, tmp, row_group_rows)
+    return ShardSummary(spec.kind, spec.path, rows, os.path.getsize(path), sha256_file(path))
+
+
+def _write_shard_file(spec: ShardSpec, tmp: str, row_group_rows: int) -> int:
+    """The shard's rows into the local Parquet file ``tmp``; returns the number of rows."""
+    schema = _SCHEMAS[spec.kind]
     rows = 0
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         for piece in spec.pieces:
@@ -154,7 +174,7 @@ def write_shard(spec: ShardSpec, output: str, row_group_rows: int = ROW_GROUP_RO
         if pending_rows:
             writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
             rows += pending_rows
-    return ShardSummary(spec.kind, spec.path, rows, os.path.getsize(path), sha256_file(path))
+    return rows
 
 
 # --- the manifest ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -30,6 +31,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 import pyarrow as pa
 
+from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.ingest_atlas.convert import (
@@ -97,9 +99,15 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """
     paths = set()
     for pattern in patterns:
-        if os.path.isdir(pattern):
-            pattern = os.path.join(pattern, "*")
-        found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+        if storage.is_remote(pattern):  # s3://, gs://: through Beam's FileSystems
+            storage.check_location(pattern)
+            if not any(c in pattern for c in "*?[") and not storage.exists(pattern):
+                pattern = storage.join(pattern.rstrip("/"), "*")  # a "directory" (key prefix)
+            found = storage.glob(pattern)
+        else:
+            if os.path.isdir(pattern):
+                pattern = os.path.join(pattern, "*")
+            found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
         if not found:
             raise InputError(f"input {pattern!r} matches no file")
         paths.update(found)
@@ -127,8 +135,8 @@ def inspect_inputs(paths: Sequence[str]) -> list[InputFile]:
     files = []
     for index, path in enumerate(paths):
         try:
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
+            size = storage.size(path)
+            with storage.open_read(path) as f:
                 head = f.read(1 << 16)
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -156,8 +164,8 @@ def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTE
 
 
 def open_stream(path: str, compression: str | None):
-    """A binary file object of the decompressed contents."""
-    raw = open(path, "rb")
+    """A binary file object of the decompressed contents (a URL is streamed through Beam's ``FileSystems``)."""
+    raw = storage.open_read(path)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if compression == "bz2":
@@ -399,10 +407,14 @@ class UnitSummary:
 
 
 class FragmentWriter:
-    """Arrow IPC file written under a temporary name and renamed on close; nothing is created for no rows."""
+    """Arrow IPC file written under a temporary name and renamed on close; nothing is created for no rows.
 
-    def __init__(self, path: str, schema: pa.Schema):
+    A ``path`` in an object store is written in ``local_dir`` (this worker's disk) and uploaded on close.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, local_dir: str | None = None):
         self.path, self._schema = path, schema
+        self._local = os.path.join(local_dir, os.path.basename(path)) if local_dir else None
         self._writer = None
         self._batches: list[int] = []
 
@@ -411,7 +423,7 @@ class FragmentWriter:
             return
         if self._writer is None:
             options = pa.ipc.IpcWriteOptions(compression="lz4")
-            self._writer = pa.ipc.new_file(self.path + ".tmp", self._schema, options=options)
+            self._writer = pa.ipc.new_file((self._local or self.path) + ".tmp", self._schema, options=options)
         self._writer.write_batch(batch)
         self._batches.append(batch.num_rows)
 
@@ -419,7 +431,10 @@ class FragmentWriter:
         if self._writer is None:
             return None
         self._writer.close()
-        os.replace(self.path + ".tmp", self.path)
+        if self._local:
+            storage.upload(self._local + ".tmp", self.path, verify_sha256=False)
+        else:
+            os.replace(self.path + ".tmp", self.path)
         return Fragment(self.path, tuple(self._batches))
 
 
@@ -568,7 +583,10 @@ class _CheckedStream:
 
     def report(self) -> None:
         self._last = time.monotonic()
-        if self._progress_path:
+        if self._progress_path and storage.is_remote(self._progress_path):
+            with contextlib.suppress(OSError):  # progress is best effort
+                storage.write_bytes(self._progress_path, json.dumps({"bytes": self.bytes, "lines": self._lines()}).encode())
+        elif self._progress_path:
             with atomic_path(self._progress_path) as tmp, open(tmp, "w") as f:
                 json.dump({"bytes": self.bytes, "lines": self._lines()}, f)
 
@@ -586,11 +604,20 @@ def ingest_unit(
     Raises :class:`InputError` naming the file when it cannot be read, is corrupt or is truncated.
     Progress goes to ``tmp_dir/progress/`` when that folder exists.
     """
+    if storage.is_remote(tmp_dir):
+        with storage.local_tmpdir() as local_dir:
+            return _ingest_unit(unit, tmp_dir, rtt, src, batch_rows, chunk_bytes, local_dir)
+    return _ingest_unit(unit, tmp_dir, rtt, src, batch_rows, chunk_bytes, None)
+
+
+def _ingest_unit(unit, tmp_dir, rtt, src, batch_rows, chunk_bytes, local_dir) -> UnitSummary:
     base = os.path.join(tmp_dir, f"unit-{unit.unit_id}")
-    rows_out = FragmentWriter(base + ".rows.arrow", ROW_SCHEMA)
-    rejected_out = FragmentWriter(base + ".rejected.arrow", REJECTED_SCHEMA)
+    rows_out = FragmentWriter(base + ".rows.arrow", ROW_SCHEMA, local_dir)
+    rejected_out = FragmentWriter(base + ".rejected.arrow", REJECTED_SCHEMA, local_dir)
     progress_dir = os.path.join(tmp_dir, "progress")
-    progress = os.path.join(progress_dir, f"unit-{unit.unit_id}.json") if os.path.isdir(progress_dir) else None
+    # An object store has no folders: remote scratch always gets progress markers.
+    wanted = storage.is_remote(tmp_dir) or os.path.isdir(progress_dir)
+    progress = os.path.join(progress_dir, f"unit-{unit.unit_id}.json") if wanted else None
     counts = UnitCounts()
     what = f"{unit.compression} stream" if unit.compression else "file"
     try:

@@ -14,6 +14,11 @@ every file of a pretokenized dataset in parallel processes and checks it against
 
 Bad input (no match, not Parquet, a missing column, no manifest, a file that disagrees with the
 manifest) ends the job with one message naming the file and column, exit status 2, and no report.
+
+Inputs, ``--dataset`` and ``--output`` may be object-store URLs (``s3://``, ``gs://``; docs/object-storage.md).
+A remote ``--dataset`` is first copied into the local cache and verified (``beam_pipelines.dataset.staging``),
+as the trainer does. Scratch (progress markers, the merged summary) goes under ``--temp_location`` when
+given, else ``OUTPUT/.stats_tmp``, and is removed at the end.
 """
 
 from __future__ import annotations
@@ -29,19 +34,23 @@ import os
 import pickle
 import shutil
 import sys
+import tempfile
 import time
+import uuid
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog
+from beam_pipelines.common import joblog, storage
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.files import atomic_path
+from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
 from beam_pipelines.dataset import read_manifest
+from beam_pipelines.dataset.staging import stage_dataset
 from beam_pipelines.stats import dataset as stats_dataset
 from beam_pipelines.stats import raw as stats_core
 from beam_pipelines.stats import render as stats_render
@@ -59,10 +68,15 @@ SMALL_DATASET_RECORDS = 1 << 15  # --dataset reads smaller datasets in one proce
 class _SummarizeBatchFn(beam.DoFn):
     """(task, rows of the task before the batch, batch) -> the batch's summary; leaves a progress marker per task."""
 
-    def __init__(self, limits: stats_core.Limits, progress_dir: str | None):
+    def __init__(self, limits: stats_core.Limits, progress_dir: str | None, fs_options: dict | None = None):
         self._limits = limits
         self._progress_dir = progress_dir
+        self._fs_options = dict(fs_options or {})
         self._rows = Metrics.counter("stats", "rows")
+
+    def setup(self):
+        if self._fs_options:
+            storage.configure(self._fs_options)
 
     def process(self, element):
         task, done, batch = element
@@ -100,9 +114,9 @@ class _MergeSummariesFn(beam.CombineFn):
 
 
 @ptransform_fn
-def SummarizeBatches(batches, limits: stats_core.Limits, progress_dir: str | None = None):
+def SummarizeBatches(batches, limits: stats_core.Limits, progress_dir: str | None = None, fs_options: dict | None = None):
     """``(task, first_row, RecordBatch)`` -> one :class:`~beam_pipelines.stats.raw.RawStats` per batch."""
-    return batches | "SummarizeBatch" >> beam.ParDo(_SummarizeBatchFn(limits, progress_dir))
+    return batches | "SummarizeBatch" >> beam.ParDo(_SummarizeBatchFn(limits, progress_dir, fs_options))
 
 
 @ptransform_fn
@@ -112,30 +126,37 @@ def CombineSummaries(summaries, limits: stats_core.Limits):
 
 
 @ptransform_fn
-def RawParquetStats(pbegin, tasks, limits: stats_core.Limits, progress_dir: str | None = None):
+def RawParquetStats(pbegin, tasks, limits: stats_core.Limits, progress_dir: str | None = None, fs_options: dict | None = None):
     """PBegin -> one merged summary of every row of the planned row groups."""
     return (
         pbegin
-        | "ReadParquetBatches" >> ReadParquetBatches(tasks)
-        | "SummarizeBatches" >> SummarizeBatches(limits, progress_dir)
+        | "ReadParquetBatches" >> ReadParquetBatches(tasks, fs_options=fs_options)
+        | "SummarizeBatches" >> SummarizeBatches(limits, progress_dir, fs_options)
         | "CombineSummaries" >> CombineSummaries(limits)
     )
 
 
-def _write_summary(summary, path: str) -> str:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(summary, f, protocol=pickle.HIGHEST_PROTOCOL)
+def _write_summary(summary, path: str, fs_options: dict | None = None) -> str:
+    if fs_options:
+        storage.configure(fs_options)
+    # Locally through a temporary name and a rename; in an object store one upload, its size checked.
+    storage.write_bytes(path, pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, tasks, limits: stats_core.Limits, summary_path: str, progress_dir: str | None = None
+    pipeline: beam.Pipeline,
+    tasks,
+    limits: stats_core.Limits,
+    summary_path: str,
+    progress_dir: str | None = None,
+    fs_options: dict | None = None,
 ):
     """Attach the raw stats stages; the last step (the only sink) writes the merged summary to ``summary_path``."""
     return (
         pipeline
-        | "RawParquetStats" >> RawParquetStats(tasks, limits, progress_dir)
-        | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+        | "RawParquetStats" >> RawParquetStats(tasks, limits, progress_dir, fs_options)
+        | "WriteSummary" >> beam.Map(_write_summary, summary_path, fs_options)
     )
 
 
@@ -145,30 +166,33 @@ def build_pipeline(
 # --- the two jobs ----------------------------------------------------------------------------------
 
 
-def raw_stats(pattern: str, tmp: str, beam_args: list[str], limits: stats_core.Limits) -> tuple[dict, int]:
-    """Run the Beam pipeline over ``pattern`` (Beam's log in ``tmp``); returns (report dict, rows)."""
+def raw_stats(
+    pattern: str, tmp: str, beam_args: list[str], limits: stats_core.Limits, log: str | None = None
+) -> tuple[dict, int]:
+    """Run the Beam pipeline over ``pattern`` (scratch in ``tmp``, Beam's log at ``log``, default in
+    ``tmp``); returns (report dict, rows)."""
+    fs_options = storage.current_options()
     files = resolve_inputs(pattern, fingerprint=False)
     tasks = plan_tasks(files)
     total = sum(f.rows for f in files)
     print(f"[stats] {total:,} rows in {len(files)} file(s), {len(tasks)} task(s)", file=sys.stderr, flush=True)
     progress_dir = os.path.join(tmp, "progress")
-    os.makedirs(progress_dir, exist_ok=True)
+    storage.makedirs(progress_dir)
     summary_path = os.path.join(tmp, "summary.pkl")
     read = functools.partial(sum_markers, progress_dir, "*.json", "rows")
     try:
         with Progress("stats", read, total, unit="rows", label="read:"):
             joblog.run_pipeline(
                 beam_args,
-                lambda pipeline: build_pipeline(pipeline, tasks, limits, summary_path, progress_dir),
-                os.path.join(tmp, joblog.LOG_NAME),
+                lambda pipeline: build_pipeline(pipeline, tasks, limits, summary_path, progress_dir, fs_options),
+                log or os.path.join(tmp, joblog.LOG_NAME),
             )
     except Exception as exc:
         # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
         if isinstance(exc, InputError) or "InputError" in str(exc) or "SchemaError" in str(exc):
             raise InputError(joblog.pipeline_error(exc)) from exc
         raise RunError(joblog.pipeline_error(exc)) from exc
-    with open(summary_path, "rb") as f:
-        summary = pickle.load(f)
+    summary = pickle.loads(storage.read_bytes(summary_path))
     if summary.rows != total:
         raise RunError(f"the pipeline summarized {summary.rows:,} rows but the inputs hold {total:,}")
     inputs = [{"path": f.path, "bytes": f.bytes, "rows": f.rows} for f in files]
@@ -181,7 +205,11 @@ def _summarize_file_job(job):
 
 
 def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
-    """Read every record of a pretokenized dataset (files in parallel); returns (report dict, records)."""
+    """Read every record of a pretokenized dataset (files in parallel); returns (report dict, records).
+
+    A dataset in an object store is read from its verified local copy (made now, or found from earlier)."""
+    named = directory
+    directory = stage_dataset(directory)
     manifest = read_manifest(directory)
     jobs = stats_dataset.file_jobs(directory, manifest)
     total = sum(job[2]["records"] for job in jobs)
@@ -208,7 +236,7 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
                     split, stats = future.result()
                     per_split[split].merge(stats)
                     done[0] += stats.records
-    return stats_dataset.dataset_report(directory, manifest, per_split), total
+    return stats_dataset.dataset_report(named, manifest, per_split), total
 
 
 # --- outputs ---------------------------------------------------------------------------------------
@@ -225,17 +253,23 @@ def write_reports(report: dict, output: str, html: bool = True) -> list[str]:
             texts["report.html"] = stats_render.render_html(report)
         except stats_render.MissingMatplotlib as exc:
             print(f"[stats] skipping report.html: {exc}", file=sys.stderr)
-    with contextlib.ExitStack() as renames:  # renamed when every file is written; none if one fails
+    if storage.is_remote(output):
+        # Every text is rendered before the first upload, so a rendering error leaves no report; each file
+        # is one upload (an object appears whole or not at all), its size checked.
         for name, text in texts.items():
-            with open(renames.enter_context(atomic_path(os.path.join(output, name))), "w", encoding="utf-8") as f:
-                f.write(text)
+            storage.write_bytes(os.path.join(output, name), text.encode("utf-8"))
+    else:
+        with contextlib.ExitStack() as renames:  # renamed when every file is written; none if one fails
+            for name, text in texts.items():
+                with open(renames.enter_context(atomic_path(os.path.join(output, name))), "w", encoding="utf-8") as f:
+                    f.write(text)
     written = []
     for name in REPORT_FILES:
         target = os.path.join(output, name)
         if name in texts:
             written.append(target)
-        elif os.path.exists(target):
-            os.remove(target)  # a stale page from an earlier report would contradict this one
+        else:
+            storage.remove(target)  # a stale page from an earlier report would contradict this one
     return written
 
 
@@ -324,26 +358,47 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         args, beam_args = parse_args(argv)
+        temp_location = _configure_storage(beam_args)
         with OutputDir(args.output):
-            return _report(args, beam_args, started)
-    except UsageError as exc:
+            return _report(args, beam_args, started, temp_location)
+    except (UsageError, InputError) as exc:
         return report(exc)
 
 
-def _report(args, beam_args: list[str], started: float) -> int:
+def _configure_storage(beam_args: list[str]) -> str:
+    """Hand Beam's filesystem options (S3 endpoint and keys, ...) to ``FileSystems``; returns ``--temp_location``."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    options = beam_options(beam_args)
+    storage.configure(storage.filesystem_options(options))
+    temp_location = options.view_as(GoogleCloudOptions).temp_location or ""
+    if temp_location:
+        storage.check_location(temp_location)
+    return temp_location
+
+
+def _report(args, beam_args: list[str], started: float, temp_location: str = "") -> int:
     """Compute and write the reports into a locked ``--output``; returns the exit status."""
     output = args.output
-    # Absolute: workers (other processes, maybe another working directory) write the summary here.
-    tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
-    log = os.path.join(tmp, joblog.LOG_NAME)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    if temp_location:
+        tmp = storage.join(temp_location.rstrip("/"), f"stats-{uuid.uuid4().hex[:12]}")
+    elif storage.is_remote(output):
+        tmp = storage.join(output, _TMP_DIR)
+    else:
+        # Absolute: workers (other processes, maybe another working directory) write the summary here.
+        tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
+    # Beam's log is written by this process: beside local scratch as before, else in a local folder.
+    separate = bool(temp_location) or storage.is_remote(tmp)
+    log_dir = tempfile.mkdtemp(prefix="ping-llm-stats-log-") if separate else tmp
+    log = os.path.join(log_dir, joblog.LOG_NAME)
+    storage.rmtree(tmp)
+    storage.makedirs(tmp)
     no_report = f"no report was written to {output}"
     failed = True
     try:
         if args.input is not None:
             limits = stats_core.Limits(distinct=args.distinct_limit, quantile=args.quantile_limit, top=args.top)
-            result, units = raw_stats(args.input, tmp, beam_args, limits)
+            result, units = raw_stats(args.input, tmp, beam_args, limits, log)
             unit = "rows"
         else:
             result, units = dataset_stats(args.dataset, args.workers)
@@ -357,7 +412,11 @@ def _report(args, beam_args: list[str], started: float) -> int:
         text = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
         return report(RunError(f"stats failed: {text}"), no_report, *joblog.log_notes(log))
     finally:
-        if failed:
+        if separate:
+            _remove_quietly(tmp)
+            if not failed:
+                shutil.rmtree(log_dir, ignore_errors=True)
+        elif failed:
             joblog.keep_only_log(tmp, log)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -365,6 +424,13 @@ def _report(args, beam_args: list[str], started: float) -> int:
     print(summary_line(result))
     print(f"{units:,} {unit} in {seconds:,.1f} s ({units / seconds:,.0f} {unit}/s); wrote {', '.join(written)}")
     return 0
+
+
+def _remove_quietly(scratch: str) -> None:
+    try:
+        storage.rmtree(scratch)
+    except (OSError, InputError) as exc:
+        print(f"warning: could not remove the scratch files under {scratch} ({exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,68 @@ def test_environment_credentials_temp_location_and_rerun(s3, raw, local_run, mon
     assert "nothing to do" in capsys.readouterr().out
     after = {k: s3.client.head_object(Bucket=bucket, Key=k)["ETag"] for k in s3.keys(bucket, "out/")}
     assert after == before
+
+
+@pytest.mark.slow
+def test_an_upload_failing_mid_job_leaves_no_manifest_and_a_rerun_succeeds(s3, raw, local_run, tmp_path, capsys):
+    """The store refuses the workers' uploads of the val split's ArrayRecord files (moto's IAM: an explicit
+    deny), after the bucket files and maybe other splits went up: the job fails (exit 1) and leaves no
+    manifest, no scratch and no lock; the same job with working credentials then writes the dataset."""
+    folder, _ = raw
+    bucket = s3.new_bucket()
+    upload_tree(s3, bucket, "raw", folder)
+    flaky = s3.user_keys(
+        "flaky-writer",
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/ds/_tmp/records/val/*"},
+            ],
+        },
+    )
+    base = ["--input", f"s3://{bucket}/raw/*.parquet", "--output", f"s3://{bucket}/ds", IN_MEMORY]
+    s3.enforce_iam(True)
+    try:
+        flaky_args = [f"--s3_endpoint_url={s3.endpoint}", f"--s3_access_key_id={flaky[0]}",
+                      f"--s3_secret_access_key={flaky[1]}", "--s3_region_name=us-east-1"]
+        assert pretokenize.run([*base, *flaky_args]) == 1
+    finally:
+        s3.enforce_iam(False)
+    err = capsys.readouterr().err
+    assert "pretokenize failed" in err and "no manifest was written" in err
+    assert s3.keys(bucket, "ds/") == []  # no manifest, no records under final names, no scratch, no lock
+
+    assert pretokenize.run([*base, *s3.beam_args]) == 0
+    download_tree(s3, bucket, "ds", tmp_path / "ds")
+    assert records_bytes(tmp_path / "ds") == records_bytes(local_run)
+
+
+@pytest.mark.slow
+def test_dask_workers_with_their_own_temp_dirs_match_the_direct_runner(s3, raw, local_run, tmp_path):
+    """A Dask cluster whose two worker processes have different local temporary directories and no AWS
+    environment: the S3 options given on the command line reach them through the job; the dataset on
+    s3 is byte-identical to the DirectRunner's."""
+    distributed = pytest.importorskip("distributed")  # the 'dask' extra; installed by the 'test' extra
+    folder, _ = raw
+    bucket = s3.new_bucket()
+    upload_tree(s3, bucket, "raw", folder)
+    tmpdirs = [tmp_path / "tmp-a", tmp_path / "tmp-b"]
+    for d in tmpdirs:
+        d.mkdir()
+    workers = {
+        f"w{i}": {"cls": distributed.Nanny, "options": {"nthreads": 1, "env": {"TMPDIR": str(d)}}}
+        for i, d in enumerate(tmpdirs)
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
+    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as cluster:
+        with distributed.Client(cluster) as client:
+            seen = client.run(lambda: __import__("tempfile").gettempdir())
+        assert sorted(seen.values()) == sorted(str(d) for d in tmpdirs)
+        argv = ["--input", f"s3://{bucket}/raw/*.parquet", "--output", f"s3://{bucket}/ds", "--runner=DaskRunner",
+                f"--dask_client_address={cluster.scheduler_address}", *s3.beam_args]
+        assert pretokenize.run(argv) == 0
+    download_tree(s3, bucket, "ds", tmp_path / "ds")
+    assert records_bytes(tmp_path / "ds") == records_bytes(local_run)
+    assert not [k for k in s3.keys(bucket, "ds/") if "_tmp" in k or "_writer.lock" in k]
+    assert not [p for d in tmpdirs for p in d.iterdir() if p.name.startswith("ping-llm-")]  # local copies gone
