@@ -11,7 +11,9 @@ All figures come from one run on the current machine:
 - the marginal rate between the two sizes of ``--marginal_rows``: (rows2 - rows1) / (wall2 - wall1),
   the rate at which the job's cost grows with rows once the fixed start-up is paid;
 - a naive baseline on ``--naive_rows`` rows: per-row ``encode_measurement``, a Python packing loop,
-  one writer, in one process; reported as rows/s.
+  one writer, in one process; reported as rows/s;
+- with ``--stages ROWS``: the CPU time per row of each stage (encode, group and pack, write), the job's stage
+  functions run one after the other in this process (no Beam), on ROWS rows; ``--stages_only`` skips the rest.
 """
 
 from __future__ import annotations
@@ -48,14 +50,27 @@ def make_input(rows: int, directory: str, seed: int = 1) -> str:
     chunk = 2_000_000
     for i, lo in enumerate(range(0, rows, chunk)):
         table = synth.generate(min(chunk, rows - lo), seed=seed + i)
-        pq.write_table(table, os.path.join(directory, f"part-{i:05d}.parquet"), row_group_size=250_000, compression="zstd")
+        pq.write_table(
+            table, os.path.join(directory, f"part-{i:05d}.parquet"), row_group_size=250_000, compression="zstd"
+        )
     return directory
 
 
 def run_job(input_dir: str, output: str) -> tuple[float, int, dict]:
     """Run the job in a fresh process tree; returns (wall seconds, peak RSS in MiB, manifest)."""
     shutil.rmtree(output, ignore_errors=True)
-    cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "beam_pipelines.pretokenize", "--input", input_dir, "--output", output]
+    cmd = [
+        sys.executable,
+        "-c",
+        _WRAPPER,
+        sys.executable,
+        "-m",
+        "beam_pipelines.pretokenize",
+        "--input",
+        input_dir,
+        "--output",
+        output,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -91,6 +106,34 @@ def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) 
     return rows / (time.perf_counter() - start)
 
 
+def stage_costs(input_dir: str, output: str) -> dict[str, float]:
+    """CPU seconds per row of each stage, the job's own stage functions run in this process, one after the other."""
+    from beam_pipelines.pretokenize import pipeline, stages
+
+    shutil.rmtree(output, ignore_errors=True)
+    options, _ = pipeline.parse_args(["--input", input_dir, "--output", output])
+    tasks, ctx = pipeline.plan(options)
+    rows = sum(f["rows"] for f in ctx.inputs)
+    costs = {}
+    start = time.process_time()
+    encoded = [stages.encode_task(task, ctx) for task in tasks]
+    costs["encode (read, encode, bucket files)"] = time.process_time() - start
+    parts: dict[int, list[str]] = {}
+    for summary in encoded:
+        for bucket, path in summary.buckets.items():
+            parts.setdefault(bucket, []).append(path)
+    start = time.process_time()
+    packed = [(bucket, stages.pack_bucket(bucket, paths, ctx)) for bucket, paths in sorted(parts.items())]
+    costs["group and pack"] = time.process_time() - start
+    start = time.process_time()
+    for bucket, results in packed:
+        for split, result in results:
+            stages.write_bucket_records(bucket, split, result, ctx)
+    costs["write (zstd ArrayRecord)"] = time.process_time() - start
+    shutil.rmtree(output, ignore_errors=True)
+    return {name: seconds / rows for name, seconds in costs.items()}
+
+
 def padding(manifest: dict) -> float:
     pad = sum(s["pad_tokens"] for s in manifest["splits"].values())
     total = pad + sum(s["tokens"] for s in manifest["splits"].values())
@@ -104,15 +147,38 @@ def main(argv=None) -> int:
     parser.add_argument("--marginal_rows", default="500000,2500000", help="two sizes; empty to skip")
     parser.add_argument("--naive_rows", type=int, default=100_000)
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument(
+        "--stages", type=int, default=0, help="rows for the per-stage CPU cost in one process (0: skip)"
+    )
+    parser.add_argument("--stages_only", action="store_true", help="only the per-stage CPU cost (needs --stages)")
     args = parser.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="pretok-bench-")
     os.makedirs(work, exist_ok=True)
     print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
+    if args.stages:
+        costs = stage_costs(
+            make_input(args.stages, os.path.join(work, f"in-{args.stages}")), os.path.join(work, "out-stages")
+        )
+        total = sum(costs.values())
+        print(
+            f"CPU per row, stages in one process, {args.stages:,} rows: "
+            + ", ".join(f"{name} {1e6 * c:.2f} us" for name, c in costs.items())
+            + f"; total {1e6 * total:.2f} us (one core: {1 / total:,.0f} rows/s)",
+            flush=True,
+        )
+        if args.stages_only:
+            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            if not args.workdir:
+                shutil.rmtree(work, ignore_errors=True)
+            return 0
+
     main_input = make_input(args.rows, os.path.join(work, f"in-{args.rows}"))
     wall, peak, manifest = run_job(main_input, os.path.join(work, "out"))
     rate = args.rows / wall
-    print(f"pipeline: {args.rows:,} rows in {wall:.1f} s = {rate:,.0f} rows/s, peak RSS {peak:,} MiB, padding {100 * padding(manifest):.2f}%")
+    print(
+        f"pipeline: {args.rows:,} rows in {wall:.1f} s = {rate:,.0f} rows/s, peak RSS {peak:,} MiB, padding {100 * padding(manifest):.2f}%"
+    )
 
     naive = naive_baseline(main_input, args.naive_rows, os.path.join(work, "naive.array_record"))
     print(f"naive baseline: {naive:,.0f} rows/s ({args.naive_rows:,} rows)")
@@ -128,7 +194,10 @@ def main(argv=None) -> int:
             walls.append(run_job(directory, os.path.join(work, f"out-m{rows}"))[0])
             print(f"marginal: {rows:,} rows in {walls[-1]:.1f} s ({rows / walls[-1]:,.0f} rows/s)", flush=True)
         marginal = (sizes[1] - sizes[0]) / (walls[1] - walls[0])
-        print(f"marginal rate {sizes[0]:,} -> {sizes[1]:,} rows: {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive)", flush=True)
+        print(
+            f"marginal rate {sizes[0]:,} -> {sizes[1]:,} rows: {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive)",
+            flush=True,
+        )
 
     memory = []
     for rows in [int(x) for x in args.memory_rows.split(",") if x]:
@@ -144,7 +213,9 @@ def main(argv=None) -> int:
     print(f"| naive baseline (per-row encode, Python packing, one writer) | {naive:,.0f} rows/s |")
     print(f"| speed-up | {rate / naive:.1f}x |")
     if marginal:
-        print(f"| marginal rate, {sizes[0]:,} -> {sizes[1]:,} rows (walls {walls[0]:.1f} s, {walls[1]:.1f} s) | {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive) |")
+        print(
+            f"| marginal rate, {sizes[0]:,} -> {sizes[1]:,} rows (walls {walls[0]:.1f} s, {walls[1]:.1f} s) | {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive) |"
+        )
     for rows, m_wall, m_peak in memory:
         print(f"| peak RSS of any job process, {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
     print(f"| projected wall time for the seed's 100M rows | {100e6 / rate / 60:.1f} min |")
