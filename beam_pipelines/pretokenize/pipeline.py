@@ -204,9 +204,10 @@ def parse_args(argv):
     parser.add_argument(
         "--tmp_compression",
         choices=("none", "lz4", "zstd"),
-        default="none",
+        default=None,
         help="compression of the temporary bucket files: none (fastest, about 156 bytes per row of scratch "
-        "space), lz4 (about 72) or zstd (default none)",
+        "space), lz4 (about 72) or zstd (default none; lz4 when the scratch is in an object store, where "
+        "every byte goes up and comes back over the network)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in --output")
     parser.add_argument(
@@ -222,6 +223,7 @@ def parse_args(argv):
         if args.bucket_rows < 1:
             raise UsageError("--bucket_rows must be positive")
         temp_location, fs_options = _beam_storage_options(beam_args)
+        tmp_compression = args.tmp_compression or ("lz4" if storage.is_remote(temp_location or args.output) else "none")
         options = Options(
             input=args.input,
             output=args.output,
@@ -229,7 +231,7 @@ def parse_args(argv):
             split=parse_fractions(args.split),
             split_by=args.split_by,
             compression=check_compression(args.compression),
-            tmp_compression=args.tmp_compression,
+            tmp_compression=tmp_compression,
             overwrite=args.overwrite,
             bucket_rows=args.bucket_rows,
             temp_location=temp_location,

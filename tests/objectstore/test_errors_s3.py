@@ -65,6 +65,7 @@ def _keys_args(s3, key_id, secret):
     return [f"--s3_endpoint_url={s3.endpoint}", f"--s3_access_key_id={key_id}", f"--s3_secret_access_key={secret}", "--s3_region_name=us-east-1"]
 
 
+@pytest.mark.slow  # two IAM users and enforcement on the shared server: over a second
 def test_access_denied(s3, bucket_with_raw, capsys):
     """A user without any permission, then one who may read but not write: both refused at once."""
     nobody = s3.user_keys("nobody")

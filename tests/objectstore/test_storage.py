@@ -22,6 +22,7 @@ def roots(s3, tmp_path):
     storage.configure({})
 
 
+@pytest.mark.slow  # about 1 s of round trips to the server: the quick set keeps to the error paths
 def test_files_behave_alike_locally_and_in_s3(roots, tmp_path):
     for root in roots:
         storage.makedirs(storage.join(root, "a"))
@@ -50,6 +51,7 @@ def test_files_behave_alike_locally_and_in_s3(roots, tmp_path):
         assert storage.list_files(root) == [] and not storage.isdir(root)
 
 
+@pytest.mark.slow
 def test_output_guard_and_writer_lock_in_s3(roots, s3):
     out = roots[1]
     with OutputDir(out):

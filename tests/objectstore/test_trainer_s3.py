@@ -53,6 +53,7 @@ def test_training_on_s3_stages_once_and_reuses_the_cache(s3, remote_sample, samp
     assert second["step"] == 6
 
 
+@pytest.mark.slow  # the session's pretokenized sample
 def test_a_damaged_remote_file_is_refused_and_nothing_is_cached(s3, remote_sample, sample_dataset, tmp_path):
     bucket = remote_sample
     manifest = json.loads((sample_dataset / "manifest.json").read_text())
@@ -66,8 +67,12 @@ def test_a_damaged_remote_file_is_refused_and_nothing_is_cached(s3, remote_sampl
     assert os.listdir(tmp_path / "cache" / "datasets") == []  # the partial copy is gone too
 
 
-def test_a_missing_bucket_or_manifest_is_bad_input(s3, remote_sample, tmp_path):
+def test_a_missing_bucket_or_manifest_is_bad_input(s3, monkeypatch, tmp_path):
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3.new_bucket()
     with pytest.raises(InputError, match="s3://no-such-bucket/ds: bucket 'no-such-bucket' does not exist"):
         stage_dataset("s3://no-such-bucket/ds", str(tmp_path))
-    with pytest.raises(DatasetError, match=f"s3://{remote_sample}/nothing: no manifest.json"):
-        stage_dataset(f"s3://{remote_sample}/nothing", str(tmp_path))
+    with pytest.raises(DatasetError, match=f"s3://{bucket}/nothing: no manifest.json"):
+        stage_dataset(f"s3://{bucket}/nothing", str(tmp_path))
+    assert list(tmp_path.iterdir()) == []

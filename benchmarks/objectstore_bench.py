@@ -1,0 +1,117 @@
+"""Benchmark of pretokenize on an object store: s3 -> s3 against local -> local, in the same run.
+
+    python benchmarks/objectstore_bench.py [--rows 2000000] [--repeat 1] [--workdir DIR]
+
+Starts moto's S3 server (``moto[server]``, the test extra) on 127.0.0.1 and a free port in this process,
+uploads ``--rows`` seed-like rows (``make_sample``'s generator, 2M-row Parquet shards) to a bucket, and runs
+``python -m beam_pipelines.pretokenize`` (default runner: multi-process, all cores) twice per repeat, in
+fresh processes, alternately: local Parquet -> local dataset, and s3 Parquet -> s3 dataset (Beam's S3
+options pointing at the server). Wall times are measured from outside the job; the figure is the ratio
+s3 / local (target: at most 2x, so the upload path is not the bottleneck). The two datasets' ArrayRecord
+files are compared byte for byte.
+
+The server shares the machine with the job (its CPU time counts against the s3 run), and loopback has
+no network latency or bandwidth limit: this measures the job's own cost of going through the store
+(uploads, sha256 read-backs, server-side copies, listings), not a real network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import pyarrow.parquet as pq
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from moto.server import ThreadedMotoServer
+
+from beam_pipelines.make_sample import synth
+
+KEY_ID, SECRET, REGION = "bench-key", "bench-secret", "us-east-1"
+
+
+def make_input(rows: int, directory: str, seed: int = 1) -> list[str]:
+    """Seed-like rows in 250k-row row groups, 2M-row shards (as benchmarks/pretokenize_bench.py)."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for i, lo in enumerate(range(0, rows, 2_000_000)):
+        path = os.path.join(directory, f"part-{i:05d}.parquet")
+        pq.write_table(synth.generate(min(2_000_000, rows - lo), seed=seed + i), path, row_group_size=250_000, compression="zstd")
+        paths.append(path)
+    return paths
+
+
+def run_job(args: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "beam_pipelines.pretokenize", *args], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"pretokenize {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (local, s3), alternating")
+    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    work = args.workdir or tempfile.mkdtemp(prefix="objectstore-bench-")
+    os.makedirs(work, exist_ok=True)
+    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name=REGION
+        )
+        client.create_bucket(Bucket="bench")
+        raw = os.path.join(work, "raw")
+        paths = make_input(args.rows, raw)
+        for p in paths:
+            client.upload_file(p, "bench", f"raw/{os.path.basename(p)}")
+        s3_options = [f"--s3_endpoint_url={endpoint}", f"--s3_access_key_id={KEY_ID}",
+                      f"--s3_secret_access_key={SECRET}", f"--s3_region_name={REGION}"]
+        local_out = os.path.join(work, "out")
+        local_times, s3_times = [], []
+        for i in range(args.repeat):
+            shutil.rmtree(local_out, ignore_errors=True)
+            local_times.append(run_job(["--input", os.path.join(raw, "*.parquet"), "--output", local_out]))
+            s3_times.append(run_job(["--input", "s3://bench/raw/*.parquet", "--output", f"s3://bench/out-{i}", *s3_options]))
+            print(f"pair {i + 1}: local -> local {local_times[-1]:.1f} s, s3 -> s3 {s3_times[-1]:.1f} s")
+
+        # The s3 dataset's records must be the local one's, byte for byte.
+        same = True
+        for root, _, names in os.walk(local_out):
+            for name in names:
+                if name.endswith(".array_record"):
+                    rel = os.path.relpath(os.path.join(root, name), local_out)
+                    with open(os.path.join(root, name), "rb") as f:
+                        same &= client.get_object(Bucket="bench", Key=f"out-0/{rel}")["Body"].read() == f.read()
+        local, remote = min(local_times), min(s3_times)
+        print(f"rows {args.rows:,}: local -> local {local:.1f} s ({args.rows / local:,.0f} rows/s), "
+              f"s3 -> s3 {remote:.1f} s ({args.rows / remote:,.0f} rows/s): {remote / local:.2f}x "
+              f"(best of {args.repeat}); records byte-identical: {same}")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        server.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
