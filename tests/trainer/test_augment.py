@@ -157,6 +157,20 @@ def test_batch_augmentation_equals_the_per_record_reference(sample_records):
             assert np.array_equal(out[b], _reference_augment(sample_records[b], seed, int(indices[b]))), (seed, b)
 
 
+def test_padding_records_and_short_bodies_equal_the_reference(sample_records):
+    """Rows of PAD only (before, between and after records) and bodies cut short stay in place."""
+    batch = np.full((6, sample_records.shape[1]), PAD, np.uint16)  # rows 0, 3 and 5 are all PAD
+    batch[1] = sample_records[0]
+    batch[2] = _record([_row(3), _row(4, 6)], seq_len=sample_records.shape[1])
+    batch[4] = sample_records[1]
+    indices = np.array([4, 9, 2**33, 7, 0, 12])
+    out = augment.augment_batch(batch, seed=5, indices=indices)
+    for b in range(len(batch)):
+        assert np.array_equal(out[b], _reference_augment(batch[b], 5, int(indices[b]))), b
+    assert np.all(out[[0, 3, 5]] == PAD)
+    assert np.array_equal(augment.augment_batch(batch[[0]], seed=5, indices=indices[:1]), batch[[0]])
+
+
 def test_draw_orders_equal_the_scalar_hash():
     counts = np.array([3, 0, 5, 1])
     indices = np.array([10, 11, 12, 2**50])
