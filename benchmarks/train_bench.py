@@ -14,7 +14,8 @@
   pulled as fast as possible; records/s and the ratio to what the trainer consumes (must be >= 10).
 * ``--input_only``: the input pipeline alone, against a naive loop measured in the same run (one record at
   a time through ``ArrayRecordDataSource``, parsed with ``numpy.frombuffer``, no augmentation), with the
-  read and augment time per record measured separately, and records/s for 1..cores worker processes.
+  read and augment time per record measured separately, records/s for 1..cores worker processes, and the
+  CPU time per record of the training process and of the workers (from /proc) for each.
 
 With no ``data_dir`` on disk the bundled sample is pretokenized into a temporary directory first.
 """
@@ -133,20 +134,58 @@ def bench_trainer(config, dataset, steps: int) -> dict:
     }
 
 
+def _cpu_seconds(pid: int | None = None) -> tuple[float, float]:
+    """(this process, its descendants) CPU seconds, user + system, read from /proc (0.0 elsewhere). The
+    worker processes are still running when this is read, so ``os.times`` (children that ended) cannot."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def stat(p: int) -> float:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except OSError:
+            return 0.0
+
+    def children(p: int) -> list[int]:
+        out = []
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):  # processes started by any thread
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    pid = pid or os.getpid()
+    seen, stack = 0.0, children(pid)
+    while stack:
+        c = stack.pop()
+        seen += stat(c)
+        stack += children(c)
+    return stat(pid), seen
+
+
 def bench_input(config, dataset, batches: int) -> dict:
     iterator = data.train_iterator(dataset, config)
     try:
-        for _ in range(3):  # start the prefetch threads or worker processes
+        # Start the threads or worker processes: three Grain elements (getattr: the same script also runs
+        # on a checkout from before elements held several batches, for a same-run comparison).
+        for _ in range(3 * getattr(data, "chunk_batches", lambda b: 1)(config.batch_size)):
             next(iterator)
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         for _ in range(batches):
             next(iterator)
         elapsed = time.perf_counter() - t0
+        cpu1 = _cpu_seconds()
     finally:
-        if hasattr(iterator, "close"):
-            iterator.close()
-    return {"records_per_sec": batches * config.batch_size / elapsed, "batches": batches,
-            "num_workers": data.resolve_workers(config), "num_threads": config.num_threads}
+        iterator.close()
+    records = batches * config.batch_size
+    return {"records_per_sec": records / elapsed, "batches": batches,
+            "num_workers": data.resolve_workers(config), "num_threads": config.num_threads,
+            "training_process_cpu_us_per_record": 1e6 * (cpu1[0] - cpu0[0]) / records,
+            "worker_cpu_us_per_record": 1e6 * (cpu1[1] - cpu0[1]) / records}
 
 
 def bench_naive(dataset, split: str, records: int, seed: int = 0) -> dict:
@@ -197,25 +236,38 @@ def input_only(args, config, dataset) -> dict:
     result["stages"] = bench_stages(config, dataset, min(args.input_batches, 100))
     result["default"] = bench_input(config, dataset, args.input_batches)
     result["threads"] = bench_input(dataclasses.replace(config, num_workers=0), dataset, args.input_batches)
+    # Scaling of the processes themselves: one prefetch thread per worker (with more, one worker also
+    # uses the other cores, as ArrayRecord and numpy release the GIL); then with the config's threads.
     result["workers"] = {
+        n: bench_input(dataclasses.replace(config, num_workers=n, num_threads=1), dataset, args.input_batches)
+        for n in counts
+    }
+    result["workers_config_threads"] = {
         n: bench_input(dataclasses.replace(config, num_workers=n), dataset, args.input_batches) for n in counts
     }
+    result["naive_after"] = bench_naive(dataset, config.train_split, records, seed=1)  # the machine drifts
     result["load_after"] = os.getloadavg()
     naive = result["naive"]["records_per_sec"]
     print(f"machine: {result['machine']}; load average before {result['load_before'][0]:.2f}")
-    print(f"naive one-at-a-time read + frombuffer: {naive:,.0f} records/s")
+    print(f"naive one-at-a-time read + frombuffer: {naive:,.0f} records/s "
+          f"(again after the pipeline: {result['naive_after']['records_per_sec']:,.0f})")
     st = result["stages"]
     print(f"stages alone (one core): read {st['read_us_per_record']:.1f} us/record, "
           f"augment {st['augment_us_per_record']:.1f} us/record, "
           f"shift and weights {st['shift_weights_us_per_record']:.1f} us/record")
     rows = [("default", result["default"]), ("threads (num_workers=0)", result["threads"])]
-    rows += [(f"{n} worker process(es)", r) for n, r in result["workers"].items()]
+    rows += [(f"{n} worker process(es), 1 thread each", r) for n, r in result["workers"].items()]
+    rows += [(f"{n} worker process(es), {config.num_threads} threads each", r)
+             for n, r in result["workers_config_threads"].items()]
     for name, r in rows:
-        print(f"train_iterator {name}: {r['records_per_sec']:,.0f} records/s = {r['records_per_sec'] / naive:.2f}x naive")
-    one = result["workers"].get(1, {}).get("records_per_sec")
-    for n, r in result["workers"].items():
-        if one and n > 1:
-            print(f"  {n} workers / 1 worker: {r['records_per_sec'] / one:.2f}x")
+        print(f"train_iterator {name}: {r['records_per_sec']:,.0f} records/s = {r['records_per_sec'] / naive:.2f}x naive; "
+              f"CPU per record: training process {r['training_process_cpu_us_per_record']:.1f} us, "
+              f"workers {r['worker_cpu_us_per_record']:.1f} us")
+    for key, threads in (("workers", 1), ("workers_config_threads", config.num_threads)):
+        one = result[key].get(1, {}).get("records_per_sec")
+        for n, r in result[key].items():
+            if one and n > 1:
+                print(f"  {n} workers / 1 worker ({threads} thread(s) each): {r['records_per_sec'] / one:.2f}x")
     print(f"load average after {result['load_after'][0]:.2f}")
     return result
 

@@ -3,20 +3,22 @@
 The dataset is read and checked through ``beam_pipelines.dataset`` (the contract); this module adds the
 checks against the training config and the Grain stream.
 
-Training stream, per host (one element per batch; no stage works record by record)::
+Training stream, per host (one Grain element per chunk of K batches; no stage works record by record)::
 
-    MapDataset.range(batches_per_epoch).repeat()      # element j is batch j of an endless stream
-      .map_with_index(read_batch)                     # read positions jB..jB+B-1 -> keys of this host's part
+    MapDataset.range(...).repeat()                    # element e is chunk c0 + e of an endless stream
+      .map_with_index(read_batch)                     # read positions of the chunk -> keys of this host's part
                                                       #   (a numpy permutation per epoch) -> one batched
-                                                      #   ArrayRecord read per file -> (B, L) uint16
+                                                      #   ArrayRecord read per file -> (K*B, L) uint16
       .map(augment)                                   # counter-based field-order augmentation (hash-v1)
       .to_iter_dataset(ReadOptions(...))              # prefetch threads
       .mp_prefetch(...)                               # worker processes (num_workers; -1: one per core)
-      .map(make_example)                              # shift and loss weights, in the training process
+    TrainIterator                                     # in the training process: the chunk's K batches one at
+                                                      #   a time, with shift and loss weights
 
-Every stage is a function of the batch index, so the iterator's whole state is the next batch index
-(one per worker with processes) and resuming from it replays exactly the same batches, whatever the
-number of workers.
+Every stage is a function of the batch index, so the iterator's whole state is the next batch index,
+whatever the number of workers, and resuming from it replays exactly the same batches. A chunk of K
+batches (about :data:`CHUNK_RECORDS` records) per Grain element spreads Grain's fixed cost per element
+(queues, a shared-memory block, the interleave threads; about 0.3 ms) over more records.
 """
 
 from __future__ import annotations
@@ -189,14 +191,14 @@ def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dic
     With ``kinds``, also the field kind of every target (``augment.KIND_NAMES``; -1 for PAD).
     """
     tokens = np.asarray(tokens)
-    targets = np.empty_like(tokens)  # (B, L)
-    targets[:, :-1] = tokens[:, 1:]
+    inputs = tokens.astype(np.int32)  # (B, L)
+    targets = np.empty_like(inputs)  # (B, L)
+    targets[:, :-1] = inputs[:, 1:]
     targets[:, -1] = pad_id
-    out = {
-        "inputs": tokens.astype(np.int32),  # (B, L)
-        "targets": targets.astype(np.int32),  # (B, L)
-        "weights": (targets != pad_id).astype(np.float32),  # (B, L)
-    }
+    weights = np.empty(tokens.shape, np.float32)  # (B, L) written once: this runs in the training process
+    np.not_equal(tokens[:, 1:], pad_id, out=weights[:, :-1])
+    weights[:, -1] = 0.0  # the last target is PAD
+    out = {"inputs": inputs, "targets": targets, "weights": weights}
     if kinds:
         k = augment.field_kinds(tokens)  # (B, L) kinds of the inputs
         out["kinds"] = np.concatenate([k[:, 1:], np.full((len(k), 1), augment.KIND_PAD, np.int8)], axis=1)  # (B, L)
@@ -228,6 +230,15 @@ def shuffled_keys(positions: np.ndarray, n: int, seed: int, cache: dict | None =
     return out
 
 
+# readahead_buffer_size:0 is what Grain's random-access source uses: a read fetches only its chunk. In a
+# worker process (one per core) a batched read decodes its records in the calling thread (max_parallelism:1):
+# ArrayRecord's own thread pool only made a worker compete with the others for the cores.
+READER_OPTIONS = "readahead_buffer_size:0"
+WORKER_READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"
+AUGMENT_ROWS = 64  # records augmented together: a chunk's (K*B*L,) int64 index arrays left the cache and the
+                   # heap (4.8 page faults and 8 us of system time a record at 256 records; none at 64)
+
+
 class DataReadError(RunError):
     """A record of a data file could not be read during training (a damaged file); exit code 1."""
 
@@ -248,9 +259,10 @@ class _ReadBatch:
     """
 
     def __init__(self, root: str, files: list[str], counts: list[int], seq_len: int, batch_size: int,
-                 process_index: int, process_count: int, seed: int = 0):
-        self.root, self.files, self.seq_len, self.batch_size = root, files, seq_len, batch_size
-        self.process_index, self.process_count, self.seed = process_index, process_count, seed
+                 process_index: int, process_count: int, seed: int = 0, start: int = 0,
+                 options: str = READER_OPTIONS):
+        self.root, self.files, self.seq_len, self.batch_size, self.options = root, files, seq_len, batch_size, options
+        self.process_index, self.process_count, self.seed, self.start = process_index, process_count, seed, start
         self.local = (sum(counts) - sum(counts) % process_count) // process_count  # this host's records
         self.ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # (files,) first key past each file
         self._readers: dict[int, object] = {}
@@ -264,8 +276,7 @@ class _ReadBatch:
 
     def _reader(self, f: int):
         if f not in self._readers:
-            # readahead_buffer_size:0 is what Grain's random-access source uses: a read fetches only its chunk.
-            self._readers[f] = ArrayRecordReader(self.files[f], "readahead_buffer_size:0", file_reader_buffer_size=32768)
+            self._readers[f] = ArrayRecordReader(self.files[f], self.options, file_reader_buffer_size=32768)
         return self._readers[f]
 
     def _read(self, f: int, positions: np.ndarray) -> bytes:
@@ -291,9 +302,9 @@ class _ReadBatch:
             f"the file is damaged. {_check_hint(self.root)}"
         )
 
-    def __call__(self, batch_index: int, _=None) -> dict:
-        """Batch ``batch_index`` of the shuffled stream."""
-        read_index = batch_index * self.batch_size + np.arange(self.batch_size, dtype=np.int64)  # (B,)
+    def __call__(self, element: int, _=None) -> dict:
+        """Batch ``start + element`` of the shuffled stream."""
+        read_index = (self.start + element) * self.batch_size + np.arange(self.batch_size, dtype=np.int64)  # (B,)
         return self.read(read_index, shuffled_keys(read_index, self.local, self.seed, self._epochs))
 
     def read(self, read_index: np.ndarray, keys: np.ndarray) -> dict:
@@ -341,19 +352,13 @@ class _Augment:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         tokens = batch["tokens"]  # (B, L)
-        if self.augment_seed is not None:
-            tokens = augment.augment_batch(tokens, self.augment_seed, batch["index"])
-        return tokens
-
-
-class _Example:
-    """(B, L) tokens -> model inputs (in the training process: cheaper than moving the wider arrays)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, tokens: np.ndarray) -> dict:
-        return make_example(tokens, self.pad_id)
+        if self.augment_seed is None:
+            return tokens
+        out = np.empty_like(tokens)  # (B, L)
+        step = AUGMENT_ROWS or len(tokens)
+        for a in range(0, len(tokens), step):  # records are independent: a chunk is augmented in slices
+            out[a : a + step] = augment.augment_batch(tokens[a : a + step], self.augment_seed, batch["index"][a : a + step])
+        return out
 
 
 class _Finish:
@@ -387,9 +392,14 @@ def train_dataset(
     augment_fields: bool = True,
     process_index: int = 0,
     process_count: int = 1,
+    start: int = 0,
+    in_workers: bool = False,
 ) -> grain.MapDataset:
     """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset`` of
-    augmented (B, L) uint16 token arrays (:func:`make_example` turns one into model inputs)."""
+    augmented (B, L) uint16 token arrays (:func:`make_example` turns one into model inputs); element
+    ``e`` is batch ``start + e``. Batch ``j`` of size ``K * B`` holds batches ``K*j .. K*j+K-1`` of size
+    ``B``, the same records with the same augmentation. ``in_workers``: read for a worker process
+    (:data:`WORKER_READER_OPTIONS`)."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
     total = dataset.num_records(split)
@@ -400,8 +410,16 @@ def train_dataset(
     # and records (one batched read) are computed together, so no stage works record by record.
     ds = grain.MapDataset.range(max(local // batch_size, 1)).repeat()
     ds = ds.map_with_index(batch_reader(dataset, split, batch_size, seed=seed, process_index=process_index,
-                                        process_count=process_count))
+                                        process_count=process_count, start=start, in_workers=in_workers))
     return ds.map(_Augment(seed if augment_fields else None))
+
+
+CHUNK_RECORDS = 256  # records per Grain element (whole batches): Grain's ~0.3 ms per element is ~1 us a record
+
+
+def chunk_batches(batch_size: int) -> int:
+    """Batches per Grain element for ``batch_size``-record batches: enough for about :data:`CHUNK_RECORDS`."""
+    return max(1, -(-CHUNK_RECORDS // batch_size))
 
 
 def train_iterator(
@@ -410,23 +428,95 @@ def train_iterator(
     *,
     process_index: int = 0,
     process_count: int = 1,
-) -> grain.DatasetIterator:
+) -> TrainIterator:
     """A resumable iterator of this host's training batches (``config.batch_size // process_count`` records).
 
-    Its ``get_state()`` is a small JSON-able dict; ``set_state`` resumes exactly where it was taken.
+    Its ``get_state()`` is a small JSON-able dict (the next batch index); ``set_state`` resumes exactly
+    where it was taken, with any number of workers.
     """
     if config.batch_size % process_count:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} processes")
-    ds = train_dataset(
-        dataset,
-        config.train_split,
-        batch_size=config.batch_size // process_count,
-        seed=config.seed,
-        augment_fields=config.augment,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    return prefetch(ds, config).map(_Example(dataset.pad_id)).__iter__()
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
+    batch_size = config.batch_size // process_count
+    chunk = chunk_batches(batch_size)
+
+    def stream(first_chunk: int) -> grain.DatasetIterator:
+        ds = train_dataset(
+            dataset,
+            config.train_split,
+            batch_size=batch_size * chunk,
+            seed=config.seed,
+            augment_fields=config.augment,
+            process_index=process_index,
+            process_count=process_count,
+            start=first_chunk,
+            in_workers=resolve_workers(config) > 0,
+        )
+        return prefetch(ds, config, chunk).__iter__()
+
+    return TrainIterator(stream, batch_size, chunk, dataset.pad_id)
+
+
+class TrainIterator:
+    """The training batches of one host, from a Grain stream of chunks of ``chunk`` batches.
+
+    The state is ``{"next_batch": N}``; the Grain stream (and its worker processes) starts at the chunk
+    holding batch N on the first ``next`` after creation or ``set_state``. Model inputs
+    (:func:`make_example`) are built here, one batch at a time.
+    """
+
+    def __init__(self, stream, batch_size: int, chunk: int, pad_id: int):
+        self._stream, self.batch_size, self.chunk, self.pad_id = stream, batch_size, chunk, pad_id
+        self._next = 0  # the next batch's index in the stream
+        self._it: grain.DatasetIterator | None = None
+        self._tokens: np.ndarray | None = None  # the current chunk's (K * B, L) tokens
+        self._row = 0  # the current chunk's next row
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._tokens is None:
+            if self._it is None:
+                self._it = self._stream(self._next // self.chunk)
+                self._row = self._next % self.chunk * self.batch_size  # resuming inside a chunk
+            else:
+                self._row = 0
+            self._tokens = next(self._it)  # (K * B, L) uint16
+        # Per batch, not per chunk: arrays of one batch are reused by the allocator; a chunk's (several MB)
+        # went back to the kernel and faulted in again (about 3 page faults a record).
+        batch = make_example(self._tokens[self._row : self._row + self.batch_size], self.pad_id)
+        self._row += self.batch_size
+        if self._row == len(self._tokens):
+            self._tokens = None
+        self._next += 1
+        return batch
+
+    def get_state(self) -> dict:
+        return {"next_batch": self._next}
+
+    def set_state(self, state: Mapping) -> None:
+        """Resume at ``state["next_batch"]``. The states of the first ``hash-v1`` pipeline (one Grain
+        element per batch) give the same position: ``next_index`` with threads, and with worker processes
+        the sum of every worker's ``next_index`` (workers take batches in turn)."""
+        if "next_batch" in state:
+            position = state["next_batch"]
+        elif "next_index" in state:
+            position = state["next_index"]
+        elif "iterators_in_use_states" in state:
+            position = sum(int(s["next_index"]) for s in state["iterators_in_use_states"])
+        else:
+            raise ValueError(f"not a training iterator state: {json.dumps(state)[:200]}")
+        self.close()
+        self._next, self._tokens = int(position), None
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the next ``next`` starts them again)."""
+        if self._it is not None:
+            if hasattr(self._it, "close"):
+                self._it.close()
+            self._it = None
 
 
 def _die_with_parent(trainer_pid: int, worker_index: int, worker_count: int) -> None:
@@ -460,12 +550,11 @@ def resolve_workers(config: Config) -> int:
     return max(1, min(usable, MAX_AUTO_WORKERS))
 
 
-def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
-    """Thread prefetch (``num_workers == 0``) or Grain's multiprocess prefetch (batches come back through
-    shared memory; the iterator's state, saved with every checkpoint, holds every worker's position)."""
-    read = grain.ReadOptions(
-        num_threads=max(config.num_threads, 1), prefetch_buffer_size=max(config.prefetch_buffer, 1)
-    )
+def prefetch(ds: grain.MapDataset, config: Config, chunk: int = 1) -> grain.IterDataset:
+    """Thread prefetch (``num_workers == 0``) or Grain's multiprocess prefetch (chunks come back through
+    shared memory). ``config.prefetch_buffer`` counts batches; an element holds ``chunk`` of them."""
+    threads = max(config.num_threads, 1)
+    read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(-(-config.prefetch_buffer // chunk), threads))
     it = ds.to_iter_dataset(read)
     workers = resolve_workers(config)
     if workers > 0:
@@ -481,12 +570,12 @@ def prefetch(ds: grain.MapDataset, config: Config) -> grain.IterDataset:
 
 
 def batch_reader(dataset: Dataset, split: str, batch_size: int, *, seed: int = 0, process_index: int = 0,
-                 process_count: int = 1) -> _ReadBatch:
-    """The batched reader of the training stream: ``reader(batch_index)`` is that batch's
+                 process_count: int = 1, start: int = 0, in_workers: bool = False) -> _ReadBatch:
+    """The batched reader of the training stream: ``reader(j)`` is batch ``start + j``'s
     ``{"tokens", "index"}``; ``reader.read(read_index, local_keys)`` reads given records."""
     counts = [int(f["records"]) for f in dataset._split(split)["files"]]
     return _ReadBatch(dataset.root, dataset.files(split), counts, dataset.seq_len, batch_size, process_index,
-                      process_count, seed)
+                      process_count, seed, start, WORKER_READER_OPTIONS if in_workers else READER_OPTIONS)
 
 
 def eval_batches(

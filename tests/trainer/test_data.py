@@ -423,3 +423,78 @@ def test_worker_processes_end_with_a_killed_trainer(sample_dataset, repo_root):
     while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in children if alive(p)]
+
+
+# ---- chunks of batches per Grain element; the state is the next batch index
+
+
+def _stream_batches(ds, config, n: int) -> list[dict]:
+    """Batches 0..n-1 built from the batch-sized stream, one Grain element per batch (the definition)."""
+    stream = data.train_dataset(ds, config.train_split, batch_size=config.batch_size, seed=config.seed,
+                                augment_fields=config.augment)
+    return [data.make_example(stream[j], ds.pad_id) for j in range(n)]
+
+
+@pytest.mark.parametrize("chunk_records", [8, 20, 256])
+def test_chunks_of_batches_give_the_batches_of_the_stream(sample_dataset, monkeypatch, chunk_records):
+    """However many batches a Grain element holds (K = 2, 5, 64 here), the batches are the stream's."""
+    monkeypatch.setattr(data, "CHUNK_RECORDS", chunk_records)
+    config = make_config(sample_dataset, "batch_size=4", "num_workers=0")
+    ds = data.open_dataset(str(sample_dataset), config)
+    want = _stream_batches(ds, config, 11)
+    iterator = data.train_iterator(ds, config)
+    assert iterator.chunk == -(-chunk_records // 4)
+    for j, w in enumerate(want):
+        got = next(iterator)
+        assert set(got) == set(w)
+        for key in w:
+            assert np.array_equal(got[key], w[key]), (j, key)
+
+
+def test_resuming_inside_a_chunk_and_old_state_forms(sample_dataset, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_RECORDS", 12)  # 3 batches of 4 per element
+    config = make_config(sample_dataset, "batch_size=4", "num_workers=0")
+    ds = data.open_dataset(str(sample_dataset), config)
+    want = _stream_batches(ds, config, 9)
+    # The first hash-v1 pipeline's states: threads {"next_index"}, worker processes Grain's interleave state.
+    legacy_workers = {"next_index_in_cycle": 1, "next_index_in_datasets": 2, "iterators_in_use_indices": [0, 1],
+                      "iterators_in_use_states": [{"next_index": 3}, {"next_index": 2}], "exhausted": [0, 0],
+                      "future_states": {}}
+    for state, first in [({"next_batch": 4}, 4), ({"next_batch": 6}, 6), ({"next_index": 7}, 7), (legacy_workers, 5)]:
+        iterator = data.train_iterator(ds, config)
+        next(iterator)  # a stream already running is replaced
+        iterator.set_state(state)
+        assert iterator.get_state() == {"next_batch": first}
+        for j in range(first, 9):
+            assert np.array_equal(next(iterator)["inputs"], want[j]["inputs"]), (state, j)
+        assert iterator.get_state() == {"next_batch": 9}
+    with pytest.raises(ValueError, match="not a training iterator state"):
+        data.train_iterator(ds, config).set_state({"something": 1})
+
+
+def test_chunk_augmentation_in_slices_equals_the_whole_chunk(sample_dataset, monkeypatch):
+    config = make_config(sample_dataset)
+    ds = data.open_dataset(str(sample_dataset), config)
+    batch = data.batch_reader(ds, "train", 150, seed=2)(3)  # 150 records: slices of 64, 64 and 22
+    whole = data.augment.augment_batch(batch["tokens"], 9, batch["index"])
+    assert np.array_equal(data._Augment(9)(batch), whole)
+    monkeypatch.setattr(data, "AUGMENT_ROWS", 7)
+    assert np.array_equal(data._Augment(9)(batch), whole)
+
+
+@pytest.mark.slow
+def test_workers_resume_from_a_state_taken_with_another_worker_count(sample_dataset):
+    config = make_config(sample_dataset, "batch_size=4", "num_workers=0")
+    ds = data.open_dataset(str(sample_dataset), config)
+    want = _stream_batches(ds, config, 70)  # past the first chunk of 64 batches
+    threads = data.train_iterator(ds, config)
+    for _ in range(61):
+        next(threads)
+    state = json.loads(json.dumps(threads.get_state()))
+    resumed = data.train_iterator(ds, make_config(sample_dataset, "batch_size=4", "num_workers=2"))
+    try:
+        resumed.set_state(state)
+        for j in range(61, 70):
+            assert np.array_equal(next(resumed)["inputs"], want[j]["inputs"]), j
+    finally:
+        resumed.close()
