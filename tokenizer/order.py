@@ -53,11 +53,25 @@ def hash_words(words: list[int]) -> int:
     return h
 
 
+def _splitmix64_inplace(z: np.ndarray, tmp: np.ndarray) -> None:
+    """:func:`splitmix64_np` computed in ``z`` itself (``tmp``: scratch of the same shape): the same
+    values without a new array per operation, which costs more than the arithmetic on large arrays."""
+    z += np.uint64(_GOLDEN)
+    for shift, multiplier in ((30, _M1), (27, _M2)):
+        np.right_shift(z, np.uint64(shift), out=tmp)
+        z ^= tmp
+        z *= np.uint64(multiplier)
+    np.right_shift(z, np.uint64(31), out=tmp)
+    z ^= tmp
+
+
 def hash_words_np(words: list[np.ndarray]) -> np.ndarray:
     """Vectorized chain hash; each element of ``words`` is a uint64 array of the same length."""
     h = np.zeros(len(words[0]), dtype=np.uint64)
+    tmp = np.empty_like(h)
     for w in words:
-        h = splitmix64_np(h ^ w)
+        h ^= w
+        _splitmix64_inplace(h, tmp)
     return h
 
 
