@@ -279,3 +279,22 @@ def test_tuning_scores_each_setting_on_validation(eval_dataset, capsys):
     assert [(x["rank"], x["reg"]) for x in mf] == [(2, 0.01), (2, 1.0)]
     assert mf[0]["median_abs_error_ms"] != mf[1]["median_abs_error_ms"]  # the setting matters
     assert any(x["predictor"] == "vivaldi" and x["dims"] == 2 for x in lines)
+
+
+def test_context_probe_groups_by_pair_history_and_block_order():
+    from trainer.eval import context_probe
+
+    rows = [_row("10.0.0.1", "8.8.8.8", 11.0 + i, i) for i in range(6)] + [_row("10.0.0.1", "9.9.9.9", 5.0, 9)]
+    rows[1]["rtt"] = -1.0
+    tokens = [encode_measurement(r) for r in rows]
+    record = np.full((1, 1024), PAD, np.uint16)
+    flat = np.concatenate(tokens)
+    record[0, : len(flat)] = flat
+    cols, rtt_pos, group = context_probe.measurement_groups(record)
+    assert len(cols) == 7 and (record.reshape(-1)[rtt_pos] == RTT_START).all()
+    for i, t in enumerate(tokens):
+        t = list(t)
+        dst_first = t.index(2) < t.index(RTT_START)  # the destination block precedes the RTT block on disk
+        pair = i >= 1 and i != 6  # an earlier *successful* measurement of the pair: row 0 (row 1 failed)
+        want = ("pair" if pair else "new") + ("_before" if dst_first else "_after")
+        assert context_probe.GROUPS[group[i]] == want, i
