@@ -230,6 +230,10 @@ def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, t
     firsts = [r for r in rows if r["start"] == "0"]
     assert firsts and all(r["matrix_factorization_level"] == "dst_median" for r in firsts)
     assert "| vivaldi |" in capsys.readouterr().out and "| vivaldi |" in (out / "report.md").read_text()
+    # Deterministic: a second run gives the same predictions, byte for byte.
+    again = tmp_path / "again"
+    assert evaluate.run(["--baselines_only", "--data_dir", str(eval_dataset), "--output", str(again)]) == 0
+    assert (again / "predictions.csv").read_bytes() == (out / "predictions.csv").read_bytes()
 
 
 @pytest.mark.parametrize(
