@@ -13,6 +13,7 @@ from beam_pipelines.dataset.staging import STAGED_MARKER, stage_dataset
 from tests.objectstore.helpers import file_bytes, upload_tree
 from tests.trainer.helpers import MINI, make_config
 from trainer import train
+from trainer.eval import evaluate
 
 RUN = [*MINI, "steps=6", "batch_size=4", "warmup_steps=2", "log_every=1", "checkpoint_every=6", "eval_every=6",
        "eval_batches=1", "num_workers=0"]
@@ -76,3 +77,15 @@ def test_a_missing_bucket_or_manifest_is_bad_input(s3, monkeypatch, tmp_path):
     with pytest.raises(DatasetError, match=f"s3://{bucket}/nothing: no manifest.json"):
         stage_dataset(f"s3://{bucket}/nothing", str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # the session's pretokenized sample and a full baselines fit
+def test_baselines_only_evaluation_reads_a_remote_dataset(s3, remote_sample, sample_dataset, tmp_path):
+    """``trainer.evaluate --baselines_only`` has no model config; it stages the remote dataset all the same
+    and scores exactly what a run on the local copy scores."""
+    args = ["--baselines_only", "--split", "test", "--no-progress"]
+    assert evaluate.run([*args, "--data_dir", f"s3://{remote_sample}/ds", "--output", str(tmp_path / "s3")]) == 0
+    assert evaluate.run([*args, "--data_dir", str(sample_dataset), "--output", str(tmp_path / "local")]) == 0
+    remote, local = file_bytes(tmp_path / "s3"), file_bytes(tmp_path / "local")
+    assert "predictions.csv" in local
+    assert remote["predictions.csv"] == local["predictions.csv"]

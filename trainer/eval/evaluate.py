@@ -653,11 +653,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def open_dataset(root: str):
     """Open a dataset for the baselines alone: the data contract's manifest and file checks (sizes and record
-    counts), and a tokenizer this code decodes; no model config to compare with."""
+    counts), and a tokenizer this code decodes; no model config to compare with. A remote ``root`` is staged
+    into the default cache first (``$PING_LLM_CACHE_DIR``, else ``~/.cache/ping-llm``), as training does."""
     from beam_pipelines import dataset as contract
     from tokenizer.vocab import PAD, TOKENIZER_NAME, TOKENIZER_VERSION
+    from trainer import staging
     from trainer.data import Dataset
 
+    root = staging.local_data_dir(root, None)  # an s3:// or gs:// data_dir: its verified copy in the cache
     manifest = contract.read_manifest(root)
     tok = manifest["tokenizer"]
     want = {"name": TOKENIZER_NAME, "version": TOKENIZER_VERSION, "pad_id": PAD}
