@@ -230,26 +230,77 @@ class Vivaldi:
 
 
 def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
-    """``rounds`` batched Vivaldi updates of the nodes in ``movable`` over the pairs (i, j, r, w)."""
+    """``rounds`` batched Vivaldi updates of the nodes in ``movable`` over the pairs (i, j, r, w).
+
+    Each node's force is the sum of its pairs' forces, in pair order. Two fixed sparse incidence matrices
+    (node x pair, ones) do that sum for all dimensions and the height at once: ``csr @ dense`` adds every
+    row's entries in column (pair) order from zero, exactly what a ``np.bincount`` per dimension does, so
+    the result is bit-identical to it at a fraction of the cost (one pass instead of 2 x (dims + 1)).
+    ``np.take`` gathers rows like ``x[i]`` does, faster."""
+    import scipy.sparse  # a dependency of jax; imported here so the module loads without it
+
     rng = np.random.default_rng(seed)
-    nodes = len(x)
+    nodes, dims = x.shape
     deg = np.bincount(i, weights=w, minlength=nodes) + np.bincount(j, weights=w, minlength=nodes)
     deg = np.maximum(deg, 1e-12)
+    if len(i) and movable[i].all() and not movable[j].any():
+        return _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng)
+    pair = np.arange(len(i))
+    ones = np.ones(len(i))
+    on_i = scipy.sparse.csr_matrix((ones, (i, pair)), shape=(nodes, len(i)))  # entries kept in pair order
+    on_j = scipy.sparse.csr_matrix((ones, (j, pair)), shape=(nodes, len(i)))
+    forces = np.empty((len(i), dims + 1))  # per pair: the force on i (dims), then w * err (the height's)
     for t in range(rounds):
         step = step_hi + (step_lo - step_hi) * t / max(rounds - 1, 1)
-        diff = x[i] - x[j]  # (pairs, dims)
+        diff = np.take(x, i, axis=0) - np.take(x, j, axis=0)  # (pairs, dims)
         dist = np.sqrt(np.einsum("pd,pd->p", diff, diff))
         zero = dist < 1e-9
         if zero.any():  # coincident ends: push apart in a random (seeded) direction, as Vivaldi does
-            diff[zero] = rng.normal(size=(int(zero.sum()), x.shape[1]))
+            diff[zero] = rng.normal(size=(int(zero.sum()), dims))
             dist[zero] = np.sqrt(np.einsum("pd,pd->p", diff[zero], diff[zero]))
-        err = r - (dist + h[i] + h[j])  # > 0: too close, push apart
-        force = (w * err / dist)[:, None] * diff  # (pairs, dims) on i; the opposite on j
-        fx = np.stack([np.bincount(i, weights=force[:, k], minlength=nodes)
-                       - np.bincount(j, weights=force[:, k], minlength=nodes) for k in range(x.shape[1])], axis=1)
-        fh = np.bincount(i, weights=w * err, minlength=nodes) + np.bincount(j, weights=w * err, minlength=nodes)
+        err = r - (dist + np.take(h, i) + np.take(h, j))  # > 0: too close, push apart
+        np.multiply((w * err / dist)[:, None], diff, out=forces[:, :dims])  # on i; the opposite on j
+        forces[:, dims] = w * err
+        sum_i, sum_j = on_i @ forces, on_j @ forces  # (nodes, dims + 1) each
+        fx = sum_i[:, :dims] - sum_j[:, :dims]
+        fh = sum_i[:, dims] + sum_j[:, dims]
         x = np.where(movable[:, None], x + step * fx / deg[:, None], x)
         h = np.where(movable, np.maximum(h + step * fh / deg, 0.0), h)
+    return x, h
+
+
+def _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng):
+    """:func:`_vivaldi_rounds` when every pair's ``i`` end moves and no ``j`` end does (the fold-in of unseen
+    sources against fixed train destinations): the same arithmetic, in the same order, restricted to the
+    movable nodes, with the fixed ends gathered once. A movable node is never a ``j`` end, so its sum over
+    ``j`` is an exact 0.0 (kept in the formulas below so the results stay bit-identical)."""
+    import scipy.sparse
+
+    dims = x.shape[1]
+    moving = np.flatnonzero(movable)
+    local = np.full(len(x), -1, np.int64)
+    local[moving] = np.arange(len(moving))
+    li = local[i]
+    xj, hj = np.take(x, j, axis=0), np.take(h, j)
+    xm, hm, dm = x[moving], h[moving], deg[moving]
+    on_i = scipy.sparse.csr_matrix((np.ones(len(i)), (li, np.arange(len(i)))), shape=(len(moving), len(i)))
+    forces = np.empty((len(i), dims + 1))
+    for t in range(rounds):
+        step = step_hi + (step_lo - step_hi) * t / max(rounds - 1, 1)
+        diff = np.take(xm, li, axis=0) - xj
+        dist = np.sqrt(np.einsum("pd,pd->p", diff, diff))
+        zero = dist < 1e-9
+        if zero.any():
+            diff[zero] = rng.normal(size=(int(zero.sum()), dims))
+            dist[zero] = np.sqrt(np.einsum("pd,pd->p", diff[zero], diff[zero]))
+        err = r - (dist + np.take(hm, li) + hj)
+        np.multiply((w * err / dist)[:, None], diff, out=forces[:, :dims])
+        forces[:, dims] = w * err
+        sum_i = on_i @ forces
+        xm = xm + step * (sum_i[:, :dims] - 0.0) / dm[:, None]
+        hm = np.maximum(hm + step * (sum_i[:, dims] + 0.0) / dm, 0.0)
+    x, h = x.copy(), h.copy()
+    x[moving], h[moving] = xm, hm
     return x, h
 
 
