@@ -94,43 +94,60 @@ class Factorization:
     reg: float
 
 
-def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray, w: np.ndarray, reg: float):
+def _group_plan(group: np.ndarray, groups: int, k1: int) -> list:
+    """Where :func:`_ridge_by_group` puts each row in its padded stacks: for every (size class, chunk), the
+    chunk's groups, the rows (in group order) and their flat slots in a ``(groups * width, k1)`` stack.
+    It depends only on the grouping, so the ALS fit builds it once for all its iterations."""
+    n = len(group)
+    plan = []
+    if not n:
+        return plan
+    order = np.argsort(group, kind="stable")
+    g_sorted = group[order]
+    count = np.bincount(group, minlength=groups)
+    first = np.cumsum(count) - count
+    pos = np.arange(n) - first[g_sorted]  # row's position within its group
+    size_class = np.ceil(np.log2(np.maximum(count, 1))).astype(np.int64)
+    row_class = size_class[g_sorted]
+    for c in np.unique(size_class[count > 0]):
+        width = 1 << int(c)
+        members = np.flatnonzero((size_class == c) & (count > 0))
+        rows = np.flatnonzero(row_class == c)  # sorted rows of this class, grouped
+        per_chunk = max(1, (1 << 22) // (width * k1))
+        slot_of = np.full(groups, -1, np.int64)
+        for lo in range(0, len(members), per_chunk):
+            chunk = members[lo : lo + per_chunk]
+            slot_of[chunk] = np.arange(len(chunk))
+            r = rows[(g_sorted[rows] >= chunk[0]) & (g_sorted[rows] <= chunk[-1])]
+            plan.append((chunk, width, slot_of[g_sorted[r]] * width + pos[r], order[r]))
+    return plan
+
+
+def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray, w: np.ndarray, reg: float,
+                    plan: list | None = None):
     """For every group g: argmin_x sum_i w_i (t_i - z_i . x)^2 + reg * W_g |x|^2 over the group's rows
     (W_g the group's total weight), as batches of small solves.
 
     Normal matrices come from batched matrix products: groups of similar size (the same power of two) are
     padded to that size and stacked, so one ``matmul`` forms all their ``Z^T W Z`` at once (at most twice
-    the work of the exact sizes, no per-group Python); chunks keep each stack under ~32 MB."""
+    the work of the exact sizes, no per-group Python); chunks keep each stack under ~32 MB. ``plan``
+    (from :func:`_group_plan` for this ``group``) saves recomputing the layout."""
     n, k1 = z.shape
     a = np.zeros((groups, k1, k1))
     rhs = np.zeros((groups, k1))
-    if n:
-        order = np.argsort(group, kind="stable")
-        g_sorted = group[order]
-        count = np.bincount(group, minlength=groups)
-        first = np.cumsum(count) - count
-        pos = np.arange(n) - first[g_sorted]  # row's position within its group
-        size_class = np.ceil(np.log2(np.maximum(count, 1))).astype(np.int64)
-        row_class = size_class[g_sorted]
-        for c in np.unique(size_class[count > 0]):
-            width = 1 << int(c)
-            members = np.flatnonzero((size_class == c) & (count > 0))
-            rows = np.flatnonzero(row_class == c)  # sorted rows of this class, grouped
-            per_chunk = max(1, (1 << 22) // (width * k1))
-            slot_of = np.full(groups, -1, np.int64)
-            for lo in range(0, len(members), per_chunk):
-                chunk = members[lo : lo + per_chunk]
-                slot_of[chunk] = np.arange(len(chunk))
-                r = rows[(g_sorted[rows] >= chunk[0]) & (g_sorted[rows] <= chunk[-1])]
-                slot = slot_of[g_sorted[r]]
-                zp = np.zeros((len(chunk), width, k1))  # (groups, width, k1)
-                wt = np.zeros((len(chunk), width, 2))  # (groups, width, [w, w * t])
-                src_rows = order[r]
-                zp[slot, pos[r]] = z[src_rows]
-                wt[slot, pos[r], 0] = w[src_rows]
-                wt[slot, pos[r], 1] = w[src_rows] * t[src_rows]
-                a[chunk] = np.matmul(zp.transpose(0, 2, 1) * wt[:, None, :, 0], zp)  # (groups, k1, k1)
-                rhs[chunk] = np.matmul(zp.transpose(0, 2, 1), wt[:, :, 1:])[..., 0]  # (groups, k1)
+    if plan is None:
+        plan = _group_plan(group, groups, k1)
+    for chunk, width, flat, src_rows in plan:
+        zp = np.zeros((len(chunk) * width, k1))
+        wt = np.zeros((len(chunk) * width, 2))  # per padded row: [w, w * t]
+        zp[flat] = np.take(z, src_rows, axis=0)
+        w_rows = np.take(w, src_rows)
+        wt[flat, 0] = w_rows
+        wt[flat, 1] = w_rows * np.take(t, src_rows)
+        zp = zp.reshape(len(chunk), width, k1)  # (groups, width, k1)
+        wt = wt.reshape(len(chunk), width, 2)
+        a[chunk] = np.matmul(zp.transpose(0, 2, 1) * wt[:, None, :, 0], zp)  # (groups, k1, k1)
+        rhs[chunk] = np.matmul(zp.transpose(0, 2, 1), wt[:, :, 1:])[..., 0]  # (groups, k1)
     total = np.bincount(group, weights=w, minlength=groups)
     a += (reg * np.maximum(total, 1e-9))[:, None, None] * np.eye(k1)
     return np.linalg.solve(a, rhs[..., None])[..., 0]  # (groups, k1)
@@ -161,11 +178,14 @@ def fit_factorization(src, dst, rtt, *, rank: int = MF_RANK, reg: float = MF_REG
     rng = np.random.default_rng(seed)
     u, b = np.zeros((ns, rank)), np.zeros(ns)
     v, c = rng.normal(0.0, 0.1, (nd, rank)), np.zeros(nd)
-    ones = np.ones((len(y), 1))
+    plan_s, plan_d = _group_plan(ps, ns, rank + 1), _group_plan(pd, nd, rank + 1)  # fixed over the iterations
+    z = np.ones((len(y), rank + 1))  # the other side's factors, then a 1 for the bias
     for _ in range(iters):
-        x = _ridge_by_group(ps, ns, np.hstack([v[pd], ones]), y - mu - c[pd], count, reg)  # (ns, rank+1)
+        z[:, :rank] = np.take(v, pd, axis=0)
+        x = _ridge_by_group(ps, ns, z, y - mu - c[pd], count, reg, plan_s)  # (ns, rank+1)
         u, b = x[:, :rank], x[:, rank]
-        x = _ridge_by_group(pd, nd, np.hstack([u[ps], ones]), y - mu - b[ps], count, reg)
+        z[:, :rank] = np.take(u, ps, axis=0)
+        x = _ridge_by_group(pd, nd, z, y - mu - b[ps], count, reg, plan_d)
         v, c = x[:, :rank], x[:, rank]
     return Factorization(mu, src_keys, dst_keys, u, b, v, c, reg)
 
