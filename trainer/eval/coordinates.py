@@ -257,7 +257,7 @@ def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
     row's entries in column (pair) order from zero, exactly what a ``np.bincount`` per dimension does, so
     the result is bit-identical to it at a fraction of the cost (one pass instead of 2 x (dims + 1)).
     ``np.take`` gathers rows like ``x[i]`` does, faster."""
-    import scipy.sparse  # a dependency of jax; imported here so the module loads without it
+    import scipy.sparse  # a declared dependency (pyproject); imported here, where it is used
 
     rng = np.random.default_rng(seed)
     nodes, dims = x.shape
