@@ -228,31 +228,7 @@ class OutputDir:
 
 
 def _prepare(out: str, rules: OutputRules, overwrite: bool) -> str | None:
-    if storage.is_remote(out):
-        return _prepare_remote(out, rules, overwrite)
-    if os.path.isfile(os.path.join(out, rules.markers[0])):
-        skip = rules.complete(overwrite)
-        if skip:
-            return skip
-    entries = [n for n in os.listdir(out) if n != LOCK_NAME]
-    foreign = sorted(n for n in entries if not rules.is_own(n))
-    if foreign and not overwrite:
-        raise UsageError(rules.foreign.format(out=out, names=foreign[:3]))
-    for name in rules.markers:  # from here on, nothing in DIR passes for a complete output
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(out, name))
-    for name in sorted(set(entries) - set(foreign) - set(rules.markers)):
-        path = os.path.join(out, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-    return None
-
-
-def _prepare_remote(out: str, rules: OutputRules, overwrite: bool) -> str | None:
-    """:func:`_prepare` for an object-store ``--output``: the same rules, over key prefixes."""
+    """Apply ``rules`` to ``out`` (a local folder, or a key prefix in an object store: the same rules)."""
     if storage.exists(storage.join(out, rules.markers[0])):
         skip = rules.complete(overwrite)
         if skip:
@@ -264,5 +240,17 @@ def _prepare_remote(out: str, rules: OutputRules, overwrite: bool) -> str | None
     for name in rules.markers:  # from here on, nothing in DIR passes for a complete output
         storage.remove(storage.join(out, name))
     for name in sorted(set(entries) - set(foreign) - set(rules.markers)):
-        storage.rmtree(storage.join(out, name))
+        _remove_entry(storage.join(out, name))
     return None
+
+
+def _remove_entry(path: str) -> None:
+    """Delete one top-level entry of an output, a file or a folder (in a store: an object or a prefix)."""
+    if storage.is_remote(path):
+        storage.remove(path)
+        storage.rmtree(path)
+    elif os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)  # not storage.rmtree: a folder that cannot be removed here is an error
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
