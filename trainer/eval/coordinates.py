@@ -190,6 +190,15 @@ def fit_factorization(src, dst, rtt, *, rank: int = MF_RANK, reg: float = MF_REG
     return Factorization(mu, src_keys, dst_keys, u, b, v, c, reg)
 
 
+def _unseen_context(record, src, rtt, known, d_row) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, earlier)`` pairs of :func:`source_context` for the measurements whose source is not in
+    train (``~known``), limited to earlier successful measurements to train destinations: what a fold-in
+    may use."""
+    targets, earlier = source_context(record, src, (rtt > 0) & (d_row >= 0))
+    pick = ~known[targets]
+    return targets[pick], earlier[pick]
+
+
 def predict_factorization(model: Factorization, record, src, dst, rtt, fallback: Prediction) -> Prediction:
     """Predictions for measurements of whole records ((n,) each, file order): a train source answers from
     its factors; an unseen one from a fold-in on its earlier measurements in the record; else ``fallback``
@@ -203,10 +212,7 @@ def predict_factorization(model: Factorization, record, src, dst, rtt, fallback:
     u[known], b[known] = model.u[s_row[known]], model.b[s_row[known]]
     folded = np.zeros(n, bool)
     # Fold-in: unseen sources from their earlier successful measurements to train destinations.
-    usable = (rtt > 0) & (d_row >= 0)
-    targets, earlier = source_context(record, src, usable)
-    pick = ~known[targets]
-    targets, earlier = targets[pick], earlier[pick]
+    targets, earlier = _unseen_context(record, src, rtt, known, d_row)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         group = group.reshape(-1)
@@ -360,10 +366,7 @@ def predict_vivaldi(model: Vivaldi, record, src, dst, rtt, fallback: Prediction,
     known = s_row >= 0
     xs[known], hs[known] = model.x[s_row[known]], model.h[s_row[known]]
     folded = np.zeros(n, bool)
-    usable = (rtt > 0) & (d_row >= 0)
-    targets, earlier = source_context(record, src, usable)
-    pick = ~known[targets]
-    targets, earlier = targets[pick], earlier[pick]
+    targets, earlier = _unseen_context(record, src, rtt, known, d_row)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         g = len(group_rows)
