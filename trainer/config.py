@@ -65,6 +65,8 @@ class Config:
     verify_checksums: bool = True  # sha256 every data file against the manifest at start, once per dataset and host
     checksum_cache: bool = True  # remember a passed sha256 check (~/.cache/ping-llm); false: check on every start
     cache_dir: str = ""  # where an s3:// or gs:// data_dir is copied (verified) before use; "": ~/.cache/ping-llm
+    data_version: int = 0  # dataset version read (pretokenize --append adds versions); 0: the latest when the run starts
+    advance_data_version: bool = False  # on resume, move the run to data_version (0: the latest) from the next step
     num_workers: int = -1  # Grain prefetch processes; -1: one per usable core (at most 16); 0: threads only
     num_threads: int = 4  # Grain prefetch threads (in the training process, or in each worker process)
     prefetch_buffer: int = 8  # batches Grain keeps ready ahead of the trainer
@@ -286,5 +288,7 @@ def validate(config: Config) -> None:
     for name in ("warmup_steps", "eval_every", "eval_batches", "eval_batch_size", "num_threads"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if config.data_version < 0:
+        raise ConfigError(f"data_version must be >= 1, or 0 for the latest version, got {config.data_version}")
     if config.stop_at is not None and config.stop_at <= 0:
         raise ConfigError(f"stop_at must be positive, got {config.stop_at}")
