@@ -1,7 +1,7 @@
 """Ingest RIPE Atlas ping results (daily dumps or API downloads) into Parquet shards in the seed's schema.
 
     python -m beam_pipelines.ingest_atlas --input GLOB --output DIR [--rtt min|avg|each] [--src from|src_addr]
-        [--shard_rows 1000000] [--overwrite] [any Beam pipeline option, e.g. --runner=DaskRunner]
+        [--shard_rows 1000000] [--overwrite | --append] [any Beam pipeline option, e.g. --runner=DaskRunner]
 
 Inputs: ``.bz2``, ``.gz``, ``.xz`` or plain files (told apart by their first bytes), each JSON lines (the
 daily dumps ``ping-YYYY-MM-DDTHH00.bz2``) or a JSON array (API downloads), read as streams. Output:
@@ -16,6 +16,12 @@ PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParque
 Inputs and ``--output`` may be object-store URLs (``s3://``, ``gs://``; docs/object-storage.md): shards are
 written on the worker's disk, uploaded and checked (size, sha256); fragments and progress markers go to
 ``--temp_location`` when given, else ``DIR/_tmp_ingest``, removed at the end; ``_SUCCESS`` comes last.
+
+``--append`` converts only the input files the output has not converted before (same path, size and sha256;
+a file with the content of a converted one is skipped too) into new shards (``part-vNNNNN-...``) of a new
+version listed in the manifest; earlier shards are never rewritten. A known path whose size or sha256
+changed is refused. The manifest is replaced (atomically) only once the new shards are written and checked,
+so a crash leaves the previous version; the rerun removes the unlisted files and completes the append.
 """
 
 from __future__ import annotations
@@ -43,13 +49,14 @@ from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
-from beam_pipelines.ingest_atlas import shards, streams
+from beam_pipelines.ingest_atlas import append, shards, streams
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
 
 _OWN_FILES = {
     shards.MANIFEST_NAME,
     shards.MANIFEST_NAME + ".tmp",
     shards.SUCCESS_NAME,
+    shards.SUCCESS_NAME + ".tmp",
     shards.REJECTED_DIR,
     shards.TMP_DIR,
 }
@@ -70,6 +77,10 @@ class JobContext:
     options: dict  # the options that shape the output (recorded in the manifest)
     scratch: str = ""  # the scratch folder (a URL too); "" means DIR/_tmp_ingest
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
+    version: int = 1  # the version this run writes (--append: the output's latest + 1)
+    append: bool = False  # --append: the manifest gets `versions`, and version N > 1 extends the previous one
+    created: str = ""  # --append: the version's creation time (fixed once, in the driver)
+    previous_fingerprint: str = ""  # --append to version N > 1: the fingerprint of version N - 1
 
     @property
     def tmp(self) -> str:
@@ -116,16 +127,31 @@ class _WriteShardFn(beam.DoFn):
 
 def _plan(units: list[streams.UnitSummary], ctx: JobContext) -> list:
     """The unit summaries, then the shard specs planned from them."""
-    return [*units, *shards.plan_shards(units, ctx.shard_rows)]
+    return [*units, *shards.plan_shards(units, ctx.shard_rows, ctx.version)]
 
 
 def _finalize(summaries: list, ctx: JobContext) -> dict:
-    """Manifest, then ``_SUCCESS``, then the temporary fragments go."""
+    """Manifest, then ``_SUCCESS``, then the temporary fragments go.
+
+    With ``--append`` to version N > 1 the previous manifest is read again (the writer lock has kept it as
+    the driver found it) and this run's files are added to it as version N; the manifest is replaced in
+    one atomic write, so until then the output is version N - 1, complete.
+    """
     ctx.configure_storage()
     units = [s for s in summaries if isinstance(s, streams.UnitSummary)]
     written = [s for s in summaries if isinstance(s, shards.ShardSummary)]
     manifest = shards.build_manifest(units, written, ctx.inputs, ctx.options)
-    manifest["fingerprint"] = _fingerprint(ctx)
+    if ctx.version == 1:
+        manifest["fingerprint"] = _fingerprint(ctx)
+    else:
+        manifest["fingerprint"] = shards.version_fingerprint(ctx.previous_fingerprint, ctx.inputs, ctx.options)
+    if ctx.append:
+        previous = None
+        if ctx.version > 1:
+            previous = storage.read_json(os.path.join(ctx.output, shards.MANIFEST_NAME))
+            if previous.get("fingerprint") != ctx.previous_fingerprint:
+                raise RuntimeError(f"{ctx.output}: the manifest changed while this append ran")
+        manifest = shards.append_version(previous, manifest, ctx.created)
     storage.write_json(os.path.join(ctx.output, shards.MANIFEST_NAME), manifest)
     success = {"fingerprint": manifest["fingerprint"]}
     storage.write_json(os.path.join(ctx.output, shards.SUCCESS_NAME), success)  # last
@@ -189,6 +215,8 @@ class Options:
     shard_rows: int
     split_bytes: int
     overwrite: bool
+    append: bool = False  # --append: add the files not converted before as a new version
+    given: tuple[str, ...] = ()  # the shaping options given on the command line (rtt, src, shard_rows)
     temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
 
@@ -201,15 +229,10 @@ def parse_args(argv) -> tuple[Options, list[str]]:
     )
     parser.add_argument("--input", action="append", required=True, help="file, directory or glob; may be repeated")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument(
-        "--rtt", choices=RTT_MODES, default="min", help="min (default) or avg RTT per result, or one row per packet"
-    )
-    parser.add_argument(
-        "--src", choices=SRC_MODES, default="from", help="source address: from (public, default) or src_addr (local)"
-    )
-    parser.add_argument(
-        "--shard_rows", type=int, default=shards.DEFAULT_SHARD_ROWS, help="rows per Parquet shard (default 1000000)"
-    )
+    # Defaults are filled in below, so that --append can tell an option given from one left out.
+    parser.add_argument("--rtt", choices=RTT_MODES, help="min (default) or avg RTT per result, or one row per packet")
+    parser.add_argument("--src", choices=SRC_MODES, help="source address: from (public, default) or src_addr (local)")
+    parser.add_argument("--shard_rows", type=int, help="rows per Parquet shard (default 1000000)")
     parser.add_argument(
         "--split_bytes",
         type=int,
@@ -218,9 +241,21 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         "no effect on the output",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a previous result in --output")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="convert only the input files --output has not converted before, into a new version "
+        "(creates --output when it holds no result yet)",
+    )
     args, beam_args = parser.parse_known_args(argv)
+    given = tuple(k for k in ("rtt", "src", "shard_rows") if getattr(args, k) is not None)
+    args.rtt = args.rtt or "min"
+    args.src = args.src or "from"
+    args.shard_rows = shards.DEFAULT_SHARD_ROWS if args.shard_rows is None else args.shard_rows
     if args.shard_rows < 1 or args.split_bytes < 1:
         raise UsageError("--shard_rows and --split_bytes must be positive")
+    if args.append and args.overwrite:
+        raise UsageError("--append and --overwrite cannot be combined: --append never rewrites earlier shards")
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     pipeline_options = beam_options(beam_args)
@@ -232,6 +267,8 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         shard_rows=args.shard_rows,
         split_bytes=args.split_bytes,
         overwrite=args.overwrite,
+        append=args.append,
+        given=given,
         temp_location=pipeline_options.view_as(GoogleCloudOptions).temp_location or "",
         fs_options=storage.filesystem_options(pipeline_options),
     )
@@ -243,11 +280,23 @@ def _fingerprint(ctx: JobContext) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def plan(options: Options):
-    """Find and inspect the inputs; returns the work units and the job context. Raises InputError."""
-    files = streams.inspect_inputs(streams.expand_inputs(options.inputs))
+def plan(options: Options, paths: list[str] | None = None, previous: dict | None = None):
+    """Find and inspect the inputs; returns the work units and the job context. Raises InputError.
+
+    ``paths``: the files to convert, already found (``--append``: the new ones); ``previous``: the manifest
+    this run appends a version to (None: version 1).
+    """
+    if paths is None:
+        paths = streams.expand_inputs(options.inputs)
+    first = len(previous["inputs"]) if previous else 0
+    files = streams.inspect_inputs(paths, first)
+    hashes = streams.hash_inputs([f.path for f in files])
     units = streams.plan_units(files, options.split_bytes)
-    inputs = tuple({"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression} for f in files)
+    inputs = tuple(
+        {"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression, "sha256": hashes[f.path]}
+        for f in files
+    )
+    version = len(shards.versions(previous)) + 1 if previous else 1
     ctx = JobContext(
         output=options.output,
         rtt=options.rtt,
@@ -264,6 +313,10 @@ def plan(options: Options):
         },
         scratch=storage.join(options.temp_location.rstrip("/"), f"ingest-{uuid.uuid4().hex[:12]}") if options.temp_location else "",
         fs_options=options.fs_options,
+        version=version,
+        append=options.append,
+        created=shards.created_now() if options.append else "",
+        previous_fingerprint=previous["fingerprint"] if previous else "",
     )
     return units, ctx
 
@@ -330,11 +383,36 @@ def run(argv: list[str] | None = None) -> int:
         if options.temp_location:
             storage.check_location(options.temp_location)
         with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
-            units, ctx = plan(options)
-            out_dir.prepare(output_rules(options), options.overwrite)
-            return _write(options, beam_args, units, ctx, started)
+            previous = append.read_complete(options.output) if options.append else None
+            if previous is None:  # a plain run, or the first --append into an output holding no result yet
+                units, ctx = plan(options)
+                out_dir.prepare(output_rules(options), options.overwrite)
+                return _write(options, beam_args, units, ctx, started)
+            return _append(options, beam_args, previous, started)
     except (UsageError, InputError) as exc:
         return report(exc)
+
+
+def _append(options: Options, beam_args: list[str], previous: dict, started: float) -> int:
+    """``--append`` to the complete output whose manifest is ``previous`` (the writer lock is held)."""
+    out = options.output
+    shaping = append.check_options(dataclasses.asdict(options), previous, options.given, out)
+    options = dataclasses.replace(options, rtt=shaping["rtt"], src=shaping["src"], shard_rows=shaping["shard_rows"])
+    leftovers = append.unlisted_entries(out, previous, _is_own)  # refuses foreign files before any work
+    selection = append.select_new(streams.expand_inputs(options.inputs), previous)
+    number = len(shards.versions(previous))
+    if selection.known:
+        lo, hi = min(v for _, v in selection.known), max(v for _, v in selection.known)
+        where = f"version {lo}" if lo == hi else f"versions {lo}-{hi}"
+        print(f"ingest_atlas: {len(selection.known)} input file(s) converted before ({where}), skipped", file=sys.stderr)
+    if leftovers:
+        print(f"ingest_atlas: removing {len(leftovers)} file(s) of an unfinished run from {out}", file=sys.stderr)
+        append.remove(leftovers)
+    if not selection.new:
+        print(f"ingest_atlas: nothing to do: {out} is at version {number} and holds every input file")
+        return 0
+    units, ctx = plan(options, list(selection.new), previous)
+    return _write(options, beam_args, units, ctx, started)
 
 
 def _progress_detail(directory: str) -> Callable[[float], str]:
@@ -350,9 +428,10 @@ def _progress_detail(directory: str) -> Callable[[float], str]:
 def _write(options: Options, beam_args: list[str], units, ctx: JobContext, started: float) -> int:
     """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total = sum(i["bytes"] for i in ctx.inputs)
+    version = f" (version {ctx.version})" if ctx.append else ""
     print(
         f"ingest_atlas: {len(ctx.inputs)} file(s), {total / 1e6:,.1f} MB, {len(units)} work unit(s) "
-        f"-> {options.output}",
+        f"-> {options.output}{version}",
         file=sys.stderr,
     )
     progress_dir = os.path.join(ctx.tmp, "progress")
@@ -373,10 +452,11 @@ def _write(options: Options, beam_args: list[str], units, ctx: JobContext, start
                 print(f"warning: could not remove the scratch files under {ctx.tmp} ({cleanup})", file=sys.stderr)
         else:
             joblog.keep_only_log(ctx.tmp, log)
+        state = f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result"
+        if ctx.version > 1:
+            state = _undo_append(options.output, ctx)
         return report(
-            RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"),
-            f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result",
-            *joblog.log_notes(log),
+            RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"), state, *joblog.log_notes(log)
         )
     if separate:
         shutil.rmtree(log_dir, ignore_errors=True)
@@ -384,8 +464,31 @@ def _write(options: Options, beam_args: list[str], units, ctx: JobContext, start
         manifest = storage.read_json(os.path.join(options.output, shards.MANIFEST_NAME))
     except (OSError, ValueError) as exc:
         return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
-    print(format_summary(manifest, time.monotonic() - started))
+    if ctx.append:
+        entry = shards.versions(manifest)[-1]
+        print(format_summary(entry, time.monotonic() - started))
+        t = manifest["totals"]
+        print(
+            f"version       {entry['version']} of {options.output}: {t['rows']:,} rows in {len(manifest['shards'])} "
+            f"shard(s), {len(manifest['inputs'])} input file(s) in all versions"
+        )
+    else:
+        print(format_summary(manifest, time.monotonic() - started))
     return 0
+
+
+def _undo_append(out: str, ctx: JobContext) -> str:
+    """After a failed append: remove the files it wrote (none is listed), so only the previous version's
+    remain; returns the line that says what ``out`` now holds."""
+    previous = storage.read_json(os.path.join(out, shards.MANIFEST_NAME))
+    if previous.get("fingerprint") != ctx.previous_fingerprint:  # the manifest was written: version N is complete
+        return f"{out} holds version {ctx.version}, complete"
+    try:
+        leftovers = [p for p in append.unlisted_entries(out, previous, _is_own) if not p.endswith(shards.TMP_DIR)]
+        append.remove(leftovers)
+    except (OSError, UsageError) as cleanup:
+        print(f"warning: could not remove the unfinished version's files ({cleanup})", file=sys.stderr)
+    return f"{out} still holds version {ctx.version - 1}, complete; run the same command again to append"
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ Once every work unit is done (:mod:`beam_pipelines.ingest_atlas.streams`), its f
 Parquet shards of a fixed number of rows in (file, line) order, so the shard boundaries depend only on
 the inputs and options, not on the runner or the number of workers. Rejected lines are sharded the
 same way, so their files are bounded by their number, not by the number of work units. The output
-directory's layout (shard names, ``rejected/``, ``manifest.json``, ``_SUCCESS``) is defined here.
+directory's layout (shard names, ``rejected/``, ``manifest.json``, ``_SUCCESS``) is defined here, and
+so are the manifest's versions (``--append``): :func:`append_version` adds one to a complete manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
+import json
 import os
 import re
 from collections import Counter
@@ -33,7 +37,8 @@ REJECTED_DIR = "rejected"
 TMP_DIR = "_tmp_ingest"
 SHARD_KINDS = ("rows", "rejected")  # row shards, and shards of rejected lines
 _SCHEMAS = {"rows": ROW_SCHEMA, "rejected": REJECTED_SCHEMA}
-_SHARD_NAME = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
+# Version 1's shards keep the names they always had; version N >= 2 adds ``vNNNNN-`` (sorted after version 1's).
+_SHARD_NAME = re.compile(r"^part-(v\d{5}-)?\d{5}-of-\d{5}\.parquet$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +75,17 @@ class ShardSummary:
         return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
 
 
-def shard_path(kind: str, index: int, count: int) -> str:
-    """Path of a shard relative to the output directory."""
+def shard_path(kind: str, index: int, count: int, version: int = 1) -> str:
+    """Path of a shard relative to the output directory.
+
+    Version 1 (a plain run): ``part-00000-of-00004.parquet``, ``rejected/rejected-00000-of-00001.parquet``.
+    Version N >= 2 (``--append``): ``part-v0000N-00000-of-00002.parquet``, ``rejected/rejected-v0000N-...``:
+    names no earlier version uses, sorted after every earlier version's, so a glob reads versions in order.
+    """
+    tag = f"v{version:05d}-" if version > 1 else ""
     if kind == "rows":
-        return f"part-{index:05d}-of-{count:05d}.parquet"
-    return f"{REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.parquet"
+        return f"part-{tag}{index:05d}-of-{count:05d}.parquet"
+    return f"{REJECTED_DIR}/rejected-{tag}{index:05d}-of-{count:05d}.parquet"
 
 
 def is_shard_name(name: str) -> bool:
@@ -86,11 +97,11 @@ def _in_order(units: Sequence[UnitSummary]) -> list[UnitSummary]:
     return sorted(units, key=lambda u: (u.file_index, u.range_index))
 
 
-def plan_shards(units: Sequence[UnitSummary], shard_rows: int) -> list[ShardSpec]:
+def plan_shards(units: Sequence[UnitSummary], shard_rows: int, version: int = 1) -> list[ShardSpec]:
     """Shard specs for rows and rejected lines: consecutive runs of ``shard_rows`` in (file, line) order.
 
     Always at least one shard of each kind (possibly empty), so ``DIR/*.parquet`` and
-    ``DIR/rejected/*.parquet`` always match.
+    ``DIR/rejected/*.parquet`` always match. ``version`` names the shards (:func:`shard_path`).
     """
     units = _in_order(units)
     line_offset, offsets = Counter(), []
@@ -111,7 +122,7 @@ def plan_shards(units: Sequence[UnitSummary], shard_rows: int) -> list[ShardSpec
                 pieces[shard].append(ShardPiece(fragment, lo - position, hi - lo, off))
                 lo = hi
             position = end
-        specs.extend(ShardSpec(kind, i, shard_path(kind, i, count), tuple(p)) for i, p in enumerate(pieces))
+        specs.extend(ShardSpec(kind, i, shard_path(kind, i, count, version), tuple(p)) for i, p in enumerate(pieces))
     return specs
 
 
@@ -218,3 +229,91 @@ def build_manifest(
     if sum(s.rows for s in by_kind["rejected"]) != totals["rejected"]:
         raise RuntimeError("ingest_atlas: the rejected files do not hold every rejected line")
     return manifest
+
+
+# --- versions (--append) -----------------------------------------------------------------------------
+
+_VERSION_KEYS = ("inputs", "totals", "rejected", "skipped", "shards", "rejected_files")
+
+
+def created_now() -> str:
+    """The creation time of a version, UTC to the second (``2026-11-30T10:00:00Z``): from the
+    ``SOURCE_DATE_EPOCH`` environment variable when set (the reproducible-builds convention, so that two
+    runs can give byte-identical manifests), else the clock."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch else (
+        datetime.datetime.now(datetime.timezone.utc)
+    )
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def version_fingerprint(previous: str, inputs: Sequence[dict], options: dict) -> str:
+    """The fingerprint of a version N >= 2: sha256 over the previous version's fingerprint, this version's
+    inputs (path, bytes, sha256) and the options, so it names the whole history up to this version."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "previous": previous,
+        "inputs": [{"path": i["path"], "bytes": i["bytes"], "sha256": i.get("sha256")} for i in inputs],
+        "options": dict(options),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def versions(manifest: dict) -> list[dict]:
+    """The manifest's versions, oldest first. A manifest of a plain run (no ``versions`` key) is one
+    version, version 1, whose ``created`` is null (a plain run records no creation time)."""
+    if "versions" in manifest:
+        return list(manifest["versions"])
+    first = {k: manifest[k] for k in _VERSION_KEYS}
+    return [{"version": 1, "created": None, "fingerprint": manifest["fingerprint"], "options": manifest["options"], **first}]
+
+
+def _merge_counts(a: dict, b: dict) -> dict:
+    """Two ``{"total", "by_reason"|"by_type"}`` counts summed."""
+    key = "by_reason" if "by_reason" in a else "by_type"
+    merged = Counter(a[key])
+    merged.update(b[key])
+    return {"total": a["total"] + b["total"], key: dict(sorted(merged.items()))}
+
+
+def append_version(previous: dict | None, current: dict, created: str) -> dict:
+    """The manifest after adding ``current`` (a :func:`build_manifest` of this run's files alone, with its
+    ``fingerprint``) as the next version of ``previous`` (None: it is version 1).
+
+    Top-level keys keep their meaning for the output as a whole: ``inputs``, ``shards`` and
+    ``rejected_files`` list every version's (oldest first), ``totals``, ``rejected`` and ``skipped`` are
+    sums, ``options`` are version 1's (every version's are the same), ``fingerprint`` is the latest
+    version's. ``version`` is the latest version's number; ``versions`` lists each version's own inputs,
+    shards, counts, options, fingerprint and ``created``.
+    """
+    earlier = versions(previous) if previous else []
+    number = len(earlier) + 1
+    entry = {
+        "version": number,
+        "created": created,
+        "fingerprint": current["fingerprint"],
+        "options": current["options"],
+        **{k: current[k] for k in _VERSION_KEYS},
+    }
+    if previous is None:
+        return {**current, "version": 1, "versions": [entry]}
+    if previous["schema"] != current["schema"]:
+        raise RuntimeError("ingest_atlas: this run's row schema differs from the output's; it cannot be appended")
+    totals = {k: previous["totals"][k] + current["totals"][k] for k in previous["totals"]}
+    return {
+        **previous,
+        "inputs": previous["inputs"] + current["inputs"],
+        "totals": totals,
+        "rejected": _merge_counts(previous["rejected"], current["rejected"]),
+        "skipped": _merge_counts(previous["skipped"], current["skipped"]),
+        "shards": previous["shards"] + current["shards"],
+        "rejected_files": previous["rejected_files"] + current["rejected_files"],
+        "fingerprint": current["fingerprint"],
+        "version": number,
+        "versions": [*earlier, entry],
+    }
+
+
+def listed_files(manifest: dict) -> set[str]:
+    """Every shard path (relative) the manifest lists, rows and rejected lines, of every version."""
+    return {f["path"] for f in manifest["shards"]} | {f["path"] for f in manifest["rejected_files"]}

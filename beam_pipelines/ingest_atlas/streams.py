@@ -130,10 +130,13 @@ def sniff_layout(head: bytes) -> str:
     return "array" if text.startswith(b"[") else "lines"
 
 
-def inspect_inputs(paths: Sequence[str]) -> list[InputFile]:
-    """Open each file once to learn its size, compression and (plain files) layout."""
+def inspect_inputs(paths: Sequence[str], first_index: int = 0) -> list[InputFile]:
+    """Open each file once to learn its size, compression and (plain files) layout.
+
+    Files are numbered from ``first_index`` (an appended version numbers its files after the earlier ones').
+    """
     files = []
-    for index, path in enumerate(paths):
+    for index, path in enumerate(paths, start=first_index):
         try:
             size = storage.size(path)
             with storage.open_read(path) as f:
@@ -144,6 +147,35 @@ def inspect_inputs(paths: Sequence[str]) -> list[InputFile]:
         layout = None if compression else sniff_layout(head)
         files.append(InputFile(index, path, size, compression, layout))
     return files
+
+
+def input_size(path: str) -> int:
+    """The size of an input file in bytes; :class:`InputError` naming it when it cannot be read."""
+    try:
+        return storage.size(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def hash_inputs(paths: Sequence[str], threads: int = 4) -> dict[str, str]:
+    """The sha256 of each file's bytes (as stored, before decompression), ``path -> hex digest``.
+
+    A few files at a time in threads: hashlib releases the GIL on large reads, and an object store's
+    latency is hidden. The hashes identify a converted file in the manifest (``ingest_atlas --append``).
+    """
+
+    def one(path: str) -> str:
+        try:
+            return storage.sha256(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+    if len(paths) <= 1:
+        return {p: one(p) for p in paths}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        return dict(zip(paths, pool.map(one, paths)))
 
 
 def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[WorkUnit]:
