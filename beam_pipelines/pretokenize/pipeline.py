@@ -1,8 +1,12 @@
 """Pretokenize Parquet measurements into packed, fixed-length ArrayRecord splits plus a manifest.
 
     python -m beam_pipelines.pretokenize [--input GLOB] [--output DIR] [--seq_len 1024]
-        [--split 80,10,10] [--split_by src|time] [--compression zstd:3] [--overwrite]
+        [--split 80,10,10] [--split_by src|time] [--compression zstd:3] [--overwrite | --append]
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
+
+``--append`` adds the rows of inputs the dataset does not hold yet (by content sha256) as a new version:
+new files beside the old ones (which are never rewritten), the manifest rewritten last with the new
+version in its ``versions`` list (docs/pretokenize.md#appending-a-version).
 
 Stages (each a named composite transform, a ``ptransform_fn`` over plain functions in
 :mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per task of consecutive row groups and files, about 100k-1M rows: vectorized tokenizer, rejected
@@ -185,8 +189,15 @@ class Options:
     tmp_compression: str
     overwrite: bool
     bucket_rows: int
+    append: bool = False  # add a version to the dataset in --output (shaping options taken from it)
+    given: frozenset = frozenset()  # the shaping options given on the command line (SHAPING_OPTIONS names)
     temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
+
+
+# The options that shape the output, with their defaults: an append takes them from the dataset and
+# refuses a given value that differs (a default is applied only when the option is not given).
+SHAPING_DEFAULTS = {"seq_len": 1024, "split": "80,10,10", "split_by": "src", "compression": "zstd:3", "bucket_rows": DEFAULT_BUCKET_ROWS}
 
 
 def parse_args(argv):
@@ -197,10 +208,10 @@ def parse_args(argv):
     )
     parser.add_argument("--input", default=DEFAULT_INPUT, help="Parquet file, directory or glob (default: the bundled sample)")
     parser.add_argument("--output", default="out", help="output directory (default ./out)")
-    parser.add_argument("--seq_len", type=int, default=1024, help="tokens per record (default 1024)")
-    parser.add_argument("--split", default="80,10,10", help="train,val,test shares (default 80,10,10)")
-    parser.add_argument("--split_by", choices=("src", "time"), default="src", help="split by source address (default) or by time")
-    parser.add_argument("--compression", default="zstd:3", help="ArrayRecord compression (default zstd:3)")
+    parser.add_argument("--seq_len", type=int, help="tokens per record (default 1024)")
+    parser.add_argument("--split", help="train,val,test shares (default 80,10,10)")
+    parser.add_argument("--split_by", choices=("src", "time"), help="split by source address (default) or by time")
+    parser.add_argument("--compression", help="ArrayRecord compression (default zstd:3)")
     parser.add_argument(
         "--tmp_compression",
         choices=("none", "lz4", "zstd"),
@@ -211,13 +222,27 @@ def parse_args(argv):
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in --output")
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add the inputs that the dataset in --output does not hold yet as a new version (its files are "
+        "left as they are; shaping options are taken from the dataset)",
+    )
+    parser.add_argument(
         "--bucket_rows",
         type=int,
-        default=DEFAULT_BUCKET_ROWS,
         help="about this many rows per grouping bucket; bounds each worker's memory (default 1000000)",
     )
     args, beam_args = parser.parse_known_args(argv)
+    given = frozenset(k for k in SHAPING_DEFAULTS if getattr(args, k) is not None)
+    for key, default in SHAPING_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     try:
+        if args.append and args.overwrite:
+            raise UsageError(
+                "--append and --overwrite cannot be combined: --append adds a version to the dataset in "
+                "--output, --overwrite replaces it"
+            )
         if args.seq_len < IPV6_LENGTH or args.seq_len > 65536:
             raise UsageError(f"--seq_len {args.seq_len}: must be between {IPV6_LENGTH} (one IPv6 measurement) and 65536")
         if args.bucket_rows < 1:
@@ -234,6 +259,8 @@ def parse_args(argv):
             tmp_compression=tmp_compression,
             overwrite=args.overwrite,
             bucket_rows=args.bucket_rows,
+            append=args.append,
+            given=given,
             temp_location=temp_location,
             fs_options=fs_options,
         )
@@ -296,9 +323,26 @@ def output_rules(options: Options, fingerprint: str) -> OutputRules:
     )
 
 
-def plan(options: Options) -> tuple[list, stages.JobContext]:
-    """Validate inputs and fix everything the workers need: tasks, buckets, cut points, fingerprint."""
+def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.JobContext | None, int]:
+    """Validate inputs and fix everything the workers need: tasks, buckets, cut points, fingerprint.
+
+    With ``existing`` (the manifest of the dataset an append adds to) the inputs it already holds (same
+    content sha256, in any version) are left out, the time cut points are the dataset's, and the context
+    describes the next version. Returns ``(tasks, context, inputs skipped)``; the context is None when an
+    append has no new input.
+    """
     files = resolve_inputs(options.input)
+    skipped = 0
+    version, previous = 1, None
+    if existing is not None:
+        known = {i["sha256"] for i in existing.get("inputs", [])}
+        new = [f for f in files if f.sha256 not in known]
+        skipped = len(files) - len(new)
+        if not new:
+            return [], None, skipped
+        # A job's tasks index its files: the new inputs are this version's files 0..n-1.
+        files = new
+        version, previous = existing.get("version", 1) + 1, existing["fingerprint"]
     tasks = plan_tasks(files)
     total_rows = sum(f.rows for f in files)
     num_buckets = max(1, math.ceil(total_rows / options.bucket_rows))
@@ -312,9 +356,16 @@ def plan(options: Options) -> tuple[list, stages.JobContext]:
         "num_buckets": num_buckets,
     }
     if options.split_by == "time":
-        cut_points = tuple(time_cut_points(_second_counts(files), options.split))
+        if existing is not None:  # the dataset's cuts: a row's split is a function of its time, in every version
+            cut_points = tuple(_dataset_options(existing)["time_cut_points"])
+        else:
+            cut_points = tuple(time_cut_points(_second_counts(files), options.split))
         shaping["time_cut_points"] = list(cut_points)
     inputs = tuple({"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256} for f in files)
+    if previous is None:
+        fp = manifest_lib.fingerprint(inputs, shaping)
+    else:
+        fp = manifest_lib.version_fingerprint(previous, inputs, shaping)
     ctx = stages.JobContext(
         output=options.output,
         seq_len=options.seq_len,
@@ -326,11 +377,83 @@ def plan(options: Options) -> tuple[list, stages.JobContext]:
         tmp_compression=options.tmp_compression,
         inputs=inputs,
         options=shaping,
-        fingerprint=manifest_lib.fingerprint(inputs, shaping),
+        fingerprint=fp,
         scratch=_scratch(options),
         fs_options=options.fs_options,
+        version=version,
+        previous_fingerprint=previous,
+        created=manifest_lib.created_now(),
     )
-    return tasks, ctx
+    return tasks, ctx, skipped
+
+
+# --- appending a version ---------------------------------------------------------------------------
+
+
+def _dataset_options(manifest: dict) -> dict:
+    """The shaping options of the dataset's latest version (they are the same in every version, save
+    ``num_buckets``)."""
+    return manifest_lib.dataset_versions(manifest)[-1].get("options") or manifest.get("options") or {}
+
+
+def dataset_to_append_to(out: str) -> dict:
+    """The manifest of the complete dataset in ``out``; :class:`UsageError` when there is none."""
+    if not storage.exists(storage.join(out, manifest_lib.MANIFEST_NAME)):
+        raise UsageError(f"{out} holds no dataset to append to; run without --append to create it")
+    return manifest_lib.read_manifest(out)
+
+
+def inherit_options(options: Options, manifest: dict) -> Options:
+    """``options`` with the dataset's shaping options; a given option that differs is refused, both values
+    named (an append must shape its records exactly as the dataset's earlier versions)."""
+    out = options.output
+    if manifest["tokenizer"] != manifest_lib.tokenizer_info():
+        raise UsageError(
+            f"{out} was written with tokenizer {manifest['tokenizer']}, this code writes "
+            f"{manifest_lib.tokenizer_info()}; an append must use the dataset's tokenizer (rebuild it instead)"
+        )
+    ds = {**_dataset_options(manifest), "seq_len": manifest["seq_len"]}
+    values = {
+        "seq_len": options.seq_len,
+        "split": list(options.split),
+        "split_by": options.split_by,
+        "compression": options.compression,
+        "bucket_rows": options.bucket_rows,
+    }
+    for key in sorted(options.given):
+        if key in ds and values[key] != ds[key]:
+            raise UsageError(
+                f"--{key} {values[key]} differs from the dataset's {key} {ds[key]} in {out}; an append keeps "
+                f"the dataset's shaping options (leave --{key} out, or rebuild the dataset without --append)"
+            )
+    taken = {k: ds[k] for k in values if k in ds}
+    if "split" in taken:
+        taken["split"] = tuple(taken["split"])
+    return dataclasses.replace(options, **taken)
+
+
+def remove_leftovers(out: str, manifest: dict) -> list[str]:
+    """Remove what an interrupted run left in ``out`` beside the complete dataset: the scratch folder, a
+    half-written manifest, and files in the dataset's folders that the manifest does not list (an append
+    killed after it gave its new files their final names). Listed files are never touched. Returns the
+    removed files' paths relative to ``out``."""
+    listed = {f["path"] for v in manifest_lib.dataset_versions(manifest) for s in v.get("splits", {}).values() for f in s["files"]}
+    listed |= {p for v in manifest_lib.dataset_versions(manifest) for p in (v.get("rejected") or {}).get("files", [])}
+    listed |= {f["path"] for s in manifest["splits"].values() for f in s["files"]}
+    removed = []
+    for name in storage.listdir(out):
+        path = storage.join(out, name)
+        if name in (stages.TMP_DIR, manifest_lib.MANIFEST_NAME + ".tmp"):
+            storage.rmtree(path)
+            removed.append(name)
+        elif name in (*SPLIT_NAMES, stages.REJECTED_DIR):
+            base = path.rstrip("/") + "/"
+            for file in storage.list_files(path):
+                rel = f"{name}/{file[len(base):]}"
+                if rel not in listed:
+                    storage.remove(file)
+                    removed.append(rel)
+    return removed
 
 
 def _scratch(options: Options) -> str:
@@ -381,7 +504,9 @@ def run(argv: list[str] | None = None) -> int:
         if options.temp_location:
             storage.check_location(options.temp_location)
         with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
-            tasks, ctx = plan(options)
+            if options.append:
+                return _append(options, beam_args, started)
+            tasks, ctx, _ = plan(options)
             skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
             if skip:
                 print(skip)
@@ -392,13 +517,35 @@ def run(argv: list[str] | None = None) -> int:
         return report(exc)
 
 
+def _append(options: Options, beam_args: list[str], started: float) -> int:
+    """``--append`` into a locked ``--output``: the new inputs as the next version, or "nothing to do"."""
+    existing = dataset_to_append_to(options.output)
+    options = inherit_options(options, existing)
+    removed = remove_leftovers(options.output, existing)
+    if removed:
+        print(f"note: removed {len(removed)} file(s) left by an interrupted run (not in the manifest)", file=sys.stderr)
+    tasks, ctx, skipped = plan(options, existing)
+    if skipped:
+        print(f"skipping {skipped} input file(s) already in the dataset (same sha256)", file=sys.stderr)
+    if ctx is None:
+        print(f"{options.output} already holds every input (version {existing.get('version', 1)}); nothing to do")
+        return 0
+    return _write(options, beam_args, tasks, ctx, started)
+
+
 def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext, started: float) -> int:
     """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total_rows = sum(i["rows"] for i in ctx.inputs)
+    as_version = f" (version {ctx.version})" if ctx.version > 1 else ""
     print(
         f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} task(s), "
-        f"{ctx.num_buckets} bucket(s) -> {options.output}",
+        f"{ctx.num_buckets} bucket(s) -> {options.output}{as_version}",
         file=sys.stderr,
+    )
+    unchanged = (
+        f"{options.output} still holds version {ctx.version - 1}, unchanged"
+        if ctx.version > 1
+        else f"{options.output} does not hold a dataset"
     )
     storage.makedirs(ctx.tmp)
     # Beam's log is written by this process: beside the scratch files when they are local, else in a local
@@ -417,7 +564,7 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
             joblog.keep_only_log(ctx.tmp, log)
         return report(
             RunError(f"pretokenize failed: {joblog.pipeline_error(exc)}"),
-            f"no manifest was written; {options.output} does not hold a dataset",
+            f"no manifest was written; {unchanged}",
             *joblog.log_notes(log),
         )
     nothing = os.path.join(ctx.tmp, stages.NOTHING_ENCODED)
@@ -429,14 +576,22 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
         where = os.path.join(options.output, stages.REJECTED_DIR)
         return report(
             RunError(f"no row could be encoded: all {counts['read']:,} rows were rejected ({reasons})"),
-            f"the rows and their reasons are in {where}; no manifest was written",
+            f"the rows and their reasons are in {where}; no manifest was written" + ("" if ctx.version == 1 else f"; {unchanged}"),
         )
     _remove_log_dir(log_dir, ctx)
     try:
         manifest = manifest_lib.read_manifest(options.output)
     except manifest_lib.ManifestError as exc:
         return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
-    print(format_summary(manifest, time.monotonic() - started))
+    seconds = time.monotonic() - started
+    if ctx.version > 1:
+        mine = manifest_lib.dataset_versions(manifest)[-1]
+        print(
+            f"appended version {ctx.version}: {mine['rows']['read']:,} rows read, {mine['rows']['accepted']:,} "
+            f"accepted, {mine['rows']['rejected']:,} rejected in {seconds:,.1f} s; totals over all versions:"
+        )
+        seconds = None  # the totals' rows were not all read by this run
+    print(format_summary(manifest, seconds))
     return 0
 
 

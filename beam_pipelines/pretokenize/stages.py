@@ -74,6 +74,9 @@ class JobContext:
     fingerprint: str
     scratch: str = ""  # the scratch folder (a URL too); "" means OUT/_tmp
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
+    version: int = 1  # the dataset version this job writes (> 1: an append)
+    previous_fingerprint: str | None = None  # an append: the fingerprint of the version it adds to
+    created: str | None = None  # the version's creation time (manifest.created_now), fixed when planned
 
     @property
     def tmp(self) -> str:
@@ -446,9 +449,21 @@ def plan_rejected_files(
     return files
 
 
-def gather_rejected(encodes: Sequence[EncodeSummary], output: str, rows_per_file: int = REJECTED_FILE_ROWS) -> list[str]:
+def file_stem(prefix: str, version: int, i: int, n: int) -> str:
+    """The name of a dataset file without its suffix: ``{prefix}-{i:05d}-of-{n:05d}`` for version 1 (the
+    names datasets had before versions existed) and ``{prefix}-v{version:05d}-{i:05d}-of-{n:05d}`` for a
+    later version, so an append's files never collide with an earlier version's."""
+    if version == 1:
+        return f"{prefix}-{i:05d}-of-{n:05d}"
+    return f"{prefix}-v{version:05d}-{i:05d}-of-{n:05d}"
+
+
+def gather_rejected(
+    encodes: Sequence[EncodeSummary], output: str, rows_per_file: int = REJECTED_FILE_ROWS, version: int = 1
+) -> list[str]:
     """Concatenate the tasks' scratch files of rejected rows, in task order, into
-    ``output/rejected/rejected-NNNNN-of-NNNNN.parquet``; returns the paths relative to ``output``."""
+    ``output/rejected/rejected-NNNNN-of-NNNNN.parquet`` (``rejected-vVVVVV-...`` for a version > 1, see
+    :func:`file_stem`); returns the paths relative to ``output``."""
     scratch = [s.rejected_file for s in sorted(encodes, key=lambda s: s.task) if s.rejected_file]
     parts = []
     for path in scratch:
@@ -460,7 +475,7 @@ def gather_rejected(encodes: Sequence[EncodeSummary], output: str, rows_per_file
         storage.makedirs(os.path.join(output, REJECTED_DIR))
     paths = []
     for i, pieces in enumerate(files):
-        rel = f"{REJECTED_DIR}/rejected-{i:05d}-of-{len(files):05d}.parquet"
+        rel = f"{REJECTED_DIR}/{file_stem('rejected', version, i, len(files))}.parquet"
         table = pa.concat_tables(_read_parquet(path).slice(start, rows) for path, start, rows in pieces)
         with storage.local_copy_for_write(os.path.join(output, rel)) as tmp:
             pq.write_table(table, tmp, compression="zstd")
@@ -473,13 +488,13 @@ def _read_parquet(path: str) -> pa.Table:
         return pf.read()
 
 
-def _split_entry(parts: Sequence[RecordsSummary], name: str, output: str) -> dict:
+def _split_entry(parts: Sequence[RecordsSummary], name: str, output: str, version: int = 1) -> dict:
     """Rename one split's temporary (already verified) files into place; returns the split's manifest
     entry. In an object store a rename is a server-side copy and a delete; the copy's size is checked."""
     storage.makedirs(os.path.join(output, name))
     files = []
     for i, part in enumerate(parts):
-        rel = f"{name}/{name}-{i:05d}-of-{len(parts):05d}.array_record"
+        rel = f"{name}/{file_stem(name, version, i, len(parts))}.array_record"
         storage.move(part.tmp_path, os.path.join(output, rel))
         files.append({"path": rel, "records": part.records, "bytes": part.bytes, "sha256": part.sha256})
     measurements = sum(p.measurements for p in parts)
@@ -506,7 +521,7 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
     ctx.configure_storage()
     encodes = sorted((s for s in summaries if isinstance(s, EncodeSummary)), key=lambda s: s.task)
     if sum(s.accepted for s in encodes) == 0:
-        rejected_paths = gather_rejected(encodes, ctx.output)
+        rejected_paths = gather_rejected(encodes, ctx.output, version=ctx.version)
         by_reason: Counter = Counter()
         for s in encodes:
             by_reason.update(s.rejected)
@@ -516,19 +531,20 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
         )
         return None
     records = sorted((s for s in summaries if isinstance(s, RecordsSummary)), key=lambda s: (s.split, s.bucket))
+    previous = _previous_versions(ctx)  # before anything is renamed: an append onto a changed dataset stops here
     splits = {
-        name: _split_entry([r for r in records if r.split == name and r.records > 0], name, ctx.output)
+        name: _split_entry([r for r in records if r.split == name and r.records > 0], name, ctx.output, ctx.version)
         for name in SPLIT_NAMES
     }
-    rejected_paths = gather_rejected(encodes, ctx.output)
+    rejected_paths = gather_rejected(encodes, ctx.output, version=ctx.version)
     by_reason: Counter = Counter()
     for s in encodes:
         by_reason.update(s.rejected)
 
+    # This version's entry; the top-level keys are the totals over all versions (manifest.combine_versions).
     manifest = {
-        "format_version": manifest_lib.FORMAT_VERSION,
-        "tokenizer": manifest_lib.tokenizer_info(),
-        "seq_len": ctx.seq_len,
+        "version": ctx.version,
+        "created": ctx.created,
         "splits": splits,
         "rejected": {"total": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items())), "files": rejected_paths},
         "rows": {
@@ -552,6 +568,29 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
             written += pf.metadata.num_rows
     if written != manifest["rows"]["rejected"]:
         raise RuntimeError(f"the rejected files hold {written} rows but {manifest['rows']['rejected']} were rejected")
+    base = previous or {
+        "format_version": manifest_lib.FORMAT_VERSION,
+        "tokenizer": manifest_lib.tokenizer_info(),
+        "seq_len": ctx.seq_len,
+    }
+    versions = manifest_lib.dataset_versions(previous) if previous else []
+    manifest = manifest_lib.combine_versions(base, [*versions, manifest])
     storage.write_json(os.path.join(ctx.output, manifest_lib.MANIFEST_NAME), manifest)  # last: the proof
     storage.rmtree(ctx.tmp)
     return manifest
+
+
+def _previous_versions(ctx: JobContext) -> dict | None:
+    """An append's dataset as planned (None for version 1). Read again here, under the writer lock, and
+    refused if it is not the version the job planned against (it never is, unless someone wrote to the
+    dataset without the lock)."""
+    if ctx.version == 1:
+        return None
+    previous = manifest_lib.read_manifest(ctx.output)
+    if previous.get("version", 1) != ctx.version - 1 or previous["fingerprint"] != ctx.previous_fingerprint:
+        raise RuntimeError(
+            f"{ctx.output}: the dataset changed while this append ran (version {previous.get('version', 1)}, "
+            f"fingerprint {previous['fingerprint'][:12]}; planned against version {ctx.version - 1}, "
+            f"{(ctx.previous_fingerprint or '')[:12]})"
+        )
+    return previous
