@@ -140,7 +140,7 @@ def select_new(paths: Sequence[str], manifest: dict) -> Selection:
             _refuse_changed(path, *by_path[path], sizes[path], None)
     # Old outputs (no hashes recorded) match a known path by size alone; every other file is hashed.
     to_hash = [p for p in paths if p not in by_path or by_path[p][0].get("sha256")]
-    hashes = streams.hash_inputs(to_hash)
+    hashes = streams.hash_inputs(to_hash, sum(sizes[p] for p in to_hash))
     new, known = [], []
     for path in paths:
         if path in by_path:

@@ -290,7 +290,7 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
         paths = streams.expand_inputs(options.inputs)
     first = len(previous["inputs"]) if previous else 0
     files = streams.inspect_inputs(paths, first)
-    hashes = streams.hash_inputs([f.path for f in files])
+    hashes = streams.hash_inputs([f.path for f in files], sum(f.bytes for f in files))
     units = streams.plan_units(files, options.split_bytes)
     inputs = tuple(
         {"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression, "sha256": hashes[f.path]}

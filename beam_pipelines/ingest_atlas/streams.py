@@ -157,11 +157,13 @@ def input_size(path: str) -> int:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def hash_inputs(paths: Sequence[str], threads: int = 4) -> dict[str, str]:
+def hash_inputs(paths: Sequence[str], total_bytes: int = 0, threads: int = 4) -> dict[str, str]:
     """The sha256 of each file's bytes (as stored, before decompression), ``path -> hex digest``.
 
-    A few files at a time in threads: hashlib releases the GIL on large reads, and an object store's
-    latency is hidden. The hashes identify a converted file in the manifest (``ingest_atlas --append``).
+    When the files hold ``total_bytes`` >= 64 MiB, a few at a time in threads: hashlib releases the GIL on
+    large reads, and an object store's latency is hidden (below that a thread's own S3 client, ~0.1-0.4 s
+    to make, costs more than it saves). The hashes identify a converted file in the manifest
+    (``ingest_atlas --append``).
     """
 
     def one(path: str) -> str:
@@ -170,7 +172,7 @@ def hash_inputs(paths: Sequence[str], threads: int = 4) -> dict[str, str]:
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
-    if len(paths) <= 1:
+    if len(paths) <= 1 or total_bytes < (64 << 20):
         return {p: one(p) for p in paths}
     from concurrent.futures import ThreadPoolExecutor
 
