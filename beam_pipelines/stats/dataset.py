@@ -202,8 +202,15 @@ def _ordered(splits: dict) -> list:
     return sorted(splits.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
-def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordStats]) -> dict:
-    """The ``report.json`` dictionary of a pretokenized dataset (deterministic: no timings in it)."""
+def dataset_report(
+    directory: str, manifest: dict, per_split: dict[str, RecordStats], summed_sources: dict[str, int] | None = None
+) -> dict:
+    """The ``report.json`` dictionary of a pretokenized dataset (deterministic: no timings in it).
+
+    ``manifest`` is the manifest of the version reported (``select_version``). For a dataset of several
+    versions, ``summed_sources`` gives per split the sum over versions of each version's distinct sources,
+    which is what the manifest's ``sources`` counts (a source in two versions counts twice); the report's
+    own ``sources`` are distinct over all the files read."""
     seq_len = manifest["seq_len"]
     total = RecordStats(seq_len)
     splits = {}
@@ -214,10 +221,11 @@ def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordSt
         files = split.get("files", [])
         splits[name] = _split_json(stats, len(files), sum(int(f.get("bytes", 0)) for f in files))
         for key in _COMPARED:
-            if key in split and split[key] != splits[name][key]:
-                mismatches.append(
-                    f"splits.{name}.{key}: manifest says {split[key]:,}, records hold {splits[name][key]:,}"
-                )
+            found = splits[name][key]
+            if key == "sources" and summed_sources is not None:
+                found = summed_sources.get(name, 0)
+            if key in split and split[key] != found:
+                mismatches.append(f"splits.{name}.{key}: manifest says {split[key]:,}, records hold {found:,}")
     counts = total.token_counts
     roles = {ROLE_NAMES[i]: int(counts[i]) for i in range(len(ROLE_NAMES))}
     rejected = manifest.get("rejected", {})
@@ -228,6 +236,7 @@ def dataset_report(directory: str, manifest: dict, per_split: dict[str, RecordSt
         "manifest": {
             k: manifest.get(k) for k in ("format_version", "fingerprint", "tokenizer", "seq_len", "rows", "options")
         },
+        "version": manifest.get("version", 1),  # the dataset version reported (stats --version)
         "seq_len": seq_len,
         "splits": splits,
         "totals": _split_json(

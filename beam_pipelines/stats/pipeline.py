@@ -1,7 +1,7 @@
 """Dataset reports: statistics of raw Parquet pings, or of a pretokenized dataset.
 
     python -m beam_pipelines.stats --input GLOB --output REPORT_DIR [Beam options]
-    python -m beam_pipelines.stats --dataset DIR --output REPORT_DIR [--workers N]
+    python -m beam_pipelines.stats --dataset DIR [--version N] --output REPORT_DIR [--workers N]
 
 Writes ``report.json`` (machine-readable, deterministic), ``report.md`` (tables like the seed's
 "Dataset Info") and ``report.html`` (one self-contained page, plots embedded as PNG) to REPORT_DIR.
@@ -10,7 +10,9 @@ Writes ``report.json`` (machine-readable, deterministic), ``report.md`` (tables 
 Beam; by default the DirectRunner on every core): ReadParquetBatches (tasks of consecutive row groups, Arrow
 batches) -> SummarizeBatches (one mergeable summary per batch, numpy/pyarrow only) ->
 CombineSummaries (a CombineFn merging summaries) -> WriteSummary. ``--dataset`` reads every record of
-every file of a pretokenized dataset in parallel processes and checks it against the manifest.
+every file of a pretokenized dataset in parallel processes and checks it against the manifest; with
+``--version N`` the dataset as it stood at version N (its files and those of earlier versions; default the
+latest, see ``pretokenize --append``).
 
 Bad input (no match, not Parquet, a missing column, no manifest, a file that disagrees with the
 manifest) ends the job with one message naming the file and column, exit status 2, and no report.
@@ -49,7 +51,7 @@ from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
-from beam_pipelines.dataset import read_manifest
+from beam_pipelines.dataset import dataset_versions, read_manifest, select_version
 from beam_pipelines.dataset.staging import stage_dataset
 from beam_pipelines.stats import dataset as stats_dataset
 from beam_pipelines.stats import raw as stats_core
@@ -204,13 +206,16 @@ def _summarize_file_job(job):
     return split, stats_dataset.summarize_file(directory, split, entry, seq_len)
 
 
-def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
-    """Read every record of a pretokenized dataset (files in parallel); returns (report dict, records).
+def dataset_stats(directory: str, workers: int, version: int | None = None) -> tuple[dict, int]:
+    """Read every record of a pretokenized dataset at ``version`` (None: the latest; files in parallel);
+    returns (report dict, records).
 
     A dataset in an object store is read from its verified local copy (made now, or found from earlier)."""
     named = directory
+    if storage.is_remote(directory):  # an unknown version is refused before anything is downloaded
+        select_version(read_manifest(directory), version, root=named)
     directory = stage_dataset(directory)
-    manifest = read_manifest(directory)
+    manifest = select_version(read_manifest(directory), version, root=named)
     jobs = stats_dataset.file_jobs(directory, manifest)
     total = sum(job[2]["records"] for job in jobs)
     if not workers:
@@ -219,11 +224,15 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
     workers = max(1, min(workers, len(jobs)))
     print(f"[stats] {total:,} records in {len(jobs)} file(s), {workers} process(es)", file=sys.stderr, flush=True)
     per_split = {name: stats_dataset.RecordStats(manifest["seq_len"]) for name in manifest["splits"]}
+    # The manifest counts a split's sources per version and sums them (a source in two versions counts
+    # twice), so the check needs each version's distinct sources too.
+    version_of = {f["path"]: v["version"] for v in dataset_versions(manifest) for sp in v["splits"].values() for f in sp["files"]}
+    sources: dict[tuple[int, str], object] = {}
     done = [0]
     with Progress("stats", lambda: done[0], total, unit="records", label="records:"):
         if workers == 1:
-            results = map(_summarize_file_job, jobs)
-            for split, stats in results:
+            for job, (split, stats) in zip(jobs, map(_summarize_file_job, jobs)):
+                _merge_sources(sources, version_of.get(job[2]["path"], 1), split, stats)
                 per_split[split].merge(stats)
                 done[0] += stats.records
         else:
@@ -232,11 +241,23 @@ def dataset_stats(directory: str, workers: int) -> tuple[dict, int]:
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = [pool.submit(_summarize_file_job, job) for job in jobs]
                 # Merge in manifest order (not completion order); the figures do not depend on it anyway.
-                for future in futures:
+                for job, future in zip(jobs, futures):
                     split, stats = future.result()
+                    _merge_sources(sources, version_of.get(job[2]["path"], 1), split, stats)
                     per_split[split].merge(stats)
                     done[0] += stats.records
-    return stats_dataset.dataset_report(named, manifest, per_split), total
+    summed = None
+    if len(dataset_versions(manifest)) > 1:
+        summed = {name: sum(len(s) for (_, n), s in sources.items() if n == name) for name in manifest["splits"]}
+    return stats_dataset.dataset_report(named, manifest, per_split, summed_sources=summed), total
+
+
+def _merge_sources(sources: dict, version: int, split: str, stats) -> None:
+    """Union of one file's distinct sources into its (version, split)'s."""
+    import numpy as np
+
+    key = (version, split)
+    sources[key] = stats.sources if key not in sources else np.union1d(sources[key], stats.sources)
 
 
 # --- outputs ---------------------------------------------------------------------------------------
@@ -324,6 +345,12 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="Parquet file, directory or glob of raw pings")
     source.add_argument("--dataset", help="directory of a pretokenized dataset (with manifest.json)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="--dataset: report the dataset as it stood at this version (default: the latest)",
+    )
     parser.add_argument("--output", required=True, help="directory for report.json, report.md, report.html")
     parser.add_argument(
         "--workers",
@@ -346,6 +373,8 @@ def parse_args(argv):
     )
     parser.add_argument("--no_html", action="store_true", help="skip report.html (and matplotlib)")
     args, beam_args = parser.parse_known_args(argv)
+    if args.version is not None and args.dataset is None:
+        raise UsageError("--version applies to --dataset only")
     if args.dataset is not None and beam_args:
         raise UsageError(f"unknown option(s) {' '.join(beam_args)} (Beam options apply to --input only)")
     if args.distinct_limit < 1 or args.quantile_limit < 2 or args.top < 0 or args.workers < 0:
@@ -401,7 +430,7 @@ def _report(args, beam_args: list[str], started: float, temp_location: str = "")
             result, units = raw_stats(args.input, tmp, beam_args, limits, log)
             unit = "rows"
         else:
-            result, units = dataset_stats(args.dataset, args.workers)
+            result, units = dataset_stats(args.dataset, args.workers, args.version)
             unit = "records"
         result = _json_safe(result)
         written = write_reports(result, output, html=not args.no_html)

@@ -249,6 +249,7 @@ def dataset_summary_rows(r: dict) -> list[list[str]]:
         ["Rejected rows", f"{r['rejected']['total']:,}"],
         ["Manifest agrees", "yes" if r["checks"]["manifest_agrees"] else "NO: " + "; ".join(r["checks"]["mismatches"])],
         ["Fingerprint", f"`{r['manifest']['fingerprint']}`"],
+        ["Version", f"{r.get('version', 1)}"],
     ]
 
 
