@@ -2,7 +2,8 @@
 
 Every version in a manifest records when it was created (``created``), from the clock unless the
 ``SOURCE_DATE_EPOCH`` environment variable fixes it (the reproducible-builds convention). The tests here
-compare whole outputs byte for byte, manifests included, so they fix it; ``test_versions_created`` checks
+compare whole outputs byte for byte, manifests included, so they fix it;
+``test_append.py::test_without_source_date_epoch_only_created_differs`` checks
 what changes without it (``created`` and nothing else).
 """
 

@@ -354,3 +354,24 @@ def test_stats_refuses_an_unknown_version(tiny, tmp_path, capsys):
     assert not (tmp_path / "r" / "report.json").exists()
     code = stats.run(["--input", str(tiny), "--version", "1", "--output", str(tmp_path / "r")])
     assert code == 2 and "--version applies to --dataset only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_without_source_date_epoch_only_created_differs(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    manifests = []
+    for name in ("a", "b"):
+        before = time.time()
+        assert pretokenize.run(["--input", str(data.new), "--output", str(tmp_path / name), IN_MEMORY]) == 0
+        after = time.time()
+        manifest = load_manifest(tmp_path / name)
+        created = manifest["versions"][0]["created"]
+        stamp = time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone  # UTC -> epoch
+        assert int(before) - 1 <= stamp <= after + 1  # the clock's time, not SOURCE_DATE_EPOCH's
+        manifest["versions"][0]["created"] = None
+        manifests.append(manifest)
+    capsys.readouterr()
+    assert manifests[0] == manifests[1]
+    # The records are the same bytes: created is in the manifest only.
+    digests = [{k: v for k, v in tree_digest(tmp_path / n).items() if k != "manifest.json"} for n in ("a", "b")]
+    assert digests[0] == digests[1]

@@ -1,0 +1,40 @@
+"""``pretokenize --append`` onto a dataset in S3 (moto's server): the same bytes as the local append, the
+leftovers of an interrupted append removed, a re-append a no-op."""
+
+from __future__ import annotations
+
+import pytest
+
+from beam_pipelines.pretokenize import pipeline as pretokenize
+from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY
+from tests.objectstore.helpers import download_tree, file_bytes, make_raw
+
+
+@pytest.mark.slow
+def test_append_on_s3_matches_the_local_append(s3, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796032800")  # the manifests' created, so they compare as bytes
+    first, _ = make_raw(tmp_path / "raw", rows=3000, shards=2)
+    pattern = str(tmp_path / "raw" / "*.parquet")
+    local = tmp_path / "local"
+    assert pretokenize.run(["--input", first, "--output", str(local), IN_MEMORY]) == 0
+    assert pretokenize.run(["--input", pattern, "--output", str(local), "--append", IN_MEMORY]) == 0
+
+    bucket = s3.new_bucket()
+    url = f"s3://{bucket}/ds"
+    assert pretokenize.run(["--input", first, "--output", url, IN_MEMORY, *s3.beam_args]) == 0
+    v1_manifest = s3.get(bucket, "ds/manifest.json")
+    # What an append killed after renaming its files leaves: an object the manifest does not list.
+    leftover = "ds/train/train-v00002-00000-of-00001.array_record"
+    s3.client.put_object(Bucket=bucket, Key=leftover, Body=b"half of an append")
+    capsys.readouterr()
+    assert pretokenize.run(["--input", pattern, "--output", url, "--append", IN_MEMORY, *s3.beam_args]) == 0
+    assert "note: removed 1 file(s) left by an interrupted run" in capsys.readouterr().err
+    download_tree(s3, bucket, "ds", tmp_path / "from-s3")
+    assert file_bytes(tmp_path / "from-s3") == file_bytes(local)  # records, rejected rows and manifest
+    assert s3.get(bucket, "ds/manifest.json") != v1_manifest
+
+    manifest = s3.get(bucket, "ds/manifest.json")
+    assert pretokenize.run(["--input", pattern, "--output", url, "--append", IN_MEMORY, *s3.beam_args]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert s3.get(bucket, "ds/manifest.json") == manifest
+    assert not [k for k in s3.keys(bucket, "ds/") if "_tmp" in k or "_writer.lock" in k]
