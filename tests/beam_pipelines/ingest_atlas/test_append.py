@@ -187,6 +187,25 @@ def test_append_to_a_plain_output(small_inputs, tmp_path, epoch):
     assert [os.path.basename(i["path"]) for i in m["versions"][1]["inputs"]] == names[2:]
 
 
+@pytest.mark.slow
+def test_a_failed_append_leaves_the_previous_version(two_rounds, capsys):
+    """A corrupt new dump: exit 1, the new version's files removed, version 1 as it was (only Beam's log
+    is left, in the scratch folder); once the file is replaced, the rerun appends."""
+    src, out, v1 = two_rounds
+    bad = src / "e.jsonl.bz2"
+    bad.write_bytes(bz2.compress(b'{"type":"ping"}\n' * 5000)[:40] + b"\x00" * 400)
+    assert _append(src, out) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: cannot read bz2 stream" in err
+    assert f"{out} still holds version 1, complete; run the same command again to append" in err
+    left = tree_bytes(out)
+    assert {k: v for k, v in left.items() if not k.startswith("_tmp_ingest/")} == v1
+    assert [k for k in left if k.startswith("_tmp_ingest/")] == ["_tmp_ingest/pipeline.log"]
+    bad.unlink()
+    assert _append(src, out) == 0
+    assert load_manifest(out)["version"] == 2 and not (out / "_tmp_ingest").exists()
+
+
 def _interrupted(when: str, target: str, argv: list[str], **kw) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tests.beam_pipelines.ingest_atlas.interrupt", when, target,
            "beam_pipelines.ingest_atlas.pipeline", "--", *argv]  # fmt: skip
@@ -332,3 +351,7 @@ def test_append_refuses_another_jobs_output(tmp_path, capsys):
     (out / "manifest.json").write_text(json.dumps({"format_version": 1, "splits": {}}))
     assert ingest_atlas.run(["--input", str(tmp_path), "--output", str(out), "--append", IN_MEMORY]) == 2
     assert "is not an ingest_atlas manifest" in capsys.readouterr().err
+    (out / "manifest.json").unlink()
+    assert ingest_atlas.run(["--input", str(tmp_path), "--output", str(out), "--append", IN_MEMORY]) == 2
+    assert "has _SUCCESS but no readable manifest.json" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["_SUCCESS"]
