@@ -17,7 +17,6 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -229,21 +228,12 @@ def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator
         done += batch.num_rows
 
 
-class ReadParquetBatches(beam.PTransform):
-    """PBegin -> ``(task, rows of the task before this batch, RecordBatch)`` elements, tasks spread over workers."""
+def __getattr__(name: str):
+    # ReadParquetBatches (a Beam PTransform) lives in common.transforms and is imported on first use, so
+    # that finding, planning and reading Parquet does not import Apache Beam (about 0.7 s): a small
+    # pretokenize job runs its stages in-process without Beam (beam_pipelines/pretokenize/local.py).
+    if name == "ReadParquetBatches":
+        from beam_pipelines.common.transforms import ReadParquetBatches
 
-    def __init__(self, tasks: Sequence[ReadTask], columns: Sequence[str] | None = REQUIRED_COLUMNS, fs_options: dict | None = None):
-        super().__init__()
-        self._tasks = list(tasks)
-        self._columns = list(columns) if columns else None
-        self._fs_options = dict(fs_options or {})  # Beam's filesystem options (S3, GCS) for the workers
-
-    def expand(self, pbegin):
-        columns = self._columns
-        return (
-            pbegin
-            | "CreateTasks" >> beam.Create(self._tasks)
-            # Break fusion so tasks spread across workers instead of running where Create ran.
-            | "SpreadTasks" >> beam.Reshuffle()
-            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns, self._fs_options)
-        )
+        return ReadParquetBatches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import apache_beam as beam
+
+from beam_pipelines.common.parquet import ReadTask, _batches_with_progress
+from tokenizer import REQUIRED_COLUMNS
 
 
 class GatherAll(beam.PTransform):
@@ -28,3 +33,23 @@ def create_spread(pbegin, items, create_label: str, spread_label: str):
     ran. A function rather than a composite, so the two steps keep the labels the caller gives them.
     """
     return pbegin | create_label >> beam.Create(list(items)) | spread_label >> beam.Reshuffle()
+
+
+class ReadParquetBatches(beam.PTransform):
+    """PBegin -> ``(task, rows of the task before this batch, RecordBatch)`` elements, tasks spread over workers."""
+
+    def __init__(self, tasks: Sequence[ReadTask], columns: Sequence[str] | None = REQUIRED_COLUMNS, fs_options: dict | None = None):
+        super().__init__()
+        self._tasks = list(tasks)
+        self._columns = list(columns) if columns else None
+        self._fs_options = dict(fs_options or {})  # Beam's filesystem options (S3, GCS) for the workers
+
+    def expand(self, pbegin):
+        columns = self._columns
+        return (
+            pbegin
+            | "CreateTasks" >> beam.Create(self._tasks)
+            # Break fusion so tasks spread across workers instead of running where Create ran.
+            | "SpreadTasks" >> beam.Reshuffle()
+            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns, self._fs_options)
+        )
