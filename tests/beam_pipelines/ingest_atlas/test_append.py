@@ -118,10 +118,12 @@ def test_append_adds_a_version_with_every_result_once(two_rounds, tmp_path, caps
     assert _rows(out, m) == _rows(clean, ref) and len(_rows(out, m)) == ref["totals"]["rows"]
     assert _rejected(out, m) == _rejected(clean, ref)
 
-    # Re-append: nothing to do, nothing changes (byte for byte).
+    # Re-append: nothing to do, nothing changes (byte for byte), nothing is even rewritten.
+    stamps = {n: os.stat(out / n).st_mtime_ns for n in ("manifest.json", "_SUCCESS")}
     assert _append(src, out) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert tree_bytes(out) == after
+    assert stamps == {n: os.stat(out / n).st_mtime_ns for n in ("manifest.json", "_SUCCESS")}
 
 
 @pytest.mark.slow

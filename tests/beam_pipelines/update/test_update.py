@@ -186,6 +186,20 @@ def test_bad_input_and_options(tmp_path, capsys):
     assert not (tmp_path / "pq").exists() and not (tmp_path / "ds").exists()
 
 
+def test_a_stray_parquet_file_is_not_given_to_pretokenize(tmp_path, capsys):
+    """pretokenize reads PQ/*.parquet: a Parquet file there that the ingest manifest does not list stops the
+    update (exit 1) before pretokenize runs."""
+    (tmp_path / "in").mkdir()
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    (pq / "manifest.json").write_text(json.dumps({"job": "ingest_atlas", "fingerprint": "f", "shards": []}))
+    (pq / "_SUCCESS").write_text(json.dumps({"fingerprint": "f"}))
+    (pq / "mine.parquet").write_bytes(b"PAR1")
+    assert update.run(_argv(tmp_path)) == 1
+    assert "holds Parquet files its manifest does not list (['mine.parquet'])" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
 @pytest.mark.slow
 def test_a_failing_step_gives_its_exit_code(tmp_path, capsys):
     """A corrupt dump file: ingest_atlas fails (exit 1) naming it; the update stops there and says so; once
