@@ -16,7 +16,9 @@ Training stream, per host (one Grain element per chunk of K batches; no stage wo
                                                       #   a time, with shift and loss weights
 
 Every stage is a function of the batch index, so the iterator's whole state is the next batch index,
-whatever the number of workers, and resuming from it replays exactly the same batches. A chunk of K
+whatever the number of workers, and resuming from it replays exactly the same batches. A dataset is
+opened at one version (``config.data_version``; a resumed run's is its checkpoint's) and reads that
+version's files only; a run moved to a newer version reads its stream in :class:`Segment` s. A chunk of K
 batches (about :data:`CHUNK_RECORDS` records) per Grain element spreads Grain's fixed cost per element
 (queues, a shared-memory block, the interleave threads; about 0.3 ms) over more records.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import signal
@@ -47,16 +50,23 @@ from trainer.config import Config
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """An opened, checked pretokenized dataset."""
+    """An opened, checked pretokenized dataset, at one of its versions."""
 
     root: str  # directory holding manifest.json
-    manifest: dict  # the parsed manifest
+    manifest: dict  # the manifest of the version read (select_version): its files and counts, its fingerprint
     seq_len: int  # tokens per record
     pad_id: int  # padding id
+    version: int = 1  # the dataset version read (versions 1..N of pretokenize --append)
+    latest_version: int = 1  # the dataset's latest version when it was opened
 
     @property
     def fingerprint(self) -> str:
+        """The fingerprint of the version read (equal to the dataset's when that is the latest)."""
         return self.manifest["fingerprint"]
+
+    def at_version(self, version: int) -> dict:
+        """The manifest of an earlier (or this) version: ``version`` <= :attr:`version`."""
+        return contract.select_version(self.manifest, version, root=self.root)
 
     def split_names(self) -> list[str]:
         return sorted(self.manifest["splits"])
@@ -75,7 +85,12 @@ class Dataset:
 
 
 def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = None) -> Dataset:
-    """Open ``root`` through its manifest and check it against ``config``.
+    """Open ``root`` at version ``config.data_version`` (0: the latest) and check it against ``config``.
+
+    Only that version's files are read and checked (the files of versions 1..N,
+    :func:`beam_pipelines.dataset.select_version`): a dataset appended to since reads exactly as an
+    untouched copy of that version. An unknown version raises ``ManifestError`` naming the versions there
+    are (exit code 2).
 
     Refuses (with :class:`DatasetError`) what :func:`beam_pipelines.dataset.read_manifest` refuses (no
     manifest, another ``format_version``, an ingest output), a tokenizer name/version, vocab size, pad id
@@ -85,8 +100,10 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     read per file); the sha256 of every file once per dataset and host (:class:`ChecksumCache`, unless
     ``checksum_cache`` is off), so it can be on by default.
     """
-    root = staging.local_data_dir(root, config)  # an s3:// or gs:// data_dir: a verified local copy
-    manifest = contract.read_manifest(root)
+    version = getattr(config, "data_version", 0) or None
+    root = staging.local_data_dir(root, config)  # an s3:// or gs:// data_dir: a verified local copy (of that version)
+    full = contract.read_manifest(root)
+    manifest = contract.select_version(full, version, root=root)  # that version's files, counts and fingerprint
     tok = manifest["tokenizer"]
     expected = {
         "name": config.tokenizer,
@@ -111,7 +128,18 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     contract.verify_dataset(root, manifest, checksums=checksums)
     if cache is not None and checksums:
         cache.remember(root, manifest)
-    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"])
+    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"],
+                   version=manifest["version"], latest_version=contract.dataset_versions(full)[-1]["version"])
+
+
+def read_dataset_manifest(root: str) -> dict:
+    """The whole manifest of the dataset at ``root`` (local or ``s3://``/``gs://``, nothing staged), every
+    version listed: what a run reads to choose its version before it opens (and stages) that version."""
+    from beam_pipelines.common import storage
+
+    if storage.is_remote(root):
+        storage.check_location(root)  # a missing bucket or credentials: one clear InputError
+    return contract.read_manifest(root)
 
 
 class ChecksumCache:
@@ -205,17 +233,20 @@ def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dic
     return out
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_permutation(n: int, seed: int, epoch: int, segment: int = 0) -> np.ndarray:
     """The order of this host's ``n`` record keys in ``epoch``: a permutation drawn by numpy's PCG64
-    Generator seeded with ``(splitmix64(seed), epoch)`` (uint32 when it fits: 4 bytes a record, per process)."""
-    rng = np.random.default_rng([splitmix64(int(seed) & MASK64), int(epoch)])
+    Generator seeded with ``(splitmix64(seed), epoch)`` (uint32 when it fits: 4 bytes a record, per process).
+    Segment ``k > 0`` of a run moved to a newer dataset version (:class:`Segment`) seeds it with
+    ``(splitmix64(seed), epoch, k)``: orders of its own, while segment 0 keeps the run's first orders."""
+    entropy = [splitmix64(int(seed) & MASK64), int(epoch)] + ([int(segment)] if segment else [])
+    rng = np.random.default_rng(entropy)
     return rng.permutation(np.arange(n, dtype=np.uint32 if n < 2**32 else np.int64))
 
 
-def shuffled_keys(positions: np.ndarray, n: int, seed: int, cache: dict | None = None) -> np.ndarray:
+def shuffled_keys(positions: np.ndarray, n: int, seed: int, cache: dict | None = None, segment: int = 0) -> np.ndarray:
     """The record keys read at stream ``positions`` (a global shuffle, a new order each epoch): read
-    position ``r`` is key ``epoch_permutation(n, seed, r // n)[r % n]``. ``cache`` keeps the last two
-    epochs' permutations, so a batch costs one gather."""
+    position ``r`` is key ``epoch_permutation(n, seed, r // n, segment)[r % n]``. ``cache`` keeps the last
+    two epochs' permutations, so a batch costs one gather."""
     positions = np.asarray(positions, dtype=np.int64)  # (B,)
     epoch, x = np.divmod(positions, n)  # (B,), (B,)
     cache = {} if cache is None else cache
@@ -224,10 +255,30 @@ def shuffled_keys(positions: np.ndarray, n: int, seed: int, cache: dict | None =
         if e not in cache:
             for old in sorted(cache)[:-1]:  # keep at most two
                 del cache[old]
-            cache[e] = epoch_permutation(n, seed, e)
+            cache[e] = epoch_permutation(n, seed, e, segment)
         sel = epoch == e
         out[sel] = cache[e][x[sel]]
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A stretch of a training stream that reads one dataset version: from batch ``start_batch`` on (until
+    the next segment's), the ``records`` records of the train split at ``version``.
+
+    A run has one segment (``start_batch`` 0) until ``advance_data_version`` moves it to a newer version at
+    step ``s``: a second segment then starts at batch ``s`` and reads epochs over all the newer version's
+    records, shuffled afresh (segment ``k``'s epoch ``e`` is ``epoch_permutation(n_k, seed, e, k)``), from
+    its own epoch 0. The earlier segments stay in the stream's definition, so its batch ``j`` is still a
+    function of ``j`` alone and a resumed run replays it exactly.
+    """
+
+    start_batch: int  # the first batch (= training step) of the segment
+    version: int  # the dataset version read
+    records: int  # the train split's records at that version (all hosts)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 # readahead_buffer_size:0 is what Grain's random-access source uses: a read fetches only its chunk. In a
@@ -260,13 +311,36 @@ class _ReadBatch:
 
     def __init__(self, root: str, files: list[str], counts: list[int], seq_len: int, batch_size: int,
                  process_index: int, process_count: int, seed: int = 0, start: int = 0,
-                 options: str = READER_OPTIONS):
+                 options: str = READER_OPTIONS, segments: list[tuple[int, int]] | None = None):
         self.root, self.files, self.seq_len, self.batch_size, self.options = root, files, seq_len, batch_size, options
         self.process_index, self.process_count, self.seed, self.start = process_index, process_count, seed, start
-        self.local = (sum(counts) - sum(counts) % process_count) // process_count  # this host's records
+        # Segments of the stream as (first read position, records of the split): by default one, all of
+        # ``files``. A later segment's files extend an earlier one's (versions only add files at the end),
+        # so every segment's keys index the same ``files``.
+        segments = [(0, int(sum(counts)))] if segments is None else [(int(a), int(n)) for a, n in segments]
+        if segments[0][0] != 0 or any(b[0] <= a[0] for a, b in itertools.pairwise(segments)):
+            raise ValueError(f"segments must start at read position 0 and increase: {segments}")
+        if any(n > sum(counts) for _, n in segments):
+            raise ValueError(f"a segment has more records than the files hold ({sum(counts)}): {segments}")
+        self.seg_starts = np.asarray([a for a, _ in segments], np.int64)  # (segments,) first read positions
+        self.seg_local = [(n - n % process_count) // process_count for _, n in segments]  # this host's records
+        self.local = self.seg_local[-1]  # this host's records in the current (last) segment
         self.ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # (files,) first key past each file
         self._readers: dict[int, object] = {}
-        self._epochs: dict[int, np.ndarray] = {}  # epoch -> its key permutation (the last two)
+        self._epochs: dict[int, dict[int, np.ndarray]] = {}  # segment -> epoch -> its key permutation (the last two)
+
+    def keys(self, read_index: np.ndarray) -> np.ndarray:
+        """This host's record keys at global read positions ``read_index``, segment by segment."""
+        read_index = np.asarray(read_index, np.int64)  # (B,)
+        if len(self.seg_starts) == 1:
+            return shuffled_keys(read_index, self.local, self.seed, self._epochs.setdefault(0, {}))
+        seg = np.searchsorted(self.seg_starts, read_index, side="right") - 1  # (B,)
+        out = np.empty(len(read_index), np.int64)
+        for k in np.unique(seg).tolist():
+            sel = seg == k
+            out[sel] = shuffled_keys(read_index[sel] - self.seg_starts[k], self.seg_local[k], self.seed,
+                                     self._epochs.setdefault(k, {}), segment=k)
+        return out
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in ("_readers", "_epochs")}
@@ -305,7 +379,7 @@ class _ReadBatch:
     def __call__(self, element: int, _=None) -> dict:
         """Batch ``start + element`` of the shuffled stream."""
         read_index = (self.start + element) * self.batch_size + np.arange(self.batch_size, dtype=np.int64)  # (B,)
-        return self.read(read_index, shuffled_keys(read_index, self.local, self.seed, self._epochs))
+        return self.read(read_index, self.keys(read_index))
 
     def read(self, read_index: np.ndarray, keys: np.ndarray) -> dict:
         """Records of local ``keys`` -> {"tokens": (B, L) uint16, "index": (B,) global read indices}."""
@@ -394,15 +468,18 @@ def train_dataset(
     process_count: int = 1,
     start: int = 0,
     in_workers: bool = False,
+    segments: list[tuple[int, int]] | None = None,
 ) -> grain.MapDataset:
     """The infinite training stream of ``batch_size``-record batches for one host, as a ``MapDataset`` of
     augmented (B, L) uint16 token arrays (:func:`make_example` turns one into model inputs); element
     ``e`` is batch ``start + e``. Batch ``j`` of size ``K * B`` holds batches ``K*j .. K*j+K-1`` of size
     ``B``, the same records with the same augmentation. ``in_workers``: read for a worker process
-    (:data:`WORKER_READER_OPTIONS`)."""
+    (:data:`WORKER_READER_OPTIONS`). ``segments``: the stream's segments as (first read position of this
+    host, records of ``split``), each reading the first that many records of ``dataset``'s files (a run
+    moved to a newer version, :class:`Segment`); default one, all of them."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
-    total = dataset.num_records(split)
+    total = dataset.num_records(split) if not segments else segments[-1][1]
     local = (total - total % process_count) // process_count  # equal parts; host p reads keys p, p + hosts, ...
     if local == 0:
         raise DatasetError(f"{dataset.root}: split {split} has no records for host {process_index} of {process_count}")
@@ -410,7 +487,8 @@ def train_dataset(
     # and records (one batched read) are computed together, so no stage works record by record.
     ds = grain.MapDataset.range(max(local // batch_size, 1)).repeat()
     ds = ds.map_with_index(batch_reader(dataset, split, batch_size, seed=seed, process_index=process_index,
-                                        process_count=process_count, start=start, in_workers=in_workers))
+                                        process_count=process_count, start=start, in_workers=in_workers,
+                                        segments=segments))
     return ds.map(_Augment(seed if augment_fields else None))
 
 
@@ -428,11 +506,14 @@ def train_iterator(
     *,
     process_index: int = 0,
     process_count: int = 1,
+    segments: list[Segment] | None = None,
 ) -> TrainIterator:
     """A resumable iterator of this host's training batches (``config.batch_size // process_count`` records).
 
     Its ``get_state()`` is a small JSON-able dict (the next batch index); ``set_state`` resumes exactly
-    where it was taken, with any number of workers.
+    where it was taken, with any number of workers. ``segments``: the versions the stream reads from which
+    batch on (a run moved on with ``advance_data_version``); default one segment, ``dataset`` from batch 0.
+    The last segment reads ``dataset``; earlier ones the first records of its files (an earlier version's).
     """
     if config.batch_size % process_count:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} processes")
@@ -440,6 +521,12 @@ def train_iterator(
         raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
     batch_size = config.batch_size // process_count
     chunk = chunk_batches(batch_size)
+    positions = None
+    if segments:
+        if segments[-1].records != dataset.num_records(config.train_split):
+            raise ValueError(f"the last segment ({segments[-1]}) is not the dataset's version {dataset.version} "
+                             f"({dataset.num_records(config.train_split)} {config.train_split} records)")
+        positions = [(sg.start_batch * batch_size, sg.records) for sg in segments]  # read positions of this host
 
     def stream(first_chunk: int) -> grain.DatasetIterator:
         ds = train_dataset(
@@ -452,6 +539,7 @@ def train_iterator(
             process_count=process_count,
             start=first_chunk,
             in_workers=resolve_workers(config) > 0,
+            segments=positions,
         )
         return prefetch(ds, config, chunk).__iter__()
 
@@ -570,12 +658,15 @@ def prefetch(ds: grain.MapDataset, config: Config, chunk: int = 1) -> grain.Iter
 
 
 def batch_reader(dataset: Dataset, split: str, batch_size: int, *, seed: int = 0, process_index: int = 0,
-                 process_count: int = 1, start: int = 0, in_workers: bool = False) -> _ReadBatch:
+                 process_count: int = 1, start: int = 0, in_workers: bool = False,
+                 segments: list[tuple[int, int]] | None = None) -> _ReadBatch:
     """The batched reader of the training stream: ``reader(j)`` is batch ``start + j``'s
-    ``{"tokens", "index"}``; ``reader.read(read_index, local_keys)`` reads given records."""
+    ``{"tokens", "index"}``; ``reader.read(read_index, local_keys)`` reads given records. ``segments``: as
+    in :func:`train_dataset`."""
     counts = [int(f["records"]) for f in dataset._split(split)["files"]]
     return _ReadBatch(dataset.root, dataset.files(split), counts, dataset.seq_len, batch_size, process_index,
-                      process_count, seed, start, WORKER_READER_OPTIONS if in_workers else READER_OPTIONS)
+                      process_count, seed, start, WORKER_READER_OPTIONS if in_workers else READER_OPTIONS,
+                      segments=segments)
 
 
 def eval_batches(

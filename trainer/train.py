@@ -30,6 +30,8 @@ from jax.sharding import PartitionSpec as P
 
 from beam_pipelines.common.errors import InputError, UsageError, report
 from beam_pipelines.common.files import atomic_path
+from beam_pipelines.dataset import DatasetError, select_version
+from beam_pipelines.dataset import dataset_versions as contract_versions
 from trainer import augment, data
 from trainer import model as model_lib
 from trainer.checkpoint import Checkpointer
@@ -46,11 +48,106 @@ _RESUME_FREE_KEYS = {
     "allow_fingerprint_change", "num_workers", "num_threads", "prefetch_buffer", "verify_checksums", "data_dir",
     "checksum_cache", "cache_dir",
     "eval_every", "eval_batches", "eval_batch_size",
+    "data_version", "advance_data_version",  # the version is the checkpoint's; choose_data_version checks these
 }
 
 
 class ResumeError(UsageError):
     """A checkpoint that cannot be resumed with this config or dataset (exit code 2: change one or the workdir)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dataset versions
+
+
+@dataclasses.dataclass(frozen=True)
+class DataBinding:
+    """The dataset version a run reads, and the versions its stream read before (:class:`trainer.data.Segment`)."""
+
+    version: int  # the version read from now on
+    segments: tuple[tuple[int, int], ...]  # (first batch, version) of each segment, oldest first
+    moved_from: int | None = None  # the version read before this invocation moved the run on (advance_data_version)
+
+
+def choose_data_version(config: Config, manifest: dict, saved: dict | None, step: int | None) -> DataBinding:
+    """Which version of the dataset (``manifest``: the whole manifest, every version) a run reads.
+
+    A fresh run (``saved`` None) reads ``config.data_version``, 0 meaning the latest. A resumed run reads the
+    version recorded in its checkpoint's meta (``saved``), whatever was appended since, provided that
+    version's fingerprint is the recorded one; a checkpoint written before versions existed (no
+    ``data_version``) reads the version whose fingerprint it recorded (version 1 of a dataset appended to
+    since). Otherwise the resume is refused (``ResumeError``), unless ``allow_fingerprint_change``: then
+    the run reads ``data_version`` (0: latest) with one segment, as before versions. With
+    ``advance_data_version`` a resumed run moves on to ``data_version`` (0: the latest), from batch ``step``
+    (the next step) on; never back. A ``data_version`` other than the checkpoint's without it is refused.
+    """
+    root = config.data_dir
+    versions = contract_versions(manifest)
+    latest = versions[-1]["version"]
+    fingerprints = {v["version"]: v["fingerprint"] for v in versions}
+    want = config.data_version or None
+    if want is not None and want not in fingerprints:
+        select_version(manifest, want, root=root)  # raises ManifestError naming the versions there are
+    if saved is None:
+        version = want or latest
+        return DataBinding(version, ((0, version),))
+    recorded, fingerprint = saved.get("data_version"), saved.get("fingerprint")
+    if recorded is None:  # written before versions: find the version it was trained on
+        recorded = next((v for v, fp in fingerprints.items() if fp == fingerprint), None)
+        segments = ((0, recorded),)
+    else:
+        segments = tuple((int(s["start_batch"]), int(s["version"])) for s in saved.get("data_segments", ())) or (
+            (0, recorded),
+        )
+    if recorded is None or fingerprints.get(recorded) != fingerprint:
+        if not config.allow_fingerprint_change:
+            now = (f"has no version {recorded}" if recorded is not None and recorded not in fingerprints
+                   else f"has fingerprint {fingerprints[recorded]} at version {recorded}" if recorded is not None
+                   else "has no version of that fingerprint")
+            raise ResumeError(
+                f"{config.workdir}: checkpoint {step} was trained on dataset {fingerprint}"
+                + (f" (version {saved['data_version']})" if saved.get("data_version") else "")
+                + f" but {root} {now} (versions {', '.join(f'{v}: {fp[:12]}' for v, fp in fingerprints.items())}); "
+                "pass allow_fingerprint_change=true to resume anyway, or use another workdir"
+            )
+        version = want or latest
+        return DataBinding(version, ((0, version),))
+    if config.advance_data_version:
+        target = want or latest
+        if target < recorded:
+            raise ResumeError(
+                f"{config.workdir}: checkpoint {step} reads dataset version {recorded}; advance_data_version "
+                f"moves a run to a newer version, not back to {target}"
+            )
+        if target > recorded:
+            return DataBinding(target, (*segments, (int(step), target)), moved_from=recorded)
+        return DataBinding(recorded, segments)
+    if want is not None and want != recorded:
+        raise ResumeError(
+            f"{config.workdir}: checkpoint {step} reads dataset version {recorded} of {root}, not data_version={want}; "
+            f"pass advance_data_version=true to move the run to version {want} from the next step, or "
+            "data_version=0 to go on with the checkpoint's"
+        )
+    return DataBinding(recorded, segments)
+
+
+def _segments(dataset: data.Dataset, binding: DataBinding, split: str) -> list[data.Segment]:
+    """The binding's segments with each version's record count; checks that every earlier version's files
+    are the first files of the version read (the contract: an append only adds files after them)."""
+    files = [f["path"] for f in dataset.manifest["splits"][split]["files"]] if split in dataset.manifest["splits"] else []
+    out = []
+    for start, version in binding.segments:
+        at = dataset.at_version(version)["splits"].get(split)
+        if at is None:
+            raise DatasetError(f"{dataset.root}: version {version} has no split {split!r}")
+        earlier = [f["path"] for f in at["files"]]
+        if files[: len(earlier)] != earlier:
+            raise DatasetError(
+                f"{dataset.root}: the {split} files of version {version} are not the first files of version "
+                f"{dataset.version}; the manifest breaks the data contract (versions only add files)"
+            )
+        out.append(data.Segment(start, version, int(at["records"])))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -299,7 +396,15 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
     primary = jax.process_index() == 0
     pcount, pindex = jax.process_count(), jax.process_index()
 
-    dataset = data.open_dataset(config.data_dir, config)
+    # The dataset version comes first: a resumed run reads (and stages, and checks) its checkpoint's version only.
+    ckpt = Checkpointer(
+        os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing
+    )
+    start = ckpt.latest_step()
+    saved = ckpt.read_meta(start) if start is not None else None
+    binding = choose_data_version(config, data.read_dataset_manifest(config.data_dir), saved, start)
+    dataset = data.open_dataset(config.data_dir, dataclasses.replace(config, data_version=binding.version))
+    segments = _segments(dataset, binding, config.train_split)
     devices = np.array(jax.devices())
     mesh = Mesh(devices, ("data",))
     batch_sharding = NamedSharding(mesh, P("data"))
@@ -321,26 +426,18 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding
     )
 
-    ckpt = Checkpointer(
-        os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints, async_save=config.async_checkpointing
-    )
-    iterator = data.train_iterator(dataset, config, process_index=pindex, process_count=pcount)
+    iterator = data.train_iterator(dataset, config, process_index=pindex, process_count=pcount, segments=segments)
     meta = {
-        "config": config.to_dict(),
-        "fingerprint": dataset.fingerprint,
+        # The config as read: data_version is the version read (evaluate and predict default to it).
+        "config": dataclasses.replace(config, data_version=dataset.version).to_dict(),
+        "fingerprint": dataset.fingerprint,  # of that version
+        "data_version": dataset.version,
+        "data_segments": [sg.to_dict() for sg in segments],  # which version the stream read from which step
         "params": n_params,
         "augment_scheme": augment.AUGMENT_SCHEME,
     }
 
-    start = ckpt.latest_step()
     if start is not None:
-        saved = ckpt.read_meta(start)
-        if saved.get("fingerprint") != dataset.fingerprint and not config.allow_fingerprint_change:
-            raise ResumeError(
-                f"{workdir}: checkpoint {start} was trained on dataset {saved.get('fingerprint')} but "
-                f"{config.data_dir} has fingerprint {dataset.fingerprint}; pass allow_fingerprint_change=true "
-                "to resume anyway, or use another workdir"
-            )
         saved_scheme = saved.get("augment_scheme", "per-record shuffle and Generator (before hash-v1)")
         if saved_scheme != augment.AUGMENT_SCHEME:
             raise ResumeError(
@@ -368,10 +465,20 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
     if primary:
         print(
             f"ping-llm trainer: {n_params:,} parameters, {len(devices)} device(s) x {pcount} process(es) "
-            f"({jax.default_backend()}), dataset {dataset.fingerprint[:12]}, "
+            f"({jax.default_backend()}), dataset {dataset.fingerprint[:12]} (version {dataset.version} of "
+            f"{dataset.latest_version}), "
             + (f"resuming from step {step}" if start is not None else "starting fresh"),
             flush=True,
         )
+        if binding.moved_from is not None:
+            before, after = segments[-2].records, segments[-1].records
+            print(
+                f"data: moving the run from dataset version {binding.moved_from} ({before:,} {config.train_split} "
+                f"records) to version {dataset.version} ({after:,} records, {after - before:+,}) from step "
+                f"{step + 1}: from there on batches come from a new shuffle of all {after:,} records (the rest "
+                f"of the current epoch over version {binding.moved_from} is not read)",
+                flush=True,
+            )
 
     log = MetricsLog(workdir, step, primary)
     train_step = jax.jit(
@@ -425,6 +532,7 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
                     "tokens_per_sec": tokens_per_step * steps_since / elapsed,
                     "nonpad_fraction": float(metrics["target_tokens"]) / tokens_per_step,
                     "data_wait_fraction": data_wait / elapsed,
+                    "data_version": dataset.version,
                 }
                 if is_eval:
                     record.update(evaluate(config, dataset, eval_step, state["params"], batch_sharding))

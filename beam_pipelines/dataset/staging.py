@@ -8,6 +8,12 @@ when complete, so a cache folder that exists is a complete, verified copy. A sec
 dataset (same fingerprint) finds it and downloads nothing; another version of the dataset (another
 fingerprint) gets a folder of its own.
 
+A dataset with several versions (``pretokenize --append``) is staged one version at a time: the files of
+versions 1..N only, in ``CACHE_DIR/datasets/<fingerprint of version N>/``, with the manifest of version N
+(:func:`~beam_pipelines.dataset.manifest.select_version`; the remote manifest's own bytes when N is its
+latest version). So a run bound to version 1 neither downloads nor waits for files appended after it, and
+an append during the copy does not disturb it (the files of version N never change).
+
 The files are read through :mod:`beam_pipelines.common.storage` (Beam's ``FileSystems``, and for S3 the
 boto3 client inside Beam's S3 filesystem): no second object-store client. Beam is imported only for a
 URL; a local ``data_dir`` is returned as it is.
@@ -22,7 +28,8 @@ import sys
 import uuid
 
 from beam_pipelines.common import storage
-from beam_pipelines.dataset.manifest import MANIFEST_NAME, DatasetError, read_manifest
+from beam_pipelines.common.files import write_json_atomic
+from beam_pipelines.dataset.manifest import MANIFEST_NAME, DatasetError, ManifestError, read_manifest, select_version
 
 STAGED_MARKER = ".staged"  # written after the manifest: the copy is complete (besides the folder's name)
 
@@ -34,19 +41,20 @@ def default_cache_dir() -> str:
     )
 
 
-def stage_dataset(root: str, cache_dir: str | None = None, *, quiet: bool = False) -> str:
+def stage_dataset(root: str, cache_dir: str | None = None, *, quiet: bool = False, version: int | None = None) -> str:
     """The local folder to read the dataset ``root`` from: ``root`` itself when it is local, else a
-    verified copy in ``cache_dir`` (default :func:`default_cache_dir`), made now or found from earlier.
+    verified copy in ``cache_dir`` (default :func:`default_cache_dir`), made now or found from earlier,
+    of ``version`` (None or 0: the latest) and nothing after it.
 
     Raises :class:`~beam_pipelines.dataset.manifest.ManifestError` when ``root`` holds no valid
-    manifest, :class:`DatasetError` naming the URL when a file is missing or disagrees with the manifest
-    (size, sha256), and :class:`~beam_pipelines.common.errors.InputError` for a bucket that does not
-    exist, missing credentials or access denied.
+    manifest or no such version, :class:`DatasetError` naming the URL when a file is missing or
+    disagrees with the manifest (size, sha256), and :class:`~beam_pipelines.common.errors.InputError`
+    for a bucket that does not exist, missing credentials or access denied.
     """
     if not storage.is_remote(root):
         return root
     storage.check_location(root)
-    manifest = read_manifest(root)
+    manifest = select_version(read_manifest(root), version or None, root=root)
     target = os.path.join(cache_dir or default_cache_dir(), "datasets", manifest["fingerprint"])
     if os.path.isfile(os.path.join(target, STAGED_MARKER)):
         if not quiet:
@@ -62,10 +70,18 @@ def stage_dataset(root: str, cache_dir: str | None = None, *, quiet: bool = Fals
         for entry in files:
             _fetch(root, entry, partial)
         with open(os.path.join(partial, MANIFEST_NAME), "wb") as f:  # last: the copy is complete
-            f.write(storage.read_bytes(storage.join(root, MANIFEST_NAME)))
-        again = read_manifest(partial)
-        if again["fingerprint"] != manifest["fingerprint"]:
+            f.write(storage.read_bytes(storage.join(root, MANIFEST_NAME)))  # read again: an append may have landed
+        remote = read_manifest(partial)
+        try:
+            again = select_version(remote, manifest["version"], root=root)["fingerprint"]
+        except ManifestError:  # that version is gone: the dataset was rebuilt meanwhile
+            again = None
+        if again != manifest["fingerprint"]:
             raise DatasetError(f"{root}: the dataset changed while it was being copied; run again")
+        if remote["fingerprint"] != manifest["fingerprint"]:
+            # An earlier version than the remote's latest: the copy holds that version's files only, so its
+            # manifest is that version's (the remote's own bytes otherwise, so a copy of the latest is exact).
+            write_json_atomic(os.path.join(partial, MANIFEST_NAME), manifest)
         open(os.path.join(partial, STAGED_MARKER), "w").close()
         try:
             os.rename(partial, target)

@@ -102,7 +102,9 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsy
     train.train_and_evaluate(make_config(dataset_copy, *run, "stop_at=2"), str(tmp_path))
     manifest_path = dataset_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["fingerprint"] = "f" * 64
+    manifest["fingerprint"] = "f" * 64  # another dataset: its (only) version has another fingerprint
+    for version in manifest.get("versions", []):
+        version["fingerprint"] = "f" * 64
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(train.ResumeError, match="fingerprint"):
         train.train_and_evaluate(make_config(dataset_copy, *run), str(tmp_path))
