@@ -641,6 +641,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="score the baselines alone, without a model (no --workdir)")
     p.add_argument("--data_dir", required=True, help="pretokenized dataset (directory holding manifest.json)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--data_version", type=int, default=None,
+                   help="dataset version read (default: the checkpoint's with --workdir, else the latest)")
     p.add_argument("--train_split", default="train", help="split the baselines are fitted on (default train)")
     p.add_argument("--output", required=True, help="report directory")
     p.add_argument("--max_measurements", type=int, default=None,
@@ -660,17 +662,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_dataset(root: str):
-    """Open a dataset for the baselines alone: the data contract's manifest and file checks (sizes and record
-    counts), and a tokenizer this code decodes; no model config to compare with. A remote ``root`` is staged
-    into the default cache first (``$PING_LLM_CACHE_DIR``, else ``~/.cache/ping-llm``), as training does."""
+def open_dataset(root: str, version: int | None = None):
+    """Open a dataset for the baselines alone, at ``version`` (None or 0: the latest): the data contract's
+    manifest and file checks (sizes and record counts), and a tokenizer this code decodes; no model config
+    to compare with. A remote ``root`` is staged into the default cache first (``$PING_LLM_CACHE_DIR``, else
+    ``~/.cache/ping-llm``), as training does."""
     from beam_pipelines import dataset as contract
     from tokenizer.vocab import PAD, TOKENIZER_NAME, TOKENIZER_VERSION
     from trainer import staging
     from trainer.data import Dataset
 
-    root = staging.local_data_dir(root, None)  # an s3:// or gs:// data_dir: its verified copy in the cache
-    manifest = contract.read_manifest(root)
+    root = staging.local_data_dir(root, None, version)  # an s3:// or gs:// data_dir: its verified copy in the cache
+    full = contract.read_manifest(root)
+    manifest = contract.select_version(full, version or None, root=root)  # that version's files only
     tok = manifest["tokenizer"]
     want = {"name": TOKENIZER_NAME, "version": TOKENIZER_VERSION, "pad_id": PAD}
     for key, value in want.items():
@@ -678,7 +682,8 @@ def open_dataset(root: str):
             raise DatasetError(f"{root}: dataset tokenizer {key} is {tok.get(key)!r}; this evaluation decodes "
                                f"{value!r} (dataset tokenizer {tok})")
     contract.verify_dataset(root, manifest, checksums=False)
-    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"])
+    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"],
+                   version=manifest["version"], latest_version=contract.dataset_versions(full)[-1]["version"])
 
 
 def _check_args(args) -> None:
@@ -719,12 +724,15 @@ def run(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         if args.baselines_only:
-            dataset = open_dataset(args.data_dir)
+            dataset = open_dataset(args.data_dir, args.data_version)
         else:
             from trainer.eval import sampling
 
             loaded = sampling.load(args.workdir, args.step)
-            dataset = data.open_dataset(args.data_dir, loaded.config)
+            # The checkpoint's config names the version it was trained on (data_version); --data_version overrides.
+            config = loaded.config if args.data_version is None else dataclasses.replace(
+                loaded.config, data_version=args.data_version)
+            dataset = data.open_dataset(args.data_dir, config)
         for split in (args.split, args.train_split):
             dataset.num_records(split)  # raises DatasetError naming the splits there are
     except (UsageError, InputError) as err:  # CheckpointError and DatasetError are InputErrors
