@@ -10,6 +10,10 @@ measurement of the test split; the train split decoded and every baseline fitted
 factorisation included). Both are called through their ``run`` functions, in this process, alternating
 ``--repeats`` times; the best wall time of each counts. The target (issue 16): the evaluation takes at most
 3x the stats report. With ``--workdir`` an existing dataset there is reused.
+
+Memory: the evaluation is then run once more as its own process (``python -m trainer.evaluate``) under
+``/usr/bin/time``, whose maximum resident set size is reported (the in-process figure would mix in the
+stats run and the earlier rounds).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,9 +85,15 @@ def main(argv=None) -> int:
                     phases = json.load(f)["meta"]["timings"]
             print(f"round {i + 1}: stats --dataset {best['stats']:.1f} s, evaluate --baselines_only {wall:.1f} s; "
                   f"load average {_load()}")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"evaluation phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
-              + f"; peak RSS of this process {peak:.2f} GiB")
+        print("evaluation phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+        out = os.path.join(work, "eval_report_rss")
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb %M", sys.executable, "-m", "trainer.evaluate",
+                               "--baselines_only", "--data_dir", ds, "--split", "test", "--output", out,
+                               "--no-progress"], capture_output=True, text=True, check=True)
+        kb = int(proc.stderr.strip().splitlines()[-1].split()[-1])
+        print(f"peak RSS of the evaluation as its own process: {kb / 2**20:.2f} GiB; train measurements "
+              f"{splits['train']['measurements']:,}; load average {_load()}")
         ratio = best["evaluate"] / best["stats"]
         print(f"RESULT {args.rows:,} rows: evaluate --baselines_only (test split, every measurement) "
               f"{best['evaluate']:.1f} s vs stats --dataset {best['stats']:.1f} s: {ratio:.2f}x "

@@ -38,23 +38,29 @@ from trainer.eval.baselines import Prediction, group_quantiles, _fill, _find, _k
 MF = "matrix_factorization"
 VIVALDI = "vivaldi"
 MF_FLOOR_MS = 0.1  # RTTs below this are raised to it before the log (sub-0.1 ms pings are loopback noise)
-MF_RANK = 16  # rank and regularisation: chosen on the RIPE Atlas file's validation split (docs/evaluation.md)
-MF_REG = 0.03
-MF_ITERS = 12
+MF_RANK = 16  # rank, regularisation and iterations: chosen on the RIPE Atlas file's validation split
+MF_REG = 0.03  # (docs/evaluation.md: ranks 4-16, regs 0.001-0.1, 4-12 iterations tried)
+MF_ITERS = 8
 VIVALDI_DIMS = 8  # chosen there too (2, 4 and 8 tried)
 VIVALDI_ROUNDS = 200
+# Springs per round (spring_batches); data with fewer pairs updates all of them every round. Chosen on the
+# 2M-row benchmark dataset's validation split (the RIPE file has fewer pairs): 1.5 ms better than every
+# pair every round, at a fifth of the cost.
+VIVALDI_BATCH = 1 << 16
 FOLD_ROUNDS = 60  # Vivaldi updates of a folded-in source
+FOLD_CONTEXT = 0  # earlier measurements a fold-in uses: the latest this many (0: all)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Earlier measurements of the same source in the same record
 
 
-def source_context(record, src, ok) -> tuple[np.ndarray, np.ndarray]:
+def source_context(record, src, ok, latest: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(target, earlier)`` of row indices (file order): ``earlier`` is a measurement of the same
-    source, before ``target`` in the same record, with ``ok`` true (a usable RTT). Vectorized by lag:
-    the rows sorted by (record, source, position) put a source's measurements of a record together, so
-    the ``d``-th earlier one is ``d`` sorted rows back, for ``d`` up to the longest group."""
+    source, before ``target`` in the same record, with ``ok`` true (a usable RTT); with ``latest`` > 0 only
+    the ``latest`` last such ones before ``target``. Vectorized by lag: the rows sorted by (record,
+    source, position) put a source's measurements of a record together, so the ``d``-th earlier one is
+    ``d`` sorted rows back, for ``d`` up to the longest group."""
     n = len(ok)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -64,11 +70,15 @@ def source_context(record, src, ok) -> tuple[np.ndarray, np.ndarray]:
     new[1:] = (s_rec[1:] != s_rec[:-1]) | (s_src[1:] != s_src[:-1])
     start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
     rank = np.arange(n) - start  # position within the group
+    s_ok = np.asarray(ok)[order]
+    usable = np.concatenate([[0], np.cumsum(s_ok)])  # usable[p]: usable sorted rows before p
     targets, earlier = [], []
     for d in range(1, int(rank.max()) + 1):
         p = np.flatnonzero(rank >= d)
         q = p - d
-        keep = np.asarray(ok)[order[q]]
+        keep = s_ok[q]
+        if latest > 0:  # q is among the `latest` last usable rows before p
+            keep &= usable[p] - usable[q + 1] < latest
         targets.append(order[p[keep]])
         earlier.append(order[q[keep]])
     if not targets:
@@ -96,8 +106,9 @@ class Factorization:
 
 def _group_plan(group: np.ndarray, groups: int, k1: int) -> list:
     """Where :func:`_ridge_by_group` puts each row in its padded stacks: for every (size class, chunk), the
-    chunk's groups, the rows (in group order) and their flat slots in a ``(groups * width, k1)`` stack.
-    It depends only on the grouping, so the ALS fit builds it once for all its iterations."""
+    chunk's groups, the stack's width and, per slot of the flat ``(groups * width)`` stack, the row that
+    fills it (-1: padding). It depends only on the grouping, so the ALS fit builds it once for all its
+    iterations."""
     n = len(group)
     plan = []
     if not n:
@@ -119,31 +130,34 @@ def _group_plan(group: np.ndarray, groups: int, k1: int) -> list:
             chunk = members[lo : lo + per_chunk]
             slot_of[chunk] = np.arange(len(chunk))
             r = rows[(g_sorted[rows] >= chunk[0]) & (g_sorted[rows] <= chunk[-1])]
-            plan.append((chunk, width, slot_of[g_sorted[r]] * width + pos[r], order[r]))
+            pad = np.full(len(chunk) * width, -1, np.int64)
+            pad[slot_of[g_sorted[r]] * width + pos[r]] = order[r]
+            plan.append((chunk, width, pad))
     return plan
 
 
 def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray, w: np.ndarray, reg: float,
-                    plan: list | None = None):
+                    plan: list | None = None, z_rows: np.ndarray | None = None):
     """For every group g: argmin_x sum_i w_i (t_i - z_i . x)^2 + reg * W_g |x|^2 over the group's rows
-    (W_g the group's total weight), as batches of small solves.
+    (W_g the group's total weight), as batches of small solves. Row i's features are ``z[i]``, or with
+    ``z_rows``, ``z[z_rows[i]]`` (a table of the other side's factors).
 
     Normal matrices come from batched matrix products: groups of similar size (the same power of two) are
     padded to that size and stacked, so one ``matmul`` forms all their ``Z^T W Z`` at once (at most twice
     the work of the exact sizes, no per-group Python); chunks keep each stack under ~32 MB. ``plan``
-    (from :func:`_group_plan` for this ``group``) saves recomputing the layout."""
-    n, k1 = z.shape
+    (from :func:`_group_plan` for this ``group``) saves recomputing the layout. A stack is one gather
+    from the table with a zero row appended, which the padding slots point at."""
+    k1 = z.shape[1]
     a = np.zeros((groups, k1, k1))
     rhs = np.zeros((groups, k1))
     if plan is None:
         plan = _group_plan(group, groups, k1)
-    for chunk, width, flat, src_rows in plan:
-        zp = np.zeros((len(chunk) * width, k1))
-        wt = np.zeros((len(chunk) * width, 2))  # per padded row: [w, w * t]
-        zp[flat] = np.take(z, src_rows, axis=0)
-        w_rows = np.take(w, src_rows)
-        wt[flat, 0] = w_rows
-        wt[flat, 1] = w_rows * np.take(t, src_rows)
+    z_ext = np.vstack([z, np.zeros((1, k1))])  # the last row: padding
+    row_ext = np.append(np.arange(len(z)) if z_rows is None else z_rows, len(z))  # row -1 (padding) -> zero row
+    w_ext, wt_ext = np.append(w, 0.0), np.append(w * t, 0.0)  # index -1 (padding) -> 0
+    for chunk, width, pad in plan:
+        zp = np.take(z_ext, np.take(row_ext, pad), axis=0)
+        wt = np.stack([np.take(w_ext, pad), np.take(wt_ext, pad)], axis=-1)  # per padded row: [w, w * t]
         zp = zp.reshape(len(chunk), width, k1)  # (groups, width, k1)
         wt = wt.reshape(len(chunk), width, 2)
         a[chunk] = np.matmul(zp.transpose(0, 2, 1) * wt[:, None, :, 0], zp)  # (groups, k1, k1)
@@ -173,33 +187,39 @@ def fit_factorization(src, dst, rtt, *, rank: int = MF_RANK, reg: float = MF_REG
     src_keys, dst_keys, ps, pd, pi, count, ok = _pair_aggregates(src, dst, rtt)
     y_all = np.log(np.maximum(rtt[ok], MF_FLOOR_MS))
     y = np.bincount(pi, weights=y_all, minlength=len(count)) / np.maximum(count, 1)  # (pairs,) mean log RTT
+    return fit_factorization_pairs(src_keys, dst_keys, ps, pd, y, count, rank=rank, reg=reg, iters=iters, seed=seed)
+
+
+def fit_factorization_pairs(src_keys, dst_keys, ps, pd, y, count, *, rank: int = MF_RANK, reg: float = MF_REG,
+                            iters: int = MF_ITERS, seed: int = 0) -> Factorization:
+    """:func:`fit_factorization` from per-pair aggregates: pair ``p`` joins source row ``ps[p]`` of
+    ``src_keys`` and destination row ``pd[p]`` of ``dst_keys`` (pairs sorted by (ps, pd)), with mean log RTT
+    ``y[p]`` over ``count[p]`` successful measurements. Memory and time grow with the pairs, not the rows."""
     mu = float(np.sum(y * count) / max(count.sum(), 1))
     ns, nd = len(src_keys), len(dst_keys)
     rng = np.random.default_rng(seed)
     u, b = np.zeros((ns, rank)), np.zeros(ns)
     v, c = rng.normal(0.0, 0.1, (nd, rank)), np.zeros(nd)
     plan_s, plan_d = _group_plan(ps, ns, rank + 1), _group_plan(pd, nd, rank + 1)  # fixed over the iterations
-    z = np.ones((len(y), rank + 1))  # the other side's factors, then a 1 for the bias
-    for _ in range(iters):
-        z[:, :rank] = np.take(v, pd, axis=0)
-        x = _ridge_by_group(ps, ns, z, y - mu - c[pd], count, reg, plan_s)  # (ns, rank+1)
-        u, b = x[:, :rank], x[:, rank]
-        z[:, :rank] = np.take(u, ps, axis=0)
-        x = _ridge_by_group(pd, nd, z, y - mu - b[ps], count, reg, plan_d)
+    for _ in range(iters):  # features: the other side's factors, then a 1 for the bias
+        x = _ridge_by_group(ps, ns, np.hstack([v, np.ones((nd, 1))]), y - mu - c[pd], count, reg, plan_s, pd)
+        u, b = x[:, :rank], x[:, rank]  # x: (ns, rank + 1)
+        x = _ridge_by_group(pd, nd, np.hstack([u, np.ones((ns, 1))]), y - mu - b[ps], count, reg, plan_d, ps)
         v, c = x[:, :rank], x[:, rank]
     return Factorization(mu, src_keys, dst_keys, u, b, v, c, reg)
 
 
-def _unseen_context(record, src, rtt, known, d_row) -> tuple[np.ndarray, np.ndarray]:
+def _unseen_context(record, src, rtt, known, d_row, latest: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(targets, earlier)`` pairs of :func:`source_context` for the measurements whose source is not in
-    train (``~known``), limited to earlier successful measurements to train destinations: what a fold-in
-    may use."""
-    targets, earlier = source_context(record, src, (rtt > 0) & (d_row >= 0))
+    train (``~known``), limited to earlier successful measurements to train destinations (the ``latest``
+    last of them, 0: all): what a fold-in may use."""
+    targets, earlier = source_context(record, src, (rtt > 0) & (d_row >= 0), latest)
     pick = ~known[targets]
     return targets[pick], earlier[pick]
 
 
-def predict_factorization(model: Factorization, record, src, dst, rtt, fallback: Prediction) -> Prediction:
+def predict_factorization(model: Factorization, record, src, dst, rtt, fallback: Prediction, *,
+                          context: int = FOLD_CONTEXT) -> Prediction:
     """Predictions for measurements of whole records ((n,) each, file order): a train source answers from
     its factors; an unseen one from a fold-in on its earlier measurements in the record; else ``fallback``
     (the destination median) answers, one level coarser (``dst_median``), or at its own level beyond."""
@@ -212,7 +232,7 @@ def predict_factorization(model: Factorization, record, src, dst, rtt, fallback:
     u[known], b[known] = model.u[s_row[known]], model.b[s_row[known]]
     folded = np.zeros(n, bool)
     # Fold-in: unseen sources from their earlier successful measurements to train destinations.
-    targets, earlier = _unseen_context(record, src, rtt, known, d_row)
+    targets, earlier = _unseen_context(record, src, rtt, known, d_row, context)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         group = group.reshape(-1)
@@ -255,8 +275,21 @@ class Vivaldi:
     start_h: float  # and height: the median train source height
 
 
-def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
-    """``rounds`` batched Vivaldi updates of the nodes in ``movable`` over the pairs (i, j, r, w).
+def spring_batches(pairs: int, batch: int, seed: int) -> list[np.ndarray]:
+    """The pairs each Vivaldi round updates: all of them when ``batch`` is 0 or covers them; else a seeded
+    shuffle cut into ``ceil(pairs / batch)`` near-equal batches (each sorted, so sums stay in pair order),
+    visited in turn. Vivaldi is a per-sample stochastic method to begin with; a round over a batch costs
+    ``batch`` springs instead of every pair, so a fit's cost stops growing with the distinct pairs."""
+    if batch <= 0 or pairs <= batch:
+        return [np.arange(pairs)]
+    perm = np.random.default_rng((seed, 1)).permutation(pairs)
+    return [np.sort(part) for part in np.array_split(perm, -(-pairs // batch))]
+
+
+def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed, batch: int = 0):
+    """``rounds`` batched Vivaldi updates of the nodes in ``movable`` over the pairs (i, j, r, w); with
+    ``batch``, round ``t`` uses the ``t``-th of :func:`spring_batches` (cyclically), each node moving by the
+    mean force of its springs in that batch.
 
     Each node's force is the sum of its pairs' forces, in pair order. Two fixed sparse incidence matrices
     (node x pair, ones) do that sum for all dimensions and the height at once: ``csr @ dense`` adds every
@@ -267,16 +300,22 @@ def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
 
     rng = np.random.default_rng(seed)
     nodes, dims = x.shape
-    deg = np.bincount(i, weights=w, minlength=nodes) + np.bincount(j, weights=w, minlength=nodes)
-    deg = np.maximum(deg, 1e-12)
     if len(i) and movable[i].all() and not movable[j].any():
-        return _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng)
-    pair = np.arange(len(i))
-    ones = np.ones(len(i))
-    on_i = scipy.sparse.csr_matrix((ones, (i, pair)), shape=(nodes, len(i)))  # entries kept in pair order
-    on_j = scipy.sparse.csr_matrix((ones, (j, pair)), shape=(nodes, len(i)))
-    forces = np.empty((len(i), dims + 1))  # per pair: the force on i (dims), then w * err (the height's)
+        deg = np.bincount(i, weights=w, minlength=nodes) + np.bincount(j, weights=w, minlength=nodes)
+        return _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, np.maximum(deg, 1e-12), rng)
+    springs = []  # per batch: its pairs, their two incidence matrices and the nodes' degrees in it
+    for pick in spring_batches(len(i), batch, seed):
+        bi, bj, bw = i[pick], j[pick], w[pick]
+        pair = np.arange(len(pick))
+        ones = np.ones(len(pick))
+        deg = np.bincount(bi, weights=bw, minlength=nodes) + np.bincount(bj, weights=bw, minlength=nodes)
+        springs.append((bi, bj, r[pick], bw, np.maximum(deg, 1e-12),
+                        scipy.sparse.csr_matrix((ones, (bi, pair)), shape=(nodes, len(pick))),  # in pair order
+                        scipy.sparse.csr_matrix((ones, (bj, pair)), shape=(nodes, len(pick)))))
+    forces = np.empty((max(len(s[0]) for s in springs), dims + 1))  # per pair: force on i, then w * err (height)
     for t in range(rounds):
+        i, j, r, w, deg, on_i, on_j = springs[t % len(springs)]
+        forces_t = forces[: len(i)]
         step = step_hi + (step_lo - step_hi) * t / max(rounds - 1, 1)
         diff = np.take(x, i, axis=0) - np.take(x, j, axis=0)  # (pairs, dims)
         dist = np.sqrt(np.einsum("pd,pd->p", diff, diff))
@@ -285,9 +324,9 @@ def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed):
             diff[zero] = rng.normal(size=(int(zero.sum()), dims))
             dist[zero] = np.sqrt(np.einsum("pd,pd->p", diff[zero], diff[zero]))
         err = r - (dist + np.take(h, i) + np.take(h, j))  # > 0: too close, push apart
-        np.multiply((w * err / dist)[:, None], diff, out=forces[:, :dims])  # on i; the opposite on j
-        forces[:, dims] = w * err
-        sum_i, sum_j = on_i @ forces, on_j @ forces  # (nodes, dims + 1) each
+        np.multiply((w * err / dist)[:, None], diff, out=forces_t[:, :dims])  # on i; the opposite on j
+        forces_t[:, dims] = w * err
+        sum_i, sum_j = on_i @ forces_t, on_j @ forces_t  # (nodes, dims + 1) each
         fx = sum_i[:, :dims] - sum_j[:, :dims]
         fh = sum_i[:, dims] + sum_j[:, dims]
         x = np.where(movable[:, None], x + step * fx / deg[:, None], x)
@@ -330,7 +369,8 @@ def _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng):
     return x, h
 
 
-def fit_vivaldi(src, dst, rtt, *, dims: int = VIVALDI_DIMS, rounds: int = VIVALDI_ROUNDS, seed: int = 0) -> Vivaldi:
+def fit_vivaldi(src, dst, rtt, *, dims: int = VIVALDI_DIMS, rounds: int = VIVALDI_ROUNDS, batch: int = VIVALDI_BATCH,
+                seed: int = 0) -> Vivaldi:
     """Fit :class:`Vivaldi` on the successful train measurements (one spring per pair at its median RTT)."""
     rtt = np.asarray(rtt, np.float64)
     ok = rtt > 0
@@ -342,20 +382,26 @@ def fit_vivaldi(src, dst, rtt, *, dims: int = VIVALDI_DIMS, rounds: int = VIVALD
     pairs, pi = np.unique(code, return_inverse=True)
     (median,) = group_quantiles(pi.reshape(-1), rtt[ok], len(pairs), qs=(0.5,))
     i, j = pairs // max(len(keys), 1), pairs % max(len(keys), 1)
+    return fit_vivaldi_pairs(keys, i, j, median, np.unique(si), dims=dims, rounds=rounds, batch=batch, seed=seed)
+
+
+def fit_vivaldi_pairs(keys, i, j, median, sources, *, dims: int = VIVALDI_DIMS, rounds: int = VIVALDI_ROUNDS,
+                      batch: int = VIVALDI_BATCH, seed: int = 0) -> Vivaldi:
+    """:func:`fit_vivaldi` from per-pair aggregates: pair ``p`` joins rows ``i[p]`` and ``j[p]`` of ``keys``
+    (pairs sorted by (i, j)) with median RTT ``median[p]``; ``sources`` are the rows that were sources."""
     rng = np.random.default_rng(seed)
     scale = float(np.median(median)) if len(median) else 1.0
     x = rng.normal(0.0, scale / 4, (len(keys), dims))
     h = np.zeros(len(keys))
-    x, h = _vivaldi_rounds(x, h, i, j, median, np.ones(len(pairs)), rounds, 0.5, 0.05,
-                           np.ones(len(keys), bool), seed + 1)
-    sources = np.unique(si)
+    x, h = _vivaldi_rounds(x, h, i, j, median, np.ones(len(i)), rounds, 0.5, 0.05,
+                           np.ones(len(keys), bool), seed + 1, batch)
     start_x = x[sources].mean(axis=0) if len(sources) else np.zeros(dims)
     start_h = float(np.median(h[sources])) if len(sources) else 0.0
     return Vivaldi(keys, x, h, start_x, start_h)
 
 
 def predict_vivaldi(model: Vivaldi, record, src, dst, rtt, fallback: Prediction, *,
-                    rounds: int = FOLD_ROUNDS) -> Prediction:
+                    rounds: int = FOLD_ROUNDS, context: int = FOLD_CONTEXT) -> Prediction:
     """Like :func:`predict_factorization`: a train address answers from its coordinate; an unseen source
     is placed by Vivaldi updates against its earlier measurements' (fixed) destinations in the record."""
     rtt = np.asarray(rtt, np.float64)
@@ -366,7 +412,7 @@ def predict_vivaldi(model: Vivaldi, record, src, dst, rtt, fallback: Prediction,
     known = s_row >= 0
     xs[known], hs[known] = model.x[s_row[known]], model.h[s_row[known]]
     folded = np.zeros(n, bool)
-    targets, earlier = _unseen_context(record, src, rtt, known, d_row)
+    targets, earlier = _unseen_context(record, src, rtt, known, d_row, context)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         g = len(group_rows)

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import csv
 import dataclasses
@@ -43,6 +44,7 @@ from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
+from trainer.eval import fitting
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
@@ -150,51 +152,53 @@ def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, 
 # Baselines over a whole split, block by block
 
 
-@dataclasses.dataclass(frozen=True)
-class Fitted:
-    """Every train-fitted baseline (see :func:`fit_baselines`)."""
-
-    tables: bl.Baselines
-    factorization: co.Factorization
-    vivaldi: co.Vivaldi
-    train_measurements: int
-    train_sources: int
+Fitted = fitting.Fitted
 
 
 def fit_baselines(dataset, train_split: str, addresses: columns.Addresses, *, mf_rank: int = co.MF_RANK,
                   mf_reg: float = co.MF_REG, vivaldi_dims: int = co.VIVALDI_DIMS, seed: int = 0,
-                  block_records: int = 4096) -> Fitted:
-    """Decode ``train_split`` (vectorized, block by block) and fit every train baseline on it.
-
-    The decoded columns are kept (40 bytes per measurement); the factorisation and Vivaldi fit on
-    per-pair aggregates of them."""
-    train = columns.decode_split(dataset, train_split, addresses, block_records=block_records)
-    obs = bl.Observations(train.src, train.dst, train.rtt, train.timestamp)
-    # Vivaldi (the longest fit) runs in a second thread while this one fits the tables and the factorisation:
-    # their numpy work releases the GIL, so the two cores share it. The fits share no mutable state and
-    # each seeds its own generator, so the results are the same as fitted one after the other.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        vivaldi = pool.submit(co.fit_vivaldi, train.src, train.dst, train.rtt, dims=vivaldi_dims, seed=seed)
-        tables = bl.fit(obs)
-        factorization = co.fit_factorization(train.src, train.dst, train.rtt, rank=mf_rank, reg=mf_reg, seed=seed)
-        vivaldi = vivaldi.result()
-    return Fitted(
-        tables=tables,
-        factorization=factorization,
-        vivaldi=vivaldi,
-        train_measurements=len(train),
-        train_sources=int(len(np.unique(train.src))),
-    )
+                  bucket_rows: int = fitting.BUCKET_ROWS, block_records: int = 4096,
+                  timings: dict | None = None) -> Fitted:
+    """Fit every train baseline on ``train_split``, read block by block into buckets of ``bucket_rows``
+    measurements (:mod:`trainer.eval.fitting`: memory grows with the distinct pairs, not the measurements)."""
+    return fitting.fit_split(dataset, train_split, addresses, mf_rank=mf_rank, mf_reg=mf_reg,
+                             vivaldi_dims=vivaldi_dims, seed=seed, bucket_rows=bucket_rows,
+                             block_records=block_records, timings=timings)
 
 
 def block_predictions(fitted: Fitted, cols: columns.Columns) -> dict[str, bl.Prediction]:
     """Every baseline's predictions for every measurement of a block of whole records (``cols``)."""
-    out = {name: bl.predict(fitted.tables, name, cols.src, cols.dst) for name in bl.NAMES}
-    dst = out["dst_median"]
-    out[co.MF] = co.predict_factorization(fitted.factorization, cols.record, cols.src, cols.dst, cols.rtt, dst)
-    out[co.VIVALDI] = co.predict_vivaldi(fitted.vivaldi, cols.record, cols.src, cols.dst, cols.rtt, dst)
-    out.update(bl.context_predictions(bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt), dst))
-    return out
+    return _submit_block(None, fitted, cols)()
+
+
+def _submit_block(pool, fitted: Fitted, cols: columns.Columns):
+    """Start a block's predictions as two tasks on ``pool`` (None: here, in turn): Vivaldi's fold-in, the
+    longest part, and everything else; returns a function that waits for both and gives
+    :func:`block_predictions`'s dict. The tasks share no mutable state, so the answers do not depend on
+    how they are scheduled."""
+    dst = bl.predict(fitted.tables, "dst_median", cols.src, cols.dst)
+
+    def vivaldi():
+        return co.predict_vivaldi(fitted.vivaldi, cols.record, cols.src, cols.dst, cols.rtt, dst)
+
+    def rest():
+        out = {name: dst if name == "dst_median" else bl.predict(fitted.tables, name, cols.src, cols.dst)
+               for name in bl.NAMES}
+        out[co.MF] = co.predict_factorization(fitted.factorization, cols.record, cols.src, cols.dst, cols.rtt, dst)
+        out.update(bl.context_predictions(bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt), dst))
+        return out
+
+    if pool is None:
+        done_v, done_r = vivaldi(), rest()
+        futures = None
+    else:
+        futures = pool.submit(vivaldi), pool.submit(rest)
+
+    def result() -> dict[str, bl.Prediction]:
+        v, r = (done_v, done_r) if futures is None else (futures[0].result(), futures[1].result())
+        return {name: v if name == co.VIVALDI else r[name] for name in ALL_BASELINES}
+
+    return result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,24 +213,36 @@ class Scored:
 
 
 def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresses, *, max_measurements: int,
-                seed: int, prompts: bool = False, block_records: int = 4096) -> Scored:
+                seed: int, prompts: bool = False, block_records: int = 1024) -> Scored:
     """Decode ``split`` block by block and keep the baselines' predictions for the chosen measurements
-    (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows."""
+    (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows. Blocks
+    of 1,024 records (not the decoder's 4,096) keep the fold-ins' temporaries (per earlier measurement of
+    every measurement's source) small."""
     total = int(dataset.manifest["splits"][split]["measurements"])
     chosen = choose(total, max_measurements, seed)
     parts, preds, prompt_list, offset = [], [], [], 0
-    for records, cols in columns.iter_split(dataset, split, addresses, block_records=block_records):
-        lo, hi = np.searchsorted(chosen, [offset, offset + len(cols)])
-        local = chosen[lo:hi] - offset
-        if len(local):
-            block = block_predictions(fitted, cols)
-            parts.append(cols.take(local))
-            preds.append({name: p.take(local) for name, p in block.items()})
-            if prompts:
-                first = int(cols.record[0]) if len(cols) else 0
-                prompt_list += [rtt_prompt(records[r - first], s, e) for r, s, e in
-                                zip(cols.record[local], cols.start[local], cols.end[local])]
-        offset += len(cols)
+    pending = collections.deque()  # (chosen rows of a block, its predictions' result function)
+    # Two workers take the blocks' tasks as they come (a block's Vivaldi fold-in on one core while the
+    # other finishes the previous block's other predictors), the decode runs here; at most two blocks in
+    # flight. numpy releases the GIL in the heavy parts; results are collected in block order.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for records, cols in columns.iter_split(dataset, split, addresses, block_records=block_records):
+            lo, hi = np.searchsorted(chosen, [offset, offset + len(cols)])
+            local = chosen[lo:hi] - offset
+            if len(local):
+                pending.append((local, _submit_block(pool, fitted, cols)))
+                parts.append(cols.take(local))
+                if prompts:
+                    first = int(cols.record[0]) if len(cols) else 0
+                    prompt_list += [rtt_prompt(records[r - first], s, e) for r, s, e in
+                                    zip(cols.record[local], cols.start[local], cols.end[local])]
+            while len(pending) > 2:
+                rows, result = pending.popleft()
+                preds.append({name: p.take(rows) for name, p in result().items()})
+            offset += len(cols)
+        while pending:
+            rows, result = pending.popleft()
+            preds.append({name: p.take(rows) for name, p in result().items()})
     if offset != total:
         raise DatasetError(f"{dataset.root}: split {split!r} holds {offset} measurements but the manifest says {total}")
     picked = columns.Columns.concat(parts)
@@ -292,7 +308,7 @@ def _baselines_part(dataset, split: str, train_split: str, *, max_measurements: 
     addresses = columns.Addresses()
     t0 = time.perf_counter()
     fitted = fit_baselines(dataset, train_split, addresses, mf_rank=mf_rank, mf_reg=mf_reg,
-                           vivaldi_dims=vivaldi_dims, seed=seed)
+                           vivaldi_dims=vivaldi_dims, seed=seed, timings=timings)
     timings["fit_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored = score_split(fitted, dataset, split, addresses, max_measurements=max_measurements, seed=seed,
@@ -312,9 +328,11 @@ def _baselines_meta(dataset, split, train_split, scored: Scored, fitted: Fitted,
         "evaluated_measurements": len(scored.cols),
         "train_measurements": fitted.train_measurements,
         "train_sources": fitted.train_sources,
+        "train_buckets": fitted.buckets,
         "unseen_source_share": scored.unseen_source_share,
         "matrix_factorization": {"rank": mf_rank, "reg": mf_reg, "method": "ALS", "iters": co.MF_ITERS},
-        "vivaldi": {"dims": vivaldi_dims, "height": True, "rounds": co.VIVALDI_ROUNDS, "fold_rounds": co.FOLD_ROUNDS},
+        "vivaldi": {"dims": vivaldi_dims, "height": True, "rounds": co.VIVALDI_ROUNDS, "batch": co.VIVALDI_BATCH,
+                    "fold_rounds": co.FOLD_ROUNDS},
         "pair_ewma_alpha": bl.EWMA_ALPHA,
         "seed": seed,
         "timings": timings,

@@ -1,12 +1,13 @@
 """Choose the factorisation's rank and regularisation (and Vivaldi's dimensions) on the validation split.
 
-    python -m trainer.eval.tune --data_dir D [--split val] [--ranks 2,4,8,16] [--regs 0.01,0.1,1] [--dims 2,4,8]
+    python -m trainer.eval.tune --data_dir D [--split val] [--ranks 2,4,8,16] [--regs 0.01,0.1,1] [--iters 12]
+        [--dims 2,4,8]
 
 Fits on ``train`` and scores every measurement of ``--split`` (never ``test``: the command refuses it), with
 unseen sources folded in from their earlier measurements in the record exactly as the evaluation does;
 prints one line per setting and the setting with the lowest median absolute error. The defaults in
 ``trainer.eval.coordinates`` (``MF_RANK``, ``MF_REG``, ``VIVALDI_DIMS``) come from this command's output
-on the real RIPE Atlas file and the bundled sample (docs/evaluation.md).
+on the real RIPE Atlas file (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="val", help="split scored (default val; test is refused)")
     p.add_argument("--ranks", default="2,4,8,16")
     p.add_argument("--regs", default="0.01,0.1,1")
+    p.add_argument("--iters", default=str(co.MF_ITERS), help="ALS iterations (a list: each is tried)")
     p.add_argument("--dims", default="2,4,8")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -44,6 +46,9 @@ def run(argv: list[str] | None = None) -> int:
         if args.split == "test":
             raise UsageError("--split test: settings are chosen on a validation split, never on test")
         ranks, regs, dims = [int(r) for r in _floats(args.ranks)], _floats(args.regs), [int(d) for d in _floats(args.dims)]
+        iters = [int(i) for i in _floats(args.iters)]
+        if min(ranks + dims + iters, default=1) <= 0 or min(regs, default=1) <= 0:
+            raise UsageError("--ranks, --regs, --iters and --dims must be positive")
         dataset = open_dataset(args.data_dir)
         for split in ("train", args.split):
             dataset.num_records(split)
@@ -55,12 +60,14 @@ def run(argv: list[str] | None = None) -> int:
     tables = bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp))
     fallback = bl.predict(tables, "dst_median", evald.src, evald.dst)
     results = [{"predictor": "dst_median", **_score(evald.rtt, fallback)}]
-    for rank in ranks:
-        for reg in regs:
-            model = co.fit_factorization(train.src, train.dst, train.rtt, rank=rank, reg=reg, seed=args.seed)
-            pred = co.predict_factorization(model, evald.record, evald.src, evald.dst, evald.rtt, fallback)
-            results.append({"predictor": co.MF, "rank": rank, "reg": reg, **_score(evald.rtt, pred)})
-            print(json.dumps(results[-1]), flush=True)
+    for it in iters:
+        for rank in ranks:
+            for reg in regs:
+                model = co.fit_factorization(train.src, train.dst, train.rtt, rank=rank, reg=reg, iters=it,
+                                             seed=args.seed)
+                pred = co.predict_factorization(model, evald.record, evald.src, evald.dst, evald.rtt, fallback)
+                results.append({"predictor": co.MF, "rank": rank, "reg": reg, "iters": it, **_score(evald.rtt, pred)})
+                print(json.dumps(results[-1]), flush=True)
     for d in dims:
         model = co.fit_vivaldi(train.src, train.dst, train.rtt, dims=d, seed=args.seed)
         pred = co.predict_vivaldi(model, evald.record, evald.src, evald.dst, evald.rtt, fallback)

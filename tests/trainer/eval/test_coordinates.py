@@ -165,15 +165,19 @@ def test_factorization_fold_in_matches_a_per_measurement_reference():
         assert got.level[i] == 0
 
 
-def _vivaldi_reference(x, h, pairs, rounds, movable, hi=0.5, lo=0.05):
-    """The batched Vivaldi rounds, one spring at a time with Python floats."""
+def _vivaldi_reference(x, h, pairs, rounds, movable, hi=0.5, lo=0.05, batches=None):
+    """The batched Vivaldi rounds, one spring at a time with Python floats; with ``batches`` (lists of pair
+    indices) round t uses batch t mod len(batches) and the nodes' degrees in it."""
     x = [list(map(float, row)) for row in x]
     h = [float(v) for v in h]
-    deg = [0.0] * len(x)
-    for i, j, _ in pairs:
-        deg[i] += 1
-        deg[j] += 1
+    all_pairs = pairs
     for t in range(rounds):
+        if batches is not None:
+            pairs = [all_pairs[k] for k in batches[t % len(batches)]]
+        deg = [0.0] * len(x)
+        for i, j, _ in pairs:
+            deg[i] += 1
+            deg[j] += 1
         step = hi + (lo - hi) * t / max(rounds - 1, 1)
         fx = [[0.0] * len(x[0]) for _ in x]
         fh = [0.0] * len(x)
@@ -206,6 +210,24 @@ def test_vivaldi_rounds_match_a_per_spring_reference():
     np.testing.assert_allclose(got_x, want_x, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(got_h, want_h, rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(got_x[[2, 6]], x[[2, 6]])  # fixed nodes never move
+
+
+def test_vivaldi_rounds_over_spring_batches_match_a_per_spring_reference():
+    rng = np.random.default_rng(9)
+    x, h = rng.normal(0, 10, (8, 3)), rng.uniform(0, 2, 8)
+    i = np.array([0, 0, 1, 2, 3, 4, 5, 6, 7, 1, 2])
+    j = np.array([4, 5, 5, 6, 7, 7, 2, 0, 1, 3, 4])
+    r = rng.uniform(5, 50, len(i))
+    batches = co.spring_batches(len(i), 4, 3)
+    assert [len(b) for b in batches] == [4, 4, 3]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(i)))  # every pair, once per cycle
+    movable = np.ones(8, bool)
+    got_x, got_h = co._vivaldi_rounds(x, h, i, j, r, np.ones(len(i)), 25, 0.5, 0.05, movable, 3, batch=4)
+    want_x, want_h = _vivaldi_reference(x, h, list(zip(i, j, r)), 25, movable,
+                                        batches=[b.tolist() for b in batches])
+    np.testing.assert_allclose(got_x, want_x, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got_h, want_h, rtol=1e-9, atol=1e-9)
+    assert co.spring_batches(len(i), 11, 3)[0].tolist() == list(range(len(i)))  # a batch that covers all: every round
 
 
 def test_vivaldi_fold_in_matches_a_per_measurement_reference():
