@@ -1,8 +1,9 @@
 """The main job: Parquet measurements -> packed seq_len-token ArrayRecord splits plus a manifest.
 
-``pipeline`` holds the options, the named PTransforms and :func:`run`; ``stages`` the pure work of each
-stage (encode a row group, pack a bucket, write records, finalize); ``splitting`` and ``packing`` the
-pure functions they call.
+``pipeline`` holds the options, the planning (and ``--append``'s) and :func:`run`; ``transforms`` the
+named PTransforms (Beam); ``local`` the same stages run in this process without Beam, for small inputs;
+``stages`` the pure work of each stage (encode a row group, pack a bucket, write records, finalize);
+``splitting`` and ``packing`` the pure functions they call.
 """
 
 from beam_pipelines.pretokenize.pipeline import run

@@ -8,12 +8,14 @@
 new files beside the old ones (which are never rewritten), the manifest rewritten last with the new
 version in its ``versions`` list (docs/pretokenize.md#appending-a-version).
 
-Stages (each a named composite transform, a ``ptransform_fn`` over plain functions in
-:mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per task of consecutive row groups and files, about 100k-1M rows: vectorized tokenizer, rejected
+Stages (each a named composite transform in :mod:`beam_pipelines.pretokenize.transforms`, a
+``ptransform_fn`` over plain functions in :mod:`beam_pipelines.pretokenize.stages`): ReadAndEncode (per task of consecutive row groups and files, about 100k-1M rows: vectorized tokenizer, rejected
 rows kept aside, accepted rows hash-partitioned by source into bucket files) -> GroupBySource (one bucket
 at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
 the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
-rejected rows gathered into a bounded number of files, manifest last).
+rejected rows gathered into a bounded number of files, manifest last). An input of fewer than
+``SMALL_INPUT_ROWS`` rows, with no runner option given, runs the same stage functions in this process
+without Beam (:mod:`beam_pipelines.pretokenize.local`; same bytes, less fixed cost).
 
 Every input, the output and the scratch location may be object-store URLs (``s3://``, ``gs://``; see
 docs/object-storage.md). Scratch goes to ``OUT/_tmp``, or under Beam's ``--temp_location`` when given,
@@ -31,21 +33,17 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog, storage
+from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.common.transforms import GatherAll, create_spread
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import check_compression
@@ -57,120 +55,15 @@ from tokenizer import IPV6_LENGTH
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
 DEFAULT_BUCKET_ROWS = 1_000_000
+LOG_NAME = "pipeline.log"  # common.joblog.LOG_NAME (not imported from there: joblog imports Beam)
+# Below this many rows to encode, and when no runner option is given, the job runs its stages in this
+# process without Beam (local.py): starting the worker processes of the multi-process mode costs about
+# 2-3 s of wall time and 3 s of CPU on 2 cores, more than they save on such an input (measured: 1M rows in
+# 7.0 s in one process vs 9.1 s with the workers; 2.2M rows 12.8 s vs 11.5 s; docs/performance.md).
+# Appends of an hour of new data are this size.
+SMALL_INPUT_ROWS = 1_000_000
 _OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
 
-
-
-# --- Beam adapters ---------------------------------------------------------------------------------
-
-
-class _EncodeTaskFn(beam.DoFn):
-    def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
-        self._rows = Metrics.counter("pretokenize", "rows_read")
-        self._accepted = Metrics.counter("pretokenize", "rows_accepted")
-        self._rejected = Metrics.counter("pretokenize", "rows_rejected")
-
-    def setup(self):
-        self._ctx.configure_storage()
-
-    def process(self, task):
-        summary = stages.encode_task(task, self._ctx)
-        self._rows.inc(summary.rows)
-        self._accepted.inc(summary.accepted)
-        self._rejected.inc(summary.rows - summary.accepted)
-        yield summary
-
-
-class _PackBucketFn(beam.DoFn):
-    def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
-        self._measurements = Metrics.counter("pretokenize", "measurements_packed")
-
-    def setup(self):
-        self._ctx.configure_storage()
-
-    def process(self, element):
-        bucket, paths = element
-        for split, result in stages.pack_bucket(bucket, list(paths), self._ctx):
-            self._measurements.inc(result.measurements)
-            yield bucket, split, result
-
-
-class _WriteRecordsFn(beam.DoFn):
-    def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
-        self._records = Metrics.counter("pretokenize", "records_written")
-        self._pad = Metrics.counter("pretokenize", "pad_tokens")
-
-    def setup(self):
-        self._ctx.configure_storage()
-
-    def process(self, element):
-        bucket, split, result = element
-        summary = stages.write_bucket_records(bucket, split, result, self._ctx)
-        self._records.inc(summary.records)
-        self._pad.inc(summary.pad_tokens)
-        yield summary
-
-
-@ptransform_fn
-def ReadAndEncode(pbegin, tasks, ctx: stages.JobContext):
-    """PBegin -> one :class:`~stages.EncodeSummary` per task; accepted rows land in bucket files,
-    rejected rows apart."""
-    spread = create_spread(pbegin, tasks, "CreateTasks", "SpreadTasks")
-    return spread | "EncodeTask" >> beam.ParDo(_EncodeTaskFn(ctx))
-
-
-@ptransform_fn
-def GroupBySource(summaries):
-    """Encode summaries -> ``(bucket, [part files])``: a barrier after which a bucket is complete."""
-    return (
-        summaries
-        | "BucketParts" >> beam.FlatMap(lambda s: s.buckets.items())
-        | "GroupBucketParts" >> beam.GroupByKey()
-    )
-
-
-@ptransform_fn
-def PackRecords(grouped, ctx: stages.JobContext):
-    """``(bucket, parts)`` -> ``(bucket, split, PackResult)``: sources in time order, packed per split."""
-    return grouped | "PackBucket" >> beam.ParDo(_PackBucketFn(ctx))
-
-
-@ptransform_fn
-def WriteArrayRecords(packed, ctx: stages.JobContext):
-    """Packed records -> one verified temporary ArrayRecord file (a :class:`~stages.RecordsSummary`) per
-    bucket and split."""
-    return packed | "WriteBucketRecords" >> beam.ParDo(_WriteRecordsFn(ctx))
-
-
-@ptransform_fn
-def WriteManifest(pcolls, ctx: stages.JobContext):
-    """All summaries -> the rejected rows gathered and the manifest, written last.
-
-    It depends on every branch (encode summaries carry the rejected files, record summaries the
-    outputs), which also makes it the one sink that runners computing only the last transform's
-    graph (the DaskRunner) must execute in full.
-    """
-    return (
-        pcolls
-        | "FlattenSummaries" >> beam.Flatten()
-        | "GatherSummaries" >> GatherAll()
-        | "Finalize" >> beam.Map(stages.finalize, ctx)
-    )
-
-
-def build_pipeline(pipeline: beam.Pipeline, tasks, ctx: stages.JobContext):
-    """Attach the pretokenize stages to ``pipeline``; returns the manifest PCollection."""
-    summaries = pipeline | "ReadAndEncode" >> ReadAndEncode(tasks, ctx)
-    written = (
-        summaries
-        | "GroupBySource" >> GroupBySource()
-        | "PackRecords" >> PackRecords(ctx)
-        | "WriteArrayRecords" >> WriteArrayRecords(ctx)
-    )
-    return (summaries, written) | "WriteManifest" >> WriteManifest(ctx)
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -271,7 +164,11 @@ def parse_args(argv):
 
 def _beam_storage_options(beam_args: list[str]) -> tuple[str, dict]:
     """Beam's ``--temp_location`` and its filesystem options (S3 endpoint and keys, GCS project...)."""
+    if not beam_args:
+        return "", {}  # no Beam option given: nothing to parse, and Beam need not be imported
     from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from beam_pipelines.common.options import beam_options
 
     pipeline_options = beam_options(beam_args)
     temp_location = pipeline_options.view_as(GoogleCloudOptions).temp_location or ""
@@ -533,13 +430,23 @@ def _append(options: Options, beam_args: list[str], started: float) -> int:
     return _write(options, beam_args, tasks, ctx, started)
 
 
+def in_process(beam_args: list[str], rows: int) -> bool:
+    """Whether the job runs its stages in this process without Beam: an input of fewer than
+    :data:`SMALL_INPUT_ROWS` rows and no runner option given (``--runner``, ``--direct_running_mode``,
+    ``--direct_num_workers`` all mean "run Beam so"). The output does not depend on it."""
+    chosen = any(a.startswith(("--runner", "--direct_running_mode", "--direct_num_workers")) for a in beam_args)
+    return not chosen and rows < SMALL_INPUT_ROWS
+
+
 def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext, started: float) -> int:
     """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total_rows = sum(i["rows"] for i in ctx.inputs)
+    local = in_process(beam_args, total_rows)
     as_version = f" (version {ctx.version})" if ctx.version > 1 else ""
     print(
         f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} task(s), "
-        f"{ctx.num_buckets} bucket(s) -> {options.output}{as_version}",
+        f"{ctx.num_buckets} bucket(s) -> {options.output}{as_version}"
+        + (" in this process (a small input)" if local else ""),
         file=sys.stderr,
     )
     unchanged = (
@@ -552,20 +459,37 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
     # folder of its own (kept after a failure, so the line that names it points at a file that exists).
     separate = ctx.scratch or storage.is_remote(ctx.tmp)
     log_dir = tempfile.mkdtemp(prefix="ping-llm-pretokenize-log-") if separate else ctx.tmp
-    log = os.path.join(log_dir, joblog.LOG_NAME)
+    log = os.path.join(log_dir, LOG_NAME)
     encoded = functools.partial(sum_markers, os.path.join(ctx.tmp, "progress"), "encode-*.json", "rows")
     try:
         with Progress("pretokenize", encoded, total_rows, unit="rows", label="encoded"):
-            joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log)
+            if local:
+                from beam_pipelines.pretokenize.local import run_stages
+
+                run_stages(tasks, ctx)
+            else:
+                from beam_pipelines.common import joblog
+                from beam_pipelines.pretokenize.transforms import build_pipeline
+
+                joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
+        from beam_pipelines.common import joblog  # Beam too; a failure's cost does not matter
+
+        if local:  # the traceback goes where the pipeline's log would have it
+            with open(log, "a", encoding="utf-8") as f:
+                f.write("The job failed:\n")
+                traceback.print_exception(exc, file=f)
         if separate:
             _remove_scratch(ctx.tmp)
         else:
             joblog.keep_only_log(ctx.tmp, log)
+        notes = joblog.log_notes(log)
+        if local and notes:
+            notes = (f"the traceback: {log}",)
         return report(
             RunError(f"pretokenize failed: {joblog.pipeline_error(exc)}"),
             f"no manifest was written; {unchanged}",
-            *joblog.log_notes(log),
+            *notes,
         )
     nothing = os.path.join(ctx.tmp, stages.NOTHING_ENCODED)
     if storage.exists(nothing):  # no row could be encoded: no dataset, no manifest (see stages.finalize)

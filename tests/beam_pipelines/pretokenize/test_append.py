@@ -375,3 +375,32 @@ def test_without_source_date_epoch_only_created_differs(data, tmp_path, monkeypa
     # The records are the same bytes: created is in the manifest only.
     digests = [{k: v for k, v in tree_digest(tmp_path / n).items() if k != "manifest.json"} for n in ("a", "b")]
     assert digests[0] == digests[1]
+
+
+def test_small_inputs_run_in_this_process_unless_a_runner_option_is_given():
+    small = pretokenize.SMALL_INPUT_ROWS - 1
+    assert pretokenize.in_process([], small)
+    assert not pretokenize.in_process([], pretokenize.SMALL_INPUT_ROWS)
+    for given in (["--direct_num_workers=2"], ["--direct_running_mode=in_memory"], ["--runner=DaskRunner"],
+                  ["--runner", "DirectRunner"]):  # fmt: skip
+        assert not pretokenize.in_process(given, small)
+
+
+@pytest.mark.slow
+def test_in_process_without_beam_gives_the_pipelines_bytes(data, tmp_path):
+    """A plain run and an append with no runner option (small inputs: the stages in this process, Beam never
+    imported) write exactly what the Beam pipeline wrote for the fixture."""
+    script = (
+        "import sys\n"
+        "from beam_pipelines.pretokenize import pipeline\n"
+        "code = pipeline.run(sys.argv[1:])\n"
+        "assert 'apache_beam' not in sys.modules, 'Beam was imported'\n"
+        "sys.exit(code)\n"
+    )
+    ds = tmp_path / "ds"
+    for args in (["--input", data.old, "--bucket_rows", "4000"], ["--input", data.glob, "--append"]):
+        proc = subprocess.run([sys.executable, "-c", script, *map(str, args), "--output", str(ds)],
+                              check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "in this process (a small input)" in proc.stderr
+    assert tree_digest(ds) == tree_digest(data.ds)

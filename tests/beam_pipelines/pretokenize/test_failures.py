@@ -76,7 +76,18 @@ def test_corrupt_row_group_fails_the_job_without_manifest(tmp_path, capsys):
     _check_failure_report(err, path, tmp_path / "out")
 
 
-def _check_failure_report(err: str, path, out) -> None:
+def test_corrupt_row_group_in_process_fails_the_same_way(tmp_path, capsys):
+    # No runner option and a small input: the stages run in this process without Beam.
+    path = tmp_path / "x.parquet"
+    _scribbled_parquet(path)
+    code = pretokenize.run(["--input", str(path), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "in this process (a small input)" in err
+    assert code == 1
+    _check_failure_report(err, path, tmp_path / "out", note="the traceback: ")
+
+
+def _check_failure_report(err: str, path, out, note: str = "Beam's log, with the workers' tracebacks: ") -> None:
     """One error line naming the file, no traceback on the terminal; the traceback is in the log, the
     only file left (no lock, no scratch files)."""
     log = out / "_tmp" / "pipeline.log"
@@ -84,7 +95,7 @@ def _check_failure_report(err: str, path, out) -> None:
     assert len(errors) == 1 and str(path) in errors[0] and "[while running" not in errors[0], err
     assert "Traceback" not in err and "WARNING" not in err and "ERROR" not in err, err
     assert f"no manifest was written; {out} does not hold a dataset" in err
-    assert f"Beam's log, with the workers' tracebacks: {log}" in err
+    assert f"{note}{log}" in err
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and str(path) in text
     assert os.listdir(out) == ["_tmp"] and os.listdir(out / "_tmp") == ["pipeline.log"]

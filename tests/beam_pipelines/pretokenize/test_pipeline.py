@@ -189,8 +189,9 @@ def test_rerun_skips_an_identical_dataset_and_refuses_another(sample_run, sample
 def test_deterministic_across_modes_and_overwrite(tmp_path, sample_run, sample_dir):
     out, _, _, _ = sample_run
     other = tmp_path / "multi"
-    # Default mode: the DirectRunner's multi-process mode on all cores.
-    assert pretokenize.run(["--input", str(sample_dir / "*.parquet"), "--output", str(other)]) == 0
+    # The DirectRunner's multi-process mode on all cores (the default above SMALL_INPUT_ROWS rows).
+    multi = "--direct_running_mode=multi_processing"
+    assert pretokenize.run(["--input", str(sample_dir / "*.parquet"), "--output", str(other), multi]) == 0
     assert tree_digest(other) == tree_digest(out)
     # --overwrite replaces a different dataset, and going back gives the same bytes again.
     assert pretokenize.run(["--input", str(sample_dir / "*.parquet"), "--output", str(other), "--split", "50,25,25", "--overwrite", IN_MEMORY]) == 0
