@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import shutil
 
 import pytest
 
 from beam_pipelines.common.errors import InputError
-from beam_pipelines.dataset import DatasetError
+from beam_pipelines.dataset import DatasetError, select_version
 from beam_pipelines.dataset.staging import STAGED_MARKER, stage_dataset
 from tests.objectstore.helpers import file_bytes, upload_tree
 from tests.trainer.helpers import MINI, make_config
-from trainer import train
+from trainer import data, train
 from trainer.eval import evaluate
 
 RUN = [*MINI, "steps=6", "batch_size=4", "warmup_steps=2", "log_every=1", "checkpoint_every=6", "eval_every=6",
@@ -89,3 +91,38 @@ def test_baselines_only_evaluation_reads_a_remote_dataset(s3, remote_sample, sam
     remote, local = file_bytes(tmp_path / "s3"), file_bytes(tmp_path / "local")
     assert "predictions.csv" in local
     assert remote["predictions.csv"] == local["predictions.csv"]
+
+
+@pytest.mark.slow  # the session's pretokenized sample and an append
+def test_a_version_is_staged_alone_keyed_by_its_fingerprint(s3, sample_dir, sample_dataset, tmp_path, monkeypatch):
+    """A dataset with two versions: version 1 is staged with its own files only, in a folder named by its
+    fingerprint, with its manifest (select_version); the latest in another folder, with the store's manifest."""
+    from tests.trainer.helpers import append_later_rows
+
+    local = tmp_path / "ds"
+    shutil.copytree(sample_dataset, local)
+    append_later_rows(sample_dir, local, tmp_path / "new", rows=500)
+    manifest = json.loads((local / "manifest.json").read_text())
+    assert manifest["version"] == 2
+    bucket = s3.new_bucket()
+    upload_tree(s3, bucket, "ds", local)
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    url, cache = f"s3://{bucket}/ds", tmp_path / "cache"
+
+    v1 = select_version(manifest, 1)
+    staged = pathlib.Path(stage_dataset(url, str(cache), quiet=True, version=1))
+    assert staged == cache / "datasets" / v1["fingerprint"]
+    listed = {f["path"] for split in v1["splits"].values() for f in split["files"]}
+    got = {k: v for k, v in file_bytes(staged).items() if k not in (STAGED_MARKER, "manifest.json")}
+    assert got == {k: v for k, v in file_bytes(local).items() if k in listed}  # version 1's files, nothing after
+    assert json.loads((staged / "manifest.json").read_text()) == v1
+    dataset = data.open_dataset(url, make_config(url, "data_version=1", f"cache_dir={cache}"))
+    assert (dataset.root, dataset.version, dataset.fingerprint) == (str(staged), 1, v1["fingerprint"])
+
+    latest = pathlib.Path(stage_dataset(url, str(cache), quiet=True))
+    assert latest == cache / "datasets" / manifest["fingerprint"]
+    assert (latest / "manifest.json").read_bytes() == (local / "manifest.json").read_bytes()
+    assert sorted(os.listdir(cache / "datasets")) == sorted([v1["fingerprint"], manifest["fingerprint"]])
+    with pytest.raises(DatasetError, match=f"{url}: no version 3; it has versions 1..2"):
+        stage_dataset(url, str(cache), quiet=True, version=3)

@@ -41,3 +41,24 @@ def run_cli(args: list[str], timeout: float = 300, **extra_env: str) -> subproce
     return subprocess.run(
         cli(args), cwd=REPO_ROOT, env=subprocess_env(**extra_env), capture_output=True, text=True, timeout=timeout
     )
+
+
+def append_later_rows(sample_dir, dataset, folder, rows: int = 1000) -> None:
+    """A real ``pretokenize --append`` into ``dataset``: the bundled sample's first ``rows`` rows again, one
+    day later (new measurements of sources the sample holds), written as ``folder/day2.parquet``."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.pretokenize import pipeline as pretokenize
+
+    table = pq.read_table(pathlib.Path(sample_dir) / "part-00000-of-00004.parquet").slice(0, rows)
+    later = pc.add(table["event_time"], pa.scalar(datetime.timedelta(days=1), pa.duration("us")))
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.set_column(table.schema.get_field_index("event_time"), "event_time", later),
+                   folder / "day2.parquet")
+    args = ["--input", str(folder / "*.parquet"), "--output", str(dataset), "--direct_running_mode=in_memory"]
+    assert pretokenize.run([*args, "--append"]) == 0
