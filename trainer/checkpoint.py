@@ -2,7 +2,7 @@
 
 * ``state``: parameters, optimizer state, step and RNG key (a pytree, ``StandardSave``);
 * ``data_iter``: the Grain iterator state, one small JSON file per host (Grain's Orbax handler);
-* ``meta``: the config and the dataset fingerprint (JSON).
+* ``meta``: the config, the dataset version read with its fingerprint, and the stream's segments (JSON).
 
 Orbax writes each step under a temporary name and renames it when every item is written, so a
 checkpoint interrupted by a crash or SIGKILL is never listed (and its leftovers are removed at start).
@@ -71,7 +71,7 @@ class Checkpointer:
         )
 
     def read_meta(self, step: int) -> dict:
-        """The ``meta`` item (config, fingerprint) of a checkpoint, without touching the arrays."""
+        """The ``meta`` item (config, data_version, fingerprint, data_segments) of a checkpoint, without touching the arrays."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
