@@ -1,7 +1,7 @@
 """Benchmark of ``pretokenize --append``: adding 10% new rows to a dataset vs rebuilding it whole.
 
     python benchmarks/append_bench.py [--rows 2000000] [--fraction 0.1] [--repeat 3] [--workdir DIR]
-        [--runner_args "--direct_num_workers=0"]
+        [--runner_args "--direct_num_workers=0"] [--mode_rows 200000,500000,1000000 [--mode_only]]
 
 One generated table of ``rows * (1 + fraction)`` seed-like rows, sorted by time (the generator of
 ``benchmarks/pretokenize_bench.py``, ``beam_pipelines.make_sample.synth``), is cut in two: the first
@@ -19,6 +19,11 @@ Each is a fresh process, timed from outside (wall clock), with the job's default
 the rebuild in this process (``--direct_running_mode=in_memory``), shows that the rule does not flatter the
 append by slowing the baseline. Prints the figures, the context continuity of the appended dataset vs the
 rebuilt one (per split), the machine and the load average before and after.
+
+``--mode_rows N1,N2,...``: for each size, a plain job (no append) on the first N rows of a fresh table,
+best of ``--repeat``, with the default (below 1M rows: the stages in this process without Beam), with
+Beam in one process (``--direct_running_mode=in_memory``) and with Beam's worker processes
+(``--direct_running_mode=multi_processing``): where the in-process rule (``SMALL_INPUT_ROWS``) pays.
 """
 
 from __future__ import annotations
@@ -67,6 +72,28 @@ def load(path: str) -> dict:
         return json.load(f)
 
 
+def mode_table(sizes: list[int], repeat: int, work: str) -> None:
+    """Best wall time of a plain job per size and mode (see the module docstring)."""
+    folder = os.path.join(work, "modes")
+    os.makedirs(folder, exist_ok=True)
+    table = synth.generate(max(sizes), seed=5)
+    modes = {"default": [], "beam in one process": ["--direct_running_mode=in_memory"],
+             "beam worker processes": ["--direct_running_mode=multi_processing"]}  # fmt: skip
+    print(f"plain job, best of {repeat}: " + ", ".join(modes))
+    for n in sizes:
+        path = os.path.join(folder, f"rows-{n}.parquet")
+        pq.write_table(table.slice(0, n), path, row_group_size=250_000, compression="zstd")
+        best = {}
+        for name, extra in modes.items():
+            walls = []
+            for _ in range(repeat):
+                out = os.path.join(folder, "out")
+                shutil.rmtree(out, ignore_errors=True)
+                walls.append(job(["--input", path, "--output", out], extra)[0])
+            best[name] = min(walls)
+        print(f"  {n:>10,} rows: " + ", ".join(f"{k} {v:.2f} s" for k, v in best.items()))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of the dataset (default 2M)")
@@ -74,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, best kept (default 3)")
     parser.add_argument("--workdir", help="where inputs and outputs go (default: a temporary folder, removed)")
     parser.add_argument("--runner_args", default="", help="Beam options for every run (default: the job's)")
+    parser.add_argument("--mode_rows", default="", help="sizes for the runner-mode table (comma-separated rows)")
+    parser.add_argument("--mode_only", action="store_true", help="only the runner-mode table")
     args = parser.parse_args(argv)
     runner_args = shlex.split(args.runner_args)
 
@@ -81,6 +110,11 @@ def main(argv=None) -> int:
     os.makedirs(work, exist_ok=True)
     try:
         print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.mode_rows:
+            mode_table([int(n) for n in args.mode_rows.split(",")], args.repeat, work)
+            if args.mode_only:
+                print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                return 0
         inputs = os.path.join(work, "in")
         old, new = make_inputs(args.rows, args.fraction, inputs)
         new_rows = pq.ParquetFile(new).metadata.num_rows
