@@ -132,16 +132,26 @@ def _role_positions(flat: np.ndarray, role: int, n: int, seq_len: int, first_rec
     return pos
 
 
+_TAIL = 17  # tokens a window may reach past a role token (family + 16 address bytes)
+
+
+def _windows(padded: np.ndarray, pos: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """(n, width) tokens from ``pos + offset`` on, as a gather of rows of a sliding-window view (no (n, width)
+    index array); ``padded`` is the flat block followed by ``_TAIL`` copies of its last token, so a window
+    that runs past the end reads that token, as clipping the positions would."""
+    return np.lib.stride_tricks.sliding_window_view(padded, width)[pos + offset]
+
+
 def _address_keys(flat: np.ndarray, pos: np.ndarray, first_record: int, seq_len: int) -> np.ndarray:
-    """(n, 2) uint64 keys of the address blocks whose role tokens sit at ``pos``."""
-    family = flat[np.minimum(pos + 1, len(flat) - 1)]
+    """(n, 2) uint64 keys of the address blocks whose role tokens sit at ``pos`` (``flat``: padded, see
+    :func:`_windows`)."""
+    family = flat[pos + 1]
     v4, v6 = family == IPV4_START, family == IPV6_START
     if not np.all(v4 | v6):
         bad = int(pos[~(v4 | v6)][0])
         raise DecodeError(f"record {first_record + bad // seq_len}: no family token after the address role at "
                           f"position {bad % seq_len}")
-    idx = np.minimum(pos[:, None] + 2 + np.arange(16), len(flat) - 1)  # (n, 16) payload positions (v6)
-    raw = flat[idx].astype(np.int64) - BYTE_OFFSET  # (n, 16); v4 rows use only their first 4
+    raw = _windows(flat, pos, 2, 16).astype(np.int16) - BYTE_OFFSET  # (n, 16); v4 rows use only their first 4
     width = np.where(v4, 4, 16)[:, None]
     used = np.arange(16)[None, :] < width
     if np.any(used & ((raw < 0) | (raw > 255))):
@@ -155,8 +165,7 @@ def _address_keys(flat: np.ndarray, pos: np.ndarray, first_record: int, seq_len:
 
 
 def _payload(flat: np.ndarray, pos: np.ndarray, codec) -> np.ndarray:
-    idx = np.minimum(pos[:, None] + 1 + np.arange(codec.width), len(flat) - 1)  # (n, width)
-    return codec.from_tokens(flat[idx].astype(np.int64))
+    return codec.from_tokens(_windows(flat, pos, 1, codec.width).astype(np.int64))  # (n, width) tokens
 
 
 def decode_block(records: np.ndarray, addresses: Addresses, *, first_record: int = 0) -> Columns:
@@ -182,26 +191,73 @@ def decode_block(records: np.ndarray, addresses: Addresses, *, first_record: int
     for pos in (src_pos, dst_pos, rtt_pos, ts_pos):  # the k-th block of each kind is in the k-th measurement
         if n and not (np.all(pos > starts) & np.all(pos < np.append(starts[1:], len(flat)))):
             raise DecodeError(f"records {first_record}..{first_record + n_rec - 1}: a measurement lacks a block")
+    tail = flat[-1:] if len(flat) else np.array([PAD], flat.dtype)
+    padded = np.concatenate([flat, np.repeat(tail, _TAIL)])  # see _windows
     return Columns(
         record=rec.astype(np.int64) + first_record,
         start=start.astype(np.int32),
         end=end.astype(np.int32),
-        src=addresses.ids(_address_keys(flat, src_pos, first_record, seq_len)),
-        dst=addresses.ids(_address_keys(flat, dst_pos, first_record, seq_len)),
-        rtt=_payload(flat, rtt_pos, fields.RTT).astype(np.float64),
-        timestamp=_payload(flat, ts_pos, fields.TIMESTAMP).astype(np.int64),
+        src=addresses.ids(_address_keys(padded, src_pos, first_record, seq_len)),
+        dst=addresses.ids(_address_keys(padded, dst_pos, first_record, seq_len)),
+        rtt=_payload(padded, rtt_pos, fields.RTT).astype(np.float64),
+        timestamp=_payload(padded, ts_pos, fields.TIMESTAMP).astype(np.int64),
     )
 
 
-def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Iterator[tuple[np.ndarray, Columns]]:
-    """``(records, columns)`` per block of ``split``'s records, in file order; memory is one block at a time."""
+def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
+    """The items of ``iterator``, produced by a background thread up to ``depth`` items ahead (reading the
+    next records while this thread decodes: ArrayRecord's reader and zstd release the GIL). An exception
+    in the producer is raised here, at the item where it happened."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as err:  # handed to the consumer
+            items.put((done, err))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = items.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def _blocks(dataset, split: str, block_records: int) -> Iterator[np.ndarray]:
     from beam_pipelines.dataset.records import iter_record_blocks
 
-    first = 0
     for path in dataset.files(split):
-        for block in iter_record_blocks(path, dataset.seq_len, block_records):
-            yield block, decode_block(block, addresses, first_record=first)
-            first += len(block)
+        yield from iter_record_blocks(path, dataset.seq_len, block_records)
+
+
+def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Iterator[tuple[np.ndarray, Columns]]:
+    """``(records, columns)`` per block of ``split``'s records, in file order; memory is a few blocks at a time
+    (the next ones are read by :func:`prefetched` while this one is decoded)."""
+    first = 0
+    for block in prefetched(_blocks(dataset, split, block_records)):
+        yield block, decode_block(block, addresses, first_record=first)
+        first += len(block)
 
 
 def decode_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Columns:
