@@ -16,6 +16,7 @@ import sys
 import time
 import types
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -403,4 +404,25 @@ def test_in_process_without_beam_gives_the_pipelines_bytes(data, tmp_path):
                               check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert "in this process (a small input)" in proc.stderr
+    assert tree_digest(ds) == tree_digest(data.ds)
+
+
+@pytest.mark.slow
+def test_an_append_with_no_encodable_row_adds_no_version(data, tmp_path, capsys):
+    ds = _copy(data.v1, tmp_path / "ds")
+    bad = tmp_path / "bad.parquet"
+    table = pq.read_table(data.new).slice(0, 50)
+    pq.write_table(table.set_column(table.schema.get_field_index("src_addr"), "src_addr",
+                                    pa.array(["not-an-address"] * 50)), bad)  # fmt: skip
+    manifest_bytes = (ds / "manifest.json").read_bytes()
+    code, _, err = _run(capsys, "--input", bad, "--output", ds, "--append")
+    assert code == 1
+    assert "no row could be encoded: all 50 rows were rejected" in err and "still holds version 1, unchanged" in err
+    assert (ds / "manifest.json").read_bytes() == manifest_bytes
+    left = sorted(p.name for p in (ds / "rejected").iterdir())
+    assert "rejected-v00002-00000-of-00001.parquet" in left  # the rows and their reasons, to read
+    # The next append removes them (not in the manifest) and adds its own rows as version 2.
+    code, _, err = _run(capsys, "--input", data.new, "--output", ds, "--append")
+    assert code == 0, err
+    assert "note: removed 1 file(s) left by an interrupted run" in err
     assert tree_digest(ds) == tree_digest(data.ds)
