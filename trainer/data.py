@@ -103,7 +103,10 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     version = getattr(config, "data_version", 0) or None
     root = staging.local_data_dir(root, config)  # an s3:// or gs:// data_dir: a verified local copy (of that version)
     full = contract.read_manifest(root)
-    manifest = contract.select_version(full, version, root=root)  # that version's files, counts and fingerprint
+    latest = contract.dataset_versions(full)[-1]["version"]
+    # The top-level keys are the dataset at its latest version (what readers before versions read); an
+    # earlier version is rebuilt from the manifest's versions list: its files, counts and fingerprint.
+    manifest = full if version in (None, latest) else contract.select_version(full, version, root=root)
     tok = manifest["tokenizer"]
     expected = {
         "name": config.tokenizer,
@@ -129,7 +132,7 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
     if cache is not None and checksums:
         cache.remember(root, manifest)
     return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"],
-                   version=manifest["version"], latest_version=contract.dataset_versions(full)[-1]["version"])
+                   version=version or latest, latest_version=latest)
 
 
 def read_dataset_manifest(root: str) -> dict:

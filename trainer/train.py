@@ -134,9 +134,12 @@ def choose_data_version(config: Config, manifest: dict, saved: dict | None, step
 def _segments(dataset: data.Dataset, binding: DataBinding, split: str) -> list[data.Segment]:
     """The binding's segments with each version's record count; checks that every earlier version's files
     are the first files of the version read (the contract: an append only adds files after them)."""
-    files = [f["path"] for f in dataset.manifest["splits"][split]["files"]] if split in dataset.manifest["splits"] else []
+    files = [f["path"] for f in dataset._split(split)["files"]]  # DatasetError naming the splits when missing
     out = []
     for start, version in binding.segments:
+        if version == dataset.version:
+            out.append(data.Segment(start, version, dataset.num_records(split)))
+            continue
         at = dataset.at_version(version)["splits"].get(split)
         if at is None:
             raise DatasetError(f"{dataset.root}: version {version} has no split {split!r}")

@@ -33,6 +33,14 @@ def _edit_manifest(root, edit) -> None:
     path.write_text(json.dumps(manifest))
 
 
+def _entries(manifest, split: str, i: int) -> list[dict]:
+    """The ``i``-th file entry of ``split`` at the top level and in the version that lists it (the manifest
+    stays consistent: readers of an earlier version read the versions' entries)."""
+    entry = manifest["splits"][split]["files"][i]
+    return [entry] + [f for v in manifest.get("versions", []) for f in v["splits"].get(split, {}).get("files", [])
+                      if f["path"] == entry["path"]]
+
+
 def test_opens_the_pretokenized_sample(sample_dataset):
     ds = data.open_dataset(str(sample_dataset), make_config(sample_dataset), verify_checksums=True)
     assert set(ds.split_names()) == {"train", "val", "test"}
@@ -84,7 +92,7 @@ def test_pad_targets_get_weight_zero(sample_dataset):
         (lambda m: m["tokenizer"].update(pad_id=0), "tokenizer pad_id"),
         (lambda m: m.update(seq_len=512), "seq_len is 512"),
         (lambda m: m["splits"]["train"]["files"][0].update(records=1 + m["splits"]["train"]["records"]), "holds"),
-        (lambda m: m["splits"]["val"]["files"][0].update(path="val/missing.array_record"), "missing"),
+        (lambda m: [e.update(path="val/missing.array_record") for e in _entries(m, "val", 0)], "missing"),
         (lambda m: m.pop("fingerprint"), "no 'fingerprint'"),
         (lambda m: m.update(format_version=2), "format_version 2, but this code reads format_version 1 only"),
         (lambda m: m["splits"]["val"]["files"][0].update(bytes=1), "has [0-9,]+ bytes, the manifest says 1"),

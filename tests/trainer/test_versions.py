@@ -126,7 +126,8 @@ class _RuleIterator:
         r = self.next * self.b + np.arange(self.b)
         p = r - self.k * self.b
         n = len(self.records)
-        keys = [np.random.default_rng([splitmix64(self.seed & MASK64), int(q // n), 1]).permutation(n)[q % n] for q in p]
+        perm = {e: np.random.default_rng([splitmix64(self.seed & MASK64), int(e), 1]).permutation(n) for e in set(p // n)}
+        keys = [perm[q // n][q % n] for q in p]
         tokens = augment.augment_batch(self.records[keys], self.seed, r)
         self.next += 1
         return data.make_example(tokens, self.pad_id)
@@ -220,7 +221,8 @@ FP = {1: "1" * 64, 2: "2" * 64, 3: "3" * 64}
 
 
 def _manifest(n: int) -> dict:
-    return {"fingerprint": FP[n], "version": n, "versions": [{"version": v, "fingerprint": FP[v]} for v in range(1, n + 1)]}
+    versions = [{"version": v, "fingerprint": FP[v]} for v in range(1, n + 1)]
+    return {"fingerprint": FP[n], "version": n, "versions": versions}
 
 
 def _saved(version: int | None, segments=None) -> dict:
