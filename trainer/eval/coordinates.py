@@ -29,6 +29,7 @@ Vivaldi), so its cost grows with the number of distinct pairs, not with the meas
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -155,13 +156,22 @@ def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray
     z_ext = np.vstack([z, np.zeros((1, k1))])  # the last row: padding
     row_ext = np.append(np.arange(len(z)) if z_rows is None else z_rows, len(z))  # row -1 (padding) -> zero row
     w_ext, wt_ext = np.append(w, 0.0), np.append(w * t, 0.0)  # index -1 (padding) -> 0
-    for chunk, width, pad in plan:
+
+    def stack(item):
+        chunk, width, pad = item
         zp = np.take(z_ext, np.take(row_ext, pad), axis=0)
         wt = np.stack([np.take(w_ext, pad), np.take(wt_ext, pad)], axis=-1)  # per padded row: [w, w * t]
         zp = zp.reshape(len(chunk), width, k1)  # (groups, width, k1)
         wt = wt.reshape(len(chunk), width, 2)
         a[chunk] = np.matmul(zp.transpose(0, 2, 1) * wt[:, None, :, 0], zp)  # (groups, k1, k1)
         rhs[chunk] = np.matmul(zp.transpose(0, 2, 1), wt[:, :, 1:])[..., 0]  # (groups, k1)
+
+    if len(plan) > 1:  # chunks are independent (disjoint groups): two at a time, numpy releases the GIL
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(stack, plan))
+    else:
+        for item in plan:
+            stack(item)
     total = np.bincount(group, weights=w, minlength=groups)
     a += (reg * np.maximum(total, 1e-9))[:, None, None] * np.eye(k1)
     return np.linalg.solve(a, rhs[..., None])[..., 0]  # (groups, k1)
