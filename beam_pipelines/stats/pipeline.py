@@ -212,9 +212,9 @@ def dataset_stats(directory: str, workers: int, version: int | None = None) -> t
 
     A dataset in an object store is read from its verified local copy (made now, or found from earlier)."""
     named = directory
-    if storage.is_remote(directory):  # an unknown version is refused before anything is downloaded
-        select_version(read_manifest(directory), version, root=named)
-    directory = stage_dataset(directory)
+    # A remote dataset is staged up to that version only (an unknown version is refused before anything
+    # is downloaded); the staged copy's manifest then ends at it.
+    directory = stage_dataset(directory, version=version)
     manifest = select_version(read_manifest(directory), version, root=named)
     jobs = stats_dataset.file_jobs(directory, manifest)
     total = sum(job[2]["records"] for job in jobs)

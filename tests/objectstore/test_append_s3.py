@@ -1,11 +1,15 @@
 """``pretokenize --append`` onto a dataset in S3 (moto's server): the same bytes as the local append, the
-leftovers of an interrupted append removed, a re-append a no-op."""
+leftovers of an interrupted append removed, a re-append a no-op; ``stats --dataset --version 1`` of it
+stages and reads version 1's files only."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from beam_pipelines.pretokenize import pipeline as pretokenize
+from beam_pipelines.stats import pipeline as stats
 from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY
 from tests.objectstore.helpers import download_tree, file_bytes, make_raw
 
@@ -17,6 +21,7 @@ def test_append_on_s3_matches_the_local_append(s3, tmp_path, monkeypatch, capsys
     pattern = str(tmp_path / "raw" / "*.parquet")
     local = tmp_path / "local"
     assert pretokenize.run(["--input", first, "--output", str(local), IN_MEMORY]) == 0
+    v1_records = {s: v["records"] for s, v in json.loads((local / "manifest.json").read_text())["splits"].items()}
     assert pretokenize.run(["--input", pattern, "--output", str(local), "--append", IN_MEMORY]) == 0
 
     bucket = s3.new_bucket()
@@ -38,3 +43,15 @@ def test_append_on_s3_matches_the_local_append(s3, tmp_path, monkeypatch, capsys
     assert "nothing to do" in capsys.readouterr().out
     assert s3.get(bucket, "ds/manifest.json") == manifest
     assert not [k for k in s3.keys(bucket, "ds/") if "_tmp" in k or "_writer.lock" in k]
+
+    # stats of version 1 of the dataset on s3: staged up to version 1 only, its records only.
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PING_LLM_CACHE_DIR", str(cache))
+    assert stats.run(["--dataset", url, "--version", "1", "--output", str(tmp_path / "report"), "--no_html"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["version"] == 1 and report["checks"]["manifest_agrees"]
+    assert {s: v["records"] for s, v in report["splits"].items()} == v1_records
+    staged = [p.name for p in cache.rglob("*.array_record")]
+    assert staged and not [n for n in staged if "-v00002-" in n]
