@@ -405,7 +405,17 @@ def train_and_evaluate(config: Config, workdir: str | None = None) -> dict:
     )
     start = ckpt.latest_step()
     saved = ckpt.read_meta(start) if start is not None else None
-    binding = choose_data_version(config, data.read_dataset_manifest(config.data_dir), saved, start)
+    manifest = data.read_dataset_manifest(config.data_dir)
+    binding = choose_data_version(config, manifest, saved, start)
+    if pcount > 1:
+        # "The latest" is read by every host; an append landing meanwhile must not split them: process 0's
+        # choice is everyone's (the checkpoint, hence the earlier segments, is the same on every host).
+        from jax.experimental import multihost_utils
+
+        agreed = int(multihost_utils.broadcast_one_to_all(np.int32(binding.version)))
+        if agreed != binding.version:  # read again: versions are only added, so this host now sees it too
+            manifest = data.read_dataset_manifest(config.data_dir)
+            binding = choose_data_version(dataclasses.replace(config, data_version=agreed), manifest, saved, start)
     dataset = data.open_dataset(config.data_dir, dataclasses.replace(config, data_version=binding.version))
     segments = _segments(dataset, binding, config.train_split)
     devices = np.array(jax.devices())
