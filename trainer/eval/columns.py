@@ -227,7 +227,7 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
                 if stop.is_set():
                     return
             items.put((done, None))
-        except BaseException as err:  # handed to the consumer
+        except BaseException as err:  # noqa: BLE001 (handed to the consumer, raised there)
             items.put((done, err))
 
     thread = threading.Thread(target=produce, daemon=True)

@@ -34,7 +34,7 @@ import dataclasses
 
 import numpy as np
 
-from trainer.eval.baselines import Prediction, group_quantiles, _fill, _find, _keys
+from trainer.eval.baselines import Prediction, _fill, _find, _keys, group_quantiles
 
 MF = "matrix_factorization"
 VIVALDI = "vivaldi"
@@ -138,7 +138,7 @@ def _group_plan(group: np.ndarray, groups: int, k1: int) -> list:
 
 
 def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray, w: np.ndarray, reg: float,
-                    plan: list | None = None, z_rows: np.ndarray | None = None):
+                    plan: list | None = None, z_rows: np.ndarray | None = None, pool=None):
     """For every group g: argmin_x sum_i w_i (t_i - z_i . x)^2 + reg * W_g |x|^2 over the group's rows
     (W_g the group's total weight), as batches of small solves. Row i's features are ``z[i]``, or with
     ``z_rows``, ``z[z_rows[i]]`` (a table of the other side's factors).
@@ -147,7 +147,8 @@ def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray
     padded to that size and stacked, so one ``matmul`` forms all their ``Z^T W Z`` at once (at most twice
     the work of the exact sizes, no per-group Python); chunks keep each stack under ~32 MB. ``plan``
     (from :func:`_group_plan` for this ``group``) saves recomputing the layout. A stack is one gather
-    from the table with a zero row appended, which the padding slots point at."""
+    from the table with a zero row appended, which the padding slots point at. With ``pool`` (a thread
+    pool) the stacks are formed by its workers (the same arithmetic per stack, so the same result)."""
     k1 = z.shape[1]
     a = np.zeros((groups, k1, k1))
     rhs = np.zeros((groups, k1))
@@ -166,9 +167,8 @@ def _ridge_by_group(group: np.ndarray, groups: int, z: np.ndarray, t: np.ndarray
         a[chunk] = np.matmul(zp.transpose(0, 2, 1) * wt[:, None, :, 0], zp)  # (groups, k1, k1)
         rhs[chunk] = np.matmul(zp.transpose(0, 2, 1), wt[:, :, 1:])[..., 0]  # (groups, k1)
 
-    if len(plan) > 1:  # chunks are independent (disjoint groups): two at a time, numpy releases the GIL
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            list(pool.map(stack, plan))
+    if pool is not None and len(plan) > 1:  # chunks are independent (disjoint groups): numpy releases the GIL
+        list(pool.map(stack, plan))
     else:
         for item in plan:
             stack(item)
@@ -211,11 +211,14 @@ def fit_factorization_pairs(src_keys, dst_keys, ps, pd, y, count, *, rank: int =
     u, b = np.zeros((ns, rank)), np.zeros(ns)
     v, c = rng.normal(0.0, 0.1, (nd, rank)), np.zeros(nd)
     plan_s, plan_d = _group_plan(ps, ns, rank + 1), _group_plan(pd, nd, rank + 1)  # fixed over the iterations
-    for _ in range(iters):  # features: the other side's factors, then a 1 for the bias
-        x = _ridge_by_group(ps, ns, np.hstack([v, np.ones((nd, 1))]), y - mu - c[pd], count, reg, plan_s, pd)
-        u, b = x[:, :rank], x[:, rank]  # x: (ns, rank + 1)
-        x = _ridge_by_group(pd, nd, np.hstack([u, np.ones((ns, 1))]), y - mu - b[ps], count, reg, plan_d, ps)
-        v, c = x[:, :rank], x[:, rank]
+    # One pool of two workers for every iteration (threads made once: each new thread would bring its own
+    # malloc arena, and the process's memory grows with them).
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(iters):  # features: the other side's factors, then a 1 for the bias
+            x = _ridge_by_group(ps, ns, np.hstack([v, np.ones((nd, 1))]), y - mu - c[pd], count, reg, plan_s, pd, pool)
+            u, b = x[:, :rank], x[:, rank]  # x: (ns, rank + 1)
+            x = _ridge_by_group(pd, nd, np.hstack([u, np.ones((ns, 1))]), y - mu - b[ps], count, reg, plan_d, ps, pool)
+            v, c = x[:, :rank], x[:, rank]
     return Factorization(mu, src_keys, dst_keys, u, b, v, c, reg)
 
 

@@ -58,7 +58,7 @@ def order_statistics(chunks, ranks) -> dict[int, float]:
     A radix select on the IEEE-754 bits, 16 bits per pass (four passes): non-negative doubles sort as
     their bit patterns read as unsigned integers. Each pass counts, for each wanted rank, the values that
     share its prefix so far, in 65,536 bins of the next 16 bits. Memory: the bins, never the values."""
-    ranks = sorted(set(int(k) for k in ranks))
+    ranks = sorted({int(k) for k in ranks})
     prefix, rest = {k: 0 for k in ranks}, {k: k for k in ranks}
     for shift in (48, 32, 16, 0):
         hist = {k: np.zeros(1 << 16, np.int64) for k in ranks}

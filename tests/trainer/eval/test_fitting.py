@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from trainer.eval import baselines as bl
-from trainer.eval import columns
+from trainer.eval import columns, evaluate, fitting
 from trainer.eval import coordinates as co
-from trainer.eval import evaluate, fitting
 
 
 def _equal(a, b, what):
