@@ -208,7 +208,8 @@ def output_rules(options: Options, fingerprint: str) -> OutputRules:
         if not overwrite:
             raise UsageError(
                 f"{out} holds a different dataset (fingerprint {(existing or {}).get('fingerprint', '?')[:12]}, "
-                f"this job's is {fingerprint[:12]}); pass --overwrite to replace it"
+                f"this job's is {fingerprint[:12]}); pass --overwrite to replace it, or --append to add the inputs "
+                f"it does not hold as a new version"
             )
         return None
 

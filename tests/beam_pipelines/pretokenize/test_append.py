@@ -173,6 +173,10 @@ def test_append_again_is_a_no_op(data, tmp_path, capsys):
     assert "already holds every input (version 2); nothing to do" in out
     assert "skipping 2 input file(s) already in the dataset" in err
     assert (ds / "manifest.json").read_bytes() == manifest_bytes and tree_digest(ds) == before
+    # Without --append the same inputs make another dataset (version 1 of all of them): refused, with a hint.
+    code, _, err = _run(capsys, "--input", data.glob, "--output", ds)
+    assert code == 2 and "holds a different dataset" in err and "or --append to add the inputs" in err
+    assert tree_digest(ds) == before
 
 
 @pytest.mark.slow
