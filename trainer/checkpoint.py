@@ -71,7 +71,8 @@ class Checkpointer:
         )
 
     def read_meta(self, step: int) -> dict:
-        """The ``meta`` item (config, data_version, fingerprint, data_segments) of a checkpoint, without touching the arrays."""
+        """The ``meta`` item (config, data_version, fingerprint, data_segments) of a checkpoint, without
+        touching the arrays."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
