@@ -1,5 +1,5 @@
 """Evaluation and prediction: ``evaluate`` (scores against baselines), ``predict`` (queries),
 ``sampling`` (grammar-constrained sampling with a KV cache), ``baselines`` (median, last-value and context
 baselines, metrics), ``coordinates`` (matrix factorisation and Vivaldi), ``columns`` (records to measurement
-columns, vectorized), ``tune`` (their settings on a validation split), ``context_probe`` (does the model copy
-the pair's earlier RTT?)."""
+columns, vectorized), ``fitting`` (the train split fitted in buckets, memory bounded), ``tune`` (their
+settings on a validation split), ``context_probe`` (does the model copy the pair's earlier RTT?)."""

@@ -11,10 +11,11 @@ Both are fitted on the train split and answer from a model of every address:
   number of measurements behind each row (ALS-WR), so a source seen once is pulled to the mean as
   strongly relative to its data as one seen a thousand times.
 * ``vivaldi``: every address gets a Euclidean coordinate plus a height (Dabek et al., SIGCOMM 2004);
-  ``rtt(a, b) ~ |x_a - x_b| + h_a + h_b``. Fitted by rounds of Vivaldi's spring update applied to all
-  train pairs at once: each pair pulls or pushes its two ends along their difference by the prediction
-  error, each node moves by the mean of its forces times a step that shrinks over the rounds (a
-  deterministic, batched form of the per-sample update; heights move by the same error and stay >= 0).
+  ``rtt(a, b) ~ |x_a - x_b| + h_a + h_b``. Fitted by rounds of Vivaldi's spring update applied to a batch
+  of train pairs at once (all of them when there are at most ``VIVALDI_BATCH``): each pair pulls or pushes
+  its two ends along their difference by the prediction error, each node moves by the mean of its forces
+  times a step that shrinks over the rounds (a deterministic, batched form of the per-sample update;
+  heights move by the same error and stay >= 0).
 
 **Unseen sources** (``--split_by src``: no test source is in train) are placed from their earlier
 measurements in the same record, the information the model has: a ridge least-squares fold-in of

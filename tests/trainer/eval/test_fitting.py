@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 
 from trainer.eval import baselines as bl
 from trainer.eval import columns, evaluate, fitting
@@ -21,19 +20,22 @@ def _equal(a, b, what):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{what}.{f.name}")
 
 
-@pytest.mark.parametrize("bucket_rows", [30_000, 10**9])
-def test_bucketed_fit_equals_the_in_memory_fits(eval_dataset, bucket_rows, tmp_path):
+def test_bucketed_fit_equals_the_in_memory_fits(eval_dataset, tmp_path):
     dataset = evaluate.open_dataset(str(eval_dataset))
     train = columns.decode_split(dataset, "train", columns.Addresses())  # ids in order of first appearance
-    fitted = fitting.fit_split(dataset, "train", columns.Addresses(), mf_rank=4, vivaldi_dims=3,
-                               bucket_rows=bucket_rows, spill_dir=str(tmp_path))
-    assert fitted.buckets == (4 if bucket_rows == 30_000 else 1)  # 99k train measurements
-    assert list(tmp_path.iterdir()) == []  # the bucket files are removed
-    assert fitted.train_measurements == len(train)
-    assert fitted.train_sources == len(np.unique(train.src))
-    _equal(fitted.tables, bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp)), "tables")
-    _equal(fitted.factorization, co.fit_factorization(train.src, train.dst, train.rtt, rank=4), "factorization")
-    _equal(fitted.vivaldi, co.fit_vivaldi(train.src, train.dst, train.rtt, dims=3), "vivaldi")
+    tables = bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp))
+    factorization = co.fit_factorization(train.src, train.dst, train.rtt, rank=4)
+    vivaldi = co.fit_vivaldi(train.src, train.dst, train.rtt, dims=3)
+    for bucket_rows, buckets in ((30_000, 4), (10**9, 1)):  # 99k train measurements
+        fitted = fitting.fit_split(dataset, "train", columns.Addresses(), mf_rank=4, vivaldi_dims=3,
+                                   bucket_rows=bucket_rows, spill_dir=str(tmp_path))
+        assert fitted.buckets == buckets
+        assert list(tmp_path.iterdir()) == []  # the bucket files are removed
+        assert fitted.train_measurements == len(train)
+        assert fitted.train_sources == len(np.unique(train.src))
+        _equal(fitted.tables, tables, "tables")
+        _equal(fitted.factorization, factorization, "factorization")
+        _equal(fitted.vivaldi, vivaldi, "vivaldi")
 
 
 def test_order_statistics_equal_a_sort():
