@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -84,3 +86,25 @@ def test_a_malformed_record_is_refused_with_its_index():
     records[2, at + 1] = 20  # its family token becomes a byte
     with pytest.raises(DecodeError, match="record 2"):
         columns.decode_block(records, columns.Addresses())
+
+
+def test_prefetched_yields_every_item_in_order_and_raises_where_the_producer_failed():
+    assert list(columns.prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield from range(3)
+        raise DecodeError("record 3: broken")
+
+    got = []
+    with pytest.raises(DecodeError, match="record 3"):
+        for item in columns.prefetched(failing()):
+            got.append(item)  # noqa: PERF402 (the items before the error must be kept)
+    assert got == [0, 1, 2]
+    before = threading.active_count()
+    stream = columns.prefetched(iter(range(1000)), depth=1)
+    assert next(stream) == 0
+    stream.close()  # a consumer that stops early leaves no producer blocked: its thread ends
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
