@@ -13,9 +13,11 @@ Stages (each a named composite transform in :mod:`beam_pipelines.pretokenize.tra
 rows kept aside, accepted rows hash-partitioned by source into bucket files) -> GroupBySource (one bucket
 at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
 the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
-rejected rows gathered into a bounded number of files, manifest last). An input of fewer than
-``SMALL_INPUT_ROWS`` rows, with no runner option given, runs the same stage functions in this process
-without Beam (:mod:`beam_pipelines.pretokenize.local`; same bytes, less fixed cost).
+rejected rows gathered into a bounded number of files, manifest last). The default runner is the
+DirectRunner: in one process (its ``in_memory`` mode) for fewer than ``SMALL_INPUT_ROWS`` rows, else with
+one worker process per core. ``--in_process`` runs the same stage functions in this process without
+Beam (:mod:`beam_pipelines.pretokenize.local`; same bytes, no start-up cost): for small appends, such as
+the hourly update's (``beam_pipelines.update`` chooses it).
 
 Every input, the output and the scratch location may be object-store URLs (``s3://``, ``gs://``; see
 docs/object-storage.md). Scratch goes to ``OUT/_tmp``, or under Beam's ``--temp_location`` when given,
@@ -56,12 +58,13 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
 DEFAULT_BUCKET_ROWS = 1_000_000
 LOG_NAME = "pipeline.log"  # common.joblog.LOG_NAME (not imported from there: joblog imports Beam)
-# Below this many rows to encode, and when no runner option is given, the job runs its stages in this
-# process without Beam (local.py): starting the worker processes of the multi-process mode costs about
-# 2-3 s of wall time and 3 s of CPU on 2 cores, more than they save on such an input (measured: 1M rows in
-# 7.0 s in one process vs 9.1 s with the workers; 2.2M rows 12.8 s vs 11.5 s; docs/performance.md).
-# Appends of an hour of new data are this size.
+# Below this many rows to encode, and when no runner option is given, the DirectRunner runs in one process
+# (in_memory mode): starting the worker processes of the multi-process mode costs about 2-3 s of wall time
+# and 3 s of CPU on 2 cores, more than they save on such an input (measured: 1M rows in 6.6 s in one
+# process vs 8.0 s with the workers; 2M rows 11.3 s vs 10.1 s; docs/performance.md). The hourly update
+# also uses it to choose --in_process for its appends.
 SMALL_INPUT_ROWS = 1_000_000
+RUNNER_OPTIONS = ("--runner", "--direct_running_mode", "--direct_num_workers")
 _OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
 
 
@@ -83,6 +86,7 @@ class Options:
     overwrite: bool
     bucket_rows: int
     append: bool = False  # add a version to the dataset in --output (shaping options taken from it)
+    in_process: bool = False  # run the stages in this process without Beam (local.py)
     given: frozenset = frozenset()  # the shaping options given on the command line (SHAPING_OPTIONS names)
     temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
@@ -121,6 +125,12 @@ def parse_args(argv):
         "left as they are; shaping options are taken from the dataset)",
     )
     parser.add_argument(
+        "--in_process",
+        action="store_true",
+        help="run the stages in this process without Apache Beam (same output; no runner start-up, one core): "
+        "for small inputs such as an hourly append; cannot be combined with a runner option",
+    )
+    parser.add_argument(
         "--bucket_rows",
         type=int,
         help="about this many rows per grouping bucket; bounds each worker's memory (default 1000000)",
@@ -136,6 +146,9 @@ def parse_args(argv):
                 "--append and --overwrite cannot be combined: --append adds a version to the dataset in "
                 "--output, --overwrite replaces it"
             )
+        if args.in_process and any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
+            chosen = " ".join(a for a in beam_args if a.startswith(RUNNER_OPTIONS))
+            raise UsageError(f"--in_process runs without Apache Beam; it cannot be combined with {chosen}")
         if args.seq_len < IPV6_LENGTH or args.seq_len > 65536:
             raise UsageError(f"--seq_len {args.seq_len}: must be between {IPV6_LENGTH} (one IPv6 measurement) and 65536")
         if args.bucket_rows < 1:
@@ -153,6 +166,7 @@ def parse_args(argv):
             overwrite=args.overwrite,
             bucket_rows=args.bucket_rows,
             append=args.append,
+            in_process=args.in_process,
             given=given,
             temp_location=temp_location,
             fs_options=fs_options,
@@ -431,23 +445,25 @@ def _append(options: Options, beam_args: list[str], started: float) -> int:
     return _write(options, beam_args, tasks, ctx, started)
 
 
-def in_process(beam_args: list[str], rows: int) -> bool:
-    """Whether the job runs its stages in this process without Beam: an input of fewer than
-    :data:`SMALL_INPUT_ROWS` rows and no runner option given (``--runner``, ``--direct_running_mode``,
-    ``--direct_num_workers`` all mean "run Beam so"). The output does not depend on it."""
-    chosen = any(a.startswith(("--runner", "--direct_running_mode", "--direct_num_workers")) for a in beam_args)
-    return not chosen and rows < SMALL_INPUT_ROWS
+def runner_args(beam_args: list[str], rows: int) -> list[str]:
+    """Beam's options for a job of ``rows`` input rows: as given, plus the DirectRunner's one-process mode
+    (``--direct_running_mode=in_memory``) for fewer than :data:`SMALL_INPUT_ROWS` rows when no runner
+    option is given (``common.options`` adds the multi-process default otherwise). The output does not
+    depend on it."""
+    if rows < SMALL_INPUT_ROWS and not any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
+        return [*beam_args, "--direct_running_mode=in_memory"]
+    return list(beam_args)
 
 
 def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext, started: float) -> int:
     """Run the pipeline into a prepared, locked ``--output``; returns the exit code."""
     total_rows = sum(i["rows"] for i in ctx.inputs)
-    local = in_process(beam_args, total_rows)
+    local = options.in_process
     as_version = f" (version {ctx.version})" if ctx.version > 1 else ""
     print(
         f"pretokenize: {total_rows:,} rows in {len(ctx.inputs)} file(s), {len(tasks)} task(s), "
         f"{ctx.num_buckets} bucket(s) -> {options.output}{as_version}"
-        + (" in this process (a small input)" if local else ""),
+        + (" in this process, without Beam (--in_process)" if local else ""),
         file=sys.stderr,
     )
     unchanged = (
@@ -472,7 +488,9 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
                 from beam_pipelines.common import joblog
                 from beam_pipelines.pretokenize.transforms import build_pipeline
 
-                joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log)
+                joblog.run_pipeline(
+                    runner_args(beam_args, total_rows), lambda pipeline: build_pipeline(pipeline, tasks, ctx), log
+                )
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         from beam_pipelines.common import joblog  # Beam too; a failure's cost does not matter
 

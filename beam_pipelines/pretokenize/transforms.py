@@ -3,7 +3,7 @@ named composite transforms (ReadAndEncode -> GroupBySource -> PackRecords -> Wri
 WriteManifest), attached by :func:`build_pipeline`.
 
 Kept apart from ``pipeline.py`` (options, planning, :func:`~beam_pipelines.pretokenize.pipeline.run`) so
-that a small job, which runs the same stage functions in this process without Beam
+that a job run with ``--in_process``, which calls the same stage functions in this process without Beam
 (:mod:`beam_pipelines.pretokenize.local`), does not pay Beam's import (about 0.7 s).
 """
 

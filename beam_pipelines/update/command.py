@@ -9,7 +9,8 @@
    (path, size, sha256) becomes a new version of ``PQ``; the first run creates ``PQ``.
 2. ``pretokenize --append --input PQ``: the shards of ``PQ`` that ``DS`` does not hold yet (by sha256, read
    from the two manifests, so an update with nothing new hashes nothing) become a new version of ``DS``;
-   the first run creates ``DS``.
+   the first run creates ``DS``. Fewer than ``pretokenize.SMALL_INPUT_ROWS`` new rows, and no runner option
+   given: with ``--in_process`` (the stages in this process, without Beam's start-up; same bytes).
 
 Each step is one of the jobs, with its own guarantees: a crash leaves its output at its previous complete
 version, and the rerun removes what the crash left and completes. So the update is idempotent (a rerun with
@@ -140,6 +141,10 @@ def _update(args: argparse.Namespace, beam_args: list[str], started: float) -> i
     argv = ["--input", args.parquet, "--output", args.dataset, *(["--append"] if dataset is not None else [])]
     from beam_pipelines.pretokenize import pipeline as pretokenize
 
+    rows = sum(s["rows"] for s in new)
+    if rows < pretokenize.SMALL_INPUT_ROWS and not any(a.startswith(pretokenize.RUNNER_OPTIONS) for a in beam_args):
+        # An hour of new data: Beam's start-up would be most of the job's time (docs/performance.md).
+        argv.append("--in_process")
     rc = pretokenize.run([*argv, *_given(args, PRETOKENIZE_OPTIONS), *beam_args])
     if rc:
         _say(f"pretokenize failed (exit {rc}); {args.dataset} keeps its last complete version; run again")

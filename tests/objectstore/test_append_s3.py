@@ -32,11 +32,11 @@ def test_append_on_s3_matches_the_local_append(s3, tmp_path, monkeypatch, capsys
     leftover = "ds/train/train-v00002-00000-of-00001.array_record"
     s3.client.put_object(Bucket=bucket, Key=leftover, Body=b"half of an append")
     capsys.readouterr()
-    # No runner option: a small input runs the stages in this process without Beam (pretokenize/local.py),
-    # against the store through common.storage; the local reference ran the Beam pipeline.
-    assert pretokenize.run(["--input", pattern, "--output", url, "--append", *s3.beam_args]) == 0
+    # --in_process (as the hourly update appends): the stages in this process without Beam
+    # (pretokenize/local.py), against the store through common.storage; the local reference ran the pipeline.
+    assert pretokenize.run(["--input", pattern, "--output", url, "--append", "--in_process", *s3.beam_args]) == 0
     err = capsys.readouterr().err
-    assert "note: removed 1 file(s) left by an interrupted run" in err and "in this process" in err
+    assert "note: removed 1 file(s) left by an interrupted run" in err and "without Beam (--in_process)" in err
     download_tree(s3, bucket, "ds", tmp_path / "from-s3")
     assert file_bytes(tmp_path / "from-s3") == file_bytes(local)  # records, rejected rows and manifest
     assert s3.get(bucket, "ds/manifest.json") != v1_manifest

@@ -382,19 +382,30 @@ def test_without_source_date_epoch_only_created_differs(data, tmp_path, monkeypa
     assert digests[0] == digests[1]
 
 
-def test_small_inputs_run_in_this_process_unless_a_runner_option_is_given():
+def test_small_inputs_run_the_direct_runner_in_one_process_unless_a_runner_option_is_given():
     small = pretokenize.SMALL_INPUT_ROWS - 1
-    assert pretokenize.in_process([], small)
-    assert not pretokenize.in_process([], pretokenize.SMALL_INPUT_ROWS)
-    for given in (["--direct_num_workers=2"], ["--direct_running_mode=in_memory"], ["--runner=DaskRunner"],
+    one_process = "--direct_running_mode=in_memory"
+    assert pretokenize.runner_args([], small) == [one_process]
+    assert pretokenize.runner_args(["--temp_location=/t"], small) == ["--temp_location=/t", one_process]
+    assert pretokenize.runner_args([], pretokenize.SMALL_INPUT_ROWS) == []  # common.options: worker processes
+    for given in (["--direct_num_workers=2"], ["--direct_running_mode=multi_processing"], ["--runner=DaskRunner"],
                   ["--runner", "DirectRunner"]):  # fmt: skip
-        assert not pretokenize.in_process(given, small)
+        assert pretokenize.runner_args(given, small) == given
+
+
+@pytest.mark.parametrize("given", ["--runner=DaskRunner", "--direct_num_workers=2", "--direct_running_mode=in_memory"])
+def test_in_process_with_a_runner_option_is_refused(tmp_path, capsys, given):
+    code = pretokenize.run(["--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "out"), "--in_process", given])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--in_process runs without Apache Beam; it cannot be combined with " + given in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_in_process_without_beam_gives_the_pipelines_bytes(data, tmp_path):
-    """A plain run and an append with no runner option (small inputs: the stages in this process, Beam never
-    imported) write exactly what the Beam pipeline wrote for the fixture."""
+    """A plain run and an append with --in_process (the stages in this process, Beam never imported) write
+    exactly what the Beam pipeline wrote for the fixture."""
     script = (
         "import sys\n"
         "from beam_pipelines.pretokenize import pipeline\n"
@@ -403,11 +414,12 @@ def test_in_process_without_beam_gives_the_pipelines_bytes(data, tmp_path):
         "sys.exit(code)\n"
     )
     ds = tmp_path / "ds"
-    for args in (["--input", data.old, "--bucket_rows", "4000"], ["--input", data.glob, "--append"]):
+    for args in (["--input", data.old, "--bucket_rows", "4000", "--in_process"],
+                 ["--input", data.glob, "--append", "--in_process"]):  # fmt: skip
         proc = subprocess.run([sys.executable, "-c", script, *map(str, args), "--output", str(ds)],
                               check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        assert "in this process (a small input)" in proc.stderr
+        assert "in this process, without Beam (--in_process)" in proc.stderr
     assert tree_digest(ds) == tree_digest(data.ds)
 
 

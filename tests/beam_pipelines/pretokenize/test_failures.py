@@ -77,12 +77,12 @@ def test_corrupt_row_group_fails_the_job_without_manifest(tmp_path, capsys):
 
 
 def test_corrupt_row_group_in_process_fails_the_same_way(tmp_path, capsys):
-    # No runner option and a small input: the stages run in this process without Beam.
+    # --in_process: the stages run in this process without Beam.
     path = tmp_path / "x.parquet"
     _scribbled_parquet(path)
-    code = pretokenize.run(["--input", str(path), "--output", str(tmp_path / "out")])
+    code = pretokenize.run(["--input", str(path), "--output", str(tmp_path / "out"), "--in_process"])
     err = capsys.readouterr().err
-    assert "in this process (a small input)" in err
+    assert "in this process, without Beam (--in_process)" in err
     assert code == 1
     _check_failure_report(err, path, tmp_path / "out", note="the traceback: ")
 
