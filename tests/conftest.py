@@ -7,12 +7,41 @@ a test whose fixture is expensive (a Beam job on real-size data, a model to comp
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
 from beam_pipelines.pretokenize import pipeline as pretokenize
 from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, require_atlas_file
+
+_JAX_CACHE_ENV = {
+    "JAX_COMPILATION_CACHE_DIR": None,  # set in pytest_configure
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole session, in a private folder, so the many short training runs
+    (in this process and in the subprocesses that inherit the environment) compile each program once.
+    Set before any test module imports JAX, which reads these variables when it is first configured. The
+    compiled program is the same either way, so losses do not change (the resume tests compare with ==)."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # the user's own cache: leave it
+        return
+    config._ping_llm_jax_cache = tempfile.mkdtemp(prefix="ping-llm-test-jax-cache-")
+    for key, value in _JAX_CACHE_ENV.items():
+        os.environ[key] = value or config._ping_llm_jax_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_ping_llm_jax_cache", None)
+    if folder:
+        for key in _JAX_CACHE_ENV:
+            os.environ.pop(key, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
