@@ -3,7 +3,6 @@ how the same rows are laid out in files and row groups."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 
@@ -15,8 +14,8 @@ import pytest
 from beam_pipelines.common import parquet
 from beam_pipelines.common.parquet import InputFile, plan_tasks, resolve_inputs, target_task_rows
 from beam_pipelines.make_sample import synth
+from beam_pipelines.pretokenize import local, stages
 from beam_pipelines.pretokenize import pipeline as pretokenize
-from beam_pipelines.pretokenize import stages
 from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest, sha256_file
 
 # --- planning ----------------------------------------------------------------------------------------
@@ -137,17 +136,7 @@ def _run_stages(pattern: str, output, target_rows: int | None) -> dict:
     as a runner may finish them); returns the manifest."""
     files = resolve_inputs(pattern)
     ctx = _context(output, files)
-    summaries = [stages.encode_task(t, ctx) for t in reversed(plan_tasks(files, target_rows=target_rows))]
-    parts = collections.defaultdict(list)
-    for s in summaries:
-        for bucket, path in s.buckets.items():
-            parts[bucket].append(path)
-    written = [
-        stages.write_bucket_records(bucket, split, result, ctx)
-        for bucket in sorted(parts)
-        for split, result in stages.pack_bucket(bucket, parts[bucket], ctx)
-    ]
-    return stages.finalize([*summaries, *written], ctx)
+    return local.run_stages(list(reversed(plan_tasks(files, target_rows=target_rows))), ctx)
 
 
 def _records(output, manifest) -> dict:
