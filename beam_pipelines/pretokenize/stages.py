@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.memory import keep_freed_memory
 from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, read_task
 from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
@@ -36,6 +37,7 @@ from beam_pipelines.dataset.records import write_records
 from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
 from beam_pipelines.pretokenize.splitting import bucket_of, source_hash, split_by_source, split_by_time
 from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
+from tokenizer.spans import spans
 
 TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
@@ -89,6 +91,12 @@ class JobContext:
         """Give this worker's ``FileSystems`` the job's object-store options (a Dask worker has none)."""
         if self.fs_options:
             storage.configure(self.fs_options)
+
+    def prepare_worker(self) -> None:
+        """Set up the process that runs a stage: the job's storage options, and freed array memory kept
+        for the next batch (:func:`beam_pipelines.common.memory.keep_freed_memory`)."""
+        self.configure_storage()
+        keep_freed_memory()
 
     def progress(self, name: str, payload: dict) -> None:
         """Leave a small marker that the launcher's progress display polls (works on any shared FS)."""
@@ -203,20 +211,25 @@ def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch
     family and the IPv4 rows first, so the packer can take each family's fixed-length tokens as one
     matrix without indexing tokens. Tokens are gathered as fixed-width rows (numpy), not by Arrow's take."""
     cols = {k: np.concatenate([p[k] for p in parts]) for k in (*_PART_COLUMNS, "bucket")}
-    tokens = np.concatenate([p["tokens"] for p in parts])
+    # Padded by one long row so that the run views below exist however few tokens there are.
+    tokens = np.concatenate([*(p["tokens"] for p in parts), np.zeros(IPV6_LENGTH, np.uint16)])
     bases = np.cumsum([0] + [len(p["tokens"]) for p in parts[:-1]])
     start = np.concatenate([p["start"] + base for p, base in zip(parts, bases)])
-    order = np.lexsort((cols["family"], cols["bucket"]))
+    runs4 = spans(tokens, 2 * IPV4_LENGTH)[::2]  # runs4[t]: the IPV4_LENGTH tokens from token t
+    runs6 = spans(tokens, 2 * IPV6_LENGTH)[::2]
+    order = _bucket_family_order(cols["bucket"], cols["family"])
     sorted_buckets = cols["bucket"][order]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         idx = order[lo:hi]
         family = cols["family"][idx]
         n4 = int(np.count_nonzero(family == 4))
+        # Each row's tokens are one opaque value of the row's width (tokenizer.spans): a memcpy per row,
+        # not an index per token.
         values = np.concatenate(
             [
-                tokens[start[idx[:n4], None] + np.arange(IPV4_LENGTH)].reshape(-1),
-                tokens[start[idx[n4:], None] + np.arange(IPV6_LENGTH)].reshape(-1),
+                runs4[start[idx[:n4]]].view(np.uint16),
+                runs6[start[idx[n4:]]].view(np.uint16),
             ]
         )
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
@@ -226,6 +239,15 @@ def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch
         arrays = [pa.array(cols[k][idx]) for k in _PART_COLUMNS]
         arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint16())))
         yield int(sorted_buckets[lo]), pa.record_batch(arrays, schema=_PART_SCHEMA)
+
+
+def _bucket_family_order(bucket: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """The stable order of rows by (bucket, family): ``np.lexsort((family, bucket))``, computed as one stable
+    sort of a 16-bit key when the buckets allow (numpy sorts those by radix, in linear time)."""
+    if len(bucket) and int(bucket.max()) < (1 << 14) and int(bucket.min()) >= 0:
+        key = (bucket.astype(np.int16) << 1) | (family == 6).astype(np.int16)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((family, bucket))
 
 
 def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
@@ -341,7 +363,7 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
     """A bucket's rows per family: metadata columns and an (items, length) token matrix, in file order."""
     meta: dict[int, list] = {4: [], 6: []}
     tokens: dict[int, list] = {4: [], 6: []}
-    for path in sorted(paths):
+    for path in sorted(paths, key=_task_order):
         # A scratch file in an object store is read whole (a bucket's part, at most a few hundred MB).
         reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else path)
         for i in range(reader.num_record_batches):
@@ -360,15 +382,49 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
     out = {}
     for fam, width in ((4, IPV4_LENGTH), (6, IPV6_LENGTH)):
         cols = {k: np.concatenate([m[k] for m in meta[fam]]) if meta[fam] else np.zeros(0, np.int64) for k in _META}
+        cols["in_read_order"] = _in_read_order(cols["file"], cols["row"])
         out[fam] = (cols, np.concatenate(tokens[fam]) if tokens[fam] else np.zeros((0, width), np.uint16))
     return out
+
+
+def _task_order(path: str) -> tuple[int, str]:
+    """Sort key of a bucket's part files: by task index (``00007.arrow`` before ``100000.arrow``), so the
+    parts concatenate in (file, row) order."""
+    stem = os.path.basename(path).split(".")[0]
+    return len(stem), stem
+
+
+def _in_read_order(file: np.ndarray, row: np.ndarray) -> bool:
+    """Whether the rows are in strictly increasing (input file, row) order."""
+    if len(file) < 2:
+        return True
+    df, dr = np.diff(file), np.diff(row)
+    return bool(np.all((df > 0) | ((df == 0) & (dr > 0))))
+
+
+def _source_time_order(cols: dict, sel: np.ndarray) -> np.ndarray:
+    """The order of the rows ``sel`` by (source, time, input file, row), as positions in ``sel``.
+
+    (file, row) breaks ties so that the order never depends on the runner. The parts normally arrive in
+    (file, row) order already (:func:`_in_read_order`); a stable sort by (source, time) then keeps it among
+    ties, and for IPv4 sources with timestamps spanning less than 2**32 s, (source, time) packs into one
+    64-bit key: one stable sort instead of five.
+    """
+    hi, lo, ts = cols["src_hi"][sel], cols["src_lo"][sel], cols["timestamp"][sel]
+    if not cols["in_read_order"]:
+        return np.lexsort((cols["row"][sel], cols["file"][sel], ts, lo, hi))
+    if len(sel) and not hi.any() and int(lo.max()) < (1 << 32):
+        t0 = int(ts.min())
+        if int(ts.max()) - t0 < (1 << 32):
+            key = (lo.astype(np.uint64) << np.uint64(32)) | (ts - t0).astype(np.uint64)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((ts, lo, hi))
 
 
 def _sorted_stream(cols: dict, matrix: np.ndarray, split: int, first_source: int) -> tuple[np.ndarray, np.ndarray]:
     """One family's items of one split in (source, time) order, with source ids from ``first_source``."""
     sel = np.flatnonzero(cols["split"] == split)
-    # Source first, then time; (file, row) breaks ties so the order never depends on the runner.
-    order = sel[np.lexsort(tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi")))]
+    order = sel[_source_time_order(cols, sel)]
     hi, lo = cols["src_hi"][order], cols["src_lo"][order]
     new_source = np.concatenate([[True], (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])]) if len(order) else np.zeros(0, bool)
     return matrix[order], first_source + np.cumsum(new_source) - 1
