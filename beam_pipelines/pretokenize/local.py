@@ -24,6 +24,7 @@ from beam_pipelines.pretokenize import stages
 
 def run_stages(tasks: Sequence[ReadTask], ctx: stages.JobContext) -> dict | None:
     """Encode, group, pack and write every task of ``tasks``, then finalize; returns finalize's result."""
+    ctx.prepare_worker()
     encoded = [stages.encode_task(task, ctx) for task in tasks]
     parts: dict[int, list[str]] = defaultdict(list)  # bucket -> its part files (GroupBySource)
     for summary in encoded:

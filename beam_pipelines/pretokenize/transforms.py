@@ -25,7 +25,7 @@ class _EncodeTaskFn(beam.DoFn):
         self._rejected = Metrics.counter("pretokenize", "rows_rejected")
 
     def setup(self):
-        self._ctx.configure_storage()
+        self._ctx.prepare_worker()
 
     def process(self, task):
         summary = stages.encode_task(task, self._ctx)
@@ -41,7 +41,7 @@ class _PackBucketFn(beam.DoFn):
         self._measurements = Metrics.counter("pretokenize", "measurements_packed")
 
     def setup(self):
-        self._ctx.configure_storage()
+        self._ctx.prepare_worker()
 
     def process(self, element):
         bucket, paths = element
@@ -57,7 +57,7 @@ class _WriteRecordsFn(beam.DoFn):
         self._pad = Metrics.counter("pretokenize", "pad_tokens")
 
     def setup(self):
-        self._ctx.configure_storage()
+        self._ctx.prepare_worker()
 
     def process(self, element):
         bucket, split, result = element
