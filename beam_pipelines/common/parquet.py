@@ -150,8 +150,9 @@ def plan_tasks(files: Sequence[InputFile], target_rows: int | None = None, worke
     """Cut the inputs, in (file, row group) order, into tasks of about ``target_rows`` rows.
 
     Consecutive row groups, of one file or of consecutive files, are combined until a task holds at
-    least ``target_rows`` rows (default :func:`target_task_rows` of the input and ``workers``); a row
-    group is never split, so a row group larger than the target is a task of its own. Empty row groups
+    least ``target_rows`` rows (default :func:`target_task_rows` of the input and ``workers``), or would
+    exceed it by more than it falls short without the next row group; a row group is never split, so a
+    row group larger than the target is a task of its own. Empty row groups
     are skipped. ``target_rows=1`` gives one task per row group. Files of different schemas (say, another
     column type) never share a task, so a task's rows, and its scratch files, have one schema.
     """
@@ -176,6 +177,13 @@ def plan_tasks(files: Sequence[InputFile], target_rows: int | None = None, worke
         run: list[int] = []  # consecutive row groups of this file in the current task
         run_offset = run_rows = 0
         for rg, rows in enumerate(f.row_groups):
+            if rows and rows_in_task and rows_in_task + rows - target_rows > target_rows - rows_in_task:
+                # This row group would take the task further past the target than it now falls short:
+                # close the task before it (tasks of 250k-row groups for a 312k target hold one, not two).
+                if run:
+                    pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
+                    run, run_rows = [], 0
+                close_task()
             if rows:
                 if not run:
                     run_offset = offset

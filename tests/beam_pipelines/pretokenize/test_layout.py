@@ -51,7 +51,8 @@ def test_a_large_row_group_is_a_task_of_its_own_and_target_one_is_a_task_per_row
     files = [_file("a", [30, 500, 30, 30]), _file("b", [0, 40])]
     tasks = plan_tasks(files, target_rows=100)
     assert [[(p.file_index, p.row_groups) for p in t.pieces] for t in tasks] == [
-        [(0, (0, 1))],  # 30 rows were not enough: the large row group joins them and closes the task
+        [(0, (0,))],  # 30 rows fall 70 short, with the next row group they would be 430 over: closed
+        [(0, (1,))],
         [(0, (2, 3)), (1, (1,))],
     ]
     per_group = plan_tasks(files, target_rows=1)
@@ -66,6 +67,16 @@ def test_a_large_row_group_is_a_task_of_its_own_and_target_one_is_a_task_per_row
     assert plan_tasks([_file("e", [0, 0])], target_rows=10) == []
     with pytest.raises(ValueError):
         plan_tasks(files, target_rows=0)
+
+
+def test_a_task_stops_short_of_the_target_when_the_next_row_group_would_overshoot_more():
+    # 250k-row groups and a 312.5k target (2.5M rows, 2 workers): one row group per task (62.5k short)
+    # rather than two (187.5k over), so ten tasks instead of five keep two workers evenly busy.
+    assert [t.rows for t in plan_tasks([_file("a", [250] * 10)], target_rows=312)] == [250] * 10
+    # A tie (as far short as over) takes the row group.
+    assert [t.rows for t in plan_tasks([_file("a", [100] * 10)], target_rows=250)] == [300, 300, 300, 100]
+    assert [t.rows for t in plan_tasks([_file("a", [100] * 10)], target_rows=260)] == [300, 300, 300, 100]
+    assert [t.rows for t in plan_tasks([_file("a", [100] * 10)], target_rows=240)] == [200] * 5
 
 
 def test_files_of_different_schemas_do_not_share_a_task():
