@@ -1,7 +1,7 @@
 """Pretokenize Parquet measurements into packed, fixed-length ArrayRecord splits plus a manifest.
 
     python -m beam_pipelines.pretokenize [--input GLOB] [--output DIR] [--seq_len 1024]
-        [--split 80,10,10] [--split_by src|time] [--compression zstd:3] [--overwrite | --append]
+        [--split 80,10,10] [--split_by src|time] [--compression snappy] [--overwrite | --append]
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
 
 ``--append`` adds the rows of inputs the dataset does not hold yet (by content sha256) as a new version:
@@ -92,9 +92,12 @@ class Options:
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
 
 
+# snappy rather than zstd:3: a third of the CPU of writing 2 KB records (one chunk each) and cheaper to read
+# back in training, for files about a third larger (docs/performance.md, "Record compression").
+DEFAULT_COMPRESSION = "snappy"
 # The options that shape the output, with their defaults: an append takes them from the dataset and
 # refuses a given value that differs (a default is applied only when the option is not given).
-SHAPING_DEFAULTS = {"seq_len": 1024, "split": "80,10,10", "split_by": "src", "compression": "zstd:3", "bucket_rows": DEFAULT_BUCKET_ROWS}
+SHAPING_DEFAULTS = {"seq_len": 1024, "split": "80,10,10", "split_by": "src", "compression": DEFAULT_COMPRESSION, "bucket_rows": DEFAULT_BUCKET_ROWS}
 
 
 def parse_args(argv):
@@ -108,7 +111,7 @@ def parse_args(argv):
     parser.add_argument("--seq_len", type=int, help="tokens per record (default 1024)")
     parser.add_argument("--split", help="train,val,test shares (default 80,10,10)")
     parser.add_argument("--split_by", choices=("src", "time"), help="split by source address (default) or by time")
-    parser.add_argument("--compression", help="ArrayRecord compression (default zstd:3)")
+    parser.add_argument("--compression", help="ArrayRecord compression: snappy (default), zstd[:LEVEL] (smaller files, about 3x the CPU to write), brotli[:LEVEL] or uncompressed")
     parser.add_argument(
         "--tmp_compression",
         choices=("none", "lz4", "zstd"),
@@ -235,6 +238,18 @@ def output_rules(options: Options, fingerprint: str) -> OutputRules:
     )
 
 
+def bucket_count(rows: int, bucket_rows: int) -> int:
+    """Buckets for ``rows`` input rows: the smallest power of two that holds at most ``bucket_rows`` rows
+    per bucket on average.
+
+    A power of two so that the buckets, which are packed one per worker at a time, divide evenly among 2,
+    4, 8 or 16 workers (three buckets on two workers leave one idle for a third of the stage); it depends
+    only on the input and the options, never on the machine, so the output does not either.
+    """
+    need = max(1, math.ceil(rows / bucket_rows))
+    return 1 << (need - 1).bit_length()
+
+
 def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.JobContext | None, int]:
     """Validate inputs and fix everything the workers need: tasks, buckets, cut points, fingerprint.
 
@@ -257,7 +272,7 @@ def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.J
         version, previous = existing.get("version", 1) + 1, existing["fingerprint"]
     tasks = plan_tasks(files)
     total_rows = sum(f.rows for f in files)
-    num_buckets = max(1, math.ceil(total_rows / options.bucket_rows))
+    num_buckets = bucket_count(total_rows, options.bucket_rows)
     cut_points: tuple[int, ...] = ()
     shaping = {
         "seq_len": options.seq_len,
