@@ -1,7 +1,7 @@
 """Benchmark of the pretokenize job: throughput, peak memory as the input grows, and a naive baseline.
 
     python benchmarks/pretokenize_bench.py [--rows 2000000] [--memory_rows 1000000,10000000]
-        [--marginal_rows 500000,2500000] [--naive_rows 100000] [--workdir DIR]
+        [--marginal_rows 500000,2500000] [--naive_rows 100000] [--repeat 1] [--tree DIR ...] [--workdir DIR]
 
 All figures come from one run on the current machine:
 - end-to-end rows/s of ``python -m beam_pipelines.pretokenize`` (DirectRunner, multi-process, all cores)
@@ -9,9 +9,14 @@ All figures come from one run on the current machine:
 - the largest resident set of any process of the job (``ru_maxrss`` of the job's process tree) for
   each size in ``--memory_rows``: flat means the grouping does not hold the dataset;
 - the marginal rate between the two sizes of ``--marginal_rows``: (rows2 - rows1) / (wall2 - wall1),
-  the rate at which the job's cost grows with rows once the fixed start-up is paid;
+  the rate at which the job's cost grows with rows once the fixed start-up is paid (median walls of
+  ``--repeat`` runs each, the sizes alternating); both sizes run in the
+  DirectRunner's multi-process mode (the job's default picks the one-process mode below 1M rows, whose
+  smaller start-up would otherwise count as a cost per row);
 - a naive baseline on ``--naive_rows`` rows: per-row ``encode_measurement``, a Python packing loop,
-  one writer, in one process; reported as rows/s;
+  one writer with the job's default compression, in one process; reported as rows/s;
+- with ``--tree DIR`` (repeatable): the marginal and memory runs also with the code of another checkout
+  (say ``git worktree add /tmp/old HEAD~5``), alternating with this one, in the same run;
 - with ``--stages ROWS``: the CPU time per row of each stage (encode, group and pack, write), the job's stage
   functions run one after the other in this process (no Beam), on ROWS rows; ``--stages_only`` skips the rest.
 """
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
+from beam_pipelines.pretokenize.pipeline import DEFAULT_COMPRESSION
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
 
 # Runs a command and reports the largest resident set among all the processes it waited for.
@@ -56,8 +63,12 @@ def make_input(rows: int, directory: str, seed: int = 1) -> str:
     return directory
 
 
-def run_job(input_dir: str, output: str) -> tuple[float, int, dict]:
-    """Run the job in a fresh process tree; returns (wall seconds, peak RSS in MiB, manifest)."""
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_job(input_dir: str, output: str, *extra: str, tree: str = REPO) -> tuple[float, int, dict]:
+    """Run the job (with ``extra`` options) from the checkout ``tree`` in a fresh process tree; returns (wall
+    seconds, peak RSS in MiB, manifest)."""
     shutil.rmtree(output, ignore_errors=True)
     cmd = [
         sys.executable,
@@ -70,15 +81,20 @@ def run_job(input_dir: str, output: str) -> tuple[float, int, dict]:
         input_dir,
         "--output",
         output,
+        *extra,
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=dict(os.environ, PYTHONPATH=tree), check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"pretokenize failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"pretokenize ({tree}) failed:\n{proc.stderr[-3000:]}")
     peak_mib = int(proc.stdout.strip().splitlines()[-1]) // 1024
     with open(os.path.join(output, "manifest.json")) as f:
         return wall, peak_mib, json.load(f)
+
+
+# What the job's default runner does at 1M rows and above: the DirectRunner's processes, one per core.
+MARGINAL_MODE = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 
 
 def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) -> float:
@@ -92,7 +108,7 @@ def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) 
         except InvalidMeasurement:
             continue
         by_source.setdefault(row["src_addr"], []).append((row["event_time"], tokens))
-    writer = ArrayRecordWriter(output, "group_size:1,zstd:3")
+    writer = ArrayRecordWriter(output, f"group_size:1,{DEFAULT_COMPRESSION}")  # the job's default output
     record: list[int] = []
     for source in sorted(by_source):
         for _, tokens in sorted(by_source[source], key=lambda x: x[0]):
@@ -112,7 +128,7 @@ def stage_costs(input_dir: str, output: str) -> dict[str, float]:
 
     shutil.rmtree(output, ignore_errors=True)
     options, _ = pipeline.parse_args(["--input", input_dir, "--output", output])
-    tasks, ctx = pipeline.plan(options)
+    tasks, ctx, _ = pipeline.plan(options)  # (tasks, job context, inputs skipped by an append)
     rows = sum(f["rows"] for f in ctx.inputs)
     costs = {}
     start = time.process_time()
@@ -134,6 +150,10 @@ def stage_costs(input_dir: str, output: str) -> dict[str, float]:
     return {name: seconds / rows for name, seconds in costs.items()}
 
 
+def label(tree: str) -> str:
+    return "this checkout" if tree == REPO else tree
+
+
 def padding(manifest: dict) -> float:
     pad = sum(s["pad_tokens"] for s in manifest["splits"].values())
     total = pad + sum(s["tokens"] for s in manifest["splits"].values())
@@ -146,6 +166,10 @@ def main(argv=None) -> int:
     parser.add_argument("--memory_rows", default="1000000,10000000")
     parser.add_argument("--marginal_rows", default="500000,2500000", help="two sizes; empty to skip")
     parser.add_argument("--naive_rows", type=int, default=100_000)
+    parser.add_argument(
+        "--tree", action="append", default=[], help="another checkout whose job is timed too (marginal and memory runs)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each marginal size (the median wall is used)")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument(
         "--stages", type=int, default=0, help="rows for the per-stage CPU cost in one process (0: skip)"
@@ -183,28 +207,39 @@ def main(argv=None) -> int:
     naive = naive_baseline(main_input, args.naive_rows, os.path.join(work, "naive.array_record"))
     print(f"naive baseline: {naive:,.0f} rows/s ({args.naive_rows:,} rows)")
 
-    marginal = None
+    trees = [REPO, *args.tree]
+    marginal = []
     sizes = [int(x) for x in args.marginal_rows.split(",") if x]
     if sizes:
         if len(sizes) != 2 or sizes[0] >= sizes[1]:
             raise SystemExit("--marginal_rows: two increasing sizes, e.g. 500000,2500000")
-        walls = []
-        for rows in sizes:
-            directory = main_input if rows == args.rows else make_input(rows, os.path.join(work, f"in-{rows}"))
-            walls.append(run_job(directory, os.path.join(work, f"out-m{rows}"))[0])
-            print(f"marginal: {rows:,} rows in {walls[-1]:.1f} s ({rows / walls[-1]:,.0f} rows/s)", flush=True)
-        marginal = (sizes[1] - sizes[0]) / (walls[1] - walls[0])
-        print(
-            f"marginal rate {sizes[0]:,} -> {sizes[1]:,} rows: {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive)",
-            flush=True,
-        )
+        dirs = [main_input if rows == args.rows else make_input(rows, os.path.join(work, f"in-{rows}")) for rows in sizes]
+        runs = {(tree, i): [] for tree in trees for i in range(2)}
+        for _ in range(args.repeat):  # sizes and checkouts alternate, so a slow spell of the machine hits all
+            for tree in trees:
+                for i, rows in enumerate(sizes):
+                    # Both sizes in the same runner mode: the job picks the one-process mode below 1M rows,
+                    # and the difference of the two modes' fixed costs is not a cost per row.
+                    wall_i = run_job(dirs[i], os.path.join(work, f"out-m{rows}"), *MARGINAL_MODE, tree=tree)[0]
+                    runs[tree, i].append(wall_i)
+                    print(f"marginal ({label(tree)}): {rows:,} rows in {wall_i:.1f} s ({rows / wall_i:,.0f} rows/s)", flush=True)
+        for tree in trees:
+            walls = [statistics.median(runs[tree, i]) for i in range(2)]
+            rate_m = (sizes[1] - sizes[0]) / (walls[1] - walls[0])
+            marginal.append((tree, walls, rate_m))
+            print(
+                f"marginal rate ({label(tree)}) {sizes[0]:,} -> {sizes[1]:,} rows (median walls of {args.repeat}): "
+                f"{rate_m:,.0f} rows/s ({rate_m / naive:.1f}x naive)",
+                flush=True,
+            )
 
     memory = []
     for rows in [int(x) for x in args.memory_rows.split(",") if x]:
         directory = main_input if rows == args.rows else make_input(rows, os.path.join(work, f"in-{rows}"))
-        m_wall, m_peak, _ = run_job(directory, os.path.join(work, f"out-{rows}"))
-        memory.append((rows, m_wall, m_peak))
-        print(f"memory: {rows:,} rows: peak RSS {m_peak:,} MiB, {rows / m_wall:,.0f} rows/s")
+        for tree in trees:
+            m_wall, m_peak, _ = run_job(directory, os.path.join(work, f"out-{rows}"), tree=tree)
+            memory.append((tree, rows, m_wall, m_peak))
+            print(f"memory ({label(tree)}): {rows:,} rows: peak RSS {m_peak:,} MiB, {rows / m_wall:,.0f} rows/s", flush=True)
 
     print()
     print("| measurement | figure |")
@@ -212,12 +247,13 @@ def main(argv=None) -> int:
     print(f"| pipeline, {args.rows:,} rows, DirectRunner all cores | {rate:,.0f} rows/s ({wall:.1f} s) |")
     print(f"| naive baseline (per-row encode, Python packing, one writer) | {naive:,.0f} rows/s |")
     print(f"| speed-up | {rate / naive:.1f}x |")
-    if marginal:
+    for tree, walls, rate_m in marginal:
         print(
-            f"| marginal rate, {sizes[0]:,} -> {sizes[1]:,} rows (walls {walls[0]:.1f} s, {walls[1]:.1f} s) | {marginal:,.0f} rows/s ({marginal / naive:.1f}x naive) |"
+            f"| marginal rate ({label(tree)}), {sizes[0]:,} -> {sizes[1]:,} rows (median walls {walls[0]:.1f} s, "
+            f"{walls[1]:.1f} s) | {rate_m:,.0f} rows/s ({rate_m / naive:.1f}x naive) |"
         )
-    for rows, m_wall, m_peak in memory:
-        print(f"| peak RSS of any job process, {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
+    for tree, rows, m_wall, m_peak in memory:
+        print(f"| peak RSS of any job process ({label(tree)}), {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
     print(f"| projected wall time for the seed's 100M rows | {100e6 / rate / 60:.1f} min |")
     print(f"\nmachine: {machine()}; load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.workdir:
