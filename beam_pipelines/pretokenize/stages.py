@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -220,7 +221,7 @@ def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch
     order = _bucket_family_order(cols["bucket"], cols["family"])
     sorted_buckets = cols["bucket"][order]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         idx = order[lo:hi]
         family = cols["family"][idx]
         n4 = int(np.count_nonzero(family == 4))

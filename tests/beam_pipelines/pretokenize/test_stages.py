@@ -262,3 +262,12 @@ def test_bucket_batches_copy_each_rows_tokens_whole(tmp_path):
         for row, fam, toks in zip(batch.column("row").to_pylist(), families, batch.column("tokens").to_pylist()):
             found[(bucket, row)] = (fam, toks)
     assert found == expected
+
+
+def test_bucket_count_is_the_smallest_power_of_two_within_bucket_rows():
+    assert pretokenize.bucket_count(0, 1_000_000) == 1
+    assert pretokenize.bucket_count(1_000_000, 1_000_000) == 1
+    assert pretokenize.bucket_count(1_000_001, 1_000_000) == 2
+    assert pretokenize.bucket_count(2_500_000, 1_000_000) == 4  # not 3: two workers pack two each
+    assert pretokenize.bucket_count(10_000_000, 1_000_000) == 16
+    assert pretokenize.bucket_count(9, 1) == 16
