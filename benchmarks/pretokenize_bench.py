@@ -11,7 +11,7 @@ All figures come from one run on the current machine:
 - the marginal rate between the two sizes of ``--marginal_rows``: (rows2 - rows1) / (wall2 - wall1),
   the rate at which the job's cost grows with rows once the fixed start-up is paid (median walls of
   ``--repeat`` runs each, the sizes alternating); both sizes run in the
-  DirectRunner's multi-process mode (the job's default picks the one-process mode below 1M rows, whose
+  DirectRunner's multi-process mode (the job's default picks the one-process mode below 2M rows on 2 cores, whose
   smaller start-up would otherwise count as a cost per row);
 - a naive baseline on ``--naive_rows`` rows: per-row ``encode_measurement``, a Python packing loop,
   one writer with the job's default compression, in one process; reported as rows/s;
@@ -93,7 +93,8 @@ def run_job(input_dir: str, output: str, *extra: str, tree: str = REPO) -> tuple
         return wall, peak_mib, json.load(f)
 
 
-# What the job's default runner does at 1M rows and above: the DirectRunner's processes, one per core.
+# What the job's default runner does on larger inputs (pipeline.one_process_rows): the DirectRunner's
+# processes, one per core.
 MARGINAL_MODE = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 
 
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
         for _ in range(args.repeat):  # sizes and checkouts alternate, so a slow spell of the machine hits all
             for tree in trees:
                 for i, rows in enumerate(sizes):
-                    # Both sizes in the same runner mode: the job picks the one-process mode below 1M rows,
+                    # Both sizes in the same runner mode: the job picks the one-process mode for small inputs,
                     # and the difference of the two modes' fixed costs is not a cost per row.
                     wall_i = run_job(dirs[i], os.path.join(work, f"out-m{rows}"), *MARGINAL_MODE, tree=tree)[0]
                     runs[tree, i].append(wall_i)

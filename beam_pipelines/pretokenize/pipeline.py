@@ -14,8 +14,8 @@ rows kept aside, accepted rows hash-partitioned by source into bucket files) -> 
 at a time, sources in time order) -> PackRecords (whole measurements into seq_len records, padding near
 the floor) -> WriteArrayRecords (temporary files, verified) -> WriteManifest (records renamed into place,
 rejected rows gathered into a bounded number of files, manifest last). The default runner is the
-DirectRunner: in one process (its ``in_memory`` mode) for fewer than ``SMALL_INPUT_ROWS`` rows, else with
-one worker process per core. ``--in_process`` runs the same stage functions in this process without
+DirectRunner: in one process (its ``in_memory`` mode) below :func:`one_process_rows` rows (2M on 2 cores,
+about 1M on many; always on one core), else with one worker process per core. ``--in_process`` runs the same stage functions in this process without
 Beam (:mod:`beam_pipelines.pretokenize.local`; same bytes, no start-up cost): for small appends, such as
 the hourly update's (``beam_pipelines.update`` chooses it).
 
@@ -58,11 +58,9 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
 DEFAULT_BUCKET_ROWS = 1_000_000
 LOG_NAME = "pipeline.log"  # common.joblog.LOG_NAME (not imported from there: joblog imports Beam)
-# Below this many rows to encode, and when no runner option is given, the DirectRunner runs in one process
-# (in_memory mode): starting the worker processes of the multi-process mode costs about 2-3 s of wall time
-# and 3 s of CPU on 2 cores, more than they save on such an input (measured: 1M rows in 6.6 s in one
-# process vs 8.0 s with the workers; 2M rows 11.3 s vs 10.1 s; docs/performance.md). The hourly update
-# also uses it to choose --in_process for its appends.
+# The scale of the DirectRunner's mode choice (one_process_rows): starting the worker processes of the
+# multi-process mode costs about 3 s of wall time on 2 cores, what about 1M rows of per-row work take
+# (docs/performance.md). The hourly update also uses it to choose --in_process for its appends.
 SMALL_INPUT_ROWS = 1_000_000
 RUNNER_OPTIONS = ("--runner", "--direct_running_mode", "--direct_num_workers")
 _OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
@@ -460,12 +458,28 @@ def _append(options: Options, beam_args: list[str], started: float) -> int:
     return _write(options, beam_args, tasks, ctx, started)
 
 
-def runner_args(beam_args: list[str], rows: int) -> list[str]:
+def one_process_rows(cores: int) -> float:
+    """Rows to encode below which the DirectRunner's one-process mode is the default on ``cores`` cores.
+
+    The worker processes cost a fixed start-up and save the share ``(cores - 1) / cores`` of the per-row
+    time, so they pay from about ``SMALL_INPUT_ROWS * cores / (cores - 1)`` rows: 2M on 2 cores (measured
+    there: 1M rows 5.3 s in one process against 8.1 s with the workers, 2M rows 7.8 s against 8.9 s),
+    1.07M on 16, never on one core."""
+    return math.inf if cores <= 1 else SMALL_INPUT_ROWS * cores / (cores - 1)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def runner_args(beam_args: list[str], rows: int, cores: int | None = None) -> list[str]:
     """Beam's options for a job of ``rows`` input rows: as given, plus the DirectRunner's one-process mode
-    (``--direct_running_mode=in_memory``) for fewer than :data:`SMALL_INPUT_ROWS` rows when no runner
-    option is given (``common.options`` adds the multi-process default otherwise). The output does not
-    depend on it."""
-    if rows < SMALL_INPUT_ROWS and not any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
+    (``--direct_running_mode=in_memory``) for fewer than :func:`one_process_rows` rows (``cores``: default
+    :func:`usable_cores`) when no runner option is given (``common.options`` adds the multi-process
+    default otherwise). The output does not depend on it."""
+    cores = usable_cores() if cores is None else cores
+    if rows < one_process_rows(cores) and not any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
         return [*beam_args, "--direct_running_mode=in_memory"]
     return list(beam_args)
 

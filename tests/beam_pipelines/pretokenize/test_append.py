@@ -387,10 +387,16 @@ def test_small_inputs_run_the_direct_runner_in_one_process_unless_a_runner_optio
     one_process = "--direct_running_mode=in_memory"
     assert pretokenize.runner_args([], small) == [one_process]
     assert pretokenize.runner_args(["--temp_location=/t"], small) == ["--temp_location=/t", one_process]
-    assert pretokenize.runner_args([], pretokenize.SMALL_INPUT_ROWS) == []  # common.options: worker processes
+    # The switch to worker processes follows the cores: 2M rows on 2, 16/15 of 1M on 16, never on one.
+    assert pretokenize.runner_args([], 1_999_999, cores=2) == [one_process]
+    assert pretokenize.runner_args([], 2_000_000, cores=2) == []  # common.options: worker processes
+    assert pretokenize.runner_args([], 1_066_666, cores=16) == [one_process]
+    assert pretokenize.runner_args([], 1_066_667, cores=16) == []
+    assert pretokenize.runner_args([], 10**9, cores=1) == [one_process]
     for given in (["--direct_num_workers=2"], ["--direct_running_mode=multi_processing"], ["--runner=DaskRunner"],
                   ["--runner", "DirectRunner"]):  # fmt: skip
         assert pretokenize.runner_args(given, small) == given
+        assert pretokenize.runner_args(given, small, cores=1) == given
 
 
 @pytest.mark.parametrize("given", ["--runner=DaskRunner", "--direct_num_workers=2", "--direct_running_mode=in_memory"])

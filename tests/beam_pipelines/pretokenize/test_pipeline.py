@@ -189,7 +189,7 @@ def test_rerun_skips_an_identical_dataset_and_refuses_another(sample_run, sample
 def test_deterministic_across_modes_and_overwrite(tmp_path, sample_run, sample_dir):
     out, _, _, _ = sample_run
     other = tmp_path / "multi"
-    # The DirectRunner's multi-process mode on all cores (the default above SMALL_INPUT_ROWS rows).
+    # The DirectRunner's multi-process mode on all cores (the default for larger inputs, one_process_rows).
     multi = "--direct_running_mode=multi_processing"
     assert pretokenize.run(["--input", str(sample_dir / "*.parquet"), "--output", str(other), multi]) == 0
     assert tree_digest(other) == tree_digest(out)
