@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 
+from beam_pipelines.common.cores import usable_cores
+
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo, else what platform knows."""
@@ -20,7 +22,7 @@ def cpu_name() -> str:
 
 def cores() -> int:
     """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 def machine() -> str:

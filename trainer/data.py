@@ -40,6 +40,7 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader
 
 import beam_pipelines.dataset as contract
+from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import RunError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
@@ -637,8 +638,7 @@ def resolve_workers(config: Config) -> int:
     this process may use, at most :data:`MAX_AUTO_WORKERS`."""
     if config.num_workers >= 0:
         return config.num_workers
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(usable, MAX_AUTO_WORKERS))
+    return max(1, min(usable_cores(), MAX_AUTO_WORKERS))
 
 
 def prefetch(ds: grain.MapDataset, config: Config, chunk: int = 1) -> grain.IterDataset:

@@ -163,6 +163,14 @@ def plan_tasks(files: Sequence[InputFile], target_rows: int | None = None, worke
     tasks: list[ReadTask] = []
     pieces: list[Piece] = []
     rows_in_task = 0
+    run: list[int] = []  # consecutive row groups of the current file in the current task
+    run_offset = run_rows = 0
+
+    def end_run(fi: int, path: str):
+        nonlocal run, run_rows
+        if run:
+            pieces.append(Piece(fi, path, tuple(run), run_offset, run_rows))
+        run, run_rows = [], 0
 
     def close_task():
         nonlocal pieces, rows_in_task
@@ -174,29 +182,23 @@ def plan_tasks(files: Sequence[InputFile], target_rows: int | None = None, worke
         if pieces and not _same_schema(files[pieces[-1].file_index], f):
             close_task()
         offset = 0
-        run: list[int] = []  # consecutive row groups of this file in the current task
-        run_offset = run_rows = 0
         for rg, rows in enumerate(f.row_groups):
-            if rows and rows_in_task and rows_in_task + rows - target_rows > target_rows - rows_in_task:
-                # This row group would take the task further past the target than it now falls short:
-                # close the task before it (tasks of 250k-row groups for a 312k target hold one, not two).
-                if run:
-                    pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
-                    run, run_rows = [], 0
-                close_task()
             if rows:
+                if rows_in_task and rows_in_task + rows - target_rows > target_rows - rows_in_task:
+                    # This row group would take the task further past the target than it now falls short:
+                    # close the task before it (tasks of 250k-row groups for a 312k target hold one, not two).
+                    end_run(fi, f.path)
+                    close_task()
                 if not run:
                     run_offset = offset
                 run.append(rg)
                 run_rows += rows
                 rows_in_task += rows
                 if rows_in_task >= target_rows:
-                    pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
-                    run, run_rows = [], 0
+                    end_run(fi, f.path)
                     close_task()
             offset += rows
-        if run:
-            pieces.append(Piece(fi, f.path, tuple(run), run_offset, run_rows))
+        end_run(fi, f.path)
     close_task()
     return tasks
 

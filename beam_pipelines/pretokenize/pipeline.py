@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
@@ -468,15 +469,10 @@ def one_process_rows(cores: int) -> float:
     return math.inf if cores <= 1 else SMALL_INPUT_ROWS * cores / (cores - 1)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, where the platform has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def runner_args(beam_args: list[str], rows: int, cores: int | None = None) -> list[str]:
     """Beam's options for a job of ``rows`` input rows: as given, plus the DirectRunner's one-process mode
     (``--direct_running_mode=in_memory``) for fewer than :func:`one_process_rows` rows (``cores``: default
-    :func:`usable_cores`) when no runner option is given (``common.options`` adds the multi-process
+    :func:`~beam_pipelines.common.cores.usable_cores`) when no runner option is given (``common.options`` adds the multi-process
     default otherwise). The output does not depend on it."""
     cores = usable_cores() if cores is None else cores
     if rows < one_process_rows(cores) and not any(a.startswith(RUNNER_OPTIONS) for a in beam_args):

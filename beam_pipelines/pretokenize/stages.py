@@ -383,7 +383,6 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
     out = {}
     for fam, width in ((4, IPV4_LENGTH), (6, IPV6_LENGTH)):
         cols = {k: np.concatenate([m[k] for m in meta[fam]]) if meta[fam] else np.zeros(0, np.int64) for k in _META}
-        cols["in_read_order"] = _in_read_order(cols["file"], cols["row"])
         out[fam] = (cols, np.concatenate(tokens[fam]) if tokens[fam] else np.zeros((0, width), np.uint16))
     return out
 
@@ -411,9 +410,9 @@ def _source_time_order(cols: dict, sel: np.ndarray) -> np.ndarray:
     ties, and for IPv4 sources with timestamps spanning less than 2**32 s, (source, time) packs into one
     64-bit key: one stable sort instead of five.
     """
-    hi, lo, ts = cols["src_hi"][sel], cols["src_lo"][sel], cols["timestamp"][sel]
-    if not cols["in_read_order"]:
-        return np.lexsort((cols["row"][sel], cols["file"][sel], ts, lo, hi))
+    hi, lo, ts, file, row = (cols[k][sel] for k in ("src_hi", "src_lo", "timestamp", "file", "row"))
+    if not _in_read_order(file, row):
+        return np.lexsort((row, file, ts, lo, hi))
     if len(sel) and not hi.any() and int(lo.max()) < (1 << 32):
         t0 = int(ts.min())
         if int(ts.max()) - t0 < (1 << 32):

@@ -198,7 +198,6 @@ def _columns(rng, n: int, ipv6: bool, ts_span: int, in_order: bool) -> dict:
         "file": file,
         "row": row,
     }
-    cols["in_read_order"] = stages._in_read_order(cols["file"], cols["row"])
     return cols
 
 
@@ -209,7 +208,7 @@ def _columns(rng, n: int, ipv6: bool, ts_span: int, in_order: bool) -> dict:
 def test_source_time_order_equals_the_five_key_sort(ipv6, ts_span, in_order):
     rng = np.random.default_rng(ts_span + 2 * ipv6 + in_order)
     cols = _columns(rng, 5000, ipv6, ts_span, in_order)
-    assert cols["in_read_order"] is in_order
+    assert stages._in_read_order(cols["file"], cols["row"]) is in_order
     for split in range(3):
         sel = np.flatnonzero(cols["split"] == split)
         keys = tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi"))
