@@ -42,7 +42,8 @@ def address_words(packed: bytes) -> tuple[int, int]:
 
 
 def parse_unique(values: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a list of unique address strings.
+    """Parse a list of address strings, each distinct one once (a value may repeat: two columns'
+    dictionaries can share addresses).
 
     Returns ``status`` (int8: 4 or 6 for valid, 0 null, -1 empty, -2 malformed),
     ``packed`` (uint8, (n, 16): IPv4 in the first 4 columns) and ``words`` (uint64, (n, 2): high, low).
@@ -86,6 +87,11 @@ class _ParsedAddresses:
         self.words = np.zeros((1024, 2), dtype=np.uint64)
 
     def add(self, value) -> int:
+        """The slot of ``value``, parsed and stored if it is new (a value repeated within one lookup is
+        stored once: its slot must never be taken again by the next new value)."""
+        slot = self.index.get(value)
+        if slot is not None:
+            return slot
         slot = len(self.index)
         if slot == len(self.status):  # grow geometrically
             self.status = np.concatenate([self.status, np.zeros_like(self.status)])

@@ -121,25 +121,53 @@ def column_values(col: pa.Array, dtype, fill=0) -> tuple[np.ndarray, np.ndarray]
 
 
 def _addresses(src: pa.Array, dst: pa.Array):
-    """Per-row (status, unique index) for both address columns, parsing each distinct string once."""
+    """Per-row (status, unique index) for both address columns, parsing each distinct string once.
+
+    Returns ``(src_status, src_idx, dst_status, dst_idx, packed, words)``: ``packed`` and ``words`` hold
+    one row per parsed string (plus a last all-zero row that null indices point to).
+    """
     n = len(src)
-    cols = []
-    for col in (src, dst):
-        if pa.types.is_null(col.type):
-            col = pa.nulls(n, pa.large_string())
-        elif pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        cols.append(col.cast(pa.large_string()))
-    encoded = pc.dictionary_encode(pa.concat_arrays(cols))
-    uniques = encoded.dictionary.to_pylist()
+    dictionaries = _small_dictionaries(src, dst)
+    if dictionaries is not None:
+        # Columns read as dictionaries (the pretokenize job reads Parquet's own dictionary pages so): the
+        # dictionaries are the distinct strings already, so neither the per-row strings nor their hashing
+        # are needed; the dst dictionary's entries follow the src one's in the parsed table.
+        uniques = dictionaries[0].to_pylist() + dictionaries[1].to_pylist()
+        indices = [src.indices, pc.add(dst.indices.cast(pa.int64()), len(dictionaries[0]))]
+    else:
+        cols = []
+        for col in (src, dst):
+            if pa.types.is_null(col.type):
+                col = pa.nulls(n, pa.large_string())
+            elif pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            cols.append(col.cast(pa.large_string()))
+        encoded = pc.dictionary_encode(pa.concat_arrays(cols))
+        uniques = encoded.dictionary.to_pylist()
+        indices = [encoded.indices[:n], encoded.indices[n:]]
     status, packed, words = parse_unique(uniques)
     # One extra "null" entry at the end so null indices can point somewhere.
     status = np.append(status, np.int8(0))
     packed = np.vstack([packed, np.zeros((1, 16), np.uint8)])
     words = np.vstack([words, np.zeros((1, 2), np.uint64)])
-    idx, null = column_values(encoded.indices, np.int64)
-    idx[null] = len(uniques)
-    return status[idx[:n]], idx[:n], status[idx[n:]], idx[n:], packed, words
+    out = []
+    for index in indices:
+        idx, null = column_values(index, np.int64)
+        if null.any():
+            idx = np.where(null, len(uniques), idx)
+        out += [status[idx], idx]
+    return (*out, packed, words)
+
+
+def _small_dictionaries(src: pa.Array, dst: pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """The dictionaries of two dictionary-encoded string columns, when neither has more entries than the
+    batch has rows (a row group's dictionary can be far larger than one batch: then parsing the distinct
+    strings of the batch is cheaper); otherwise None."""
+    n = len(src)
+    for col in (src, dst):
+        if not (pa.types.is_dictionary(col.type) and _is_str(col.type.value_type) and len(col.dictionary) <= n):
+            return None
+    return src.dictionary, dst.dictionary
 
 
 def _integral(col: pa.Array, null_reason, non_integral_reason, range_reason, hi, flag):

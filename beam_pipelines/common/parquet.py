@@ -125,14 +125,16 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
 
 
 @contextlib.contextmanager
-def parquet_file(path: str) -> Iterator[pq.ParquetFile]:
+def parquet_file(path: str, read_dictionary: Sequence[str] = ()) -> Iterator[pq.ParquetFile]:
     """An open :class:`pyarrow.parquet.ParquetFile` for a local path (as before) or a URL (a seekable stream
-    through Beam's ``FileSystems``, closed at the end)."""
+    through Beam's ``FileSystems``, closed at the end). ``read_dictionary``: columns whose string values
+    are read as Arrow dictionaries (see :func:`read_task`)."""
+    read_dictionary = list(read_dictionary) or None
     if not storage.is_remote(path):
-        yield pq.ParquetFile(path)
+        yield pq.ParquetFile(path, read_dictionary=read_dictionary)
         return
     with storage.open_read(path) as f:
-        yield pq.ParquetFile(f)
+        yield pq.ParquetFile(f, read_dictionary=read_dictionary)
 
 
 def target_task_rows(total_rows: int, workers: int | None = None) -> int:
@@ -209,17 +211,21 @@ def _same_schema(a: InputFile, b: InputFile) -> bool:
     return a.schema.equals(b.schema)
 
 
-def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) -> Iterator[tuple[Piece, int, pa.RecordBatch]]:
+def read_task(
+    task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS, dictionary_columns: Sequence[str] = ()
+) -> Iterator[tuple[Piece, int, pa.RecordBatch]]:
     """Stream one task as ``(piece, row index within the piece's file of the batch's first row, batch)``.
 
     Each piece's row groups are read by one Arrow reader (much cheaper than one per row group when row
     groups are small), so a batch may hold rows of several row groups of one file, never of two files.
+    String columns named in ``dictionary_columns`` come as ``dictionary<string>`` arrays built from the
+    file's own dictionary pages (no per-row strings; :func:`plain_batch` restores the file's types);
+    columns of other types are read as they are.
     """
-    columns = list(columns) if columns else None
     for piece in task.pieces:
         row = piece.row_offset
         try:
-            with parquet_file(piece.path) as pf:
+            with parquet_file(piece.path, dictionary_columns) as pf:
                 for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups), columns=columns):
                     yield piece, row, batch
                     row += batch.num_rows
@@ -227,6 +233,20 @@ def read_task(task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS) 
             groups = piece.row_groups
             where = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"
             raise InputError(f"{piece.path}: {where}: cannot be read ({exc})") from exc
+
+
+def plain_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with each column cast back to its type in ``schema`` (its names, nullability and metadata
+    kept): the rows as the file holds them, for a batch read with ``dictionary_columns`` (:func:`read_task`)."""
+    fields = [f.with_type(schema.field(f.name).type) for f in batch.schema]
+    columns = [col if col.type == f.type else col.cast(f.type) for col, f in zip(batch.columns, fields)]
+    return pa.record_batch(columns, schema=pa.schema(fields, metadata=batch.schema.metadata))
+
+
+def plain_schema(path: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file as written (its columns' types without ``read_dictionary``)."""
+    with parquet_file(path) as pf:
+        return pf.schema_arrow
 
 
 def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:

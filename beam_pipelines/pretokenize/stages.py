@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from beam_pipelines.common import storage
 from beam_pipelines.common.memory import keep_freed_memory
-from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, read_task
+from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, plain_batch, plain_schema, read_task
 from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
@@ -42,6 +42,9 @@ from tokenizer.spans import spans
 
 TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
+# Read as Arrow dictionaries straight from the Parquet dictionary pages: the encoder then parses each
+# dictionary entry, and neither materializes nor hashes a string per row (about 0.2 us a row less).
+ADDRESS_COLUMNS = ("src_addr", "dst_addr")
 _FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
 REJECTED_FILE_ROWS = 1 << 20  # rejected rows per file of OUT/rejected/ at most
 NOTHING_ENCODED = "nothing_encoded.json"  # in the scratch folder: finalize found no accepted row (see finalize)
@@ -267,7 +270,7 @@ def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.
         batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
         return batch, np.concatenate(files), np.concatenate(rows)
 
-    for piece, first_row, batch in read_task(task):
+    for piece, first_row, batch in read_task(task, dictionary_columns=ADDRESS_COLUMNS):
         if pending and not batch.schema.equals(pending[0].schema):
             yield take()
             pending, files, rows, n = [], [], [], 0
@@ -306,6 +309,7 @@ def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> Enco
         buffered, n_buffered = [], 0
 
     paths = {p.file_index: p.path for p in task.pieces}
+    schema = None  # the task's file schema (one for all its files), read when a row is first rejected
     try:
         for batch, file_of_row, row_in_file in _coalesced(task):
             enc = encode_table(batch)
@@ -313,7 +317,8 @@ def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> Enco
             accepted += len(enc.accepted)
             if len(enc.rejected):
                 reasons.update(enc.reason_counts())
-                rej = batch.take(pa.array(enc.rejected))
+                schema = schema or plain_schema(task.pieces[0].path)
+                rej = plain_batch(batch.take(pa.array(enc.rejected)), schema)  # as the input holds them
                 rej = rej.append_column("reason", pa.array(enc.reasons.tolist(), pa.string()))
                 rej_files = file_of_row[enc.rejected]
                 rej = rej.append_column("source_file", pa.array([paths[int(i)] for i in rej_files], pa.string()))

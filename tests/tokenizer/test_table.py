@@ -232,6 +232,59 @@ def test_vectorized_equals_per_row(table):
     assert_matches_per_row(table)
 
 
+def _as_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with both address columns dictionary-encoded, as a Parquet reader with ``read_dictionary``
+    gives them (each column its own dictionary: an address may be in both)."""
+    for name in ("src_addr", "dst_addr"):
+        col = table.column(name).combine_chunks().dictionary_encode()
+        table = table.set_column(table.schema.get_field_index(name), name, col)
+    return table
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(tables())
+def test_dictionary_address_columns_equal_per_row(table):
+    """The dictionaries' entries are parsed instead of the rows' strings: the same tokens and reasons."""
+    dictionaries = _as_dictionaries(table)
+    assert pa.types.is_dictionary(dictionaries.schema.field("src_addr").type)
+    plain = encode_table(table)
+    enc = assert_matches_per_row(dictionaries, table.to_pylist())
+    assert np.array_equal(enc.tokens, plain.tokens) and np.array_equal(enc.src_words, plain.src_words)
+
+
+def test_dictionary_address_columns_of_every_shape():
+    """Shared, null and unused dictionary entries; null indices; a dictionary larger than the rows (a slice
+    of a row group's column: the rows' own strings are parsed then); one column plain, the other not."""
+    addresses = ["192.0.2.1", "192.0.2.2", "198.51.100.7", "", "bad", "2001:db8::1"]
+    rows = [seed_row(src_addr=addresses[i % 3], dst_addr=addresses[(i + 1) % 3]) for i in range(12)]
+    rows += [seed_row(src_addr="", dst_addr="192.0.2.1"), seed_row(src_addr="bad"), seed_row(dst_addr=None)]
+    rows.append(seed_row(src_addr="2001:db8::1", dst_addr="2001:db8::1", ip_version=6))
+    table = make_table(rows)
+    # Null as a dictionary value and as an index; entries no row uses.
+    used = sorted({r[c] for r in rows for c in ("src_addr", "dst_addr") if r[c] is not None})
+    values = pa.array([None, *used, "203.0.113.9", "2001:db8::2"], pa.string())
+    lookup = {a: i + 1 for i, a in enumerate(used)}
+
+    def dictionary_column(name):
+        idx = [None if r[name] is None else (0 if i % 2 and r[name] == "" else lookup[r[name]]) for i, r in enumerate(rows)]
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int16()), values)
+
+    cases = {
+        "own dictionaries": _as_dictionaries(table),
+        "one large shared dictionary": pa.table(
+            {c: dictionary_column(c) if c in ("src_addr", "dst_addr") else table.column(c) for c in COLUMNS}
+        ),
+        "src only": table.set_column(2, "src_addr", table.column("src_addr").combine_chunks().dictionary_encode()),
+    }
+    for name, case in cases.items():
+        got = assert_matches_per_row(case)
+        assert rejected_reasons(got) == rejected_reasons(encode_table(pa.table(case.to_pydict()))), name
+    # A slice keeps the whole dictionary: 2 rows, 11 entries.
+    sliced = cases["one large shared dictionary"].slice(3, 2)
+    assert len(sliced.column("src_addr").chunk(0).dictionary) > sliced.num_rows
+    assert_matches_per_row(sliced)
+
+
 def test_vectorized_equals_per_row_on_synthetic_data():
     from beam_pipelines.make_sample import synth
 

@@ -87,6 +87,24 @@ def test_files_of_different_schemas_do_not_share_a_task():
     assert [[p.path for p in t.pieces] for t in tasks] == [["f0", "f1"], ["f2"], ["f3", "f4"]]
 
 
+def test_read_task_reads_string_columns_as_dictionaries_and_plain_batch_restores_them(tmp_path):
+    table = synth.generate(500, seed=2)
+    table = table.set_column(2, "src_addr", table["src_addr"].cast(pa.large_string()))
+    path = str(tmp_path / "a.parquet")
+    pq.write_table(table, path, row_group_size=120)
+    files = resolve_inputs(path)
+    (task,) = plan_tasks(files)
+    names = ("src_addr", "dst_addr", "msm_id")  # msm_id is no string: read as it is
+    batches = [b for _, _, b in parquet.read_task(task, dictionary_columns=names)]
+    for name in ("src_addr", "dst_addr"):
+        assert all(pa.types.is_dictionary(b.schema.field(name).type) for b in batches)
+    assert all(b.schema.field("msm_id").type == pa.int64() for b in batches)
+    schema = parquet.plain_schema(path)
+    assert schema.field("src_addr").type == pa.large_string()
+    plain = pa.Table.from_batches([parquet.plain_batch(b, schema) for b in batches])
+    assert plain.equals(table.select(plain.column_names))
+
+
 def test_target_task_rows_follows_input_and_workers_within_bounds():
     assert target_task_rows(20_000, workers=2) == parquet.MIN_TASK_ROWS
     assert target_task_rows(4_000_000, workers=2) == 500_000  # four tasks per worker

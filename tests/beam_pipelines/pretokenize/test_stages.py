@@ -153,6 +153,29 @@ def test_inputs_of_different_schemas_do_not_share_a_rejected_file(tmp_path, targ
     ]
 
 
+@pytest.mark.parametrize(
+    "src_type, dst_type",
+    [(pa.large_string(), pa.string()), (pa.string(), pa.dictionary(pa.int32(), pa.string()))],
+)
+def test_rejected_rows_keep_the_input_column_types(tmp_path, src_type, dst_type):
+    """Addresses are read as dictionaries for the encoder; the rejected rows are written as the input holds
+    them (its types, in a file of several row groups, so of several dictionaries), and the records are those of
+    the same rows read as plain strings."""
+    table = _with_bad_rows(_valid_rows(300, seed=4), every=7)
+    table = table.set_column(2, "src_addr", table["src_addr"].cast(src_type))
+    table = table.set_column(3, "dst_addr", table["dst_addr"].cast(dst_type))
+    path = tmp_path / "in.parquet"
+    pq.write_table(table, path, row_group_size=ROW_GROUP)
+    files = resolve_inputs(str(path))
+    ctx = _context(tmp_path / "out", files)
+    summaries = [stages.encode_task(t, ctx) for t in plan_tasks(files)]
+    rejected = pq.read_table(summaries[0].rejected_file)
+    assert rejected.schema.field("src_addr").type == src_type and rejected.schema.field("dst_addr").type == dst_type
+    assert rejected.num_rows == len(range(0, 300, 7))
+    expected = table.take(pa.array(rejected["source_row"]))
+    assert rejected.select(table.column_names).equals(expected)
+
+
 def test_no_rejected_rows_no_rejected_files(tmp_path):
     path = tmp_path / "in.parquet"
     pq.write_table(_valid_rows(100, seed=1), path, row_group_size=ROW_GROUP)
