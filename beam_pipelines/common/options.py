@@ -43,10 +43,11 @@ class LocalRunner(PipelineRunner):
         direct = options.view_as(DirectOptions)
         if not self.worker_log or direct.direct_running_mode != "multi_processing":
             return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
-        # Beam's own worker command (FnApiRunner.run_pipeline, multi_processing), run by a shell, with
-        # stderr appended to the log. FnApiRunner replaces a given environment only for a running mode it
-        # knows, so the mode is unset while it starts (the workers got the options above already).
-        command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main 2>>{shlex.quote(self.worker_log)}"
+        # Beam's own worker (FnApiRunner.run_pipeline, multi_processing) through worker_main, which skips
+        # the interpreter's teardown once the worker is done; run by a shell, with stderr appended to the
+        # log. FnApiRunner replaces a given environment only for a running mode it knows, so the mode is
+        # unset while it starts (the workers got the options above already).
+        command = f"{shlex.quote(sys.executable)} -m beam_pipelines.common.worker_main 2>>{shlex.quote(self.worker_log)}"
         environment = SubprocessSDKEnvironment.from_command_string(command_string=command)
         direct.direct_running_mode = None
         try:
