@@ -370,8 +370,10 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
     meta: dict[int, list] = {4: [], 6: []}
     tokens: dict[int, list] = {4: [], 6: []}
     for path in sorted(paths, key=_task_order):
-        # A scratch file in an object store is read whole (a bucket's part, at most a few hundred MB).
-        reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else path)
+        # A scratch file in an object store is read whole (a bucket's part, at most a few hundred MB). A local
+        # one is mapped: its columns are views of the page cache, copied once by the concatenation below
+        # (reading it would first copy it into fresh buffers; the pack stage's CPU was about 20% less so).
+        reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else pa.memory_map(path))
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             family = batch.column("family").to_numpy()
