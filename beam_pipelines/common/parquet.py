@@ -16,11 +16,13 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
 
@@ -117,10 +119,16 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
                 bytes=storage.size(path),
                 rows=meta.num_rows,
                 row_groups=tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
-                sha256=storage.sha256(path) if fingerprint else "",
+                sha256="",
                 schema=schema,
             )
         )
+    if fingerprint and files:
+        # Hashing is the launcher's one pass over all the input bytes, before any worker starts: the files
+        # are hashed side by side (hashlib releases the GIL on large blocks), not one after another.
+        with ThreadPoolExecutor(max_workers=min(len(files), usable_cores())) as pool:
+            digests = list(pool.map(storage.sha256, [f.path for f in files]))
+        files = [dataclasses.replace(f, sha256=d) for f, d in zip(files, digests)]
     return files
 
 
