@@ -29,6 +29,7 @@ class LocalRunner(PipelineRunner):
     """
 
     worker_log: str | None = None
+    warm_workers = None  # worker processes the job started ahead (worker_main.WarmWorkers), or None
 
     def run_pipeline(self, pipeline, options):
         # Imported here, as the DirectRunner does, so that merely importing this module stays cheap.
@@ -47,7 +48,8 @@ class LocalRunner(PipelineRunner):
         # the interpreter's teardown once the worker is done; run by a shell, with stderr appended to the
         # log. FnApiRunner replaces a given environment only for a running mode it knows, so the mode is
         # unset while it starts (the workers got the options above already).
-        command = f"{shlex.quote(sys.executable)} -m beam_pipelines.common.worker_main 2>>{shlex.quote(self.worker_log)}"
+        worker = self.warm_workers.command() if self.warm_workers else [sys.executable, "-m", "beam_pipelines.common.worker_main"]
+        command = f"{shlex.join(worker)} 2>>{shlex.quote(self.worker_log)}"
         environment = SubprocessSDKEnvironment.from_command_string(command_string=command)
         direct.direct_running_mode = None
         try:
@@ -90,16 +92,19 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def run_to_completion(pipeline, worker_log: str | None = None) -> None:
+def run_to_completion(pipeline, worker_log: str | None = None, warm_workers=None) -> None:
     """Run ``pipeline``, wait for it, and release what the runner opened for it.
 
     The DaskRunner opens a ``distributed.Client`` of its own (and, without ``--dask_client_address``, a
     local cluster behind it) and leaves both open; left alone they outlive the job and log errors at
     interpreter exit. The client is closed whether the pipeline succeeded or not. ``worker_log``: where
-    the :class:`LocalRunner`'s worker processes write their stderr (other runners ignore it).
+    the :class:`LocalRunner`'s worker processes write their stderr; ``warm_workers``: the
+    :class:`~beam_pipelines.common.worker_main.WarmWorkers` it uses as its worker processes (other runners
+    ignore both).
     """
     if isinstance(pipeline.runner, LocalRunner):
         pipeline.runner.worker_log = worker_log
+        pipeline.runner.warm_workers = warm_workers
     result = pipeline.run()
     try:
         result.wait_until_finish()

@@ -47,6 +47,7 @@ from beam_pipelines.common.errors import InputError, RunError, UsageError, repor
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
+from beam_pipelines.common.worker_main import start_warm_workers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import check_compression
@@ -510,12 +511,18 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
 
                 run_stages(tasks, ctx)
             else:
-                from beam_pipelines.common import joblog
-                from beam_pipelines.pretokenize.transforms import build_pipeline
+                args = runner_args(beam_args, total_rows)
+                # The LocalRunner's worker processes, when it will use them, start now: they import Beam
+                # while this process does (common/worker_main.py).
+                warm = start_warm_workers(args, log)
+                try:
+                    from beam_pipelines.common import joblog
+                    from beam_pipelines.pretokenize.transforms import build_pipeline
 
-                joblog.run_pipeline(
-                    runner_args(beam_args, total_rows), lambda pipeline: build_pipeline(pipeline, tasks, ctx), log
-                )
+                    joblog.run_pipeline(args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log, warm)
+                finally:
+                    if warm is not None:
+                        warm.close()
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         from beam_pipelines.common import joblog  # Beam too; a failure's cost does not matter
 
