@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import importlib
 import json
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 from beam_pipelines.common.quick_exit import exit_now
 
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run Beam's SDK worker (its arguments and environment, as the runner gave them), then exit now;
     with ``--warm PREFIX`` or ``--claim DIR``, the two halves of a warm worker (module docstring)."""
     argv = sys.argv if argv is None else argv
-    if len(argv) == 3 and argv[1] == "--warm":
-        _serve_warm(argv[2])
+    if len(argv) >= 3 and argv[1] == "--warm":
+        _serve_warm(argv[2], argv[3:])
     if len(argv) == 3 and argv[1] == "--claim":
         _claim(argv[2])
     from apache_beam.runners.worker import sdk_worker_main
@@ -57,11 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     exit_now(0)
 
 
-def _serve_warm(prefix: str) -> None:
-    """A warm worker: import Beam now, wait for the environment of the runner's worker, run as that worker,
-    leave its exit status in ``PREFIX.status``."""
+def _serve_warm(prefix: str, modules: list[str]) -> None:
+    """A warm worker: import Beam and ``modules`` (the job's stages, which its DoFns would import when
+    unpickled) now, wait for the environment of the runner's worker, run as that worker, leave its exit
+    status in ``PREFIX.status``."""
     _end_with_parent()
     from apache_beam.runners.worker import sdk_worker_main
+
+    for module in modules:
+        importlib.import_module(module)
 
     with open(f"{prefix}.env", encoding="utf-8") as f:  # blocks until a claim opens it
         env = json.load(f)
@@ -145,18 +151,18 @@ def _end_with_parent() -> None:
 
 
 class WarmWorkers:
-    """``count`` worker processes started now, each importing Beam while the launcher goes on; stderr to
-    ``log`` (appended). :meth:`command` is the runner's worker command; :meth:`close` ends the ones never
+    """``count`` worker processes started now, each importing Beam and ``modules`` while the launcher goes
+    on; stderr to ``log`` (appended). :meth:`command` is the runner's worker command; :meth:`close` ends the ones never
     claimed and removes the pipes."""
 
-    def __init__(self, count: int, log: str):
+    def __init__(self, count: int, log: str, modules: Sequence[str] = ()):
         self.directory = tempfile.mkdtemp(prefix="ping-llm-workers-")
         self._processes: list[tuple[str, subprocess.Popen]] = []
         with open(log, "ab") as err:
             for k in range(count):
                 prefix = os.path.join(self.directory, f"{k:04d}")
                 os.mkfifo(f"{prefix}.env")
-                cmd = [sys.executable, "-m", "beam_pipelines.common.worker_main", "--warm", prefix]
+                cmd = [sys.executable, "-m", "beam_pipelines.common.worker_main", "--warm", prefix, *modules]
                 process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=err)
                 with open(f"{prefix}.pid.tmp", "w", encoding="utf-8") as f:
                     f.write(str(process.pid))
@@ -203,10 +209,11 @@ def local_worker_count(beam_args: list[str]) -> int | None:
     return workers if workers > 0 else multiprocessing.cpu_count()  # 0: what the FnApiRunner takes
 
 
-def start_warm_workers(beam_args: list[str], log: str) -> WarmWorkers | None:
-    """:class:`WarmWorkers` for a job that will run on the LocalRunner's worker processes, else None."""
+def start_warm_workers(beam_args: list[str], log: str, modules: Sequence[str] = ()) -> WarmWorkers | None:
+    """:class:`WarmWorkers` (importing ``modules`` too) for a job that will run on the LocalRunner's worker
+    processes, else None."""
     count = local_worker_count(beam_args)
-    return WarmWorkers(count, log) if count else None
+    return WarmWorkers(count, log, modules) if count else None
 
 
 if __name__ == "__main__":

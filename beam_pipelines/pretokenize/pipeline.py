@@ -514,7 +514,7 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
                 args = runner_args(beam_args, total_rows)
                 # The LocalRunner's worker processes, when it will use them, start now: they import Beam
                 # while this process does (common/worker_main.py).
-                warm = start_warm_workers(args, log)
+                warm = start_warm_workers(args, log, ["beam_pipelines.pretokenize.transforms"])
                 try:
                     from beam_pipelines.common import joblog
                     from beam_pipelines.pretokenize.transforms import build_pipeline

@@ -88,7 +88,8 @@ def test_multi_process_workers_run_worker_main(tmp_path):
 
 
 def _argv_flag(_):
-    return sys.argv[1] if len(sys.argv) > 1 else ""
+    """How this worker was started, and whether it had imported the warm workers' extra module."""
+    return (sys.argv[1] if len(sys.argv) > 1 else "") + (" colorsys" if "colorsys" in sys.modules else "")
 
 
 def _fails_on_three(x):
@@ -115,7 +116,7 @@ def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count
     with one warm worker, the second claim finds none and runs the worker itself."""
     log = tmp_path / joblog.LOG_NAME
     out = tmp_path / "flags.txt"
-    warm = worker_main.WarmWorkers(warm_count, str(log))
+    warm = worker_main.WarmWorkers(warm_count, str(log), ["colorsys"])  # a module nothing else imports
     try:
 
         def build(p):
@@ -126,8 +127,8 @@ def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count
     finally:
         warm.close()
     flags = out.read_text().split("\n")
-    assert len(flags) == 40 and set(flags) <= {"--warm", "--claim"}
-    assert "--warm" in flags
+    assert len(flags) == 40 and set(flags) <= {"--warm colorsys", "--claim"}
+    assert "--warm colorsys" in flags
     if warm_count == 2:
         assert "--claim" not in flags  # both workers were warm ones
     else:
