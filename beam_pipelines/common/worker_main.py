@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from beam_pipelines.common.quick_exit import exit_now
 
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for this process when its parent ends
-_POLL_SECONDS = 0.005  # a claim's wait for its warm worker to read, and to end
+_POLL_SECONDS = 0.005  # a claim's wait for its warm worker to read (while it imports, at most a second)
+_END_POLL_SECONDS = 0.01  # a claim's wait for its worker to end (the runner waits for each claim in turn)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,10 +100,11 @@ def _claim(directory: str) -> None:
         fd = _open_for_writing(f"{prefix}.env", pid)
         if fd is None:  # it ended before being used (it cannot have been claimed twice)
             continue
+        os.set_blocking(fd, True)  # opened without blocking only to learn whether it reads yet
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(dict(os.environ), f)
         while _alive(pid):  # not our child: its status comes through the file it leaves
-            time.sleep(_POLL_SECONDS)
+            time.sleep(_END_POLL_SECONDS)
         try:
             with open(f"{prefix}.status", encoding="utf-8") as f:
                 status = int(f.read())
