@@ -43,7 +43,8 @@ from tokenizer.spans import spans
 TMP_DIR = "_tmp"
 REJECTED_DIR = "rejected"
 # Read as Arrow dictionaries straight from the Parquet dictionary pages: the encoder then parses each
-# dictionary entry, and neither materializes nor hashes a string per row (about 0.2 us a row less).
+# dictionary entry, and neither materializes nor hashes a string per row (reading and address lookup took
+# about 0.2 us a row less on 2.5M generated rows, measured apart; the whole encode stage about 0.1 us less).
 ADDRESS_COLUMNS = ("src_addr", "dst_addr")
 _FLUSH_ROWS = 1 << 19  # buffered accepted rows per task before bucket files are appended to
 REJECTED_FILE_ROWS = 1 << 20  # rejected rows per file of OUT/rejected/ at most
