@@ -230,6 +230,7 @@ def read_task(
     file's own dictionary pages (no per-row strings; :func:`plain_batch` restores the file's types);
     columns of other types are read as they are.
     """
+    columns = list(columns) if columns else None
     for piece in task.pieces:
         row = piece.row_offset
         try:
