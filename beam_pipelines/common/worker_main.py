@@ -213,9 +213,13 @@ def local_worker_count(beam_args: list[str]) -> int | None:
 
 def start_warm_workers(beam_args: list[str], log: str, modules: Sequence[str] = ()) -> WarmWorkers | None:
     """:class:`WarmWorkers` (importing ``modules`` too) for a job that will run on the LocalRunner's worker
-    processes, else None."""
+    processes, else None. Linux only: a claim learns that its worker ended from ``/proc`` (elsewhere an
+    ended worker the launcher has not reaped yet would look alive), and the parent-death signal is Linux's;
+    elsewhere the runner starts its workers as before."""
     count = local_worker_count(beam_args)
-    return WarmWorkers(count, log, modules) if count else None
+    if not count or not sys.platform.startswith("linux"):
+        return None
+    return WarmWorkers(count, log, modules)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,19 @@ def test_local_worker_count_reads_the_runner_options_without_beam():
         assert worker_main.local_worker_count(args) is None, args
 
 
+def test_warm_workers_only_where_the_runner_will_use_worker_processes_on_linux(tmp_path, monkeypatch):
+    log = str(tmp_path / "log")
+    assert worker_main.start_warm_workers(["--direct_running_mode=in_memory"], log) is None
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert worker_main.start_warm_workers(["--direct_num_workers=2"], log) is None
+    monkeypatch.setattr(sys, "platform", "linux")
+    warm = worker_main.start_warm_workers(["--direct_num_workers=2"], log)
+    try:
+        assert warm is not None and len(warm._processes) == 2
+    finally:
+        warm.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("warm_count", [2, 1])
 def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count):
