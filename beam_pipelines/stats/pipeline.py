@@ -102,17 +102,19 @@ class _MergeSummariesFn(beam.CombineFn):
         return accumulator.merge(summary)
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        first = next(accumulators)
+        # Into a new summary, not into the first one: on Dask the accumulators are results that another
+        # thread of the worker may be pickling for another worker at the same time (RawStats.merge only
+        # reads its argument).
+        out = self.create_accumulator()
         for other in accumulators:
-            first.merge(other)
-        return first
+            out.merge(other)
+        return out
 
     def compact(self, accumulator):
-        return accumulator.compact()
+        return accumulator.compact()  # this bundle's own accumulator, before it is shipped
 
     def extract_output(self, accumulator):
-        return accumulator.compact()
+        return self.merge_accumulators([accumulator]).compact()
 
 
 @ptransform_fn

@@ -90,7 +90,7 @@ class RawStats:
         self.dst_addr = self.dst_addr or KeyCounter("str", self.limits.distinct)
 
     def merge(self, other: RawStats) -> RawStats:
-        """Add ``other`` into this summary (in place) and return it."""
+        """Add ``other`` into this summary (in place) and return it; ``other`` is only read."""
         for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.event_time_min_us is not None:

@@ -17,6 +17,7 @@ adding a batch costs time in proportion to the batch, not to everything seen so 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -148,6 +149,13 @@ def _tau(x: float) -> float:
             return z / 3
 
 
+def _shallow_copy(obj):
+    """A new object of ``obj``'s class sharing its attributes (``copy.copy`` would pickle it: __getstate__)."""
+    out = object.__new__(type(obj))
+    out.__dict__.update(obj.__dict__)
+    return out
+
+
 # --- quantiles --------------------------------------------------------------------------------------
 
 
@@ -199,7 +207,8 @@ class QuantileTable:
         self._push(np.diff(np.r_[starts, len(v)]).astype(np.int64), v[starts], v[ends - 1])
 
     def merge(self, other: QuantileTable) -> None:
-        other.compact()
+        """Add ``other`` into this table; ``other`` is left as it was (see :meth:`compacted`)."""
+        other = other.compacted()
         if other.shift > self.shift:
             # A coarser table's bins cannot be split: coarsen this one to match, then fold them in.
             self.shift = other.shift
@@ -291,9 +300,19 @@ class QuantileTable:
         idx = np.clip(np.searchsorted(edges, self.lo, side="right") - 1, 0, len(edges) - 2)
         return np.bincount(idx, weights=self.counts, minlength=len(edges) - 1).astype(np.int64)
 
+    def compacted(self) -> QuantileTable:
+        """This table with its pending parts folded in, as a new object: ``self`` is not changed.
+
+        Merging and pickling read a table without changing it, because the same table can be read by
+        two threads at once: a Dask worker pickles a result for another worker on one thread while a task
+        that takes the same result runs on another (a fold in place there lost counts, intermittently).
+        """
+        out = _shallow_copy(self)  # shares the arrays and the pending list; compact() replaces, never mutates them
+        out.compact()
+        return out
+
     def __getstate__(self):
-        self.compact()
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.compacted().__dict__)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -377,7 +396,8 @@ class KeyCounter:
         self._push(vc.field("values"), vc.field("counts").to_numpy().astype(np.int64))
 
     def merge(self, other: KeyCounter) -> None:
-        other.compact()
+        """Add ``other`` into this counter; ``other`` is left as it was (see :meth:`compacted`)."""
+        other = other.compacted()
         self.total += other.total
         self.count_error += other.count_error
         if other.hll is not None:
@@ -443,9 +463,17 @@ class KeyCounter:
         picked = table.take(order)
         return list(zip(picked.column("k").to_pylist(), picked.column("c").to_pylist()))
 
+    def compacted(self) -> KeyCounter:
+        """This counter with its pending counts folded in, as a new object: ``self`` is not changed (for
+        the reason given at :meth:`QuantileTable.compacted`)."""
+        out = _shallow_copy(self)  # compact() replaces the arrays and the pending list, never mutates them...
+        if out.hll is not None:
+            out.hll = copy.deepcopy(out.hll)  # ...but adds to a sketch's registers in place
+        out.compact()
+        return out
+
     def __getstate__(self):
-        self.compact()
-        return dict(self.__dict__)
+        return dict(self.compacted().__dict__)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
