@@ -20,12 +20,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cores() -> int:
-    """Cores this process may run on."""
-    return usable_cores()
-
-
 def machine() -> str:
     """One line: CPU model, usable cores, memory, Python."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu_name()}, {cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+    return f"{cpu_name()}, {usable_cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}"

@@ -27,8 +27,10 @@ import sys
 import tempfile
 import time
 
-from common import cores, cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
+from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 from ingest_bench import _real, make_inputs
+
+from beam_pipelines.common.cores import usable_cores
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam
 
     print()
-    print(f"machine: {cpu_name()}, {cores()} core(s) available, {platform.system()} {platform.release()}; "
+    print(f"machine: {cpu_name()}, {usable_cores()} core(s) available, {platform.system()} {platform.release()}; "
           f"Python {platform.python_version()}, apache-beam {apache_beam.__version__}")  # fmt: skip
     print(f"load average before / after: {' '.join(f'{x:.2f}' for x in load[0])} / "
           f"{' '.join(f'{x:.2f}' for x in load[1])}")  # fmt: skip

@@ -28,7 +28,9 @@ import sys
 import tempfile
 import time
 
-from common import cores, cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
+from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
+
+from beam_pipelines.common.cores import usable_cores
 
 TARGET_PER_CORE = 50_000
 ONE_CORE_LINES = 500_000
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         job = ["--input", os.path.join(folder, "ping-*"), "--output", os.path.join(folder, "out"), *beam_args]
         if args.split_bytes:
             job += ["--split_bytes", str(args.split_bytes)]
-        n = cores()
+        n = usable_cores()
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         code = ingest_atlas.run(job)

@@ -35,11 +35,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common import cores, machine  # benchmarks/common.py (the script's folder is on sys.path)
+from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.dataset import MANIFEST_NAME
 from trainer import augment, data, train
 from trainer import model as model_lib
@@ -227,7 +228,7 @@ def bench_stages(config, dataset, batches: int) -> dict:
 
 def input_only(args, config, dataset) -> dict:
     """The input pipeline against the naive loop, in the same run, and its scaling with worker processes."""
-    n_cores = cores()
+    n_cores = usable_cores()
     counts = args.workers or list(range(1, n_cores + 1))
     records = args.input_batches * config.batch_size
     result = {"machine": machine(), "load_before": os.getloadavg(), "batch_size": config.batch_size,

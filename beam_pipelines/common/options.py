@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shlex
-import sys
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
+
+from beam_pipelines.common.worker_main import worker_command
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
 _RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -48,7 +49,7 @@ class LocalRunner(PipelineRunner):
         # the interpreter's teardown once the worker is done; run by a shell, with stderr appended to the
         # log. FnApiRunner replaces a given environment only for a running mode it knows, so the mode is
         # unset while it starts (the workers got the options above already).
-        worker = self.warm_workers.command() if self.warm_workers else [sys.executable, "-m", "beam_pipelines.common.worker_main"]
+        worker = self.warm_workers.command() if self.warm_workers else worker_command()
         command = f"{shlex.join(worker)} 2>>{shlex.quote(self.worker_log)}"
         environment = SubprocessSDKEnvironment.from_command_string(command_string=command)
         direct.direct_running_mode = None

@@ -221,22 +221,24 @@ def _same_schema(a: InputFile, b: InputFile) -> bool:
 
 def read_task(
     task: ReadTask, columns: Sequence[str] | None = REQUIRED_COLUMNS, dictionary_columns: Sequence[str] = ()
-) -> Iterator[tuple[Piece, int, pa.RecordBatch]]:
-    """Stream one task as ``(piece, row index within the piece's file of the batch's first row, batch)``.
+) -> Iterator[tuple[Piece, int, pa.RecordBatch, pa.Schema]]:
+    """Stream one task as ``(piece, row index within the piece's file of the batch's first row, batch,
+    the file's Arrow schema as written)``.
 
     Each piece's row groups are read by one Arrow reader (much cheaper than one per row group when row
     groups are small), so a batch may hold rows of several row groups of one file, never of two files.
     String columns named in ``dictionary_columns`` come as ``dictionary<string>`` arrays built from the
-    file's own dictionary pages (no per-row strings; :func:`plain_batch` restores the file's types);
-    columns of other types are read as they are.
+    file's own dictionary pages (no per-row strings; :func:`plain_batch` with the yielded schema restores
+    the file's types); columns of other types are read as they are.
     """
     columns = list(columns) if columns else None
     for piece in task.pieces:
         row = piece.row_offset
         try:
             with parquet_file(piece.path, dictionary_columns) as pf:
+                schema = pf.schema.to_arrow_schema()  # the types as written, whatever read_dictionary asks
                 for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups), columns=columns):
-                    yield piece, row, batch
+                    yield piece, row, batch, schema
                     row += batch.num_rows
         except (pa.ArrowException, OSError) as exc:
             groups = piece.row_groups
@@ -252,17 +254,11 @@ def plain_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.record_batch(columns, schema=pa.schema(fields, metadata=batch.schema.metadata))
 
 
-def plain_schema(path: str) -> pa.Schema:
-    """The Arrow schema of a Parquet file as written (its columns' types without ``read_dictionary``)."""
-    with parquet_file(path) as pf:
-        return pf.schema_arrow
-
-
 def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
     if fs_options:
         storage.configure(fs_options)  # a worker that did not get the pipeline's options (Dask)
     done = 0
-    for _, _, batch in read_task(task, columns):
+    for _, _, batch, _ in read_task(task, columns):
         yield task, done, batch
         done += batch.num_rows
 

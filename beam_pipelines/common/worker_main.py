@@ -46,6 +46,11 @@ _POLL_SECONDS = 0.005  # a claim's wait for its warm worker to read (while it im
 _END_POLL_SECONDS = 0.01  # a claim's wait for its worker to end (the runner waits for each claim in turn)
 
 
+def worker_command(*args: str) -> list[str]:
+    """The command line of a worker process (this module), with ``args``."""
+    return [sys.executable, "-m", "beam_pipelines.common.worker_main", *args]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run Beam's SDK worker (its arguments and environment, as the runner gave them), then exit now;
     with ``--warm PREFIX`` or ``--claim DIR``, the two halves of a warm worker (module docstring)."""
@@ -164,7 +169,7 @@ class WarmWorkers:
             for k in range(count):
                 prefix = os.path.join(self.directory, f"{k:04d}")
                 os.mkfifo(f"{prefix}.env")
-                cmd = [sys.executable, "-m", "beam_pipelines.common.worker_main", "--warm", prefix, *modules]
+                cmd = worker_command("--warm", prefix, *modules)
                 process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=err)
                 with open(f"{prefix}.pid.tmp", "w", encoding="utf-8") as f:
                     f.write(str(process.pid))
@@ -173,7 +178,7 @@ class WarmWorkers:
 
     def command(self) -> list[str]:
         """The worker command (arguments) that claims one of these workers."""
-        return [sys.executable, "-m", "beam_pipelines.common.worker_main", "--claim", self.directory]
+        return worker_command("--claim", self.directory)
 
     def close(self) -> None:
         """End the workers no claim took, wait for every one, remove the pipes."""

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from beam_pipelines.common import storage
 from beam_pipelines.common.memory import keep_freed_memory
-from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, plain_batch, plain_schema, read_task
+from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, plain_batch, read_task
 from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
@@ -255,26 +255,29 @@ def _bucket_family_order(bucket: np.ndarray, family: np.ndarray) -> np.ndarray:
     return np.lexsort((family, bucket))
 
 
-def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+def _coalesced(task: ReadTask) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray, pa.Schema]]:
     """A task's rows in batches of about :data:`BATCH_ROWS` however small its row groups or files:
-    ``(batch, input file index of each row, row index within its file of each row)``.
+    ``(batch, input file index of each row, row index within its file of each row, the files' schema as
+    written)``; the address columns are dictionaries (:data:`ADDRESS_COLUMNS`).
 
-    Batches of one schema are concatenated (inputs of different schemas never share a batch), so the
-    per-batch cost of encoding and bucketing is paid per ``BATCH_ROWS`` rows, not per row group.
+    Batches of files of one schema are concatenated (inputs of different schemas never share a batch), so
+    the per-batch cost of encoding and bucketing is paid per ``BATCH_ROWS`` rows, not per row group.
     """
     pending: list[pa.RecordBatch] = []
     files: list[np.ndarray] = []
     rows: list[np.ndarray] = []
     n = 0
+    pending_schema = None
 
     def take():
         batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
-        return batch, np.concatenate(files), np.concatenate(rows)
+        return batch, np.concatenate(files), np.concatenate(rows), pending_schema
 
-    for piece, first_row, batch in read_task(task, dictionary_columns=ADDRESS_COLUMNS):
-        if pending and not batch.schema.equals(pending[0].schema):
+    for piece, first_row, batch, schema in read_task(task, dictionary_columns=ADDRESS_COLUMNS):
+        if pending and not schema.equals(pending_schema):
             yield take()
             pending, files, rows, n = [], [], [], 0
+        pending_schema = schema
         pending.append(batch)
         files.append(np.full(batch.num_rows, piece.file_index, dtype=np.int32))
         rows.append(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))
@@ -310,15 +313,13 @@ def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> Enco
         buffered, n_buffered = [], 0
 
     paths = {p.file_index: p.path for p in task.pieces}
-    schema = None  # the task's file schema (one for all its files), read when a row is first rejected
     try:
-        for batch, file_of_row, row_in_file in _coalesced(task):
+        for batch, file_of_row, row_in_file, schema in _coalesced(task):
             enc = encode_table(batch)
             rows += batch.num_rows
             accepted += len(enc.accepted)
             if len(enc.rejected):
                 reasons.update(enc.reason_counts())
-                schema = schema or plain_schema(task.pieces[0].path)
                 rej = plain_batch(batch.take(pa.array(enc.rejected)), schema)  # as the input holds them
                 rej = rej.append_column("reason", pa.array(enc.reasons.tolist(), pa.string()))
                 rej_files = file_of_row[enc.rejected]

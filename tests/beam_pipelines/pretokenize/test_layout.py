@@ -95,11 +95,13 @@ def test_read_task_reads_string_columns_as_dictionaries_and_plain_batch_restores
     files = resolve_inputs(path)
     (task,) = plan_tasks(files)
     names = ("src_addr", "dst_addr", "msm_id")  # msm_id is no string: read as it is
-    batches = [b for _, _, b in parquet.read_task(task, dictionary_columns=names)]
+    read = [(b, schema) for _, _, b, schema in parquet.read_task(task, dictionary_columns=names)]
+    batches = [b for b, _ in read]
     for name in ("src_addr", "dst_addr"):
         assert all(pa.types.is_dictionary(b.schema.field(name).type) for b in batches)
     assert all(b.schema.field("msm_id").type == pa.int64() for b in batches)
-    schema = parquet.plain_schema(path)
+    schema = read[0][1]
+    assert all(s.equals(schema) for _, s in read)
     assert schema.field("src_addr").type == pa.large_string()
     plain = pa.Table.from_batches([parquet.plain_batch(b, schema) for b in batches])
     assert plain.equals(table.select(plain.column_names))
