@@ -43,6 +43,7 @@ from beam_pipelines.common.quick_exit import exit_now
 
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for this process when its parent ends
 _POLL_SECONDS = 0.005  # a claim's wait for its warm worker to read (while it imports, at most a second)
+_LAUNCHER_PID = "PING_LLM_WARM_WORKERS_LAUNCHER"  # environment variable: the pid that started a warm worker
 _END_POLL_SECONDS = 0.01  # a claim's wait for its worker to end (the runner waits for each claim in turn)
 
 
@@ -153,7 +154,7 @@ def _end_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the launcher ended before the request took effect
+        if str(os.getppid()) != os.environ.get(_LAUNCHER_PID):  # it ended before the request took effect
             exit_now(0)
 
 
@@ -172,7 +173,8 @@ class WarmWorkers:
                 prefix = os.path.join(self.directory, f"{k:04d}")
                 os.mkfifo(f"{prefix}.env")
                 cmd = worker_command("--warm", prefix, *modules)
-                process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=err)
+                env = {**os.environ, _LAUNCHER_PID: str(os.getpid())}  # not 1: a launcher may be a container's init
+                process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=err, env=env)
                 with open(f"{prefix}.pid.tmp", "w", encoding="utf-8") as f:
                     f.write(str(process.pid))
                 os.replace(f"{prefix}.pid.tmp", f"{prefix}.pid")  # complete before a claim can see it
