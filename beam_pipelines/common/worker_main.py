@@ -160,13 +160,12 @@ def _end_with_parent() -> None:
 
 class WarmWorkers:
     """``count`` worker processes started now, each importing Beam and ``modules`` while the launcher goes
-    on; stderr to ``log`` (appended), their pipes in a folder beside it. :meth:`command` is the runner's
+    on; stderr to ``log`` (appended), their pipes in a temporary folder. :meth:`command` is the runner's
     worker command; :meth:`close` ends the ones never claimed and removes the pipes."""
 
     def __init__(self, count: int, log: str, modules: Sequence[str] = ()):
-        # Beside the log, in the job's scratch folder when that is local: what a killed launcher leaves there
-        # goes with the scratch files.
-        self.directory = tempfile.mkdtemp(prefix="workers-", dir=os.path.dirname(os.path.abspath(log)))
+        # Not in the job's scratch folder: the job's last stage removes that while the workers still run.
+        self.directory = tempfile.mkdtemp(prefix="ping-llm-workers-")
         self._processes: list[tuple[str, subprocess.Popen]] = []
         with open(log, "ab") as err:
             for k in range(count):
