@@ -7,14 +7,19 @@
 #
 # DATA_DIR is a pretokenized dataset (`python -m beam_pipelines.pretokenize --output DATA_DIR`). Each step
 # writes its log under OUT_DIR (at most 8 files) and the script goes on if one fails or runs out of time, so
-# one short lease yields everything it can. Needs jax with a GPU backend, flax, optax, orbax, grain,
-# array_record (see docs/development.md for carrying wheels to a machine without a package index).
+# one short lease yields everything it can. Needs the `gpu` extra (a CUDA build of JAX) at the locked versions:
+# `pip install -c constraints.txt -e '.[gpu]'` (docs/development.md: carrying wheels to a machine without an index).
 set -u
 data=${1:?usage: gpu_input_session.sh DATA_DIR OUT_DIR}
 out=${2:?usage: gpu_input_session.sh DATA_DIR OUT_DIR}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+# Without a GPU backend every figure below would be a CPU figure: stop at once and say how to get one.
+if ! "$py" -c 'import sys, jax; sys.exit(jax.default_backend() != "gpu")' 2>/dev/null; then
+  echo "gpu_input_session.sh: jax has no GPU backend here; install the gpu extra: pip install -c constraints.txt -e '.[gpu]'" >&2
+  exit 2
+fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; echo "cores: $(nproc)"; } > "$out/bench_100m.log" 2>&1
 timeout 170 $py benchmarks/train_bench.py 100m "data_dir=$data" --steps 15 --input_batches 50 \

@@ -7,7 +7,8 @@
 #
 # DATA_DIR is a pretokenized sample (`python -m beam_pipelines.pretokenize --output DATA_DIR`). Every step
 # writes its log and JSON under OUT_DIR and the script goes on if one fails, so one short lease on a GPU
-# machine yields everything it can. Needs jax with a GPU backend, flax, optax, orbax, grain, array_record.
+# machine yields everything it can. Needs the `gpu` extra (a CUDA build of JAX) at the locked versions:
+# `pip install -c constraints.txt -e '.[gpu]'`.
 set -u
 data=${1:?usage: gpu_session.sh DATA_DIR OUT_DIR [STEPS_20M]}
 out=${2:?usage: gpu_session.sh DATA_DIR OUT_DIR [STEPS_20M]}
@@ -15,6 +16,11 @@ steps=${3:-400}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+# Without a GPU backend every figure below would be a CPU figure: stop at once and say how to get one.
+if ! "$py" -c 'import sys, jax; sys.exit(jax.default_backend() != "gpu")' 2>/dev/null; then
+  echo "gpu_session.sh: jax has no GPU backend here; install the gpu extra: pip install -c constraints.txt -e '.[gpu]'" >&2
+  exit 2
+fi
 log="$out/bench_100m.log"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$log"
