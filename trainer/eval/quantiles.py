@@ -1,0 +1,274 @@
+"""Exact quantiles of the model's RTT distribution by descent over the RTT's tokens: no sampling.
+
+The model's distribution of an RTT factorises over its value tokens, ``p(x) = prod_t p(x_t | x_<t)``. When
+the code is monotone (a token earlier in a position's value order always leads to a smaller value, as
+v1's big-endian float64 is for non-negative values: ``tokenizer.rtt_code``), the cumulative distribution
+of the value is the cumulative distribution of the token sequence in lexicographic order, so a quantile
+can be found one position at a time: at position ``t`` take the token where the cumulative probability of
+the tokens in value order crosses the target, then look for the rest of the target inside that token's
+mass (the target renormalised within the chosen prefix) at position ``t + 1``. After the last position the
+tokens spell the smallest value ``x`` with ``F(x) >= q``: the exact ``q``-quantile of the model's
+distribution (the lower quantile of a discrete distribution), up to float64 rounding of the cumulative sums.
+
+* **Success and failure apart.** Position 0 splits the distribution: the scheme's failure tokens carry
+  ``P(failure)``; the quantiles are of the RTT *given success*, walked among the success tokens only
+  (:meth:`RttCode.success_mask`: v1 also leaves out infinity and NaN, so every quantile is a finite RTT
+  that the scheme encodes). Probabilities are the model's next-token distribution renormalised over the
+  tokens the grammar allows (as constrained sampling draws them), then over the success tokens.
+* **Cost.** All quantiles of a batch of prompts walk together, one row per (prompt, quantile): one prefill
+  of the prompts, then one cached step per remaining value token (``width - 1``), whatever the number of
+  quantiles; deterministic, no random numbers.
+* **Monotone in q.** Rows of one prompt that have chosen the same tokens so far read the *same* logits
+  (the first such row's), so for ``q1 < q2`` the rounded arithmetic (monotone operations on equal
+  numbers) cannot cross them: the quantiles are non-decreasing in ``q`` by construction.
+* **The true value** (``truth=``) rides along as one more row per prompt, fed its own tokens (teacher
+  forcing): its log-likelihood under the grammar-normalised distribution, and its probability integral
+  transform ``F(x-) + P(x) / 2`` under the success distribution (the "mid" PIT; NaN when the true RTT is a
+  failure), which calibration figures need.
+
+The descent is written against :class:`RttCode` and a ``logits_fn(prefix)`` (the next-token logits after
+each row's prompt and value tokens so far), so tests can drive it with a hand-set distribution;
+:func:`model_distribution` runs it on a checkpoint through :class:`~trainer.eval.sampling.Sampler`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+
+
+class RttCode(Protocol):
+    """What the descent needs to know about a scheme's RTT value tokens (``tokenizer.rtt_code``)."""
+
+    role: int  # the token a prompt ends with, right before the value tokens
+    width: int  # value tokens of a successful RTT
+    failure_tokens: np.ndarray  # (F,) first tokens that mean a failed ping
+
+    def grammar_tokens(self, position: int) -> np.ndarray: ...  # (G,) tokens the grammar allows there
+
+    def value_tokens(self, position: int) -> np.ndarray: ...  # (K,) success tokens in ascending value order
+
+    def success_mask(self, prefix: np.ndarray) -> np.ndarray: ...  # (B, t) tokens so far -> (B, K) bool
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray: ...  # (..., width) -> (...) ms
+
+    def encode(self, values: np.ndarray) -> np.ndarray: ...  # (n,) ms -> (n, width) tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class RttDistribution:
+    """The model's RTT distribution for n prompts, as :func:`descend` finds it."""
+
+    quantiles: tuple[float, ...]  # the levels asked for, in the order asked
+    values: np.ndarray  # (n, Q) float64 ms: the q-quantile of the RTT given success
+    failure_probability: np.ndarray  # (n,) P(the ping fails)
+    log_likelihood: np.ndarray | None = None  # (n,) natural log of P(the true RTT's exact tokens)
+    pit: np.ndarray | None = None  # (n,) mid PIT of the true RTT given success; NaN for a failure
+
+    def quantile(self, q: float) -> np.ndarray:
+        """(n,) the values of level ``q`` (one of :attr:`quantiles`)."""
+        return self.values[:, self.quantiles.index(q)]
+
+    def take(self, index) -> RttDistribution:
+        """The prompts at ``index``."""
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return RttDistribution(self.quantiles, self.values[index], self.failure_probability[index],
+                               pick(self.log_likelihood), pick(self.pit))
+
+    @staticmethod
+    def concat(parts: Sequence[RttDistribution], quantiles: Sequence[float]) -> RttDistribution:
+        q = tuple(float(x) for x in quantiles)
+        if not parts:
+            return RttDistribution(q, np.zeros((0, len(q))), np.zeros(0))
+        cat = lambda name: (None if getattr(parts[0], name) is None  # noqa: E731
+                            else np.concatenate([getattr(p, name) for p in parts]))
+        return RttDistribution(q, cat("values"), cat("failure_probability"), cat("log_likelihood"), cat("pit"))
+
+
+def check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
+    """The levels as floats; raises ``ValueError`` unless each is strictly between 0 and 1."""
+    out = tuple(float(q) for q in quantiles)
+    if not out:
+        raise ValueError("no quantile levels given")
+    for q in out:
+        if not (0.0 < q < 1.0):
+            raise ValueError(f"quantile level {q!r} is not strictly between 0 and 1")
+    return out
+
+
+def parse_quantiles(text: str) -> tuple[float, ...]:
+    """``"0.1,0.5,0.9"`` -> (0.1, 0.5, 0.9); raises ``ValueError`` naming a bad item."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        values = [float(x) for x in items]
+    except ValueError:
+        raise ValueError(f"{text!r}: expected comma-separated numbers such as 0.1,0.5,0.9") from None
+    if any(not math.isfinite(v) for v in values):
+        raise ValueError(f"{text!r}: quantile levels must be finite")
+    return check_quantiles(values)
+
+
+def _shared_rows(prompt: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+    """(rows,) for each row the first row of the same prompt with the same tokens so far (see the module
+    docstring: equal prefixes must read equal logits for the quantiles to stay monotone)."""
+    key = np.ascontiguousarray(np.concatenate([prompt[:, None], prefix], axis=1))  # (rows, 1 + t)
+    _, first, inverse = np.unique(key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))[:, 0],
+                                  return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)]
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+
+
+def descend(
+    logits_fn: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    code: RttCode,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    *,
+    truth: np.ndarray | None = None,
+) -> RttDistribution:
+    """The quantiles (and with ``truth`` the true RTT's likelihood and PIT) of ``n`` prompts' RTTs.
+
+    Rows are grouped by prompt: prompt ``i`` owns rows ``i * R .. i * R + R - 1``, one per quantile level
+    and, with ``truth`` ((n,) ms), a last one that follows the true RTT's tokens. ``logits_fn(prefix)`` gets
+    ``prefix`` (n * R, t), each row's value tokens so far, for t = 0, 1, ..., width - 1 in turn (once each,
+    so an implementation may keep a KV cache and feed only the last column), and returns the next-token
+    logits (n * R, vocab) after each row's prompt and those tokens.
+    """
+    qs = check_quantiles(quantiles)
+    nq = len(qs)
+    per = nq + (truth is not None)  # rows per prompt
+    rows = n * per
+    prompt = np.repeat(np.arange(n), per)  # (rows,)
+    is_q = np.tile(np.arange(per) < nq, n)  # (rows,) quantile rows; the others follow the truth
+    target = np.tile(np.array([*qs, 0.5][:per], np.float64), n)  # (rows,) the target within the prefix
+    tokens = np.zeros((rows, code.width), np.int64)
+    true_tokens = None
+    if truth is not None:
+        true_tokens = code.encode(np.asarray(truth, np.float64))  # (n, width)
+        log_lik = np.zeros(n)
+        pit_below, pit_mass = np.zeros(n), np.ones(n)  # F(x-) so far, P(x's prefix) under the success law
+        true_ok = np.ones(n, bool)  # the true tokens stay inside the success code
+    fail = np.zeros(n)
+    for t in range(code.width):
+        logits = np.asarray(logits_fn(tokens[:, :t]), np.float64)  # (rows, vocab)
+        if logits.shape[0] != rows:
+            raise ValueError(f"logits_fn returned {logits.shape[0]} rows, expected {rows}")
+        logits = logits[_shared_rows(prompt, tokens[:, :t])]
+        grammar_lse = _logsumexp(logits[:, code.grammar_tokens(t)])  # (rows,) log of the grammar's mass
+        value = code.value_tokens(t)  # (K,)
+        ok = code.success_mask(tokens[:, :t])  # (rows, K)
+        if t == 0:
+            head = np.arange(n) * per  # each prompt's first row (all its rows share position 0's logits)
+            fail = np.exp(_logsumexp(logits[head][:, code.failure_tokens]) - grammar_lse[head])
+        v = np.where(ok, logits[:, value], -np.inf)  # (rows, K)
+        p = np.exp(v - v.max(axis=1, keepdims=True))  # (rows, K) success masses, the largest 1: no underflow
+        cum = np.cumsum(p, axis=1)  # (rows, K) in value order
+        total = cum[:, -1]  # (rows,) >= 1
+        # Quantile rows: the first token whose cumulative mass reaches the target, then the target's rest
+        # inside that token's mass, as a fraction of it.
+        goal = target * total  # (rows,) <= total, as target <= 1
+        k = np.argmax((cum >= goal[:, None]) & (p > 0), axis=1)  # (rows,) a token of the success code
+        r = np.arange(rows)
+        pk = p[r, k]
+        below = cum[r, k] - pk
+        chosen = value[k]
+        rest = np.clip((goal - below) / np.where(pk > 0, pk, 1.0), 0.0, 1.0)
+        target = np.where(is_q, rest, target)
+        if truth is not None:
+            tr = ~is_q  # the truth rows, one per prompt, in prompt order
+            x = true_tokens[:, t]  # (n,)
+            log_lik += logits[tr, x] - grammar_lse[tr]
+            match = value[None, :] == x[:, None]  # (n, K)
+            pos = np.argmax(match, axis=1)  # (n,) where the true token stands in the value order
+            here = match.any(axis=1) & ok[tr, pos] & true_ok
+            tp, tc, tt = p[tr, pos], cum[tr, pos], total[tr]
+            pit_below = np.where(here, pit_below + pit_mass * (tc - tp) / tt, pit_below)
+            pit_mass = np.where(here, pit_mass * tp / tt, pit_mass)
+            true_ok &= here
+            chosen = np.where(is_q, chosen, np.repeat(x, per))
+        tokens[:, t] = chosen
+    values = code.decode(tokens[is_q]).reshape(n, nq)  # (n, Q)
+    if truth is None:
+        return RttDistribution(qs, values, fail)
+    pit = np.where(true_ok, pit_below + pit_mass / 2, np.nan)
+    return RttDistribution(qs, values, fail, log_lik, pit)
+
+
+def model_logits_fn(sampler, prompts: Sequence[np.ndarray], rows_per_prompt: int,
+                    width: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``logits_fn`` for :func:`descend` over a model: a prefill of ``prompts`` at t = 0 (shared by the
+    prompt's rows), then one cached step per value token, every row reading its prompt's one cache
+    (:meth:`~trainer.eval.sampling.Sampler.step_shared`)."""
+    from trainer.eval.sampling import NEW_BUCKET, _bucket
+
+    lengths = np.array([len(p) for p in prompts], np.int64)
+    state: dict = {}
+
+    def logits_fn(prefix: np.ndarray) -> np.ndarray:
+        t = prefix.shape[1]
+        if t == 0:
+            logits, cache = sampler.prefill(list(prompts))  # (n, vocab)
+            state["prefix"] = cache
+            state["cache"] = sampler.new_cache(cache, rows_per_prompt, _bucket(width, NEW_BUCKET))
+            return np.repeat(logits, rows_per_prompt, axis=0)
+        positions = np.repeat(lengths, rows_per_prompt) + t - 1  # (rows,) position of the fed token
+        logits, state["cache"] = sampler.step_shared(prefix[:, -1], positions, state["prefix"], lengths,
+                                                     state["cache"])
+        return logits
+
+    return logits_fn
+
+
+def model_distribution(
+    sampler,
+    prompts: Sequence[np.ndarray],
+    code: RttCode,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    *,
+    truth: np.ndarray | None = None,
+    prompts_per_batch: int = 32,
+    progress: bool = False,
+) -> RttDistribution:
+    """:func:`descend` for every prompt (each ends with ``code.role``), in batches of ``prompts_per_batch``
+    prompts of similar length (sorted by length, so a batch pads little); results in the prompts' order."""
+    qs = check_quantiles(quantiles)
+    prompts = [np.asarray(p, np.int64) for p in prompts]
+    for i, p in enumerate(prompts):
+        if not len(p) or p[-1] != code.role:
+            raise ValueError(f"prompt {i} does not end with the RTT role token {code.role}")
+    per = len(qs) + (truth is not None)
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    parts, index = [], []
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), desc="rtt quantiles", file=sys.stderr, dynamic_ncols=True)
+    for lo in range(0, len(order), max(1, prompts_per_batch)):
+        ids = order[lo : lo + prompts_per_batch]
+        batch = [prompts[i] for i in ids]
+        fn = model_logits_fn(sampler, batch, per, code.width)
+        parts.append(descend(fn, len(ids), code, qs, truth=None if truth is None else np.asarray(truth)[ids]))
+        index.append(ids)
+        if bar is not None:
+            bar.update(len(ids))
+    if bar is not None:
+        bar.close()
+    out = RttDistribution.concat(parts, qs)
+    if not parts:
+        return out
+    inverse = np.empty(len(prompts), np.int64)
+    inverse[np.concatenate(index)] = np.arange(len(prompts))
+    return out.take(inverse)
