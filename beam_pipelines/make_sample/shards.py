@@ -2,8 +2,10 @@
 
     python -m beam_pipelines.make_sample --rows 120000 --shards 4 --output data/sample --seed 0
 
-The rows come from :func:`beam_pipelines.make_sample.synth.generate` (deterministic for a seed); each shard is
-written under a temporary name and renamed, so a crash never leaves a partial shard behind.
+The rows are :func:`beam_pipelines.make_sample.synth.generate`'s (deterministic for a seed), made a piece at a
+time by :class:`~beam_pipelines.make_sample.synth.RowStream`, so memory stays bounded whatever ``--rows`` (its
+spill files go to a scratch folder in the output directory, removed at the end); each shard is written under a
+temporary name and renamed, so a crash never leaves a partial shard behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 import pyarrow.parquet as pq
 
@@ -19,6 +22,11 @@ from beam_pipelines.common.files import atomic_path
 from beam_pipelines.make_sample import synth
 
 DEFAULT_ROW_GROUP = 8192
+MAX_ROWS = (1 << 31) - 1  # RowStream packs a row index in 32 bits of its spill files
+
+
+def _shard_path(output: str, i: int, shards: int) -> str:
+    return os.path.join(output, f"part-{i:05d}-of-{shards:05d}.parquet")
 
 
 def write_shards(table, output: str, shards: int, row_group_size: int = DEFAULT_ROW_GROUP) -> list[str]:
@@ -28,10 +36,30 @@ def write_shards(table, output: str, shards: int, row_group_size: int = DEFAULT_
     paths = []
     for i in range(shards):
         lo, hi = n * i // shards, n * (i + 1) // shards
-        path = os.path.join(output, f"part-{i:05d}-of-{shards:05d}.parquet")
+        path = _shard_path(output, i, shards)
         with atomic_path(path) as tmp:
             pq.write_table(table.slice(lo, hi - lo), tmp, row_group_size=row_group_size, compression="zstd")
         paths.append(path)
+    return paths
+
+
+def write_stream(rows: int, seed: int, output: str, shards: int, row_group_size: int = DEFAULT_ROW_GROUP, *,
+                 chunk_rows: int = synth.CHUNK_ROWS) -> list[str]:
+    """Write ``synth.generate(rows, seed)`` as :func:`write_shards` does, byte for byte, without holding it:
+    rows come from a :class:`~beam_pipelines.make_sample.synth.RowStream` in pieces of whole row groups
+    (about ``chunk_rows`` rows), so each row group holds the same rows as there. Returns the shards' paths."""
+    os.makedirs(output, exist_ok=True)
+    piece = row_group_size * max(1, chunk_rows // row_group_size)
+    paths = []
+    with tempfile.TemporaryDirectory(prefix=".make_sample-scratch-", dir=output) as scratch:
+        stream = synth.RowStream(rows, seed, scratch, chunk_rows=chunk_rows)
+        for i in range(shards):
+            lo, hi = rows * i // shards, rows * (i + 1) // shards
+            path = _shard_path(output, i, shards)
+            with atomic_path(path) as tmp, pq.ParquetWriter(tmp, synth.SCHEMA, compression="zstd") as writer:
+                for at in range(lo, hi, piece):
+                    writer.write_table(stream.take(min(piece, hi - at)), row_group_size=row_group_size)
+            paths.append(path)
     return paths
 
 
@@ -46,13 +74,14 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1 or args.shards < 1 or args.shards > args.rows:
         parser.error("need rows >= 1 and 1 <= shards <= rows")
+    if args.rows > MAX_ROWS:
+        parser.error(f"--rows {args.rows} is more than {MAX_ROWS:,}")
     if args.row_group_size < 1:
         parser.error("--row_group_size must be positive")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         parser.error(f"--output {args.output} exists and is not a directory")
-    table = synth.generate(args.rows, args.seed)
     try:
-        paths = write_shards(table, args.output, args.shards, args.row_group_size)
+        paths = write_stream(args.rows, args.seed, args.output, args.shards, args.row_group_size)
     except OSError as exc:
         return report(RunError(f"make_sample failed: cannot write {args.output}: {exc.strerror or exc}"))
     size = sum(os.path.getsize(p) for p in paths)
