@@ -22,9 +22,10 @@ distribution (the lower quantile of a discrete distribution), up to float64 roun
   (the first such row's), so for ``q1 < q2`` the rounded arithmetic (monotone operations on equal
   numbers) cannot cross them: the quantiles are non-decreasing in ``q`` by construction.
 * **The true value** (``truth=``) rides along as one more row per prompt, fed its own tokens (teacher
-  forcing): its log-likelihood under the grammar-normalised distribution, and its probability integral
-  transform ``F(x-) + P(x) / 2`` under the success distribution (the "mid" PIT; NaN when the true RTT is a
-  failure), which calibration figures need.
+  forcing): its log-likelihood under the grammar-normalised distribution (of its exact tokens for a
+  success, ``log P(failure)`` for a failure), and its probability integral transform ``F(x-) + P(x) / 2``
+  under the success distribution (the "mid" PIT; NaN when the true RTT is a failure), which calibration
+  figures need.
 
 The descent is written against :class:`RttCode` and a ``logits_fn(prefix)`` (the next-token logits after
 each row's prompt and value tokens so far), so tests can drive it with a hand-set distribution;
@@ -68,7 +69,7 @@ class RttDistribution:
     quantiles: tuple[float, ...]  # the levels asked for, in the order asked
     values: np.ndarray  # (n, Q) float64 ms: the q-quantile of the RTT given success
     failure_probability: np.ndarray  # (n,) P(the ping fails)
-    log_likelihood: np.ndarray | None = None  # (n,) natural log of P(the true RTT's exact tokens)
+    log_likelihood: np.ndarray | None = None  # (n,) ln P(the true RTT's exact tokens); ln P(failure) for one
     pit: np.ndarray | None = None  # (n,) mid PIT of the true RTT given success; NaN for a failure
 
     def quantile(self, q: float) -> np.ndarray:
@@ -89,6 +90,19 @@ class RttDistribution:
         cat = lambda name: (None if getattr(parts[0], name) is None  # noqa: E731
                             else np.concatenate([getattr(p, name) for p in parts]))
         return RttDistribution(q, cat("values"), cat("failure_probability"), cat("log_likelihood"), cat("pit"))
+
+
+def rtt_code_for(tokenizer: str | dict = "v1") -> RttCode:
+    """The RTT code of a tokenizer scheme, by name or by a manifest's ``tokenizer`` entry: the scheme
+    object's (``tokenizer.get_scheme(...).rtt``) where the tokenizer has scheme objects, else the v1 code of
+    ``tokenizer.rtt_code`` (the same interface; the fallback goes once the scheme seam has landed)."""
+    try:
+        from tokenizer import get_scheme
+    except ImportError:
+        from tokenizer.rtt_code import rtt_code
+
+        return rtt_code(tokenizer["name"] if isinstance(tokenizer, dict) else tokenizer)
+    return get_scheme(tokenizer).rtt
 
 
 def check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
@@ -154,10 +168,13 @@ def descend(
     tokens = np.zeros((rows, code.width), np.int64)
     true_tokens = None
     if truth is not None:
-        true_tokens = code.encode(np.asarray(truth, np.float64))  # (n, width)
+        truth = np.asarray(truth, np.float64)
+        failed = truth < 0  # (n,) a failure's likelihood is P(failure); its row follows the first quantile's
+        placeholder = min(max(1.0, getattr(code, "lo_ms", 0.0)), getattr(code, "hi_ms", np.inf))
+        true_tokens = code.encode(np.where(failed, placeholder, truth))  # (n, width)
         log_lik = np.zeros(n)
         pit_below, pit_mass = np.zeros(n), np.ones(n)  # F(x-) so far, P(x's prefix) under the success law
-        true_ok = np.ones(n, bool)  # the true tokens stay inside the success code
+        true_ok = ~failed  # the true tokens stay inside the success code
     fail = np.zeros(n)
     for t in range(code.width):
         logits = np.asarray(logits_fn(tokens[:, :t]), np.float64)  # (rows, vocab)
@@ -187,7 +204,8 @@ def descend(
         if truth is not None:
             tr = ~is_q  # the truth rows, one per prompt, in prompt order
             x = true_tokens[:, t]  # (n,)
-            log_lik += logits[tr, x] - grammar_lse[tr]
+            step = logits[tr, x] - grammar_lse[tr]
+            log_lik += np.where(failed, np.log(fail) if t == 0 else 0.0, step)
             match = value[None, :] == x[:, None]  # (n, K)
             pos = np.argmax(match, axis=1)  # (n,) where the true token stands in the value order
             here = match.any(axis=1) & ok[tr, pos] & true_ok
@@ -195,7 +213,8 @@ def descend(
             pit_below = np.where(here, pit_below + pit_mass * (tc - tp) / tt, pit_below)
             pit_mass = np.where(here, pit_mass * tp / tt, pit_mass)
             true_ok &= here
-            chosen = np.where(is_q, chosen, np.repeat(x, per))
+            fed = np.where(failed, chosen[np.arange(n) * per], x)  # (n,)
+            chosen = np.where(is_q, chosen, np.repeat(fed, per))
         tokens[:, t] = chosen
     values = code.decode(tokens[is_q]).reshape(n, nq)  # (n, Q)
     if truth is None:
@@ -239,12 +258,13 @@ def model_distribution(
     prompts_per_batch: int = 32,
     progress: bool = False,
 ) -> RttDistribution:
-    """:func:`descend` for every prompt (each ends with ``code.role``), in batches of ``prompts_per_batch``
+    """:func:`descend` for every prompt (each ends right before the RTT's value tokens: with ``code.role``
+    where the scheme has one), in batches of ``prompts_per_batch``
     prompts of similar length (sorted by length, so a batch pads little); results in the prompts' order."""
     qs = check_quantiles(quantiles)
     prompts = [np.asarray(p, np.int64) for p in prompts]
     for i, p in enumerate(prompts):
-        if not len(p) or p[-1] != code.role:
+        if not len(p) or (code.role is not None and p[-1] != code.role):
             raise ValueError(f"prompt {i} does not end with the RTT role token {code.role}")
     per = len(qs) + (truth is not None)
     order = np.argsort([len(p) for p in prompts], kind="stable")

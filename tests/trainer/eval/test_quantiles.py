@@ -236,7 +236,16 @@ def test_a_certain_failure_and_a_certain_value():
     assert dist.pit[0] == pytest.approx(0.5, abs=1e-9)
     assert dist.log_likelihood[0] == pytest.approx(np.log(0.5), abs=1e-9)
     failed = qt.descend(fn, n, V1_RTT_CODE, (0.5,), truth=np.array([-1.0]))
-    assert np.isnan(failed.pit[0]) and failed.log_likelihood[0] < np.log(0.5)
+    assert np.isnan(failed.pit[0])
+    assert failed.log_likelihood[0] == pytest.approx(np.log(0.5), abs=1e-9)  # a failure's likelihood: P(failure)
+    np.testing.assert_array_equal(failed.values, dist.values[:, 1:2])
+
+
+def test_the_rtt_code_of_a_manifest_entry():
+    code = qt.rtt_code_for({"name": "v1", "version": 1, "vocab_size": VOCAB_SIZE, "pad_id": VOCAB_SIZE - 1})
+    assert code.width == 8 and code.decode(code.encode(np.array([42.5])))[0] == 42.5
+    with pytest.raises(ValueError):
+        qt.rtt_code_for("v0")
 
 
 @pytest.mark.parametrize("text, message", [("0.5,1", "strictly between"), ("a", "comma-separated"),
