@@ -1,10 +1,8 @@
 """Decode whole blocks of records into measurement columns, vectorized (no per-measurement Python).
 
-A record is whole measurements followed by ``PAD`` (the data contract), and role ids never occur as byte
-tokens, so every block of a measurement can be found by looking for its role token in the flat token array:
-one ``MeasurementStart`` (0) per measurement, one ``SrcIpStart`` (1), ``DestIpStart`` (2), ``RttStart`` (5)
-and ``TimestampStart`` (8) each, in the same order as the measurements. Payloads are gathered with fancy
-indexing and decoded by the tokenizer's own codecs (``tokenizer.fields``) on whole arrays.
+A record is whole measurements followed by ``PAD`` (the data contract); the dataset's tokenizer scheme
+parses a block of records into per-measurement arrays (``Scheme.parse_records``, vectorized), and this
+module keeps the columns evaluation uses.
 
 Addresses become small integer ids through :class:`Addresses`, shared by every split of one evaluation so
 that a train id and a test id name the same address. An address key is its 128-bit value; IPv4 addresses
@@ -20,21 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tokenizer import fields
-from tokenizer.errors import DecodeError
-from tokenizer.vocab import (
-    BYTE_OFFSET,
-    DEST_IP_START,
-    IPV4_START,
-    IPV6_START,
-    MEASUREMENT_START,
-    PAD,
-    RTT_START,
-    SRC_IP_START,
-    TIMESTAMP_START,
-)
-
-_V4_MAPPED = np.uint64(0xFFFF << 32)
+import tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,86 +106,30 @@ class Addresses:
         return np.array(names, dtype=object)[inverse.reshape(-1)] if len(ids) else np.zeros(0, object)
 
 
-def _role_positions(flat: np.ndarray, role: int, n: int, seq_len: int, first_record: int) -> np.ndarray:
-    pos = np.flatnonzero(flat == role)
-    if len(pos) != n:
-        raise DecodeError(
-            f"records {first_record}..{first_record + len(flat) // seq_len - 1}: {n} measurements but "
-            f"{len(pos)} blocks with role token {role}"
-        )
-    return pos
-
-
-_TAIL = 17  # tokens a window may reach past a role token (family + 16 address bytes)
-
-
-def _windows(padded: np.ndarray, pos: np.ndarray, offset: int, width: int) -> np.ndarray:
-    """(n, width) tokens from ``pos + offset`` on, as a gather of rows of a sliding-window view (no (n, width)
-    index array); ``padded`` is the flat block followed by ``_TAIL`` copies of its last token, so a window
-    that runs past the end reads that token, as clipping the positions would."""
-    return np.lib.stride_tricks.sliding_window_view(padded, width)[pos + offset]
-
-
-def _address_keys(flat: np.ndarray, pos: np.ndarray, first_record: int, seq_len: int) -> np.ndarray:
-    """(n, 2) uint64 keys of the address blocks whose role tokens sit at ``pos`` (``flat``: padded, see
-    :func:`_windows`)."""
-    family = flat[pos + 1]
-    v4, v6 = family == IPV4_START, family == IPV6_START
-    if not np.all(v4 | v6):
-        bad = int(pos[~(v4 | v6)][0])
-        raise DecodeError(f"record {first_record + bad // seq_len}: no family token after the address role at "
-                          f"position {bad % seq_len}")
-    raw = _windows(flat, pos, 2, 16).astype(np.int16) - BYTE_OFFSET  # (n, 16); v4 rows use only their first 4
-    width = np.where(v4, 4, 16)[:, None]
-    used = np.arange(16)[None, :] < width
-    if np.any(used & ((raw < 0) | (raw > 255))):
-        raise DecodeError(f"records from {first_record}: an address payload token is not a byte token")
-    raw = np.where(used, raw, 0).astype(np.uint8)
-    keys = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)  # (n, 2) high, low
-    v4_value = np.ascontiguousarray(raw[:, :4]).view(">u4")[:, 0].astype(np.uint64)
-    keys[v4, 0] = 0
-    keys[v4, 1] = _V4_MAPPED | v4_value[v4]
-    return keys
-
-
-def _payload(flat: np.ndarray, pos: np.ndarray, codec) -> np.ndarray:
-    return codec.from_tokens(_windows(flat, pos, 1, codec.width).astype(np.int64))  # (n, width) tokens
-
-
-def decode_block(records: np.ndarray, addresses: Addresses, *, first_record: int = 0) -> Columns:
+def decode_block(records: np.ndarray, addresses: Addresses, *, first_record: int = 0,
+                 scheme: tokenizer.Scheme | None = None) -> Columns:
     """The measurement columns of a block of records ((records, seq_len) uint16), in file order.
 
-    ``first_record`` is the block's first record index in its split (the ``record`` column counts from
-    it). Raises :class:`~tokenizer.errors.DecodeError` naming the record on a malformed token stream.
+    ``scheme`` is the dataset's tokenizer scheme (``tokenizer.get_scheme(manifest["tokenizer"])``; None:
+    ``v1``), whose one record parser does the work. ``first_record`` is the block's first record index in
+    its split (the ``record`` column counts from it). Raises :class:`~tokenizer.errors.DecodeError` naming
+    the record on a malformed token stream.
     """
-    records = np.asarray(records)
-    n_rec, seq_len = records.shape
-    flat = records.reshape(-1)  # (records * seq_len,)
-    starts = np.flatnonzero(flat == MEASUREMENT_START)
-    n = len(starts)
-    content_end = seq_len - (records == PAD).sum(axis=1)  # (records,) PAD is only ever a suffix
-    rec = starts // seq_len
-    start = starts % seq_len
-    nxt = np.append(starts[1:], n_rec * seq_len)
-    end = np.where(nxt // seq_len == rec, nxt % seq_len, content_end[rec])
-    src_pos = _role_positions(flat, SRC_IP_START, n, seq_len, first_record)
-    dst_pos = _role_positions(flat, DEST_IP_START, n, seq_len, first_record)
-    rtt_pos = _role_positions(flat, RTT_START, n, seq_len, first_record)
-    ts_pos = _role_positions(flat, TIMESTAMP_START, n, seq_len, first_record)
-    for pos in (src_pos, dst_pos, rtt_pos, ts_pos):  # the k-th block of each kind is in the k-th measurement
-        if n and not (np.all(pos > starts) & np.all(pos < np.append(starts[1:], len(flat)))):
-            raise DecodeError(f"records {first_record}..{first_record + n_rec - 1}: a measurement lacks a block")
-    tail = flat[-1:] if len(flat) else np.array([PAD], flat.dtype)
-    padded = np.concatenate([flat, np.repeat(tail, _TAIL)])  # see _windows
+    parsed = (scheme or tokenizer.get_scheme("v1")).parse_records(records, first_record=first_record)
     return Columns(
-        record=rec.astype(np.int64) + first_record,
-        start=start.astype(np.int32),
-        end=end.astype(np.int32),
-        src=addresses.ids(_address_keys(padded, src_pos, first_record, seq_len)),
-        dst=addresses.ids(_address_keys(padded, dst_pos, first_record, seq_len)),
-        rtt=_payload(padded, rtt_pos, fields.RTT).astype(np.float64),
-        timestamp=_payload(padded, ts_pos, fields.TIMESTAMP).astype(np.int64),
+        record=parsed.record,
+        start=parsed.start,
+        end=parsed.end,
+        src=addresses.ids(parsed.src),
+        dst=addresses.ids(parsed.dst),
+        rtt=parsed.rtt,
+        timestamp=parsed.timestamp,
     )
+
+
+def dataset_scheme(dataset) -> tokenizer.Scheme:
+    """The tokenizer scheme of an open dataset (its manifest's ``tokenizer`` entry)."""
+    return tokenizer.get_scheme(dataset.manifest["tokenizer"])
 
 
 def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
@@ -255,8 +183,9 @@ def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int 
     """``(records, columns)`` per block of ``split``'s records, in file order; memory is a few blocks at a time
     (the next ones are read by :func:`prefetched` while this one is decoded)."""
     first = 0
+    scheme = dataset_scheme(dataset)
     for block in prefetched(_blocks(dataset, split, block_records)):
-        yield block, decode_block(block, addresses, first_record=first)
+        yield block, decode_block(block, addresses, first_record=first, scheme=scheme)
         first += len(block)
 
 

@@ -19,7 +19,6 @@ step. Cheap: forward passes only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,20 +26,23 @@ import sys
 import numpy as np
 
 from beam_pipelines.common import errors
+from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
-from tokenizer.vocab import DEST_IP_START, RTT_START
+import tokenizer
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 
 GROUPS = ("pair_before", "pair_after", "new_before", "new_after")
 
 
-def measurement_groups(records: np.ndarray) -> tuple[columns.Columns, np.ndarray, np.ndarray]:
-    """Columns of ``records``, each measurement's RTT block start (flat index) and its group (index into GROUPS)."""
-    cols = columns.decode_block(records, columns.Addresses())
-    flat = records.reshape(-1)
-    rtt_pos = np.flatnonzero(flat == RTT_START)  # one per measurement, in order
-    dst_pos = np.flatnonzero(flat == DEST_IP_START)
+def measurement_groups(records: np.ndarray, scheme: tokenizer.Scheme | None = None
+                       ) -> tuple[columns.Columns, np.ndarray, np.ndarray]:
+    """Columns of ``records``, each measurement's first RTT value token (flat index) and its group (index
+    into GROUPS). ``scheme``: the dataset's tokenizer scheme (None: v1)."""
+    scheme = scheme or tokenizer.get_scheme("v1")
+    parsed = scheme.parse_records(records)
+    cols = columns.decode_block(records, columns.Addresses(), scheme=scheme)
+    rtt_pos, dst_pos = parsed.rtt_pos, parsed.dst_pos  # one per measurement, in order
     ctx = bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt)
     pair = np.isfinite(ctx.last)
     before = dst_pos < rtt_pos
@@ -48,8 +50,10 @@ def measurement_groups(records: np.ndarray) -> tuple[columns.Columns, np.ndarray
     return cols, rtt_pos, group
 
 
-def rtt_byte_bits(loaded, records: np.ndarray, rtt_pos: np.ndarray, batch: int = 8) -> np.ndarray:
-    """(measurements, 8) bits the model spends on each RTT byte (teacher forcing over the stored records)."""
+def rtt_byte_bits(loaded, records: np.ndarray, rtt_pos: np.ndarray, batch: int = 8, width: int | None = None
+                  ) -> np.ndarray:
+    """(measurements, width) bits the model spends on each RTT value token (teacher forcing over the stored
+    records); ``rtt_pos``: each RTT's first value token (flat), ``width``: value tokens (None: v1's)."""
     import jax
 
     from trainer.data import make_example
@@ -62,8 +66,9 @@ def rtt_byte_bits(loaded, records: np.ndarray, rtt_pos: np.ndarray, batch: int =
         ex = make_example(records[lo : lo + batch], loaded.config.pad_id)
         ce[lo : lo + batch] = np.asarray(loss(loaded.params, ex["inputs"], ex["targets"]))
     flat = ce.reshape(-1)
-    # ce[i] is the loss of predicting token i + 1: byte k of the block at p is predicted at p + k.
-    idx = rtt_pos[:, None] + np.arange(8)[None, :]  # (measurements, 8)
+    width = width or tokenizer.get_scheme("v1").rtt.width
+    # ce[i] is the loss of predicting token i + 1: value token k at p + k is predicted at p + k - 1.
+    idx = rtt_pos[:, None] - 1 + np.arange(width)[None, :]  # (measurements, width)
     assert np.all(idx // seq == rtt_pos[:, None] // seq)
     return flat[idx] / math.log(2)
 
@@ -74,14 +79,14 @@ def run(argv: list[str] | None = None) -> int:
     from trainer.eval import sampling
     from trainer.eval.evaluate import read_records
 
-    p = argparse.ArgumentParser(prog="python -m trainer.eval.context_probe", description=__doc__.split("\n")[0])
+    p = StrictArgumentParser(prog="python -m trainer.eval.context_probe", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True)
     p.add_argument("--data_dir", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--records", type=int, default=64)
     p.add_argument("--steps", default="", help="checkpoint steps, comma-separated (default: the latest)")
-    args = p.parse_args(argv)
     try:
+        args = parse_options(p, argv)
         steps = [int(s) for s in args.steps.split(",") if s] or [None]
         if args.records <= 0:
             raise UsageError("--records must be positive")
@@ -93,11 +98,12 @@ def run(argv: list[str] | None = None) -> int:
     except (UsageError, InputError) as err:
         return errors.report(err)
     records = read_records(dataset, args.split)[: args.records]
-    cols, rtt_pos, group = measurement_groups(records)
+    scheme = tokenizer.get_scheme(dataset.manifest["tokenizer"])
+    cols, rtt_pos, group = measurement_groups(records, scheme)
     ok = cols.rtt > 0  # a failure's RTT (-1.0) is one fixed pattern: leave it out
     for step in steps:
         loaded = first if step in (None, first.step) else sampling.load(args.workdir, step)
-        bits = rtt_byte_bits(loaded, records, rtt_pos)
+        bits = rtt_byte_bits(loaded, records, rtt_pos, width=scheme.rtt.width)
         out = {"step": loaded.step, "measurements": int(ok.sum())}
         for g, name in enumerate(GROUPS):
             sel = ok & (group == g)

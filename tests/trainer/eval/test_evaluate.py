@@ -295,7 +295,7 @@ def test_context_probe_groups_by_pair_history_and_block_order():
     flat = np.concatenate(tokens)
     record[0, : len(flat)] = flat
     cols, rtt_pos, group = context_probe.measurement_groups(record)
-    assert len(cols) == 7 and (record.reshape(-1)[rtt_pos] == RTT_START).all()
+    assert len(cols) == 7 and (record.reshape(-1)[rtt_pos - 1] == RTT_START).all()  # the first value token
     for i, t in enumerate(tokens):
         t = list(t)
         dst_first = t.index(2) < t.index(RTT_START)  # the destination block precedes the RTT block on disk
