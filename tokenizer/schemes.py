@@ -203,8 +203,9 @@ _SCHEMES: dict[str, Scheme] = {}
 def _registry() -> dict[str, Scheme]:
     if not _SCHEMES:
         from tokenizer.v1 import V1
+        from tokenizer.v2 import V2
 
-        for scheme in (V1,):
+        for scheme in (V1, V2):
             _SCHEMES[scheme.name] = scheme
     return _SCHEMES
 

@@ -192,3 +192,29 @@ def _may_share_a_source(a: np.ndarray, b: np.ndarray) -> bool:
     if not len(a) or not len(b):
         return False
     return not (a.max() < b.min() or b.max() < a.min())
+
+
+def plan_runs(start_len: np.ndarray, cont_len: np.ndarray, seq_len: int) -> np.ndarray:
+    """Record bounds for items of any lengths, in (source, time) order, laid greedily: a record takes items
+    while the next one fits. An item costs ``start_len`` where it opens a run (its record's first item; a
+    scheme's item that starts a new source has ``cont_len == start_len``) and ``cont_len`` elsewhere.
+
+    Returns ``bounds`` (records + 1,): record ``k`` holds items ``bounds[k]:bounds[k + 1]``. Each record
+    ends with less room than its next item needs, so the padding is below one item per record. One
+    ``searchsorted`` per record, no Python per item.
+    """
+    start_len = np.asarray(start_len, np.int64)
+    cont_len = np.asarray(cont_len, np.int64)
+    n = len(start_len)
+    if n and int(start_len.max()) > seq_len:
+        raise ValueError(f"seq_len {seq_len} is shorter than one item ({int(start_len.max())} tokens)")
+    cum = np.zeros(n + 1, np.int64)
+    np.cumsum(cont_len, out=cum[1:])
+    extra = start_len - cont_len
+    bounds = [0]
+    i = 0
+    while i < n:
+        j = int(np.searchsorted(cum, cum[i] - extra[i] + seq_len, side="right")) - 1
+        i = max(j, i + 1)
+        bounds.append(min(i, n))
+    return np.array(bounds, np.int64)

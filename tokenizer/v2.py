@@ -1,0 +1,643 @@
+"""Scheme ``v2``: a compact layout of runs of one source's measurements (docs/tokenizer.md, "Scheme v2").
+
+A record is a sequence of *runs*, each one source's measurements in time order, then PAD::
+
+    run          [Src4, 4 bytes | Src6, 16 bytes]  measurement  measurement ...
+    measurement  time  dst  size  errors  rtt          (stored in this order: addresses first, RTT last)
+
+    time    the run's first measurement: [Time32, 4 bytes] (uint32 epoch s) or [Time64, 8 bytes] (int64);
+            after it, the delta to the run's previous measurement where that is shorter:
+            [Delta_d] (one token, d < 256 s) or [Delta16, 2 bytes] (d < 65536 s), else absolute again
+    dst     [Dst4, 4 bytes] or [Dst6, 16 bytes]
+    size    [Size_v] (one token, v < 256) or [Size16, 2 bytes]
+    errors  [Err_v] (one token, 0..255)
+    rtt     [RttCoarse_c, RttFine_f]: level 64c + f of a log scale, 0.01 ms * 1.002**level, decoded at the
+            level's geometric centre: relative error <= 0.1% from 0.01 ms to 7.7e6 ms; the coarse token
+            alone places the RTT within 6.6%. [RttFail] for a failed ping (-1.0); [RttExact, 8 bytes
+            float64] (bit-exact) for any other value outside the scale (0, negative, tiny, huge).
+
+Byte ``b`` is id ``b`` (0..255); every other id opens a field, so a stream cuts into runs, measurements and
+fields without side information. ``msm_id`` is not written (it is validated as in v1, so both schemes reject
+the same rows): on the real file it carries 0.06 bits per measurement once the source and destination are
+known, and would cost 5 tokens (docs/tokenizer.md).
+
+A measurement's tokens depend on its neighbours (run start or not, the previous time), so encoding has two
+steps: :func:`encode_table` writes each row's *body* (dst, size, errors, rtt: independent of other rows)
+and :func:`assemble` lays items in (source, time) order into records, choosing each item's head (source
+and absolute time where a run starts, else the delta). :func:`reference_measurement` is the per-row
+reference both are tested against.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tokenizer.addresses import address_words
+from tokenizer.errors import DecodeError
+from tokenizer.measurement import encode_measurement, epoch_seconds
+from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme
+from tokenizer.table import EncodedTable, _check
+
+# --- ids -------------------------------------------------------------------------------------------
+NUM_BYTES = 256  # byte b is id b
+SRC4, SRC6 = 256, 257
+DST4, DST6 = 258, 259
+TIME32, TIME64 = 260, 261
+DELTA16 = 262
+DELTA_BASE, DELTA_COUNT = 263, 256  # Delta_d, d = 0..255
+RTT_FAIL, RTT_EXACT = 519, 520
+RTT_COARSE_BASE, RTT_COARSE = 521, 160
+RTT_FINE_BASE, RTT_FINE = 681, 64
+SIZE16 = 745
+SIZE_BASE, SIZE_COUNT = 746, 256  # Size_v, v = 0..255
+ERR_BASE, ERR_COUNT = 1002, 256  # Err_v, v = 0..255
+PAD = 1258
+VOCAB_SIZE = 1259
+
+# --- the RTT scale ---------------------------------------------------------------------------------
+RTT_LO = 0.01  # ms: the scale's first edge
+RTT_RATIO = 1.002  # one level; the centre is within sqrt(1.002) - 1 = 0.09995% of any value of its level
+RTT_LEVELS = RTT_COARSE * RTT_FINE  # 10,240 levels: up to 0.01 * 1.002**10240 = 7.7e6 ms
+_EXPONENTS = np.arange(RTT_LEVELS + 1, dtype=np.float64)
+RTT_EDGES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS)  # (levels + 1,) level k is [edge k, edge k + 1)
+RTT_CENTRES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS[:-1] + 0.5)  # (levels,)
+RTT_HI = float(RTT_EDGES[-1])
+_EDGE_LIST = RTT_EDGES.tolist()
+_CENTRE_LIST = RTT_CENTRES.tolist()
+
+SRC_LEN = {4: 5, 6: 17}
+DST_LEN = {4: 5, 6: 17}
+
+
+def rtt_level(rtt: float) -> int | None:
+    """The scale level of a positive RTT in [RTT_LO, RTT_HI), else None (failure or escape)."""
+    if not RTT_LO <= rtt < RTT_HI:
+        return None
+    return bisect.bisect_right(_EDGE_LIST, rtt) - 1
+
+
+def rtt_levels(rtt: np.ndarray) -> np.ndarray:
+    """Vectorized :func:`rtt_level`: -1 where the value is off the scale."""
+    level = np.searchsorted(RTT_EDGES, rtt, side="right") - 1
+    return np.where((rtt >= RTT_LO) & (rtt < RTT_HI), level, -1)
+
+
+# --- the per-row reference -------------------------------------------------------------------------
+
+
+def _be(value: int, width: int, signed: bool = False) -> list[int]:
+    return list(int(value).to_bytes(width, "big", signed=signed))
+
+
+def _address(text: str) -> tuple[int, bytes]:
+    import ipaddress
+
+    ip = ipaddress.ip_address(text)
+    return ip.version, ip.packed
+
+
+def reference_body(row: Mapping) -> list[int]:
+    """The body (dst, size, errors, rtt) of one valid row, one token at a time (the reference)."""
+    version, dst = _address(row["dst_addr"])
+    out = [DST4 if version == 4 else DST6, *dst]
+    size = int(row["size"])
+    out += [SIZE_BASE + size] if size < SIZE_COUNT else [SIZE16, *_be(size, 2)]
+    out.append(ERR_BASE + int(row["packet_error_count"]))
+    rtt = float(row["rtt"])
+    level = rtt_level(rtt)
+    if rtt == -1.0:
+        out.append(RTT_FAIL)
+    elif level is None:
+        out += [RTT_EXACT, *struct.pack(">d", rtt)]
+    else:
+        out += [RTT_COARSE_BASE + level // RTT_FINE, RTT_FINE_BASE + level % RTT_FINE]
+    return out
+
+
+def _absolute(ts: int) -> list[int]:
+    return [TIME32, *_be(ts, 4)] if 0 <= ts < 1 << 32 else [TIME64, *_be(ts, 8, signed=True)]
+
+
+def reference_measurement(row: Mapping, previous: Mapping | None = None) -> list[int]:
+    """One row's tokens: with the run's source header when ``previous`` is None (a run starts), else with
+    the time as a delta to ``previous`` (the run's previous row, not later in time) where that is shorter.
+
+    Validates the row as v1 does (:class:`~tokenizer.errors.InvalidMeasurement` with the same reason).
+    """
+    encode_measurement(row)  # the same checks, the same reasons, in the same order
+    ts = epoch_seconds(row["event_time"])
+    if previous is None:
+        version, src = _address(row["src_addr"])
+        head = [SRC4 if version == 4 else SRC6, *src, *_absolute(ts)]
+    else:
+        delta = ts - epoch_seconds(previous["event_time"])
+        if delta < 0:
+            raise ValueError("a run's rows must be in time order")
+        if delta < DELTA_COUNT:
+            head = [DELTA_BASE + delta]
+        elif delta < 1 << 16:
+            head = [DELTA16, *_be(delta, 2)]
+        else:
+            head = _absolute(ts)
+    return head + reference_body(row)
+
+
+# --- the vectorized table encoder (bodies) ---------------------------------------------------------
+
+
+def encode_table(table) -> EncodedTable:
+    """Every row's *body* tokens (dst, size, errors, rtt), vectorized; the same accepted and rejected rows,
+    with the same reasons, as v1's encoder. ``tokens[offsets[i]:offsets[i+1]]`` is the body of input row
+    ``accepted[i]``; the heads are added by :func:`assemble` once the rows are in (source, time) order."""
+    code, cols = _check(table)
+    accepted = np.flatnonzero(code == 0)
+    rejected = np.flatnonzero(code != 0)
+    from tokenizer.errors import REASONS
+
+    reasons = np.array(REASONS, dtype=object)[code[rejected].astype(np.int64) - 1]
+    ver = cols["ver"][accepted].astype(np.int8)
+    dst_idx = cols["dst_idx"][accepted]
+    size = cols["size"][accepted]
+    errors = cols["errors"][accepted]
+    rtt = cols["rtt"][accepted]
+    level = rtt_levels(rtt)
+    fail = rtt == -1.0
+    exact = (level < 0) & ~fail
+    dst_len = np.where(ver == 4, 5, 17)
+    size_len = np.where(size < SIZE_COUNT, 1, 3)
+    rtt_len = np.where(fail, 1, np.where(exact, 9, 2))
+    lengths = dst_len + size_len + 1 + rtt_len
+    offsets = np.zeros(len(accepted) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint16)
+    start = offsets[:-1]
+    packed = cols["packed"][dst_idx]  # (n, 16) uint8
+    v4 = ver == 4
+    out[start] = np.where(v4, DST4, DST6)
+    _scatter(out, start[v4] + 1, packed[v4, :4])
+    _scatter(out, start[~v4] + 1, packed[~v4, :16])
+    at = start + dst_len
+    small = size < SIZE_COUNT
+    out[at[small]] = SIZE_BASE + size[small]
+    out[at[~small]] = SIZE16
+    _scatter(out, at[~small] + 1, size[~small].astype(">u2").view(np.uint8).reshape(-1, 2))
+    at = at + size_len
+    out[at] = ERR_BASE + errors
+    at = at + 1
+    ok = level >= 0
+    out[at[ok]] = RTT_COARSE_BASE + level[ok] // RTT_FINE
+    out[at[ok] + 1] = RTT_FINE_BASE + level[ok] % RTT_FINE
+    out[at[fail]] = RTT_FAIL
+    out[at[exact]] = RTT_EXACT
+    _scatter(out, at[exact] + 1, rtt[exact].astype(">f8").view(np.uint8).reshape(-1, 8))
+    return EncodedTable(
+        tokens=out,
+        offsets=offsets,
+        accepted=accepted.astype(np.int64),
+        timestamp=cols["ts"][accepted],
+        ip_version=ver,
+        src_words=cols["words"][cols["src_idx"][accepted]],
+        rejected=rejected.astype(np.int64),
+        reasons=reasons,
+    )
+
+
+def _scatter(out: np.ndarray, starts: np.ndarray, raw: np.ndarray) -> None:
+    """out[starts[i] + j] = raw[i, j] (bytes are their own ids)."""
+    if len(starts):
+        out[starts[:, None] + np.arange(raw.shape[1])] = raw
+
+
+# --- assembling records ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+    """Encoded rows in (source, time) order, ready to lay into records."""
+
+    body: np.ndarray  # uint16, the bodies concatenated
+    offsets: np.ndarray  # int64 (n + 1,)
+    source: np.ndarray  # int64 (n,) source id, grouped ascending
+    family: np.ndarray  # int8 (n,)
+    src_words: np.ndarray  # uint64 (n, 2) source address (high, low)
+    timestamp: np.ndarray  # int64 (n,), ascending within a source
+
+
+def _abs_len(ts: np.ndarray) -> np.ndarray:
+    return np.where((ts >= 0) & (ts < 1 << 32), 5, 9)
+
+
+def head_lengths(items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: (new source, tokens of the head as a run start, tokens of the head as a continuation)."""
+    n = len(items.source)
+    new = np.ones(n, bool)
+    new[1:] = items.source[1:] != items.source[:-1]
+    delta = np.zeros(n, np.int64)
+    delta[1:] = items.timestamp[1:] - items.timestamp[:-1]
+    abs_len = _abs_len(items.timestamp)
+    start = np.where(items.family == 4, SRC_LEN[4], SRC_LEN[6]) + abs_len
+    cont = np.where(delta < DELTA_COUNT, 1, np.where(delta < 1 << 16, 3, abs_len))
+    cont = np.where(new, start, cont)
+    return new, start, cont
+
+
+def assemble(items: Items, seq_len: int, record_first: np.ndarray) -> np.ndarray:
+    """Lay ``items`` into records: ``record_first`` (r + 1,) are the item index bounds of each record (from
+    ``beam_pipelines.pretokenize.packing.plan_runs``). An item opens a run where its source changes or its
+    record starts. Returns (r, seq_len) uint16 records, PAD after the last item of each."""
+    n = len(items.source)
+    r = len(record_first) - 1
+    new, start_len, cont_len = head_lengths(items)
+    first_in_record = np.zeros(n, bool)
+    first_in_record[record_first[:-1][record_first[:-1] < n]] = True
+    run_start = new | first_in_record
+    body_len = np.diff(items.offsets)
+    head_len = np.where(run_start, start_len, cont_len)
+    length = head_len + body_len
+    record = np.repeat(np.arange(r), np.diff(record_first))  # (n,)
+    cum = np.cumsum(length) - length  # item start in a flat concatenation
+    pos = cum - cum[record_first[record]] + record * seq_len  # (n,) flat output position
+    if n and np.any(pos + length > (record + 1) * seq_len):
+        raise ValueError("a record's items do not fit seq_len")
+    out = np.full(r * seq_len, PAD, np.uint16)
+    # heads, as a (n, 26) matrix of which each row's first head_len entries are written
+    head = np.zeros((n, 26), np.uint16)
+    rows = np.flatnonzero(run_start)
+    fam4 = items.family[rows] == 4
+    head[rows, 0] = np.where(fam4, SRC4, SRC6)
+    src_bytes = np.ascontiguousarray(items.src_words[rows].astype(">u8")).view(np.uint8).reshape(-1, 16)
+    head[rows[fam4], 1:5] = src_bytes[fam4, 12:16]
+    head[rows[~fam4], 1:17] = src_bytes[~fam4]
+    ts = items.timestamp
+    src_len = np.where(items.family == 4, SRC_LEN[4], SRC_LEN[6])
+    at = np.where(run_start, src_len, 0)  # where the time starts in the head
+    delta = np.zeros(n, np.int64)
+    delta[1:] = ts[1:] - ts[:-1]
+    absolute = run_start | (delta >= 1 << 16)
+    short = ~absolute & (delta < DELTA_COUNT)
+    mid = ~absolute & ~short
+    i = np.arange(n)
+    head[i[short], at[short]] = DELTA_BASE + delta[short]
+    head[i[mid], at[mid]] = DELTA16
+    mid_bytes = delta[mid].astype(">u2").view(np.uint8).reshape(-1, 2)
+    head[i[mid][:, None], at[mid][:, None] + 1 + np.arange(2)] = mid_bytes
+    t32 = absolute & (ts >= 0) & (ts < 1 << 32)
+    t64 = absolute & ~t32
+    head[i[t32], at[t32]] = TIME32
+    head[i[t32][:, None], at[t32][:, None] + 1 + np.arange(4)] = ts[t32].astype(">u4").view(np.uint8).reshape(-1, 4)
+    head[i[t64], at[t64]] = TIME64
+    head[i[t64][:, None], at[t64][:, None] + 1 + np.arange(8)] = ts[t64].astype(">i8").view(np.uint8).reshape(-1, 8)
+    used = np.arange(26)[None, :] < head_len[:, None]  # (n, 26)
+    out[(pos[:, None] + np.arange(26))[used]] = head[used]
+    # bodies: token t of item k goes to pos[k] + head_len[k] + (t - offsets[k])
+    total = int(items.offsets[-1])
+    shift = np.repeat(pos + head_len - items.offsets[:-1], body_len)
+    out[shift + np.arange(total)] = items.body
+    return out.reshape(r, seq_len)
+
+
+# --- the record parser -----------------------------------------------------------------------------
+
+_KIND = np.full(1 << 16, -1, np.int8)  # id -> what it opens (ids past the vocabulary: -1, refused)
+K_BYTE, K_SRC, K_TIME_ABS, K_DELTA, K_DST, K_SIZE, K_ERR, K_RTT, K_FINE, K_PAD = range(10)
+_KIND[:NUM_BYTES] = K_BYTE
+_KIND[[SRC4, SRC6]] = K_SRC
+_KIND[[TIME32, TIME64]] = K_TIME_ABS
+_KIND[DELTA16] = K_DELTA
+_KIND[DELTA_BASE : DELTA_BASE + DELTA_COUNT] = K_DELTA
+_KIND[[DST4, DST6]] = K_DST
+_KIND[SIZE16] = K_SIZE
+_KIND[SIZE_BASE : SIZE_BASE + SIZE_COUNT] = K_SIZE
+_KIND[ERR_BASE : ERR_BASE + ERR_COUNT] = K_ERR
+_KIND[[RTT_FAIL, RTT_EXACT]] = K_RTT
+_KIND[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = K_RTT
+_KIND[RTT_FINE_BASE : RTT_FINE_BASE + RTT_FINE] = K_FINE
+_KIND[PAD] = K_PAD
+# How many tokens follow each opening id (payload bytes or the fine RTT token); -1 for ids that open nothing.
+_FOLLOW = np.full(1 << 16, -1, np.int8)
+_FOLLOW[[SRC4, DST4, TIME32]] = 4
+_FOLLOW[[SRC6, DST6]] = 16
+_FOLLOW[[TIME64, RTT_EXACT]] = 8
+_FOLLOW[[DELTA16, SIZE16]] = 2
+_FOLLOW[DELTA_BASE : DELTA_BASE + DELTA_COUNT] = 0
+_FOLLOW[SIZE_BASE : SIZE_BASE + SIZE_COUNT] = 0
+_FOLLOW[ERR_BASE : ERR_BASE + ERR_COUNT] = 0
+_FOLLOW[RTT_FAIL] = 0
+_FOLLOW[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = 1
+
+
+def _bytes_at(padded: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(padded, width)[pos].astype(np.uint8)  # (n, width)
+
+
+def _big_endian(raw: np.ndarray, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(raw).view(dtype)[:, 0].astype(np.dtype(dtype).newbyteorder("="))
+
+
+def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
+    """The measurements of a block of v2 records ((records, seq_len) uint16), in reading order.
+
+    Checks the whole grammar of every record (each id where it may stand, every payload, runs opened by a
+    source with an absolute time, PAD a suffix) and raises :class:`~tokenizer.errors.DecodeError` naming
+    the first bad record.
+    """
+    records = np.asarray(records)
+    n_rec, seq_len = records.shape
+    flat = records.reshape(-1).astype(np.int64)
+    kind = _KIND[flat]
+    where = f"records {first_record}..{first_record + n_rec - 1}"
+
+    def fail(mask_or_pos, what):
+        bad = int(np.flatnonzero(mask_or_pos)[0]) if np.asarray(mask_or_pos).dtype == bool else int(mask_or_pos)
+        raise DecodeError(f"record {first_record + bad // seq_len}, position {bad % seq_len}: {what}")
+
+    if np.any(kind < 0):
+        fail(kind < 0, f"token {int(flat[kind < 0][0])} is outside the v2 vocabulary")
+    is_pad = kind == K_PAD
+    rows_pad = is_pad.reshape(n_rec, seq_len)
+    body_len = np.where(rows_pad.any(axis=1), rows_pad.argmax(axis=1), seq_len)
+    if np.any(rows_pad.sum(axis=1) != seq_len - body_len):
+        fail(np.repeat(rows_pad.sum(axis=1) != seq_len - body_len, seq_len), "PAD is only allowed as a suffix")
+    # Every opening id is followed by exactly its payload: walk the openers and check what they cover.
+    opener = (kind != K_BYTE) & (kind != K_FINE) & ~is_pad
+    op_pos = np.flatnonzero(opener)
+    follow = _FOLLOW[flat[op_pos]].astype(np.int64)
+    covered = np.zeros(len(flat) + 1, np.int64)
+    np.add.at(covered, op_pos + 1, 1)
+    np.add.at(covered, np.minimum(op_pos + 1 + follow, len(flat)), -1)
+    inside = np.cumsum(covered[:-1]) > 0  # position lies in some opener's payload
+    expect_payload = (kind == K_BYTE) | (kind == K_FINE)
+    if np.any(inside != expect_payload):
+        fail(inside != expect_payload, "a field's payload is cut short or a byte stands outside any field")
+    end_of = op_pos + 1 + follow
+    if len(op_pos) and np.any((end_of - 1) // seq_len != op_pos // seq_len):
+        fail(op_pos[(end_of - 1) // seq_len != op_pos // seq_len][0], "a field runs past its record")
+    fine_pos = np.flatnonzero(kind == K_FINE)
+    coarse = (flat >= RTT_COARSE_BASE) & (flat < RTT_COARSE_BASE + RTT_COARSE)
+    if len(fine_pos) != int(coarse.sum()) or np.any(~coarse[fine_pos - 1]):
+        fail(kind == K_FINE, "an RTT fine token must follow a coarse one")
+    if np.any((kind == K_BYTE) & (np.roll(kind, 1) == K_RTT) & (np.roll(flat, 1) != RTT_EXACT)):
+        fail((kind == K_BYTE) & (np.roll(kind, 1) == K_RTT), "bytes after a coarse RTT token")
+
+    # Measurements: each opens with a time (absolute or delta), then dst, size, errors and rtt once each.
+    src_pos = np.flatnonzero(kind == K_SRC)
+    time_pos = np.flatnonzero((kind == K_TIME_ABS) | (kind == K_DELTA))
+    n = len(time_pos)
+    following = np.append(time_pos[1:], len(flat))
+    field_pos = {}
+    for k, name in ((K_DST, "destination"), (K_SIZE, "size"), (K_ERR, "error count"), (K_RTT, "RTT")):
+        p = np.flatnonzero(kind == k)
+        if len(p) != n or (n and not (np.all(p > time_pos) and np.all(p < following))):
+            raise DecodeError(f"{where}: {n} measurements but {len(p)} {name} fields, or one outside its measurement")
+        field_pos[k] = p
+    # A source header sits between measurements (never inside one) and opens a run; each record's first
+    # token is a source header, and a run's first measurement has an absolute time.
+    run_of = np.searchsorted(src_pos, time_pos, side="right") - 1  # (n,)
+    if n and np.any(run_of < 0):
+        fail(time_pos[0], "a measurement before any source")
+    last_field = np.maximum.reduce([field_pos[k] for k in field_pos]) if n else np.zeros(0, np.int64)
+    if len(src_pos):
+        nxt = np.searchsorted(time_pos, src_pos)  # the run's first measurement
+        if np.any(nxt >= n) or np.any(time_pos[np.minimum(nxt, n - 1)] != src_pos + 1 + _FOLLOW[flat[src_pos]]):
+            fail(src_pos[0], "a source header must be followed directly by a measurement")
+        if np.any(kind[time_pos[nxt]] != K_TIME_ABS):
+            fail(time_pos[nxt][kind[time_pos[nxt]] != K_TIME_ABS][0], "a run must start with an absolute time")
+        inside_meas = nxt > 0
+        if np.any(src_pos[inside_meas] < last_field[nxt[inside_meas] - 1]):
+            fail(src_pos[inside_meas][0], "a source header inside a measurement")
+    record_starts = np.arange(n_rec) * seq_len
+    nonempty = body_len > 0
+    if np.any(kind[record_starts[nonempty]] != K_SRC):
+        fail(record_starts[nonempty][kind[record_starts[nonempty]] != K_SRC][0], "a record must start with a source")
+
+    tail = max(16, 8) + 1
+    padded = np.concatenate([flat, np.zeros(tail, np.int64)])
+    # source and family from each measurement's run header
+    run_src = src_pos[run_of] if n else np.zeros(0, np.int64)
+    src_v4 = flat[run_src] == SRC4
+    src, family = _keys(padded, run_src, src_v4)
+    dpos = field_pos[K_DST]
+    dst_v4 = flat[dpos] == DST4
+    if np.any(dst_v4 != src_v4):
+        fail(dpos[dst_v4 != src_v4][0], "destination and source of different families")
+    dst, _ = _keys(padded, dpos, dst_v4)
+    # time
+    tid = flat[time_pos]
+    value = np.zeros(n, np.int64)
+    is32, is64, is16 = tid == TIME32, tid == TIME64, tid == DELTA16
+    small = (tid >= DELTA_BASE) & (tid < DELTA_BASE + DELTA_COUNT)
+    value[is32] = _big_endian(_bytes_at(padded, time_pos[is32] + 1, 4), ">u4")
+    value[is64] = _big_endian(_bytes_at(padded, time_pos[is64] + 1, 8), ">i8")
+    value[is16] = _big_endian(_bytes_at(padded, time_pos[is16] + 1, 2), ">u2")
+    value[small] = tid[small] - DELTA_BASE
+    absolute = is32 | is64
+    delta = np.where(absolute, 0, value)
+    cd = np.cumsum(delta)
+    seg = np.maximum.accumulate(np.where(absolute, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+    timestamp = value[seg] + cd - cd[seg]
+    # size, errors
+    spos = field_pos[K_SIZE]
+    sid = flat[spos]
+    size = np.where(sid == SIZE16, 0, sid - SIZE_BASE)
+    big = sid == SIZE16
+    size[big] = _big_endian(_bytes_at(padded, spos[big] + 1, 2), ">u2")
+    errors = flat[field_pos[K_ERR]] - ERR_BASE
+    # rtt
+    rpos = field_pos[K_RTT]
+    rid = flat[rpos]
+    rtt = np.full(n, -1.0)
+    ok = (rid >= RTT_COARSE_BASE) & (rid < RTT_COARSE_BASE + RTT_COARSE)
+    level = (rid[ok] - RTT_COARSE_BASE) * RTT_FINE + (flat[rpos[ok] + 1] - RTT_FINE_BASE)
+    rtt[ok] = RTT_CENTRES[level]
+    ex = rid == RTT_EXACT
+    rtt[ex] = _big_endian(_bytes_at(padded, rpos[ex] + 1, 8), ">f8")
+    # spans: a run's first measurement starts at its source header
+    first_of_run = np.zeros(n, bool)
+    if len(src_pos):
+        first_of_run[np.searchsorted(time_pos, src_pos)] = True
+    starts = np.where(first_of_run, run_src, time_pos)
+    rec = starts // seq_len
+    nxt_start = np.append(starts[1:], n_rec * seq_len)
+    content_end = rec * seq_len + body_len[rec]
+    end = np.where(nxt_start // seq_len == rec, nxt_start, content_end)
+    return Parsed(
+        record=rec.astype(np.int64) + first_record,
+        start=(starts % seq_len).astype(np.int32),
+        end=(end - rec * seq_len).astype(np.int32),
+        family=family,
+        src=src,
+        dst=dst,
+        rtt=rtt,
+        timestamp=timestamp.astype(np.int64),
+        size=size.astype(np.int64),
+        errors=errors.astype(np.int64),
+        msm_id=None,
+        rtt_pos=rpos.astype(np.int64),
+        dst_pos=dpos.astype(np.int64),
+    )
+
+
+_V4_MAPPED = np.uint64(0xFFFF << 32)
+
+
+def _keys(padded: np.ndarray, pos: np.ndarray, v4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    raw = _bytes_at(padded, pos + 1, 16)  # (n, 16); a v4 address uses the first 4
+    keys = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)  # (n, 2)
+    v4_value = np.ascontiguousarray(raw[:, :4]).view(">u4")[:, 0].astype(np.uint64)
+    keys[v4, 0] = 0
+    keys[v4, 1] = _V4_MAPPED | v4_value[v4]
+    return keys, np.where(v4, 4, 6).astype(np.int8)
+
+
+# --- the scheme object -----------------------------------------------------------------------------
+
+
+class _V2Rtt(RttCodec):
+    """v2's RTT: two value tokens, ``RttCoarse_c`` then ``RttFine_f`` (level 64c + f of the log scale),
+    with no role token before them (the coarse token opens the field). Coarse and fine ids each ascend
+    with the value, so :meth:`value_tokens` is the id range in order. ``RttFail`` (one token) is the
+    failure; ``RttExact`` (+ 8 bytes) an exact value off the scale, which the descent leaves out."""
+
+    role = None
+    width = 2
+    failure_tokens = np.array([RTT_FAIL], np.int64)
+    rel_error = math.sqrt(RTT_RATIO) - 1
+    lo_ms = RTT_LO
+    hi_ms = RTT_HI
+
+    def grammar_tokens(self, position: int) -> np.ndarray:
+        self._check(position)
+        if position == 0:
+            return np.concatenate([[RTT_FAIL, RTT_EXACT], np.arange(RTT_COARSE_BASE, RTT_COARSE_BASE + RTT_COARSE)])
+        return np.arange(RTT_FINE_BASE, RTT_FINE_BASE + RTT_FINE, dtype=np.int64)
+
+    def value_tokens(self, position: int) -> np.ndarray:
+        self._check(position)
+        if position == 0:
+            return np.arange(RTT_COARSE_BASE, RTT_COARSE_BASE + RTT_COARSE, dtype=np.int64)
+        return np.arange(RTT_FINE_BASE, RTT_FINE_BASE + RTT_FINE, dtype=np.int64)
+
+    def success_mask(self, prefix: np.ndarray) -> np.ndarray:
+        prefix = np.asarray(prefix, np.int64)
+        b, t = prefix.shape
+        self._check(t)
+        return np.ones((b, RTT_COARSE if t == 0 else RTT_FINE), bool)
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens, np.int64)
+        c, f = tokens[..., 0] - RTT_COARSE_BASE, tokens[..., 1] - RTT_FINE_BASE
+        if np.any((c < 0) | (c >= RTT_COARSE) | (f < 0) | (f >= RTT_FINE)):
+            raise DecodeError("v2 RTT: expected a coarse then a fine token")
+        return RTT_CENTRES[c * RTT_FINE + f]
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        level = rtt_levels(np.asarray(values, np.float64))
+        if np.any(level < 0):
+            raise ValueError(f"v2 RTT: values outside [{RTT_LO}, {RTT_HI}) ms have no scale tokens")
+        return np.stack([RTT_COARSE_BASE + level // RTT_FINE, RTT_FINE_BASE + level % RTT_FINE], axis=-1)
+
+
+def _token_names() -> tuple[str, ...]:
+    names = [f"byte{b:02x}" for b in range(NUM_BYTES)]
+    names += ["Src4", "Src6", "Dst4", "Dst6", "Time32", "Time64", "Delta16"]
+    names += [f"Delta{d}" for d in range(DELTA_COUNT)] + ["RttFail", "RttExact"]
+    names += [f"RttCoarse{c}" for c in range(RTT_COARSE)] + [f"RttFine{f}" for f in range(RTT_FINE)]
+    names += ["Size16"] + [f"Size{v}" for v in range(SIZE_COUNT)] + [f"Err{v}" for v in range(ERR_COUNT)]
+    names.append("PAD")
+    assert len(names) == VOCAB_SIZE
+    return tuple(names)
+
+
+def _field_spec() -> FieldSpec:
+    # kinds: 0 source header, 1 time, 2 destination, 3 size, 4 errors, 5 rtt
+    block = np.full(VOCAB_SIZE, -1, np.int32)
+    block[[SRC4, SRC6]] = 0
+    block[[TIME32, TIME64, DELTA16]] = 1
+    block[DELTA_BASE : DELTA_BASE + DELTA_COUNT] = 1
+    block[[DST4, DST6]] = 2
+    block[SIZE16] = 3
+    block[SIZE_BASE : SIZE_BASE + SIZE_COUNT] = 3
+    block[ERR_BASE : ERR_BASE + ERR_COUNT] = 4
+    block[[RTT_FAIL, RTT_EXACT]] = 5
+    block[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = 5
+    return FieldSpec(block_kind=block, kinds=6, max_offset=16)
+
+
+def _groups() -> dict:
+    ids = np.arange(VOCAB_SIZE)
+    kind = _KIND[:VOCAB_SIZE]
+    return {
+        "byte_tokens": kind == K_BYTE,
+        "source_tokens": kind == K_SRC,
+        "time_tokens": (kind == K_TIME_ABS) | (kind == K_DELTA),
+        "destination_tokens": kind == K_DST,
+        "size_tokens": kind == K_SIZE,
+        "error_tokens": kind == K_ERR,
+        "rtt_tokens": (kind == K_RTT) | (kind == K_FINE),
+        "pad_tokens": ids == PAD,
+    }
+
+
+class SchemeV2(Scheme):
+    """The compact scheme: runs of one source, time deltas, a 2-token log-scale RTT; no msm_id."""
+
+    name = "v2"
+    version = 1
+    vocab_size = VOCAB_SIZE
+    pad_id = PAD
+    keeps_msm_id = False
+    min_seq_len = SRC_LEN[6] + 9 + DST_LEN[6] + 3 + 1 + 9  # the longest single measurement, as a run start
+    item_lengths = None  # variable: the packer plans runs (packing.plan_runs) and assemble() lays them out
+    rtt = _V2Rtt()
+    field_spec = _field_spec()
+    token_names = _token_names()
+    token_groups = _groups()
+    grammar = None  # constrained decoding of v2 is not built yet (docs/tokenizer.md)
+    legend = f"bytes 0-255, field tokens 256-{VOCAB_SIZE - 2}, PAD {PAD}"
+
+    def encode_table(self, table) -> EncodedTable:
+        return encode_table(table)
+
+    def parse_records(self, records: np.ndarray, *, first_record: int = 0) -> Parsed:
+        return parse_records(records, first_record=first_record)
+
+    @staticmethod
+    def head_lengths(items: Items):
+        return head_lengths(items)
+
+    @staticmethod
+    def assemble(items: Items, seq_len: int, record_first: np.ndarray) -> np.ndarray:
+        return assemble(items, seq_len, record_first)
+
+
+V2 = SchemeV2()
+
+
+def reference_records(rows: Sequence[Mapping], seq_len: int) -> list[list[int]]:
+    """Per-row reference of a whole pack: ``rows`` in (source, time) order, laid greedily into records of
+    ``seq_len`` (a record ends where the next row does not fit), each record's tokens without PAD."""
+    out: list[list[int]] = []
+    current: list[int] = []
+    prev = None
+    for row in rows:
+        same = prev is not None and row["src_addr"] == prev["src_addr"]
+        tokens = reference_measurement(row, prev if same and current else None)
+        if len(current) + len(tokens) > seq_len:
+            out.append(current)
+            current = []
+            tokens = reference_measurement(row, None)
+        current += tokens
+        prev = row
+    if current:
+        out.append(current)
+    return out
+
+
+__all__ = ["V2", "SchemeV2", "Items", "assemble", "encode_table", "parse_records", "reference_measurement",
+           "reference_records", "address_words"]
