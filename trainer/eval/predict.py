@@ -1,16 +1,22 @@
 """Ask a trained model about measurements: fix some fields, sample the rest under the token grammar.
 
-    python -m trainer.predict --workdir W --src IP --dst IP [--time T] [--samples 256]
+    python -m trainer.predict --workdir W --src IP --dst IP [--time T] [--quantiles 0.1,0.5,0.9] [--samples N]
     python -m trainer.predict --workdir W --given src_addr=IP --given rtt=25.0      # the inverse query
 
 The given fields become a prompt ``[MeasurementStart, given blocks in canonical order]`` (positions from
-0, as the first measurement of a record); the model then completes the measurement ``--samples`` times
-with the grammar enforced at every step (``tokenizer.grammar``: roles only where a block may start, the
-right number of byte tokens, the address family of the given addresses, a representable timestamp), so
-every sample decodes. Samples are drawn in one batch over a KV cache.
+0, as the first measurement of a record).
 
-* When the RTT is sampled, prints its distribution: p10, p50, p90 of the successful samples and the
-  failure probability (share of samples with RTT < 0, the data's failed ping).
+* **When the RTT is asked** (not given), the answer is its distribution, found exactly and without
+  sampling (:mod:`trainer.eval.quantiles`): the prompt ends with the RTT's role token, and a descent over
+  the RTT's value tokens gives each ``--quantiles`` level of the RTT given success (ms, monotone in the
+  level, finite, within what the scheme encodes) and the failure probability. Deterministic: the same
+  checkpoint and prompt give the same figures, whatever ``--seed``.
+* ``--samples N`` (the default when the RTT is given, 256) also completes the measurement ``N`` times with
+  the grammar enforced at every step (``tokenizer.grammar``: roles only where a block may start, the
+  right number of byte tokens, the address family of the given addresses, a representable timestamp), so
+  every sample decodes; samples are drawn in one batch over a KV cache. When the RTT is asked it is drawn
+  first, from the same prompt the descent reads, so the samples and the quantiles describe one
+  distribution; the samples' p10, p50, p90 and failure share are printed beside the quantiles.
 * When other fields are sampled, prints each one's most frequent values and the first ``--show``
   decoded measurements. ``--json`` prints all of it as one JSON object instead.
 
@@ -183,6 +189,31 @@ def summarize(decoded: list[dict], given: dict[int, str], top: int = 5) -> dict:
     return out
 
 
+def _levels(text: str | None) -> tuple[float, ...]:
+    """The ``--quantiles`` levels (default 0.1, 0.5, 0.9), each once, in the order given."""
+    from trainer.eval.quantiles import DEFAULT_QUANTILES, parse_quantiles
+
+    if text is None:
+        return DEFAULT_QUANTILES
+    try:
+        return tuple(dict.fromkeys(parse_quantiles(text)))
+    except ValueError as err:
+        raise UsageError(f"--quantiles: {err}") from None
+
+
+def _level_key(q: float) -> str:
+    """A level as a JSON key: ``0.1`` -> ``"0.1"`` (the shortest text that reads back as the same float)."""
+    return repr(float(q))
+
+
+def _sampled_rtt(value: float) -> float | None:
+    """A sampled RTT for ``rtt_samples``: -1.0 for a failure (any negative value), None for inf or NaN (an
+    unconstrained sample may spell one; JSON has no such numbers)."""
+    if math.isnan(value) or math.isinf(value) and value > 0:
+        return None
+    return -1.0 if value < 0 else value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainer.predict", description=__doc__.split("\n")[0],
@@ -193,7 +224,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dst", help="destination address (same as --given dst_addr=IP)")
     p.add_argument("--time", help="timestamp: epoch seconds or ISO 8601 (same as --given timestamp=T)")
     p.add_argument("--given", action="append", default=[], metavar="FIELD=VALUE", help="fix a field (repeatable)")
-    p.add_argument("--samples", type=int, default=256, help="samples drawn (default 256)")
+    p.add_argument("--quantiles", default=None, metavar="Q,Q,...",
+                   help="RTT quantile levels found by descent, each in (0, 1) (default 0.1,0.5,0.9; only when "
+                        "the RTT is asked)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples drawn (default: none when the RTT is asked, 256 when it is given)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: most likely tokens)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
@@ -213,31 +248,51 @@ def run(argv: list[str] | None = None) -> int:
         if flag is not None:
             items.append(f"{field}={flag}")
     try:
-        if args.samples <= 0:
+        if args.samples is not None and args.samples <= 0:
             raise UsageError("--samples must be positive")
         if args.temperature < 0:
             raise UsageError("--temperature must be >= 0")
         given = parse_given(items)
         prompt = build_prompt(given)
+        rtt_asked = BLOCK_RTT not in given
+        if args.quantiles is not None and not rtt_asked:
+            raise UsageError("--quantiles: the RTT is given, so there is no RTT distribution to describe")
+        levels = _levels(args.quantiles) if rtt_asked else ()
+        samples = args.samples if args.samples is not None else (0 if rtt_asked else 256)
         loaded = sampling.load(args.workdir, args.step)
     except (UsageError, InputError) as err:  # a CheckpointError is an InputError
         return report(err)
     sampler = sampling.Sampler.from_loaded(loaded)
-    generated = sampling.sample(sampler, [prompt], args.samples, seed=args.seed, temperature=args.temperature)[0]
-    decoded = [decode_measurement(m) for m in sampling.complete_measurements(prompt, generated)]
-    answer = summarize(decoded, given)
     answer = {
         "checkpoint_step": loaded.step,
         "given": {BLOCK_NAMES[b]: v for b, v in sorted(given.items())},
-        "samples": args.samples,
-        **answer,
-        "measurements": [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]],
+        "samples": samples,
     }
+    if rtt_asked:
+        from trainer.eval import quantiles
+
+        code = quantiles.rtt_code_for(loaded.config.tokenizer)
+        if code.role is not None:
+            prompt = [*prompt, code.role]  # the RTT next: the descent and the samples read the same prompt
+        dist = quantiles.model_distribution(sampler, [np.array(prompt)], code, levels)
+        answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
+        answer["failure_probability"] = float(dist.failure_probability[0])
+    decoded = []
+    if samples:
+        generated = sampling.sample(sampler, [prompt], samples, seed=args.seed, temperature=args.temperature)[0]
+        decoded = [decode_measurement(m) for m in sampling.complete_measurements(prompt, generated)]
+        answer.update(summarize(decoded, given))
+        if rtt_asked:
+            answer["rtt_samples"] = [_sampled_rtt(d["rtt"]) for d in decoded]
+    answer["measurements"] = [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]]
     if args.json:
         print(json.dumps(answer, sort_keys=True))
         return 0
-    print(f"checkpoint step {loaded.step}; {args.samples} samples; given: "
+    print(f"checkpoint step {loaded.step}; {samples} samples; given: "
           + (", ".join(f"{k}={v}" for k, v in answer["given"].items()) or "nothing"))
+    if "rtt_quantiles" in answer:
+        print("RTT (ms) by descent: " + "  ".join(f"q{k} {v:.6g}" for k, v in answer["rtt_quantiles"].items())
+              + f"   failure probability {answer['failure_probability']:.3f}")
     if "rtt" in answer:
         r = answer["rtt"]
         if r["successful"]:
@@ -245,7 +300,7 @@ def run(argv: list[str] | None = None) -> int:
                   f"failure probability {r['failure_probability']:.3f}  ({r['successful']} successful samples)")
         else:
             print(f"RTT: no successful sample; failure probability {r['failure_probability']:.3f}")
-    for name, values in answer["fields"].items():
+    for name, values in answer.get("fields", {}).items():
         print(f"{name}: " + ", ".join(f"{v} ({share:.0%})" for v, share in values))
     if args.show and answer["measurements"]:
         print(f"first {len(answer['measurements'])} samples:")
