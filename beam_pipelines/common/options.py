@@ -1,17 +1,123 @@
-"""Beam pipeline options shared by every job: the pass-through arguments plus sensible defaults."""
+"""Beam pipeline options shared by every job: the pass-through arguments plus sensible defaults, and
+which options Beam knows (:class:`BeamOptionNames`, for :func:`beam_pipelines.common.cli.parse_job_args`)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import re
 import shlex
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
+from beam_pipelines.common.cli import unknown_option
+from beam_pipelines.common.errors import UsageError
 from beam_pipelines.common.worker_main import worker_command
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
 _RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 LOCAL_RUNNER = "beam_pipelines.common.options.LocalRunner"
+# Beam's runner modules that define options of their own (a PipelineOptions subclass outside
+# apache_beam.options.pipeline_options, registered when the module is imported). Imported only when an
+# option is not known otherwise (the DaskRunner's import costs about 1.4 s); one whose extra is not
+# installed cannot be imported, and its options stay unknown.
+RUNNER_OPTION_MODULES = ("apache_beam.runners.dask.dask_runner",)
+
+
+def _runner_name(args: list[str]) -> str | None:
+    """The ``--runner`` given in ``args`` (``--runner=X`` or ``--runner X``), with our short aliases resolved."""
+    for i, a in enumerate(args):
+        if a.startswith("--runner="):
+            name = a.split("=", 1)[1]
+        elif a == "--runner" and i + 1 < len(args):
+            name = args[i + 1]
+        else:
+            continue
+        return _RUNNER_ALIASES.get(name, name)
+    return None
+
+
+class BeamOptionNames:
+    """Which options Beam knows, asked of Beam through its public options API.
+
+    ``PipelineOptions.get_all_options`` builds one argparse parser from every registered
+    ``PipelineOptions`` subclass (the parser Beam reads a job's options with) and hands it to its
+    ``add_extra_args_fn`` callback before parsing: the callback keeps it, and every question is put to it
+    with argparse's public ``parse_known_args``. A ``--runner`` named by module path (the DaskRunner, our
+    LocalRunner) is imported first, as Beam imports it when the pipeline is made, so that its own options
+    are registered; a runner that cannot be imported (its extra is not installed) is a
+    :class:`UsageError` naming it.
+    """
+
+    def __init__(self, args: list[str]):
+        runner = _runner_name(args)
+        if runner and "." in runner:
+            module = runner.rsplit(".", 1)[0]
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                hint = "; is Beam's extra for this runner installed (apache-beam[dask] for the DaskRunner)?"
+                raise UsageError(
+                    f"--runner {runner}: {module} cannot be imported ({exc})"
+                    + (hint if module.startswith("apache_beam.") else "")
+                ) from None
+        self._parser = self._beam_parser()
+        self._runner_modules_tried = False
+
+    @staticmethod
+    def _beam_parser():
+        kept = []
+        PipelineOptions([]).get_all_options(add_extra_args_fn=kept.append)
+        return kept[0]
+
+    def _parse(self, args: list[str]):
+        """Beam's parser on ``args``: ``(namespace, unknown tokens)``; its complaint (a value it refuses)
+        as a :class:`UsageError` with argparse's message, without the usage block it prints."""
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(printed):
+                return self._parser.parse_known_args(args)
+        except SystemExit:
+            lines = printed.getvalue().strip().splitlines() or ["error: bad Beam option"]
+            raise UsageError(lines[-1].split("error: ", 1)[-1]) from None
+
+    def _knows(self, name: str) -> bool:
+        try:
+            _, unknown = self._parse([name])
+        except UsageError:
+            return True  # it wants a value, or takes none: either way it knows the option
+        return name not in unknown
+
+    def knows(self, name: str) -> bool:
+        """Whether Beam takes the option ``name`` (``--direct_num_workers``; exact name, no abbreviation)."""
+        if self._knows(name):
+            return True
+        if not self._runner_modules_tried:
+            self._runner_modules_tried = True
+            for module in RUNNER_OPTION_MODULES:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module)
+            self._parser = self._beam_parser()
+            return self._knows(name)
+        return False
+
+    @property
+    def names(self) -> list[str]:
+        """Beam's option names, for a "did you mean" hint: the ``--`` words of its parser's help text (argparse
+        has no public list of a parser's options), each kept only when the parser knows it."""
+        words = dict.fromkeys(re.findall(r"(?<![\w-])--[A-Za-z0-9][\w-]*", self._parser.format_help()))
+        return [w for w in words if w != "--help" and self._knows(w)]  # probing --help would print the help
+
+    def check(self, args: list[str]) -> None:
+        """Raise :class:`UsageError` unless Beam's parser takes every token of ``args`` (values included)."""
+        _, unknown = self._parse(list(args))
+        if unknown:
+            first = unknown[0]
+            if first.startswith("-"):
+                raise unknown_option(first.split("=", 1)[0], self.names)
+            raise UsageError(f"unexpected argument {first!r}")
 
 
 class LocalRunner(PipelineRunner):

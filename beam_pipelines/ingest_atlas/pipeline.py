@@ -26,7 +26,6 @@ so a crash leaves the previous version; the rerun removes the unlisted files and
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -44,6 +43,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog, storage
+from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
@@ -222,10 +222,11 @@ class Options:
 
 
 def parse_args(argv) -> tuple[Options, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = StrictArgumentParser(
         prog="python -m beam_pipelines.ingest_atlas",
         description="Convert RIPE Atlas ping results (JSON lines or JSON arrays; bz2, gz, xz or plain) into "
-        "Parquet shards in the seed's schema. Unknown options are passed to Apache Beam (e.g. --runner).",
+        "Parquet shards in the seed's schema. Apache Beam's own options (e.g. --runner) are passed to Beam; "
+        "any other option is refused (exit 2).",
     )
     parser.add_argument("--input", action="append", required=True, help="file, directory or glob; may be repeated")
     parser.add_argument("--output", required=True, help="output directory")
@@ -247,7 +248,7 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         help="convert only the input files --output has not converted before, into a new version "
         "(creates --output when it holds no result yet)",
     )
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
     given = tuple(k for k in ("rtt", "src", "shard_rows") if getattr(args, k) is not None)
     args.rtt = args.rtt or "min"
     args.src = args.src or "from"
@@ -291,6 +292,8 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
     first = len(previous["inputs"]) if previous else 0
     files = streams.inspect_inputs(paths, first)
     hashes = streams.hash_inputs([f.path for f in files], sum(f.bytes for f in files))
+    # A large bz2 file is indexed (one decode, on every core) so that its text splits like a plain file's.
+    files = streams.index_bz2_files(files, min(options.split_bytes, streams.BZ2_SPLIT_BYTES))
     units = streams.plan_units(files, options.split_bytes)
     inputs = tuple(
         {"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression, "sha256": hashes[f.path]}
@@ -374,7 +377,7 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         options, beam_args = parse_args(argv)
-    except SystemExit as exc:  # argparse's --help or usage error: an exit code, not an exit
+    except SystemExit as exc:  # argparse's --help: an exit code, not an exit
         return exc.code if isinstance(exc.code, int) else 2
     except UsageError as exc:
         return report(exc)

@@ -10,14 +10,14 @@ temporary name and renamed, so a crash never leaves a partial shard behind.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 
 import pyarrow.parquet as pq
 
-from beam_pipelines.common.errors import RunError, report
+from beam_pipelines.common.cli import StrictArgumentParser, parse_options
+from beam_pipelines.common.errors import RunError, UsageError, report
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.make_sample import synth
 
@@ -64,14 +64,30 @@ def write_stream(rows: int, seed: int, output: str, shards: int, row_group_size:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns 0, or 1 when the shards cannot be written. Bad options exit 2 (argparse)."""
-    parser = argparse.ArgumentParser(prog="python -m beam_pipelines.make_sample", description=__doc__.split("\n")[0])
+    """Run the CLI; returns 0, 2 for bad options (one ``error:`` line, nothing written), or 1 when the
+    shards cannot be written."""
+    try:
+        args = _parse_args(argv)
+    except UsageError as exc:
+        return report(exc)
+    try:
+        paths = write_stream(args.rows, args.seed, args.output, args.shards, args.row_group_size)
+    except OSError as exc:
+        return report(RunError(f"make_sample failed: cannot write {args.output}: {exc.strerror or exc}"))
+    size = sum(os.path.getsize(p) for p in paths)
+    print(f"wrote {args.rows:,} rows in {len(paths)} shards to {args.output} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+def _parse_args(argv: list[str] | None):
+    """The options, checked; every mistake is a UsageError (argparse's and ours alike)."""
+    parser = StrictArgumentParser(prog="python -m beam_pipelines.make_sample", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=120_000, help="rows to generate (default 120000)")
     parser.add_argument("--shards", type=int, default=4, help="number of Parquet files (default 4)")
     parser.add_argument("--output", default="data/sample", help="output directory (default data/sample)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--row_group_size", type=int, default=DEFAULT_ROW_GROUP, help="rows per Parquet row group")
-    args = parser.parse_args(argv)
+    args = parse_options(parser, argv)
     if args.rows < 1 or args.shards < 1 or args.shards > args.rows:
         parser.error("need rows >= 1 and 1 <= shards <= rows")
     if args.rows > MAX_ROWS:
@@ -80,13 +96,7 @@ def run(argv: list[str] | None = None) -> int:
         parser.error("--row_group_size must be positive")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         parser.error(f"--output {args.output} exists and is not a directory")
-    try:
-        paths = write_stream(args.rows, args.seed, args.output, args.shards, args.row_group_size)
-    except OSError as exc:
-        return report(RunError(f"make_sample failed: cannot write {args.output}: {exc.strerror or exc}"))
-    size = sum(os.path.getsize(p) for p in paths)
-    print(f"wrote {args.rows:,} rows in {len(paths)} shards to {args.output} ({size / 1e6:.2f} MB)")
-    return 0
+    return args
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ and is removed at the end whether the job succeeded or failed.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
@@ -42,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.output import OutputDir, OutputRules
@@ -101,10 +101,11 @@ SHAPING_DEFAULTS = {"seq_len": 1024, "split": "80,10,10", "split_by": "src", "co
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = StrictArgumentParser(
         prog="python -m beam_pipelines.pretokenize",
         description="Pack Parquet ping measurements into seq_len-token ArrayRecord splits with a manifest. "
-        "Unknown options are passed to Apache Beam (e.g. --runner, --direct_num_workers).",
+        "Apache Beam's own options (e.g. --runner, --direct_num_workers) are passed to Beam; any other "
+        "option is refused (exit 2).",
     )
     parser.add_argument("--input", default=DEFAULT_INPUT, help="Parquet file, directory or glob (default: the bundled sample)")
     parser.add_argument("--output", default="out", help="output directory (default ./out)")
@@ -138,7 +139,7 @@ def parse_args(argv):
         type=int,
         help="about this many rows per grouping bucket; bounds each worker's memory (default 1000000)",
     )
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
     given = frozenset(k for k in SHAPING_DEFAULTS if getattr(args, k) is not None)
     for key, default in SHAPING_DEFAULTS.items():
         if getattr(args, key) is None:

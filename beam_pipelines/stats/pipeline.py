@@ -25,7 +25,6 @@ given, else ``OUTPUT/.stats_tmp``, and is removed at the end.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import contextlib
 import functools
@@ -45,6 +44,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog, storage
+from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.common.options import beam_options
@@ -339,10 +339,11 @@ def summary_line(report: dict) -> str:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = StrictArgumentParser(
         prog="python -m beam_pipelines.stats",
         description="Write report.json, report.md and report.html about raw Parquet pings (--input, a Beam job) "
-        "or a pretokenized dataset (--dataset). Unknown options are passed to Apache Beam.",
+        "or a pretokenized dataset (--dataset). Apache Beam's own options are passed to Beam; any other "
+        "option is refused (exit 2).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="Parquet file, directory or glob of raw pings")
@@ -374,7 +375,7 @@ def parse_args(argv):
         help="distinct RTT values kept exactly before switching to fine log bins (default 262144)",
     )
     parser.add_argument("--no_html", action="store_true", help="skip report.html (and matplotlib)")
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
     if args.version is not None and args.dataset is None:
         raise UsageError("--version applies to --dataset only")
     if args.dataset is not None and beam_args:

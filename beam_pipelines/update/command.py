@@ -30,6 +30,7 @@ import sys
 import time
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.output import WriterLock
 
@@ -40,11 +41,11 @@ LOCK_SUFFIX = ".update.lock"
 
 
 def parse_args(argv) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = StrictArgumentParser(
         prog="python -m beam_pipelines.update",
         description="Add the new RIPE Atlas dump files of a folder to a Parquet folder (ingest_atlas --append) "
-        "and to a dataset (pretokenize --append), creating both on the first run. Unknown options are Beam "
-        "options, given to both jobs.",
+        "and to a dataset (pretokenize --append), creating both on the first run. Apache Beam's own options "
+        "are given to both jobs; any other option is refused (exit 2).",
     )
     parser.add_argument("--incoming", required=True, help="folder of dump files (bz2, gz, xz or plain JSON)")
     parser.add_argument("--parquet", required=True, help="the ingest_atlas output (Parquet shards) to append to")
@@ -53,7 +54,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, list[str]]:
         parser.add_argument(f"--{name}", help=f"ingest_atlas --{name} (default: the output's, or the job's)")
     for name in PRETOKENIZE_OPTIONS:
         parser.add_argument(f"--{name}", help=f"pretokenize --{name} (default: the dataset's, or the job's)")
-    return parser.parse_known_args(argv)
+    return parse_job_args(parser, argv)
 
 
 def incoming_files(folder: str) -> list[str]:
@@ -93,8 +94,10 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         args, beam_args = parse_args(argv)
-    except SystemExit as exc:  # argparse's --help or usage error: an exit code, not an exit
+    except SystemExit as exc:  # argparse's --help: an exit code, not an exit
         return exc.code if isinstance(exc.code, int) else 2
+    except UsageError as exc:  # an unknown or bad option: nothing is read or written
+        return report(exc)
     try:
         from beam_pipelines.common.options import beam_options
 

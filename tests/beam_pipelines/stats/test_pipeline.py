@@ -132,8 +132,8 @@ def test_wrong_column_type(dirty, tmp_path, capsys):
 def test_usage_errors(tmp_path, capsys):
     assert stats.run(["--dataset", str(tmp_path), "--output", str(tmp_path / "o"), "--runner=DirectRunner"]) == 2
     assert "Beam options apply to --input only" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        stats.run(["--output", str(tmp_path)])  # neither --input nor --dataset
+    assert stats.run(["--output", str(tmp_path)]) == 2  # neither --input nor --dataset: one error line, no exit
+    assert capsys.readouterr().err.strip() == "error: one of the arguments --input --dataset is required"
 
 
 def test_empty_input(dirty, tmp_path):
