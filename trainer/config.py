@@ -8,6 +8,7 @@ A config is ``Config`` (run, data, optimizer, checkpointing) holding a ``ModelCo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import types
@@ -150,8 +151,10 @@ def _build(cls, values: Mapping, prefix: str = ""):
     types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(types_), n=1, cutoff=0.6)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
         raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}{hint}; "
             f"valid keys: {', '.join(prefix + k for k in sorted(types_))}"
         )
     kwargs = {}
@@ -210,6 +213,17 @@ def resolve_preset(name_or_path: str) -> str:
         return candidate
     presets = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
     raise ConfigError(f"no config file {name_or_path!r} and no preset of that name (presets: {', '.join(presets)})")
+
+
+def config_keys(cls=None, prefix: str = "") -> list[str]:
+    """Every key a config or override may set, dotted (``steps``, ``model.width``), sorted."""
+    keys = []
+    for name, typ in _field_types(Config if cls is None else cls).items():
+        if dataclasses.is_dataclass(typ):
+            keys.extend(config_keys(typ, f"{prefix}{name}."))
+        else:
+            keys.append(prefix + name)
+    return sorted(keys)
 
 
 def from_dict(values: Mapping) -> Config:

@@ -12,6 +12,7 @@ the checkpoint, dropout keys are derived from (key, step), and every batch is a 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -28,6 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from beam_pipelines.common.cli import option_names_in
 from beam_pipelines.common.errors import InputError, UsageError, report
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError, select_version
@@ -35,7 +37,7 @@ from beam_pipelines.dataset import dataset_versions as contract_versions
 from trainer import augment, data
 from trainer import model as model_lib
 from trainer.checkpoint import Checkpointer
-from trainer.config import Config, ConfigError, from_saved, load_config, same_architecture
+from trainer.config import Config, ConfigError, config_keys, from_saved, load_config, same_architecture
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -581,6 +583,15 @@ def _maybe_initialize_distributed() -> None:
     )
 
 
+def _refuse_options(argv: list[str]) -> None:
+    """The CLI takes a config and ``key=value`` overrides, no option: ``--workdir=w`` (a habit from the
+    jobs) is one ``error:`` line naming it and the closest config key, before anything is read."""
+    for name in option_names_in(argv):
+        close = difflib.get_close_matches(name.lstrip("-"), config_keys(), n=1, cutoff=0.6)
+        hint = f"did you mean the override {close[0]}=...?" if close else "overrides are key=value, e.g. steps=100"
+        raise UsageError(f"unrecognized option {name} ({hint})")
+
+
 def run(argv: list[str] | None = None) -> int:
     """CLI: ``python -m trainer.train CONFIG [key=value ...]``.
 
@@ -590,10 +601,11 @@ def run(argv: list[str] | None = None) -> int:
     and record; the last checkpoint stays). Any other failure during training raises (exit 1).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0 if argv else 2
     try:
+        _refuse_options(argv)
         config = load_config(argv[0], argv[1:])
         _maybe_initialize_distributed()
         summary = train_and_evaluate(config)

@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from beam_pipelines.common import errors
+from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError
@@ -652,8 +653,8 @@ MODEL_ONLY = ("workdir", "step", "samples", "nll_batches", "batch_size", "max_ro
 _MODEL_DEFAULTS = {"samples": 128, "nll_batches": 0, "batch_size": 8, "max_rows": 1024}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n")[0])
+def _parser() -> StrictArgumentParser:
+    p = StrictArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default=None, help="training workdir (its latest checkpoint is evaluated); "
                    "required unless --baselines_only")
     p.add_argument("--baselines_only", action="store_true",
@@ -736,7 +737,10 @@ def _check_args(args) -> None:
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code: 0 done, 2 bad arguments, a missing checkpoint or dataset
     (``beam_pipelines.common.errors``; a failure during the evaluation raises, exit 1)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = parse_options(_parser(), argv)
+    except UsageError as err:  # an unknown or bad option: one error line, nothing read or written
+        return errors.report(err)
     from trainer import data
 
     loaded = None

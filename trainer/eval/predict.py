@@ -36,6 +36,7 @@ import sys
 
 import numpy as np
 
+from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError, report
 from tokenizer import decode_measurement, epoch_seconds, fields, grammar
 from tokenizer.addresses import parse_address
@@ -214,8 +215,8 @@ def _sampled_rtt(value: float) -> float | None:
     return -1.0 if value < 0 else value
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> StrictArgumentParser:
+    p = StrictArgumentParser(
         prog="python -m trainer.predict", description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -240,7 +241,10 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code: 0 done, 2 bad arguments or a workdir without a checkpoint
     (``beam_pipelines.common.errors``; a failure while sampling raises, exit 1)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = parse_options(_parser(), argv)
+    except UsageError as err:  # an unknown or bad option: one error line, nothing read or written
+        return report(err)
     from trainer.eval import sampling
 
     items = list(args.given)

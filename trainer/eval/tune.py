@@ -12,13 +12,13 @@ on the real RIPE Atlas file (docs/evaluation.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
 from beam_pipelines.common import errors
+from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
 from trainer.eval import baselines as bl
 from trainer.eval import columns
@@ -33,7 +33,7 @@ def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 done, 2 bad arguments or dataset."""
     from trainer.eval.evaluate import open_dataset
 
-    p = argparse.ArgumentParser(prog="python -m trainer.eval.tune", description=__doc__.split("\n")[0])
+    p = StrictArgumentParser(prog="python -m trainer.eval.tune", description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", required=True)
     p.add_argument("--split", default="val", help="split scored (default val; test is refused)")
     p.add_argument("--ranks", default="2,4,8,16")
@@ -41,8 +41,8 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", default=str(co.MF_ITERS), help="ALS iterations (a list: each is tried)")
     p.add_argument("--dims", default="2,4,8")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
     try:
+        args = parse_options(p, argv)
         if args.split == "test":
             raise UsageError("--split test: settings are chosen on a validation split, never on test")
         ranks, regs, dims = [int(r) for r in _floats(args.ranks)], _floats(args.regs), [int(d) for d in _floats(args.dims)]
