@@ -6,8 +6,8 @@
 Writes ``report.json`` (machine-readable, deterministic), ``report.md`` (tables like the seed's
 "Dataset Info") and ``report.html`` (one self-contained page, plots embedded as PNG) to REPORT_DIR.
 
-``--input`` runs a Beam pipeline (same runners and options as pretokenize: unknown options go to
-Beam; by default the DirectRunner on every core): ReadParquetBatches (tasks of consecutive row groups, Arrow
+``--input`` runs a Beam pipeline (same runners and options as pretokenize: Beam's own options go to
+Beam, any other is refused; by default the DirectRunner on every core): ReadParquetBatches (tasks of consecutive row groups, Arrow
 batches) -> SummarizeBatches (one mergeable summary per batch, numpy/pyarrow only) ->
 CombineSummaries (a CombineFn merging summaries) -> WriteSummary. ``--dataset`` reads every record of
 every file of a pretokenized dataset in parallel processes and checks it against the manifest; with
