@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import write_json_atomic  # noqa: F401  (re-exported for the jobs)
-from tokenizer import PAD, TOKENIZER_NAME, TOKENIZER_VERSION, VOCAB_SIZE
+from tokenizer import TOKENIZER_NAME, get_scheme
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -44,16 +44,16 @@ class ManifestError(DatasetError):
     """A dataset directory without a valid ``manifest.json``."""
 
 
-def tokenizer_info() -> dict:
-    """The manifest's ``tokenizer`` object for this code's tokenizer."""
-    return {"name": TOKENIZER_NAME, "version": TOKENIZER_VERSION, "vocab_size": VOCAB_SIZE, "pad_id": PAD}
+def tokenizer_info(scheme: str = TOKENIZER_NAME) -> dict:
+    """The manifest's ``tokenizer`` object for tokenizer scheme ``scheme`` (default: v1)."""
+    return get_scheme(scheme).info()
 
 
 def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def fingerprint(inputs: Sequence[Mapping], options: Mapping) -> str:
+def fingerprint(inputs: Sequence[Mapping], options: Mapping, scheme: str = TOKENIZER_NAME) -> str:
     """sha256 over the inputs' content hashes and sizes, the options that shape the output, and the tokenizer.
 
     Input paths are left out on purpose: the same bytes read from another place make the same dataset.
@@ -61,13 +61,13 @@ def fingerprint(inputs: Sequence[Mapping], options: Mapping) -> str:
     payload = {
         "inputs": [{"sha256": i["sha256"], "bytes": i["bytes"], "rows": i["rows"]} for i in inputs],
         "options": dict(options),
-        "tokenizer": tokenizer_info(),
+        "tokenizer": tokenizer_info(scheme),
         "format_version": FORMAT_VERSION,
     }
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
-def version_fingerprint(previous: str, inputs: Sequence[Mapping], options: Mapping) -> str:
+def version_fingerprint(previous: str, inputs: Sequence[Mapping], options: Mapping, scheme: str = TOKENIZER_NAME) -> str:
     """The fingerprint of a version > 1: sha256 over the previous version's fingerprint, this version's new
     inputs (content hashes, sizes, rows), its shaping options and the tokenizer.
 
@@ -78,7 +78,7 @@ def version_fingerprint(previous: str, inputs: Sequence[Mapping], options: Mappi
         "previous": previous,
         "inputs": [{"sha256": i["sha256"], "bytes": i["bytes"], "rows": i["rows"]} for i in inputs],
         "options": dict(options),
-        "tokenizer": tokenizer_info(),
+        "tokenizer": tokenizer_info(scheme),
         "format_version": FORMAT_VERSION,
     }
     return hashlib.sha256(canonical_json(payload)).hexdigest()

@@ -53,7 +53,7 @@ from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.pretokenize import stages
 from beam_pipelines.pretokenize.splitting import parse_fractions, time_cut_points
-from tokenizer import IPV6_LENGTH
+from tokenizer import TOKENIZER_NAME, TokenizerMismatch, check_tokenizer, get_scheme, scheme_names
 
 # The bundled sample, beside the package in a checkout: beam_pipelines/pretokenize/pipeline.py -> repo root.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,6 +90,8 @@ class Options:
     given: frozenset = frozenset()  # the shaping options given on the command line (SHAPING_OPTIONS names)
     temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
     fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
+    tokenizer: str = TOKENIZER_NAME  # tokenizer scheme (tokenizer.get_scheme); an append takes the dataset's
+    tokenizer_given: bool = False  # --tokenizer was on the command line (an append refuses another scheme)
 
 
 # snappy rather than zstd:3: a third of the CPU of writing 2 KB records (one chunk each) and cheaper to read
@@ -110,6 +112,12 @@ def parse_args(argv):
     parser.add_argument("--input", default=DEFAULT_INPUT, help="Parquet file, directory or glob (default: the bundled sample)")
     parser.add_argument("--output", default="out", help="output directory (default ./out)")
     parser.add_argument("--seq_len", type=int, help="tokens per record (default 1024)")
+    parser.add_argument(
+        "--tokenizer",
+        choices=scheme_names(),
+        help="tokenizer scheme (docs/tokenizer.md): v1, the seed's (default), or v2, the compact one; an "
+        "append keeps the dataset's",
+    )
     parser.add_argument("--split", help="train,val,test shares (default 80,10,10)")
     parser.add_argument("--split_by", choices=("src", "time"), help="split by source address (default) or by time")
     parser.add_argument("--compression", help="ArrayRecord compression: snappy (default), zstd[:LEVEL] (smaller files, about 3x the CPU to write), brotli[:LEVEL] or uncompressed")
@@ -153,8 +161,12 @@ def parse_args(argv):
         if args.in_process and any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
             chosen = " ".join(a for a in beam_args if a.startswith(RUNNER_OPTIONS))
             raise UsageError(f"--in_process runs without Apache Beam; it cannot be combined with {chosen}")
-        if args.seq_len < IPV6_LENGTH or args.seq_len > 65536:
-            raise UsageError(f"--seq_len {args.seq_len}: must be between {IPV6_LENGTH} (one IPv6 measurement) and 65536")
+        scheme = get_scheme(args.tokenizer or TOKENIZER_NAME)
+        if args.seq_len < scheme.min_seq_len or args.seq_len > 65536:
+            raise UsageError(
+                f"--seq_len {args.seq_len}: must be between {scheme.min_seq_len} (the longest {scheme.name} "
+                "measurement) and 65536"
+            )
         if args.bucket_rows < 1:
             raise UsageError("--bucket_rows must be positive")
         temp_location, fs_options = _beam_storage_options(beam_args)
@@ -174,6 +186,8 @@ def parse_args(argv):
             given=given,
             temp_location=temp_location,
             fs_options=fs_options,
+            tokenizer=scheme.name,
+            tokenizer_given=args.tokenizer is not None,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -291,9 +305,9 @@ def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.J
         shaping["time_cut_points"] = list(cut_points)
     inputs = tuple({"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256} for f in files)
     if previous is None:
-        fp = manifest_lib.fingerprint(inputs, shaping)
+        fp = manifest_lib.fingerprint(inputs, shaping, options.tokenizer)
     else:
-        fp = manifest_lib.version_fingerprint(previous, inputs, shaping)
+        fp = manifest_lib.version_fingerprint(previous, inputs, shaping, options.tokenizer)
     ctx = stages.JobContext(
         output=options.output,
         seq_len=options.seq_len,
@@ -311,6 +325,7 @@ def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.J
         version=version,
         previous_fingerprint=previous,
         created=manifest_lib.created_now(),
+        tokenizer=options.tokenizer,
     )
     return tasks, ctx, skipped
 
@@ -335,11 +350,20 @@ def inherit_options(options: Options, manifest: dict) -> Options:
     """``options`` with the dataset's shaping options; a given option that differs is refused, both values
     named (an append must shape its records exactly as the dataset's earlier versions)."""
     out = options.output
-    if manifest["tokenizer"] != manifest_lib.tokenizer_info():
+    try:
+        scheme = check_tokenizer(manifest["tokenizer"])
+    except TokenizerMismatch as exc:
+        known = " or ".join(str(get_scheme(name).info()) for name in scheme_names())
         raise UsageError(
-            f"{out} was written with tokenizer {manifest['tokenizer']}, this code writes "
-            f"{manifest_lib.tokenizer_info()}; an append must use the dataset's tokenizer (rebuild it instead)"
+            f"{out} was written with tokenizer {manifest['tokenizer']}, this code writes {known} ({exc}); an "
+            "append must use the dataset's tokenizer (rebuild it instead)"
+        ) from exc
+    if options.tokenizer_given and options.tokenizer != scheme.name:
+        raise UsageError(
+            f"--tokenizer {options.tokenizer} differs from the dataset's tokenizer {scheme.name} in {out}; an "
+            f"append keeps the dataset's scheme (leave --tokenizer out, or rebuild the dataset without --append)"
         )
+    options = dataclasses.replace(options, tokenizer=scheme.name)
     ds = {**_dataset_options(manifest), "seq_len": manifest["seq_len"]}
     values = {
         "seq_len": options.seq_len,

@@ -35,9 +35,9 @@ from beam_pipelines.common.progress import write_marker
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import write_records
-from beam_pipelines.pretokenize.packing import PackResult, pack_sorted
+from beam_pipelines.pretokenize.packing import PackResult, pack_sorted, plan_runs
 from beam_pipelines.pretokenize.splitting import bucket_of, source_hash, split_by_source, split_by_time
-from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
+from tokenizer import get_scheme
 from tokenizer.spans import spans
 
 TMP_DIR = "_tmp"
@@ -84,6 +84,11 @@ class JobContext:
     version: int = 1  # the dataset version this job writes (> 1: an append)
     previous_fingerprint: str | None = None  # an append: the fingerprint of the version it adds to
     created: str | None = None  # the version's creation time (manifest.created_now), fixed when planned
+    tokenizer: str = "v1"  # the tokenizer scheme's name (tokenizer.get_scheme)
+
+    @property
+    def scheme(self):
+        return get_scheme(self.tokenizer)
 
     @property
     def tmp(self) -> str:
@@ -211,17 +216,24 @@ def _part_columns(enc, splits: np.ndarray, buckets: np.ndarray, file_of_row: np.
     }
 
 
-def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch]]:
+def _bucket_batches(parts: Sequence[dict], lengths: tuple[int, int] | None = get_scheme("v1").item_lengths
+                    ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """Buffered part columns -> one ``(bucket, batch)`` per bucket, rows in buffered order within each
     family and the IPv4 rows first, so the packer can take each family's fixed-length tokens as one
-    matrix without indexing tokens. Tokens are gathered as fixed-width rows (numpy), not by Arrow's take."""
+    matrix without indexing tokens. Tokens are gathered as fixed-width rows (numpy), not by Arrow's take.
+    ``lengths``: the scheme's token lengths of an IPv4 and an IPv6 row (``Scheme.item_lengths``); None for
+    a scheme whose rows have any lengths (v2's bodies), gathered by their offsets."""
+    if lengths is None:
+        yield from _variable_bucket_batches(parts)
+        return
+    ipv4_length, ipv6_length = lengths
     cols = {k: np.concatenate([p[k] for p in parts]) for k in (*_PART_COLUMNS, "bucket")}
     # Padded by one long row so that the run views below exist however few tokens there are.
-    tokens = np.concatenate([*(p["tokens"] for p in parts), np.zeros(IPV6_LENGTH, np.uint16)])
+    tokens = np.concatenate([*(p["tokens"] for p in parts), np.zeros(ipv6_length, np.uint16)])
     bases = np.cumsum([0] + [len(p["tokens"]) for p in parts[:-1]])
     start = np.concatenate([p["start"] + base for p, base in zip(parts, bases)])
-    runs4 = spans(tokens, 2 * IPV4_LENGTH)[::2]  # runs4[t]: the IPV4_LENGTH tokens from token t
-    runs6 = spans(tokens, 2 * IPV6_LENGTH)[::2]
+    runs4 = spans(tokens, 2 * ipv4_length)[::2]  # runs4[t]: the ipv4_length tokens from token t
+    runs6 = spans(tokens, 2 * ipv6_length)[::2]
     order = _bucket_family_order(cols["bucket"], cols["family"])
     sorted_buckets = cols["bucket"][order]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
@@ -238,9 +250,30 @@ def _bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch
             ]
         )
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        offsets[1 : n4 + 1] = IPV4_LENGTH
-        offsets[n4 + 1 :] = IPV6_LENGTH
+        offsets[1 : n4 + 1] = ipv4_length
+        offsets[n4 + 1 :] = ipv6_length
         np.cumsum(offsets, out=offsets)
+        arrays = [pa.array(cols[k][idx]) for k in _PART_COLUMNS]
+        arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint16())))
+        yield int(sorted_buckets[lo]), pa.record_batch(arrays, schema=_PART_SCHEMA)
+
+
+def _variable_bucket_batches(parts: Sequence[dict]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """:func:`_bucket_batches` for rows of any token lengths: each row's tokens gathered by its offsets."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in (*_PART_COLUMNS, "bucket")}
+    tokens = np.concatenate([p["tokens"] for p in parts])
+    bases = np.cumsum([0] + [len(p["tokens"]) for p in parts[:-1]])
+    start = np.concatenate([p["start"] + base for p, base in zip(parts, bases)])
+    length = np.concatenate([np.diff(np.append(p["start"], len(p["tokens"]))) for p in parts])
+    order = _bucket_family_order(cols["bucket"], cols["family"])
+    sorted_buckets = cols["bucket"][order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_buckets)) + 1, [len(order)]])
+    for lo, hi in itertools.pairwise(bounds):
+        idx = order[lo:hi]
+        lengths = length[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = tokens[np.repeat(start[idx] - offsets[:-1], lengths) + np.arange(offsets[-1])]
         arrays = [pa.array(cols[k][idx]) for k in _PART_COLUMNS]
         arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint16())))
         yield int(sorted_buckets[lo]), pa.record_batch(arrays, schema=_PART_SCHEMA)
@@ -305,17 +338,19 @@ def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> Enco
     reasons: Counter = Counter()
     rows = accepted = 0
 
+    scheme = ctx.scheme
+
     def flush():
         nonlocal buffered, n_buffered
         if buffered:
-            for bucket, batch in _bucket_batches(buffered):
+            for bucket, batch in _bucket_batches(buffered, scheme.item_lengths):
                 writers.write(bucket, batch)
         buffered, n_buffered = [], 0
 
     paths = {p.file_index: p.path for p in task.pieces}
     try:
         for batch, file_of_row, row_in_file, schema in _coalesced(task):
-            enc = encode_table(batch)
+            enc = scheme.encode_table(batch)
             rows += batch.num_rows
             accepted += len(enc.accepted)
             if len(enc.rejected):
@@ -367,8 +402,10 @@ def _encode_task(task: ReadTask, ctx: JobContext, local_dir: str | None) -> Enco
 _META = ("split", "src_hi", "src_lo", "timestamp", "file", "row")
 
 
-def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
-    """A bucket's rows per family: metadata columns and an (items, length) token matrix, in file order."""
+def _family_streams(paths: Iterable[str], lengths: tuple[int, int]) -> dict[int, tuple[dict, np.ndarray]]:
+    """A bucket's rows per family: metadata columns and an (items, length) token matrix, in file order;
+    ``lengths``: the scheme's token lengths of an IPv4 and an IPv6 row."""
+    ipv4_length, ipv6_length = lengths
     meta: dict[int, list] = {4: [], 6: []}
     tokens: dict[int, list] = {4: [], 6: []}
     for path in sorted(paths, key=_task_order):
@@ -385,12 +422,12 @@ def _family_streams(paths: Iterable[str]) -> dict[int, tuple[dict, np.ndarray]]:
             tok = batch.column("tokens")
             offsets = tok.offsets.to_numpy()
             values = tok.values.to_numpy()
-            for fam, lo, hi, width in ((4, 0, n4, IPV4_LENGTH), (6, n4, len(family), IPV6_LENGTH)):
+            for fam, lo, hi, width in ((4, 0, n4, ipv4_length), (6, n4, len(family), ipv6_length)):
                 if hi > lo:
                     meta[fam].append({k: batch.column(k).to_numpy()[lo:hi] for k in _META})
                     tokens[fam].append(values[offsets[lo] : offsets[hi]].reshape(-1, width))
     out = {}
-    for fam, width in ((4, IPV4_LENGTH), (6, IPV6_LENGTH)):
+    for fam, width in ((4, ipv4_length), (6, ipv6_length)):
         cols = {k: np.concatenate([m[k] for m in meta[fam]]) if meta[fam] else np.zeros(0, np.int64) for k in _META}
         out[fam] = (cols, np.concatenate(tokens[fam]) if tokens[fam] else np.zeros((0, width), np.uint16))
     return out
@@ -439,9 +476,74 @@ def _sorted_stream(cols: dict, matrix: np.ndarray, split: int, first_source: int
     return matrix[order], first_source + np.cumsum(new_source) - 1
 
 
+def _item_stream(paths: Iterable[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A bucket's rows of any token lengths: metadata columns (``_META`` and ``family``), the tokens
+    concatenated and each row's offsets, in file order."""
+    meta: list[dict] = []
+    values: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for path in sorted(paths, key=_task_order):
+        reader = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path)) if storage.is_remote(path) else pa.memory_map(path))
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            meta.append({k: batch.column(k).to_numpy() for k in (*_META, "family")})
+            tok = batch.column("tokens")
+            offsets = tok.offsets.to_numpy()
+            values.append(tok.values.to_numpy()[offsets[0] : offsets[-1]])
+            lengths.append(np.diff(offsets))
+    cols = {k: np.concatenate([m[k] for m in meta]) if meta else np.zeros(0, np.int64) for k in (*_META, "family")}
+    length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = np.zeros(len(length) + 1, np.int64)
+    np.cumsum(length, out=offsets[1:])
+    return cols, np.concatenate(values) if values else np.zeros(0, np.uint16), offsets
+
+
+def _pack_runs(cols: dict, values: np.ndarray, offsets: np.ndarray, split: int, ctx: JobContext) -> PackResult | None:
+    """One split's rows of a scheme with items of any lengths (v2): sources in time order, laid greedily
+    into records by :func:`~beam_pipelines.pretokenize.packing.plan_runs`, written by the scheme."""
+    from tokenizer.v2 import Items
+
+    sel = np.flatnonzero(cols["split"] == split)
+    if not len(sel):
+        return None
+    order = sel[_source_time_order(cols, sel)]
+    hi, lo = cols["src_hi"][order], cols["src_lo"][order]
+    new = np.ones(len(order), bool)
+    new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    body_len = offsets[order + 1] - offsets[order]
+    body_offsets = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(body_len, out=body_offsets[1:])
+    body = values[np.repeat(offsets[order] - body_offsets[:-1], body_len) + np.arange(body_offsets[-1])]
+    items = Items(body=body, offsets=body_offsets, source=np.cumsum(new) - 1, family=cols["family"][order],
+                  src_words=np.stack([hi, lo], axis=1), timestamp=cols["timestamp"][order])
+    scheme = ctx.scheme
+    _, start_len, cont_len = scheme.head_lengths(items)
+    bounds = plan_runs(start_len + body_len, cont_len + body_len, ctx.seq_len)
+    records = scheme.assemble(items, ctx.seq_len, bounds)
+    pad = int(np.count_nonzero(records == scheme.pad_id))
+    record_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    return PackResult(
+        records=records,
+        measurements=len(order),
+        tokens=records.size - pad,
+        pad_tokens=pad,
+        sources=int(new.sum()),
+        continuous=int(np.count_nonzero(~new[1:] & (record_of[1:] == record_of[:-1]))),
+    )
+
+
 def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tuple[int, PackResult]]:
     """Read one bucket's parts, group by source in time order and pack each split's records."""
-    streams = _family_streams(paths)
+    if ctx.scheme.item_lengths is None:
+        cols, values, offsets = _item_stream(paths)
+        results = []
+        for split in range(len(SPLIT_NAMES)):
+            result = _pack_runs(cols, values, offsets, split, ctx)
+            if result is not None:
+                results.append((split, result))
+        ctx.progress(f"pack-{bucket:05d}", {"bucket": bucket})
+        return results
+    streams = _family_streams(paths, ctx.scheme.item_lengths)
     results = []
     for split in range(len(SPLIT_NAMES)):
         short, short_src = _sorted_stream(*streams[4], split, 0)
@@ -635,7 +737,7 @@ def finalize(summaries: Sequence[EncodeSummary | RecordsSummary], ctx: JobContex
         raise RuntimeError(f"the rejected files hold {written} rows but {manifest['rows']['rejected']} were rejected")
     base = previous or {
         "format_version": manifest_lib.FORMAT_VERSION,
-        "tokenizer": manifest_lib.tokenizer_info(),
+        "tokenizer": manifest_lib.tokenizer_info(ctx.tokenizer),
         "seq_len": ctx.seq_len,
     }
     versions = manifest_lib.dataset_versions(previous) if previous else []

@@ -177,13 +177,14 @@ def _submit_block(pool, fitted: Fitted, cols: columns.Columns):
     longest part, and everything else; returns a function that waits for both and gives
     :func:`block_predictions`'s dict. The tasks share no mutable state, so the answers do not depend on
     how they are scheduled."""
-    dst = bl.predict(fitted.tables, "dst_median", cols.src, cols.dst)
+    tables = fitting.block_tables(fitted, cols.src, cols.dst)  # with this block's pairs from the pair store
+    dst = bl.predict(tables, "dst_median", cols.src, cols.dst)
 
     def vivaldi():
         return co.predict_vivaldi(fitted.vivaldi, cols.record, cols.src, cols.dst, cols.rtt, dst)
 
     def rest():
-        out = {name: dst if name == "dst_median" else bl.predict(fitted.tables, name, cols.src, cols.dst)
+        out = {name: dst if name == "dst_median" else bl.predict(tables, name, cols.src, cols.dst)
                for name in bl.NAMES}
         out[co.MF] = co.predict_factorization(fitted.factorization, cols.record, cols.src, cols.dst, cols.rtt, dst)
         out.update(bl.context_predictions(bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt), dst))
@@ -330,7 +331,8 @@ def _baselines_meta(dataset, split, train_split, scored: Scored, fitted: Fitted,
         "train_measurements": fitted.train_measurements,
         "train_sources": fitted.train_sources,
         "train_buckets": fitted.buckets,
-        "train_pairs": int(len(fitted.tables.pair.keys)),
+        "train_pairs": fitted.train_pairs,
+        "model_pairs": fitted.model_pairs,
         "unseen_source_share": scored.unseen_source_share,
         "matrix_factorization": {"rank": mf_rank, "reg": mf_reg, "method": "ALS", "iters": co.MF_ITERS},
         "vivaldi": {"dims": vivaldi_dims, "height": True, "rounds": co.VIVALDI_ROUNDS, "batch": co.VIVALDI_BATCH,

@@ -14,10 +14,30 @@ need per destination and per pair:
   (:func:`trainer.eval.coordinates.fit_factorization_pairs`, :func:`~trainer.eval.coordinates.fit_vivaldi_pairs`).
 
 The global median and percentiles are exact order statistics found by a radix select over the buckets'
-RTTs (:func:`order_statistics`). What stays in memory is one bucket at a time plus the per-pair and
-per-address results: about 200 bytes per distinct train pair and a few hundred per address, independent of
-how often a pair was measured. The results are bit-identical to fitting on the whole split in memory
-(``baselines.fit``, ``coordinates.fit_factorization``, ``coordinates.fit_vivaldi``), which the tests check.
+RTTs (:func:`order_statistics`).
+
+Nothing per pair stays in memory (at the seed's scale, 100M rows, the train split has tens of millions of
+distinct pairs, about one per two measurements, and keeping ~200 bytes for each ran out of memory):
+
+* the pair baselines' statistics go to a :class:`PairStore`, one file per bucket sorted by (source,
+  destination); scoring asks it for the pairs of one block of measurements at a time
+  (:func:`block_tables`), reading the files through memory maps opened for that block only;
+* the factorisation and Vivaldi are fitted on at most :data:`MODEL_PAIRS` pairs: all of them when there are
+  fewer (every data set up to about 4M rows), else a sample of pairs chosen by a hash of their address ids
+  (deterministic, and the same pairs whatever the bucketing); each bucket's model pairs wait on disk until
+  the sample is drawn.
+
+What stays in memory is one bucket at a time, the per-address results (destination tables, the models) and
+the model pairs. Up to :data:`MODEL_PAIRS` pairs the results are bit-identical to fitting on the whole
+split in memory (``baselines.fit``, ``coordinates.fit_factorization``, ``coordinates.fit_vivaldi``), which
+the tests check with many buckets.
+
+Why hand-made buckets rather than DuckDB or Arrow's Acero: the reductions need exact order statistics per
+group with numpy's interpolation, the pair's last value by (timestamp, file order), and the bit-identical
+float sums the in-memory fits make; the group-bys of either engine give other medians (DuckDB's
+``quantile_cont`` interpolates, but sums in another order) and would still need this reduction per group.
+Measured on the 2M-row benchmark dataset (2-core Xeon, shared): spilling the train split into buckets costs
+2.6 s of the fit's 8.4 s, the same order as reading the split, so an engine could save at most that.
 """
 
 from __future__ import annotations
@@ -36,6 +56,9 @@ from trainer.eval import columns
 from trainer.eval import coordinates as co
 
 BUCKET_ROWS = 1_000_000  # measurements per bucket, as pretokenize's --bucket_rows default
+# Pairs the factorisation and Vivaldi are fitted on, at most: memory for them stays near 1 GB. The 2M-row
+# benchmark dataset has 0.88M pairs with an RTT > 0, so up to about 4M rows every pair is used.
+MODEL_PAIRS = 2_000_000
 _FIELDS = (("src", np.int64), ("dst", np.int64), ("rtt", np.float64), ("timestamp", np.int64))
 
 
@@ -49,6 +72,95 @@ class Fitted:
     train_measurements: int
     train_sources: int
     buckets: int = 1
+    pairs: PairStore | None = None  # the pair baselines' statistics (``tables.pair`` is empty)
+    train_pairs: int = 0  # distinct (source, destination) pairs of the train split
+    model_pairs: int = 0  # the pairs the factorisation and Vivaldi were fitted on
+
+
+_PAIR_STATS = np.dtype([("median", np.float64), ("p10", np.float64), ("p90", np.float64),
+                        ("fail_share", np.float64), ("last_value", np.float64), ("answers", np.bool_),
+                        ("last_failed", np.bool_)])
+
+
+class PairStore:
+    """The pair baselines' statistics of a fit, on disk: per bucket of destinations, the pairs' codes
+    (``source id * ids + destination id``, address ids of :class:`~trainer.eval.columns.Addresses`) sorted,
+    and a row of statistics (:data:`_PAIR_STATS`) per pair. The folder (under ``folder``, default the
+    system's temporary one) is removed by :meth:`close` or when the store is collected."""
+
+    def __init__(self, buckets: int, ids: int, folder: str | None = None):
+        self.buckets, self.ids = buckets, max(ids, 1)
+        self._dir = tempfile.TemporaryDirectory(prefix="ping-llm-pairs-", dir=folder)
+
+    def _path(self, b: int, what: str) -> str:
+        return os.path.join(self._dir.name, f"pairs-{b:05d}.{what}.npy")
+
+    def write(self, b: int, codes: np.ndarray, stats: np.ndarray) -> None:
+        """Bucket ``b``'s pairs (``codes`` sorted) and their statistics."""
+        if len(codes):  # an empty file cannot be memory-mapped; no file means no pairs
+            np.save(self._path(b, "codes"), np.asarray(codes, np.int64))
+            np.save(self._path(b, "stats"), stats)
+
+    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored pairs among ``codes`` (sorted, distinct) and their statistics, in code order. Each
+        bucket's files are mapped for this call only, so what they bring into memory is let go after it."""
+        codes = np.asarray(codes, np.int64)
+        bucket = (codes % self.ids) % self.buckets  # the destination's bucket, as _Spill.write chose it
+        found, rows = [], []
+        for b in np.unique(bucket).tolist():
+            path = self._path(b, "codes")
+            if not os.path.exists(path):
+                continue
+            q = codes[bucket == b]
+            keys = np.load(path, mmap_mode="r")
+            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            hit = np.asarray(keys[at]) == q
+            found.append(q[hit])
+            rows.append(np.array(np.load(self._path(b, "stats"), mmap_mode="r")[at[hit]]))
+            del keys
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, _PAIR_STATS)
+        found, rows = np.concatenate(found), np.concatenate(rows)
+        order = np.argsort(found, kind="stable")
+        return found[order], rows[order]
+
+    def all_codes(self) -> np.ndarray:
+        """Every stored pair's code, sorted (for tests and small data: the whole list in memory)."""
+        parts = [np.load(self._path(b, "codes")) for b in range(self.buckets) if os.path.exists(self._path(b, "codes"))]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def block_tables(fitted: Fitted, src, dst) -> bl.Baselines:
+    """``fitted.tables`` with the pair table of the pairs among these measurements' (source, destination)
+    ((n,) address ids each) filled in from the :class:`PairStore`: :func:`trainer.eval.baselines.predict`
+    on it answers these measurements as it would with the whole pair table in memory."""
+    t, store = fitted.tables, fitted.pairs
+    if store is None:
+        return t
+    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+    ids = store.ids
+    ok = (src >= 0) & (src < ids) & (dst >= 0) & (dst < ids)  # ids beyond the fit's are no train address
+    codes, stats = store.lookup(np.unique(src[ok] * ids + dst[ok]))
+    nd = max(len(t.dst.keys), 1)
+    # Stored pairs are train pairs, so their ends are rows of the train source and destination keys; codes
+    # sorted by (source id, destination id) stay sorted as (source row, destination row).
+    key = np.searchsorted(t.src_keys, codes // ids) * nd + np.searchsorted(t.dst.keys, codes % ids)
+    pair = bl._Table(key.astype(np.int64), stats["median"], stats["p10"], stats["p90"], stats["fail_share"],
+                     stats["answers"])
+    return dataclasses.replace(t, pair=pair, pair_last_value=stats["last_value"], pair_last_failed=stats["last_failed"])
+
+
+def full_tables(fitted: Fitted) -> bl.Baselines:
+    """``fitted.tables`` with every train pair in memory (what :func:`trainer.eval.baselines.fit` gives on
+    the whole split): for tests and small data."""
+    if fitted.pairs is None:
+        return fitted.tables
+    codes = fitted.pairs.all_codes()
+    ids = fitted.pairs.ids
+    return block_tables(fitted, codes // ids, codes % ids)
 
 
 def order_statistics(chunks, ranks) -> dict[int, float]:
@@ -134,18 +246,30 @@ class _Spill:
 
 @dataclasses.dataclass(frozen=True)
 class _BucketResult:
-    tables: bl.Baselines  # the bucket's destinations and pairs (bucket-local rows)
-    pos_src: np.ndarray  # per distinct (src, dst) pair with an RTT > 0: address ids
-    pos_dst: np.ndarray
-    log_sum: np.ndarray  # sum of log(max(rtt, floor)) over the pair's RTTs > 0, in file order
-    count: np.ndarray  # those RTTs' number
-    median: np.ndarray  # their median
+    dst: bl._Table  # the bucket's destinations (disjoint from other buckets')
+    src_keys: np.ndarray  # its distinct sources
+    pairs: int  # its distinct (source, destination) pairs (statistics in the PairStore)
+    model_pairs: int  # its pairs with an RTT > 0 (the coordinate models' input, in a file)
 
 
-def _reduce_bucket(spill: _Spill, b: int, ids: int) -> _BucketResult:
-    """A bucket's tables and coordinate-model pairs; ``ids`` bounds the address ids (pair code s * ids + d)."""
+_MODEL_FIELDS = ("pos_src", "pos_dst", "log_sum", "count", "median")
+
+
+def _reduce_bucket(spill: _Spill, b: int, ids: int, store: PairStore) -> _BucketResult:
+    """A bucket's destination table and sources; its pairs' statistics into ``store``; the coordinate models'
+    pairs (per distinct (src, dst) pair with an RTT > 0: address ids, the sum of log(max(rtt, floor)) over
+    its RTTs in file order, their number and median) into a file of the spill folder. ``ids`` bounds the
+    address ids (pair code s * ids + d)."""
     src, dst, rtt, ts = (spill.read(b, name) for name, _ in _FIELDS)
     tables = bl.fit(bl.Observations(src, dst, rtt, ts))
+    local_nd = max(len(tables.dst.keys), 1)
+    keys = tables.pair.keys
+    codes = tables.src_keys[keys // local_nd] * ids + tables.dst.keys[keys % local_nd]  # sorted, as keys are
+    stats = np.empty(len(keys), _PAIR_STATS)
+    for name in ("median", "p10", "p90", "fail_share", "answers"):
+        stats[name] = getattr(tables.pair, name)
+    stats["last_value"], stats["last_failed"] = tables.pair_last_value, tables.pair_last_failed
+    store.write(b, codes, stats)
     ok = rtt > 0
     r = rtt[ok]
     pairs, pi = np.unique(src[ok] * ids + dst[ok], return_inverse=True)  # sorted by (src, dst)
@@ -153,46 +277,60 @@ def _reduce_bucket(spill: _Spill, b: int, ids: int) -> _BucketResult:
     count = np.bincount(pi, minlength=len(pairs)).astype(np.float64)
     log_sum = np.bincount(pi, weights=np.log(np.maximum(r, co.MF_FLOOR_MS)), minlength=len(pairs))
     (median,) = bl.group_quantiles(pi, r, len(pairs), qs=(0.5,))
-    return _BucketResult(tables, pairs // ids, pairs % ids, log_sum, count, median)
+    np.savez(spill.path(b, "model.npz"), pos_src=pairs // ids, pos_dst=pairs % ids, log_sum=log_sum, count=count,
+             median=median)
+    return _BucketResult(tables.dst, tables.src_keys, len(keys), len(pairs))
+
+
+def _hash64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: well-mixed 64-bit values from integers (to sample pairs by their ids)."""
+    z = np.asarray(x).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _model_pairs(spill: _Spill, buckets: int, total: int, limit: int) -> tuple[np.ndarray, ...]:
+    """The coordinate models' pairs from the buckets' files: all of them when ``total`` <= ``limit``, else
+    those whose hash of (source id, destination id) falls below ``limit / total`` of the range (about
+    ``limit`` pairs). Returns the :data:`_MODEL_FIELDS` arrays."""
+    keep_below = None if total <= limit else np.uint64(min(int(limit / total * 2.0**64), 2**64 - 1))
+    parts = []
+    for b in range(buckets):
+        path = spill.path(b, "model.npz")
+        with np.load(path) as z:
+            cols = [z[name] for name in _MODEL_FIELDS]
+        os.remove(path)
+        if keep_below is not None:
+            pick = _hash64(cols[0] * np.int64(1 << 32) + cols[1]) < keep_below
+            cols = [c[pick] for c in cols]
+        parts.append(cols)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(_MODEL_FIELDS)))
 
 
 def _merge_tables(parts: list[_BucketResult], global_: bl._Table) -> bl.Baselines:
-    """One :class:`~trainer.eval.baselines.Baselines` from the buckets' (destinations and pairs disjoint)."""
-    src_keys = np.unique(np.concatenate([p.tables.src_keys for p in parts])) if parts else np.zeros(0, np.int64)
-    dst_parts = [p.tables.dst for p in parts]
+    """One :class:`~trainer.eval.baselines.Baselines` from the buckets' destinations (disjoint) and sources;
+    the pair table is left empty (the pairs are in the :class:`PairStore`)."""
+    src_keys = np.unique(np.concatenate([p.src_keys for p in parts])) if parts else np.zeros(0, np.int64)
+    dst_parts = [p.dst for p in parts]
     dst_keys = np.concatenate([t.keys for t in dst_parts]) if parts else np.zeros(0, np.int64)
     d_order = np.argsort(dst_keys, kind="stable")
     fields = ("median", "p10", "p90", "fail_share", "answers")
-
-    def cat(tables, order, keys):
-        return bl._Table(keys, *(np.concatenate([getattr(t, f) for t in tables])[order] for f in fields))
-
-    dst = cat(dst_parts, d_order, dst_keys[d_order])
-    nd = max(len(dst_keys), 1)
-    codes, last_value, last_failed = [], [], []
-    for p in parts:  # bucket-local pair code -> the global one (source row * destinations + destination row)
-        t = p.tables
-        local_nd = max(len(t.dst.keys), 1)
-        s_id, d_id = t.src_keys[t.pair.keys // local_nd], t.dst.keys[t.pair.keys % local_nd]
-        codes.append(np.searchsorted(src_keys, s_id) * nd + np.searchsorted(dst.keys, d_id))
-        last_value.append(t.pair_last_value)
-        last_failed.append(t.pair_last_failed)
-    code = np.concatenate(codes) if parts else np.zeros(0, np.int64)
-    p_order = np.argsort(code, kind="stable")
-    pair = cat([p.tables.pair for p in parts], p_order, code[p_order].astype(np.int64))
-    return bl.Baselines(
-        global_=global_, dst=dst, pair=pair, src_keys=src_keys,
-        pair_last_value=(np.concatenate(last_value) if parts else np.zeros(0))[p_order],
-        pair_last_failed=(np.concatenate(last_failed) if parts else np.zeros(0, bool))[p_order],
-    )
+    dst = bl._Table(dst_keys[d_order], *(np.concatenate([getattr(t, f) for t in dst_parts])[d_order] for f in fields))
+    no = np.zeros(0)
+    pair = bl._Table(np.zeros(0, np.int64), no, no, no, no, np.zeros(0, bool))
+    return bl.Baselines(global_=global_, dst=dst, pair=pair, src_keys=src_keys, pair_last_value=no,
+                        pair_last_failed=np.zeros(0, bool))
 
 
 def fit_split(dataset, split: str, addresses: columns.Addresses, *, mf_rank: int = co.MF_RANK,
               mf_reg: float = co.MF_REG, vivaldi_dims: int = co.VIVALDI_DIMS, seed: int = 0,
               bucket_rows: int = BUCKET_ROWS, block_records: int = 4096, spill_dir: str | None = None,
-              timings: dict | None = None) -> Fitted:
+              pairs_dir: str | None = None, model_pairs: int = MODEL_PAIRS, timings: dict | None = None) -> Fitted:
     """Fit every train baseline on ``split`` (see the module docstring); bucket files go to a temporary
-    folder under ``spill_dir`` (default: the system's) and are removed when done. ``timings`` (a dict)
+    folder under ``spill_dir`` (default: the system's) and are removed when done; the :class:`PairStore` goes
+    under ``pairs_dir`` (default: ``spill_dir``) and lives as long as the result's ``pairs``. At most
+    ``model_pairs`` pairs fit the coordinate models (:func:`_model_pairs`). ``timings`` (a dict)
     receives the seconds of each phase: ``fit_read_s`` (decode and spill), ``fit_reduce_s`` (buckets and
     the global table), ``fit_models_s`` (the factorisation and Vivaldi)."""
     timings = {} if timings is None else timings
@@ -205,9 +343,11 @@ def fit_split(dataset, split: str, addresses: columns.Addresses, *, mf_rank: int
             spill.write(cols)
         timings["fit_read_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        ids = max(len(addresses), 1)  # every train address id is below this
+        store = PairStore(buckets, ids, pairs_dir if pairs_dir is not None else spill_dir)
         # Buckets are independent: two at a time (their numpy sorts release the GIL), results in bucket order.
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            parts = list(pool.map(lambda b: _reduce_bucket(spill, b, max(len(addresses), 1)), range(buckets)))
+            parts = list(pool.map(lambda b: _reduce_bucket(spill, b, ids, store), range(buckets)))
 
         def successes():
             for b in range(buckets):
@@ -217,17 +357,14 @@ def fit_split(dataset, split: str, addresses: columns.Addresses, *, mf_rank: int
         failures = sum(int(np.sum(~(spill.read(b, "rtt") >= 0))) for b in range(buckets))
         n = int(spill.rows.sum())
         global_ = _global_table(successes, n - failures, n, failures)
-    tables = _merge_tables(parts, global_)
-    timings["fit_reduce_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-
-    # The coordinate models' pairs (RTT > 0), in the order the in-memory fits give them.
-    pos_src = np.concatenate([p.pos_src for p in parts])
-    pos_dst = np.concatenate([p.pos_dst for p in parts])
-    log_sum = np.concatenate([p.log_sum for p in parts])
-    count = np.concatenate([p.count for p in parts])
-    median = np.concatenate([p.median for p in parts])
-    del parts
+        tables = _merge_tables(parts, global_)
+        train_pairs = sum(p.pairs for p in parts)
+        pos_total = sum(p.model_pairs for p in parts)
+        del parts
+        timings["fit_reduce_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # The coordinate models' pairs (RTT > 0), in the order the in-memory fits give them.
+        pos_src, pos_dst, log_sum, count, median = _model_pairs(spill, buckets, pos_total, model_pairs)
     # Both models index pairs by rows of sorted address lists, so sorting by (source id, destination id)
     # gives the order the in-memory fits use.
     order = np.lexsort((pos_dst, pos_src))
@@ -245,4 +382,4 @@ def fit_split(dataset, split: str, addresses: columns.Addresses, *, mf_rank: int
             log_sum / np.maximum(count, 1), count, rank=mf_rank, reg=mf_reg, seed=seed)
         vivaldi = vivaldi.result()
     timings["fit_models_s"] = time.perf_counter() - t0
-    return Fitted(tables, factorization, vivaldi, n, len(tables.src_keys), buckets)
+    return Fitted(tables, factorization, vivaldi, n, len(tables.src_keys), buckets, store, train_pairs, len(pos_src))

@@ -448,3 +448,23 @@ def test_an_append_with_no_encodable_row_adds_no_version(data, tmp_path, capsys)
     assert code == 0, err
     assert "note: removed 1 file(s) left by an interrupted run" in err
     assert tree_digest(ds) == tree_digest(data.ds)
+
+
+def test_append_refuses_another_scheme_and_keeps_the_datasets(tmp_path, capsys):
+    """A v2 dataset: --append without --tokenizer takes v2; --tokenizer v1 is refused, nothing written."""
+    table = synth.generate(3_000, seed=5)
+    pq.write_table(table.slice(0, 2_000), tmp_path / "a.parquet")
+    pq.write_table(table.slice(2_000), tmp_path / "b.parquet")
+    out = tmp_path / "ds"
+    code, _, err = _run(capsys, "--tokenizer", "v2", "--input", tmp_path / "a.parquet", "--output", out)
+    assert code == 0, err
+    before = tree_digest(out)
+    code, _, err = _run(capsys, "--tokenizer", "v1", "--input", tmp_path / "*.parquet", "--output", out, "--append")
+    assert code == 2
+    assert f"--tokenizer v1 differs from the dataset's tokenizer v2 in {out}" in err
+    assert tree_digest(out) == before
+    code, _, err = _run(capsys, "--input", tmp_path / "*.parquet", "--output", out, "--append")
+    assert code == 0, err
+    manifest = load_manifest(out)
+    assert manifest["tokenizer"]["name"] == "v2" and manifest["version"] == 2
+    assert manifest["rows"]["read"] == 3_000 and manifest["rows"]["accepted"] + manifest["rows"]["rejected"] == 3_000
