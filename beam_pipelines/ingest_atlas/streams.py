@@ -6,9 +6,13 @@ of :data:`BATCH_ROWS` and straight to an Arrow IPC *fragment* file per work unit
 one batch at a time and the runner only ever sees a small :class:`UnitSummary`. Once every unit is
 done, :mod:`beam_pipelines.ingest_atlas.shards` cuts the fragments into Parquet shards.
 
-A work unit is a whole file (compressed files cannot be split) or, for a large plain JSON-lines
-file, a byte range; a range owns the lines that *start* in it, and reports how many it read so that
-line numbers of rejected lines can be made file-global when the shards are written.
+A work unit is a whole file or, for a large JSON-lines file (plain, or bz2 once its block index is
+built), a byte range of its text; a range owns the lines that *start* in it, and reports how many it
+read so that line numbers of rejected lines can be made file-global when the shards are written.
+gzip and xz files are read whole: their streams cannot be entered in the middle.
+
+bz2 is decoded with ``indexed_bzip2`` on every core when it is installed (the standard library's decoder,
+one core, otherwise): see :func:`bz2_decoder`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import orjson
 import pyarrow as pa
 
 from beam_pipelines.common import storage
+from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.ingest_atlas.convert import (
@@ -53,6 +58,7 @@ BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
 CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
 _SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
 DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
+BZ2_SPLIT_BYTES = DEFAULT_SPLIT_BYTES  # bz2 files larger than this (as stored) are indexed and read in ranges
 
 _BOM = b"\xef\xbb\xbf"
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
@@ -72,7 +78,9 @@ class InputFile:
     path: str
     bytes: int
     compression: str | None  # "gzip", "bz2", "xz" or None
-    layout: str | None  # "lines" or "array" for plain files; None (found while reading) for compressed ones
+    layout: str | None  # "lines" or "array" for plain files and indexed bz2 files; else None (found while reading)
+    text_bytes: int | None = None  # the decompressed size, once known (an indexed bz2 file)
+    blocks: tuple[tuple[int, int], ...] | None = None  # an indexed bz2 file's (bit offset, text offset) per block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +94,7 @@ class WorkUnit:
     range_index: int
     start: int
     end: int | None  # None: to the end of the file
+    blocks: tuple[tuple[int, int], ...] | None = None  # a bz2 range: the file's block index, to seek in its text
 
     @property
     def unit_id(self) -> str:
@@ -181,14 +190,17 @@ def hash_inputs(paths: Sequence[str], total_bytes: int = 0, threads: int = 4) ->
 
 
 def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[WorkUnit]:
-    """Work units in (file, range) order: plain JSON-lines files are cut into ranges of ``split_bytes``."""
+    """Work units in (file, range) order: JSON-lines files are cut into ranges of ``split_bytes`` of text,
+    plain files and the bz2 files that :func:`index_bz2_files` indexed alike."""
     units = []
     for f in files:
-        if f.compression is None and f.layout == "lines" and f.bytes > split_bytes:
-            n = -(-f.bytes // split_bytes)
+        text_bytes = f.bytes if f.compression is None else f.text_bytes
+        if f.layout == "lines" and text_bytes is not None and text_bytes > split_bytes:
+            blocks = f.blocks if f.compression else None
+            n = -(-text_bytes // split_bytes)
             for r in range(n):
-                start, end = r * split_bytes, min((r + 1) * split_bytes, f.bytes)
-                units.append(WorkUnit(f.index, f.path, None, "lines", r, start, end))
+                start, end = r * split_bytes, min((r + 1) * split_bytes, text_bytes)
+                units.append(WorkUnit(f.index, f.path, f.compression, "lines", r, start, end, blocks))
         else:
             units.append(WorkUnit(f.index, f.path, f.compression, f.layout, 0, 0, None))
     return units
@@ -197,8 +209,123 @@ def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTE
 # --- streaming text --------------------------------------------------------------------------------
 
 
-def open_stream(path: str, compression: str | None):
-    """A binary file object of the decompressed contents (a URL is streamed through Beam's ``FileSystems``)."""
+def bz2_decoder() -> str:
+    """``"indexed_bzip2"`` when that package can be imported (bz2 is decoded on every core, and a large
+    file can be indexed and read in ranges), else ``"bz2"`` (the standard library: one core, whole files)."""
+    try:
+        import indexed_bzip2  # noqa: F401
+    except ImportError:
+        return "bz2"
+    return "indexed_bzip2"
+
+
+def _bz2_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # A cut stream surfaces from the decoder as a bare C++ exception, with no message of its own.
+    return "the file is truncated or corrupt" if text in ("", "std::exception") else text
+
+
+class _ParallelBz2:
+    """The text of a bz2 file, decoded by ``indexed_bzip2`` on every core; seekable in the text once given
+    the file's block index (:func:`index_bz2`), else read from the start.
+
+    The decoder reports a corrupt or truncated stream as ``ValueError`` or ``RuntimeError``: they come out
+    as :class:`InputError` naming the file, as the standard library's errors do through
+    :class:`_CheckedStream`. Its threads must be joined before the interpreter exits (else it aborts), so
+    it is always closed, also when opening fails half-way.
+    """
+
+    def __init__(self, path: str, blocks=None, parallelization: int | None = None):
+        import indexed_bzip2
+
+        self._path = path
+        # A local file is opened by the decoder itself (no Python call per read); a URL through the store.
+        self._raw = storage.open_read(path) if storage.is_remote(path) else None
+        self._f = None
+        try:
+            self._f = self._call(indexed_bzip2.open, self._raw or path, parallelization=parallelization or usable_cores())
+            if blocks is not None:
+                self._call(self._f.set_block_offsets, dict(blocks))
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"{self._path}: cannot read bz2 stream: {_bz2_error(exc)}") from exc
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call(self._f.read, n)
+
+    def seek(self, offset: int) -> int:
+        return self._call(self._f.seek, offset)
+
+    def block_offsets(self) -> dict[int, int]:
+        """``{bit offset in the file: offset in the text}`` per block; decodes the whole file (on every core)."""
+        return self._call(self._f.block_offsets)
+
+    def size(self) -> int:
+        """The size of the text (after :meth:`block_offsets`)."""
+        return self._call(self._f.size)
+
+    def close(self) -> None:
+        try:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+        finally:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def index_bz2(path: str) -> tuple[int, tuple[tuple[int, int], ...], bytes]:
+    """The block index of a bz2 file: ``(text bytes, ((bit offset, text offset), ...), first 64 KiB of text)``.
+
+    Building it decodes the whole file once, on every core. Raises :class:`InputError` naming the file when
+    it is corrupt or truncated.
+    """
+    with _ParallelBz2(path) as f:
+        blocks = tuple(sorted(f.block_offsets().items()))
+        size = f.size()
+        f.seek(0)
+        head = f.read(1 << 16)
+    return size, blocks, head
+
+
+def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES) -> list[InputFile]:
+    """``files``, each bz2 file of more than ``min_bytes`` (as stored) with its block index
+    (:func:`index_bz2`), so that :func:`plan_units` cuts its text into ranges like a plain file's.
+
+    Without ``indexed_bzip2`` the files are returned as they are (read whole by the standard library).
+    """
+    if bz2_decoder() != "indexed_bzip2":
+        return list(files)
+    indexed = []
+    for f in files:
+        if f.compression == "bz2" and f.bytes > min_bytes:
+            size, blocks, head = index_bz2(f.path)
+            f = dataclasses.replace(f, layout=sniff_layout(head), text_bytes=size, blocks=blocks)
+        indexed.append(f)
+    return indexed
+
+
+def open_stream(path: str, compression: str | None, blocks=None):
+    """A binary file object of the decompressed contents (a URL is streamed through Beam's ``FileSystems``).
+
+    bz2 is decoded by ``indexed_bzip2`` on every core when it is installed, else by the standard library;
+    ``blocks`` (the file's index from :func:`index_bz2`) makes a bz2 stream seekable in its text.
+    """
+    if compression == "bz2" and (blocks is not None or bz2_decoder() == "indexed_bzip2"):
+        return _ParallelBz2(path, blocks)
     raw = storage.open_read(path)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
@@ -655,7 +782,7 @@ def _ingest_unit(unit, tmp_dir, rtt, src, batch_rows, chunk_bytes, local_dir) ->
     counts = UnitCounts()
     what = f"{unit.compression} stream" if unit.compression else "file"
     try:
-        raw = open_stream(unit.path, unit.compression)
+        raw = open_stream(unit.path, unit.compression, unit.blocks)
     except OSError as exc:
         raise InputError(f"{unit.path}: cannot open ({exc.strerror or exc})") from exc
     with raw:
