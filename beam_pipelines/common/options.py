@@ -27,15 +27,12 @@ RUNNER_OPTION_MODULES = ("apache_beam.runners.dask.dask_runner",)
 
 
 def _runner_name(args: list[str]) -> str | None:
-    """The ``--runner`` given in ``args`` (``--runner=X`` or ``--runner X``), with our short aliases resolved."""
+    """The ``--runner`` given in ``args`` (``--runner=X`` or ``--runner X``), or None."""
     for i, a in enumerate(args):
         if a.startswith("--runner="):
-            name = a.split("=", 1)[1]
-        elif a == "--runner" and i + 1 < len(args):
-            name = args[i + 1]
-        else:
-            continue
-        return _RUNNER_ALIASES.get(name, name)
+            return a.split("=", 1)[1]
+        if a == "--runner" and i + 1 < len(args):
+            return args[i + 1]
     return None
 
 
@@ -53,8 +50,9 @@ class BeamOptionNames:
 
     def __init__(self, args: list[str]):
         runner = _runner_name(args)
-        if runner and "." in runner:
-            module = runner.rsplit(".", 1)[0]
+        path = _RUNNER_ALIASES.get(runner, runner)
+        if path and "." in path:
+            module = path.rsplit(".", 1)[0]
             try:
                 importlib.import_module(module)
             except ImportError as exc:

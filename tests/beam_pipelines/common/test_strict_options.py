@@ -148,6 +148,16 @@ def test_a_runner_that_cannot_be_imported_is_refused(workspace, capsys):
     assert len(err.splitlines()) == 1 and snapshot(workspace) == before
 
 
+def test_the_dask_runner_without_its_extra_is_refused(workspace, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "apache_beam.runners.dask.dask_runner", None)  # as if dask were missing
+    before = snapshot(workspace)
+    rc = pretokenize.run(["--input", "in/pings.parquet", "--output", "X", "--runner=DaskRunner"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: --runner DaskRunner: apache_beam.runners.dask.dask_runner cannot be imported")
+    assert err.endswith("is Beam's extra for this runner installed (apache-beam[dask] for the DaskRunner)?")
+    assert len(err.splitlines()) == 1 and snapshot(workspace) == before
+
+
 def test_in_process_runs_without_importing_beam_to_check_options():
     # The job's own options are checked without Beam (pretokenize --in_process and update start fast).
     code = (
