@@ -62,6 +62,19 @@ class Parsed:
         return len(self.rtt)
 
 
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """What a lenient pass over records finds without decoding them (dataset statistics): it never raises,
+    so a report can count malformed records instead of stopping at the first."""
+
+    measurements: np.ndarray  # (records,) int64 measurements begun in each record
+    starts_ok: np.ndarray  # (records,) bool: the record is empty or begins as a record of the scheme must
+    source_family: np.ndarray  # (n,) int8 4 or 6, one per source address written
+    source_key: np.ndarray  # (n, 2) uint64 (high, low) address key, the same keying as Parsed.src
+    ipv4_measurements: int
+    ipv6_measurements: int
+
+
 class RttCodec:
     """How a scheme writes an RTT, for readers that score or search RTT tokens (evaluation, quantiles by
     descent). The same interface as ``trainer.eval.quantiles.RttCode``.
@@ -137,6 +150,7 @@ class Scheme:
     pad_id: int
     keeps_msm_id: bool
     min_seq_len: int  # the shortest record that holds any one measurement
+    item_lengths: tuple[int, int] | None  # tokens of an IPv4 and an IPv6 measurement where fixed (v1), else None
     rtt: RttCodec
     field_spec: FieldSpec
     token_names: tuple[str, ...]  # a short name per id (report and debugging aid)
@@ -152,6 +166,10 @@ class Scheme:
 
     def parse_records(self, records: np.ndarray, *, first_record: int = 0) -> Parsed:
         """(records, seq_len) uint16 -> :class:`Parsed`; DecodeError naming the record on a malformed one."""
+        raise NotImplementedError
+
+    def survey(self, records: np.ndarray) -> Survey:
+        """(records, seq_len) -> :class:`Survey`: counts by structure alone, for any token stream."""
         raise NotImplementedError
 
     def decode_record(self, tokens: np.ndarray) -> list[dict]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from tokenizer import fields, grammar
 from tokenizer.errors import DecodeError
-from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme
+from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme, Survey
 from tokenizer.table import encode_table
 from tokenizer.vocab import (
     BLOCK_ROLE,
@@ -131,6 +131,40 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
     )
 
 
+def survey(records: np.ndarray) -> Survey:
+    """Counts by role tokens alone: every ``MeasurementStart`` begins a measurement and every ``SrcIpStart``
+    a source block ``[SrcIpStart, Ipv4Start|Ipv6Start, 4|16 bytes]`` (blocks cut short by the end are left
+    out); a non-empty record must begin with ``MeasurementStart``."""
+    records = np.asarray(records)
+    flat = records.reshape(-1)
+    at = np.flatnonzero(flat == SRC_IP_START)
+    at = at[at + 2 < len(flat)]
+    family = flat[at + 1]
+    keys, families, counts = [], [], []
+    for fam_token, nbytes, fam in ((IPV4_START, 4, 4), (IPV6_START, 16, 6)):
+        pos = at[family == fam_token]
+        pos = pos[pos + 2 + nbytes <= len(flat)]
+        counts.append(len(pos))
+        raw = (flat[pos[:, None] + 2 + np.arange(nbytes)].astype(np.int64) - BYTE_OFFSET).astype(np.uint8)
+        key = np.zeros((len(pos), 2), np.uint64)
+        if nbytes == 4:
+            key[:, 1] = _V4_MAPPED | np.ascontiguousarray(raw).view(">u4")[:, 0].astype(np.uint64)
+        else:
+            key[:] = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
+        keys.append(key)
+        families.append(np.full(len(pos), fam, np.int8))
+    starts = records == MEASUREMENT_START
+    empty = records[:, 0] == PAD
+    return Survey(
+        measurements=starts.sum(axis=1).astype(np.int64),
+        starts_ok=empty | (records[:, 0] == MEASUREMENT_START),
+        source_family=np.concatenate(families),
+        source_key=np.concatenate(keys),
+        ipv4_measurements=counts[0],
+        ipv6_measurements=counts[1],
+    )
+
+
 class _V1Rtt(RttCodec):
     """v1's RTT: ``RttStart`` then a big-endian IEEE-754 float64, bit-exact.
 
@@ -208,6 +242,9 @@ class SchemeV1(Scheme):
 
     def parse_records(self, records: np.ndarray, *, first_record: int = 0) -> Parsed:
         return parse_records(records, first_record=first_record)
+
+    def survey(self, records: np.ndarray) -> Survey:
+        return survey(records)
 
 
 V1 = SchemeV1()

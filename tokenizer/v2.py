@@ -41,7 +41,7 @@ import numpy as np
 from tokenizer.addresses import address_words
 from tokenizer.errors import DecodeError
 from tokenizer.measurement import encode_measurement, epoch_seconds
-from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme
+from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme, Survey
 from tokenizer.table import EncodedTable, _check
 
 # --- ids -------------------------------------------------------------------------------------------
@@ -495,6 +495,33 @@ def _keys(padded: np.ndarray, pos: np.ndarray, v4: np.ndarray) -> tuple[np.ndarr
     return keys, np.where(v4, 4, 6).astype(np.int8)
 
 
+def survey(records: np.ndarray) -> Survey:
+    """Counts by field ids alone: every time id begins a measurement, every source id a run (headers cut
+    short by the end are left out); a measurement's family is its run's; a non-empty record must begin
+    with a source header."""
+    records = np.asarray(records)
+    flat = records.reshape(-1).astype(np.int64)
+    kind = _KIND[np.minimum(flat, len(_KIND) - 1)]
+    src_pos = np.flatnonzero(kind == K_SRC)
+    src_pos = src_pos[src_pos + 1 + _FOLLOW[flat[src_pos]] <= len(flat)]
+    v4 = flat[src_pos] == SRC4
+    padded = np.concatenate([flat, np.zeros(17, np.int64)])
+    keys, family = _keys(padded, src_pos, v4) if len(src_pos) else (np.zeros((0, 2), np.uint64), np.zeros(0, np.int8))
+    time = (kind == K_TIME_ABS) | (kind == K_DELTA)
+    time_pos = np.flatnonzero(time)
+    run = np.searchsorted(src_pos, time_pos, side="right") - 1
+    known = run >= 0
+    n4 = int(np.count_nonzero(v4[run[known]])) if len(src_pos) else 0
+    return Survey(
+        measurements=time.reshape(records.shape).sum(axis=1).astype(np.int64),
+        starts_ok=(records[:, 0] == PAD) | np.isin(records[:, 0], (SRC4, SRC6)),
+        source_family=family,
+        source_key=keys,
+        ipv4_measurements=n4,
+        ipv6_measurements=int(np.count_nonzero(known)) - n4,
+    )
+
+
 # --- the scheme object -----------------------------------------------------------------------------
 
 
@@ -606,6 +633,9 @@ class SchemeV2(Scheme):
 
     def parse_records(self, records: np.ndarray, *, first_record: int = 0) -> Parsed:
         return parse_records(records, first_record=first_record)
+
+    def survey(self, records: np.ndarray) -> Survey:
+        return survey(records)
 
     @staticmethod
     def head_lengths(items: Items):

@@ -6,9 +6,9 @@ Python); :func:`summarize_file` verifies one file against its manifest entry and
 both through the data contract (``beam_pipelines.dataset``); :func:`dataset_report` builds the
 ``report.json`` dictionary.
 
-The token stream needs no decoding to be counted: role ids never appear as byte tokens, so every
-``MeasurementStart`` (0) starts a measurement and every ``SrcIpStart`` (1) starts a source block
-``[1, Ipv4Start|Ipv6Start, 4|16 address bytes]``.
+The token stream needs no decoding to be counted: the dataset's tokenizer scheme surveys it by its
+structure alone (``Scheme.survey``: where measurements and source addresses begin), so a malformed record
+is counted, not fatal.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import numpy as np
 
 from beam_pipelines.dataset import iter_record_blocks, verify_file
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
-from tokenizer import PAD, VOCAB_SIZE
-from tokenizer.vocab import BYTE_OFFSET, IPV4_START, IPV6_START, MEASUREMENT_START, ROLE_NAMES, SRC_IP_START
+from tokenizer import Scheme, get_scheme
 
 REPORT_VERSION = 1
 _SOURCE_DTYPE = np.dtype([("family", "<u8"), ("hi", "<u8"), ("lo", "<u8")])  # one source address
@@ -41,17 +40,20 @@ class RecordStats:
     malformed_records: int = 0  # PAD not only a suffix, or a non-empty record not starting a measurement
     measurements_per_record: np.ndarray = None  # counts indexed by measurements in a record
     tokens_per_record: np.ndarray = None  # counts indexed by non-PAD tokens in a record
-    token_counts: np.ndarray = None  # counts per token id (VOCAB_SIZE entries; larger ids in out_of_vocab)
+    token_counts: np.ndarray = None  # counts per token id (vocab_size entries; larger ids in out_of_vocab)
     out_of_vocab_tokens: int = 0
     sources: np.ndarray = None  # sorted unique source addresses (_SOURCE_DTYPE)
+    vocab_size: int = 0  # ids counted one by one (the scheme's vocabulary); 0: v1's
 
     def __post_init__(self):
+        if not self.vocab_size:
+            self.vocab_size = get_scheme("v1").vocab_size
         if self.measurements_per_record is None:
             self.measurements_per_record = np.zeros(1, np.int64)
         if self.tokens_per_record is None:
             self.tokens_per_record = np.zeros(self.seq_len + 1, np.int64)
         if self.token_counts is None:
-            self.token_counts = np.zeros(VOCAB_SIZE, np.int64)
+            self.token_counts = np.zeros(self.vocab_size, np.int64)
         if self.sources is None:
             self.sources = np.zeros(0, _SOURCE_DTYPE)
 
@@ -72,7 +74,8 @@ class RecordStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.measurements_per_record = _add_padded(self.measurements_per_record, other.measurements_per_record)
         self.tokens_per_record = self.tokens_per_record + other.tokens_per_record
-        self.token_counts = self.token_counts + other.token_counts
+        self.token_counts = _add_padded(self.token_counts, other.token_counts)
+        self.vocab_size = len(self.token_counts)
         self.sources = np.union1d(self.sources, other.sources)
         return self
 
@@ -84,79 +87,64 @@ def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def source_keys(flat: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Source addresses of every measurement in a flat token stream.
-
-    Returns (unique sources as _SOURCE_DTYPE, IPv4 measurements, IPv6 measurements).
-    """
-    at = np.flatnonzero(flat == SRC_IP_START)
-    at = at[at + 2 < len(flat)]
-    family = flat[at + 1]
-    keys = []
-    counts = []
-    for fam_token, nbytes in ((IPV4_START, 4), (IPV6_START, 16)):
-        pos = at[family == fam_token]
-        pos = pos[pos + 2 + nbytes <= len(flat)]
-        counts.append(len(pos))
-        raw = (flat[pos[:, None] + 2 + np.arange(nbytes)].astype(np.int64) - BYTE_OFFSET).astype(
-            np.uint64
-        )  # (n, nbytes)
-        weights = np.uint64(1) << (np.uint64(8) * np.arange(7, -1, -1, dtype=np.uint64))  # big-endian bytes of a word
-        key = np.zeros(len(pos), _SOURCE_DTYPE)
-        key["family"] = 4 if fam_token == IPV4_START else 6
-        if nbytes == 4:
-            key["lo"] = (raw * weights[4:]).sum(axis=1, dtype=np.uint64)
-        else:
-            key["hi"] = (raw[:, :8] * weights).sum(axis=1, dtype=np.uint64)
-            key["lo"] = (raw[:, 8:] * weights).sum(axis=1, dtype=np.uint64)
-        keys.append(key)
-    return np.unique(np.concatenate(keys)), counts[0], counts[1]
+def source_keys(survey) -> np.ndarray:
+    """The distinct source addresses of a :class:`~tokenizer.schemes.Survey`, as sorted ``_SOURCE_DTYPE``."""
+    key = np.zeros(len(survey.source_family), _SOURCE_DTYPE)
+    key["family"] = survey.source_family
+    key["hi"] = survey.source_key[:, 0]
+    key["lo"] = survey.source_key[:, 1]
+    return np.unique(key)
 
 
-def summarize_records(tokens: np.ndarray) -> RecordStats:
-    """Summarize an ``(n, seq_len)`` array of token ids (records of one split)."""
+def summarize_records(tokens: np.ndarray, scheme: Scheme | None = None) -> RecordStats:
+    """Summarize an ``(n, seq_len)`` array of token ids (records of one split) of ``scheme`` (None: v1)."""
+    scheme = scheme or get_scheme("v1")
     n, seq_len = tokens.shape  # (records, seq_len)
-    s = RecordStats(seq_len)
+    s = RecordStats(seq_len, vocab_size=scheme.vocab_size)
     s.records = n
     if n == 0:
         return s
-    is_pad = tokens == PAD  # (records, seq_len)
+    survey = scheme.survey(tokens)
+    is_pad = tokens == scheme.pad_id  # (records, seq_len)
     pad = is_pad.sum(axis=1)  # (records,)
-    starts = (tokens == MEASUREMENT_START).sum(axis=1)  # (records,)
+    starts = survey.measurements  # (records,)
     s.pad_tokens = int(pad.sum())
     s.tokens = n * seq_len - s.pad_tokens
     s.measurements = int(starts.sum())
     s.measurements_per_record = np.bincount(starts).astype(np.int64)
     s.tokens_per_record = np.bincount(seq_len - pad, minlength=seq_len + 1).astype(np.int64)
     # A well-formed record is whole measurements then PAD: no PAD followed by a non-PAD, and a
-    # non-empty record begins with MeasurementStart.
+    # non-empty record begins as the scheme's records do.
     pad_inside = np.any(is_pad[:, :-1] & ~is_pad[:, 1:], axis=1)
-    bad_start = (pad < seq_len) & (tokens[:, 0] != MEASUREMENT_START)
+    bad_start = (pad < seq_len) & ~survey.starts_ok
     s.malformed_records = int(np.count_nonzero(pad_inside | bad_start))
     counts = np.bincount(tokens.ravel())
-    s.token_counts[: min(len(counts), VOCAB_SIZE)] += counts[:VOCAB_SIZE]
-    s.out_of_vocab_tokens = int(counts[VOCAB_SIZE:].sum())
-    s.sources, s.ipv4_measurements, s.ipv6_measurements = source_keys(tokens.ravel())
+    vocab = scheme.vocab_size
+    s.token_counts[: min(len(counts), vocab)] += counts[:vocab]
+    s.out_of_vocab_tokens = int(counts[vocab:].sum())
+    s.sources = source_keys(survey)
+    s.ipv4_measurements, s.ipv6_measurements = survey.ipv4_measurements, survey.ipv6_measurements
     return s
 
 
-def summarize_file(directory: str, split: str, entry: dict, seq_len: int) -> RecordStats:
+def summarize_file(directory: str, split: str, entry: dict, seq_len: int, tokenizer: str = "v1") -> RecordStats:
     """Verify one file of a dataset against its manifest entry (size, sha256, record count), then summarize it.
 
     Raises :class:`~beam_pipelines.dataset.DatasetError` (an ``InputError``) naming the file when it is
     missing, disagrees with the manifest or holds a record of the wrong length.
     """
     verify_file(directory, entry)
-    out = RecordStats(seq_len)
+    scheme = get_scheme(tokenizer)
+    out = RecordStats(seq_len, vocab_size=scheme.vocab_size)
     for block in iter_record_blocks(os.path.join(directory, entry["path"]), seq_len):  # (records, seq_len)
-        out.merge(summarize_records(block))
+        out.merge(summarize_records(block, scheme))
     return out
 
 
-def file_jobs(directory: str, manifest: dict) -> list[tuple[str, str, dict, int]]:
-    """(directory, split, file entry, seq_len) for every file, in manifest order."""
+def file_jobs(directory: str, manifest: dict) -> list[tuple[str, str, dict, int, str]]:
+    """(directory, split, file entry, seq_len, tokenizer scheme name) for every file, in manifest order."""
     return [
-        (directory, name, entry, manifest["seq_len"])
+        (directory, name, entry, manifest["seq_len"], get_scheme(manifest["tokenizer"]).name)
         for name, split in manifest["splits"].items()
         for entry in split.get("files", [])
     ]
@@ -226,8 +214,11 @@ def dataset_report(
                 found = summed_sources.get(name, 0)
             if key in split and split[key] != found:
                 mismatches.append(f"splits.{name}.{key}: manifest says {split[key]:,}, records hold {found:,}")
-    counts = total.token_counts
-    roles = {ROLE_NAMES[i]: int(counts[i]) for i in range(len(ROLE_NAMES))}
+    scheme = get_scheme(manifest["tokenizer"])
+    counts = _add_padded(total.token_counts, np.zeros(scheme.vocab_size, np.int64))[: scheme.vocab_size]
+    groups = dict(scheme.token_groups)
+    role_ids = np.flatnonzero(groups.pop("role_tokens", np.zeros(scheme.vocab_size, bool)))
+    roles = {scheme.token_names[i]: int(counts[i]) for i in role_ids}
     rejected = manifest.get("rejected", {})
     report = {
         "report": "dataset",
@@ -244,12 +235,12 @@ def dataset_report(
         ),
         "token_histogram": counts.tolist(),
         "vocabulary": {
-            "size": VOCAB_SIZE,
+            "size": scheme.vocab_size,
             "used_ids": int(np.count_nonzero(counts)),
             "unused_ids": np.flatnonzero(counts == 0).tolist(),
-            "roles": roles,
-            "byte_tokens": int(counts[BYTE_OFFSET : BYTE_OFFSET + 256].sum()),
-            "pad_tokens": int(counts[PAD]),
+            **({"roles": roles} if len(role_ids) else {}),
+            **{name: int(counts[mask].sum()) for name, mask in groups.items()},  # byte_tokens, pad_tokens, ...
+            "legend": scheme.legend,
             "out_of_vocab_tokens": total.out_of_vocab_tokens,
         },
         "rejected": {"total": int(rejected.get("total", 0)), "by_reason": dict(rejected.get("by_reason", {}))},

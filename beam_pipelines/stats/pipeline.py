@@ -56,6 +56,7 @@ from beam_pipelines.dataset.staging import stage_dataset
 from beam_pipelines.stats import dataset as stats_dataset
 from beam_pipelines.stats import raw as stats_core
 from beam_pipelines.stats import render as stats_render
+from tokenizer import TokenizerMismatch, check_tokenizer
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
 _TMP_DIR = ".stats_tmp"
@@ -204,8 +205,8 @@ def raw_stats(
 
 
 def _summarize_file_job(job):
-    directory, split, entry, seq_len = job
-    return split, stats_dataset.summarize_file(directory, split, entry, seq_len)
+    directory, split, entry, seq_len, tokenizer = job
+    return split, stats_dataset.summarize_file(directory, split, entry, seq_len, tokenizer)
 
 
 def dataset_stats(directory: str, workers: int, version: int | None = None) -> tuple[dict, int]:
@@ -225,7 +226,12 @@ def dataset_stats(directory: str, workers: int, version: int | None = None) -> t
         workers = 1 if total < SMALL_DATASET_RECORDS else (os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))
     print(f"[stats] {total:,} records in {len(jobs)} file(s), {workers} process(es)", file=sys.stderr, flush=True)
-    per_split = {name: stats_dataset.RecordStats(manifest["seq_len"]) for name in manifest["splits"]}
+    try:
+        scheme = check_tokenizer(manifest["tokenizer"], manifest["seq_len"])  # the one tokenizer check
+    except TokenizerMismatch as exc:
+        raise InputError(f"{named}: {exc}") from exc
+    per_split = {name: stats_dataset.RecordStats(manifest["seq_len"], vocab_size=scheme.vocab_size)
+                 for name in manifest["splits"]}
     # The manifest counts a split's sources per version and sums them (a source in two versions counts
     # twice), so the check needs each version's distinct sources too.
     version_of = {f["path"]: v["version"] for v in dataset_versions(manifest) for sp in v["splits"].values() for f in sp["files"]}

@@ -297,8 +297,12 @@ def render_dataset_markdown(r: dict) -> str:
     lines += ["", "## Vocabulary use", ""]
     lines += _table(
         ["tokens", "count"],
-        [[k, f"{n:,}"] for k, n in v["roles"].items()]
-        + [["byte tokens (256 ids)", f"{v['byte_tokens']:,}"], ["PAD", f"{v['pad_tokens']:,}"]],
+        [[k, f"{n:,}"] for k, n in v.get("roles", {}).items()]
+        + [["byte tokens (256 ids)", f"{v['byte_tokens']:,}"]]
+        # a scheme without role ids (v2) reports its id groups instead
+        + [[k.replace("_", " "), f"{n:,}"] for k, n in v.items()
+           if k.endswith("_tokens") and k not in ("byte_tokens", "pad_tokens", "out_of_vocab_tokens")]
+        + [["PAD", f"{v['pad_tokens']:,}"]],
     )
     if v["unused_ids"]:
         lines.append(
@@ -693,12 +697,16 @@ def dataset_figures(r: dict) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     counts = np.array(r["token_histogram"], dtype=float)
     ids = np.arange(len(counts))
-    colors = [_GREEN] * 10 + [_BLUE] * 256 + [_GREY]
+    legend = r["vocabulary"].get("legend", "green: roles 0-9, blue: bytes 10-265, grey: PAD 266")
+    roles = r["vocabulary"].get("roles")  # v1 reports name their role ids (the first ids), then bytes, PAD
+    colors = [_BLUE] * len(counts)
+    if roles is not None:
+        colors = [_GREEN] * len(roles) + [_BLUE] * (len(counts) - len(roles) - 1) + [_GREY]
     ax.bar(ids, np.where(counts > 0, counts, np.nan), width=1.0, color=colors[: len(counts)], linewidth=0)
     ax.set_yscale("log")
     ax.set_xlim(-1, len(counts))
     ax.set_xlabel(
-        f"token id (green: roles 0-9, blue: bytes 10-265, grey: PAD 266); {r['vocabulary']['used_ids']} of {r['vocabulary']['size']} ids used"
+        f"token id ({legend}); {r['vocabulary']['used_ids']} of {r['vocabulary']['size']} ids used"
     )
     ax.set_ylabel("occurrences (log)")
     figs["vocabulary-use"] = _png(fig)

@@ -71,3 +71,17 @@ def test_every_record_decodes_to_the_accepted_rows(both):
             assert g[5] == -1.0
         else:
             assert abs(g[5] / w[5] - 1) <= 0.001, (g, w)
+
+
+def test_stats_reads_a_v2_dataset(both, tmp_path):
+    import json
+
+    from beam_pipelines.stats import pipeline as stats
+
+    _, manifest, d = both
+    assert stats.run(["--dataset", str(d / "v2"), "--output", str(tmp_path / "r"), "--no_html"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["checks"]["manifest_agrees"] and report["checks"]["malformed_records"] == 0
+    assert report["totals"]["measurements"] == sum(s["measurements"] for s in manifest["splits"].values())
+    assert report["vocabulary"]["size"] == get_scheme("v2").vocab_size
+    assert report["vocabulary"]["time_tokens"] == report["totals"]["measurements"]
