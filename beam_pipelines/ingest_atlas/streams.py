@@ -58,7 +58,10 @@ BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
 CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
 _SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
 DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
-BZ2_SPLIT_BYTES = DEFAULT_SPLIT_BYTES  # bz2 files larger than this (as stored) are indexed and read in ranges
+BZ2_SPLIT_BYTES = DEFAULT_SPLIT_BYTES  # bz2 files larger than this (as stored) may be indexed and read in ranges
+# ... on this many cores or more. The index costs one more decode of the whole file, which pays only when
+# more cores read the ranges than one reader's decoder threads and parser keep busy (benchmarks/bz2_ingest_bench.py).
+BZ2_SPLIT_MIN_CORES = 8
 
 _BOM = b"\xef\xbb\xbf"
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
@@ -305,9 +308,11 @@ def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES
     """``files``, each bz2 file of more than ``min_bytes`` (as stored) with its block index
     (:func:`index_bz2`), so that :func:`plan_units` cuts its text into ranges like a plain file's.
 
-    Without ``indexed_bzip2`` the files are returned as they are (read whole by the standard library).
+    The files are returned as they are (each read whole, its decoder on every core) on fewer than
+    :data:`BZ2_SPLIT_MIN_CORES` usable cores, where the index's extra decode costs more than the ranges
+    gain, and without ``indexed_bzip2`` (the standard library cannot seek in a bz2 stream).
     """
-    if bz2_decoder() != "indexed_bzip2":
+    if bz2_decoder() != "indexed_bzip2" or usable_cores() < BZ2_SPLIT_MIN_CORES:
         return list(files)
     indexed = []
     for f in files:

@@ -46,6 +46,12 @@ def _pbzip2_like(data: bytes, piece: int) -> bytes:
     return b"".join(bz2.compress(data[i : i + piece], 1) for i in range(0, len(data), piece))
 
 
+@pytest.fixture(autouse=True)
+def split_on_any_machine(monkeypatch):
+    """Index and split large bz2 files on this machine too (by default only on 8 cores or more)."""
+    monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 1)
+
+
 @pytest.fixture()
 def no_indexed_bzip2(monkeypatch):
     """``import indexed_bzip2`` fails, as where the package is not installed."""
@@ -128,6 +134,19 @@ def test_small_bz2_is_one_unit_and_the_default_threshold(tmp_path, text):
     files = streams.inspect_inputs([str(path)])
     assert streams.index_bz2_files(files) == files  # far below the default: not indexed, read whole
     assert streams.plan_units(files, 1000) == [streams.WorkUnit(0, str(path), "bz2", None, 0, 0, None)]
+
+
+def test_few_cores_read_a_large_bz2_file_whole(tmp_path, text, monkeypatch):
+    """Below BZ2_SPLIT_MIN_CORES the index's extra decode is not worth it: the file stays one unit."""
+    path = tmp_path / "x.bz2"
+    path.write_bytes(bz2.compress(text))
+    files = streams.inspect_inputs([str(path)])
+    monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 8)
+    monkeypatch.setattr(streams, "usable_cores", lambda: 7)
+    assert streams.index_bz2_files(files, 0) == files
+    monkeypatch.setattr(streams, "usable_cores", lambda: 8)
+    (indexed,) = streams.index_bz2_files(files, 0)
+    assert indexed.text_bytes == len(text) and len(streams.plan_units([indexed], 100_000)) == 6
 
 
 @pytest.mark.parametrize("decoder", ["indexed_bzip2", pytest.param("bz2", marks=_SLOW)])
