@@ -17,6 +17,7 @@ from trainer import data
 from trainer.eval import columns
 from trainer.eval import evaluate
 from trainer.eval import sampling
+from trainer.eval import spill
 from tests.trainer.helpers import make_config
 
 
@@ -234,6 +235,38 @@ def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, t
     again = tmp_path / "again"
     assert evaluate.run(["--baselines_only", "--data_dir", str(eval_dataset), "--output", str(again)]) == 0
     assert (again / "predictions.csv").read_bytes() == (out / "predictions.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_spilled_predictions_give_the_same_report_and_csv(eval_dataset, tmp_path, monkeypatch):
+    # The in-memory run (the test split is far below SPILL_ROWS) against one whose predictions all go to disk.
+    args = ["--baselines_only", "--data_dir", str(eval_dataset), "--split", "test", "--max_measurements", "0"]
+    assert evaluate.run([*args, "--output", str(tmp_path / "memory")]) == 0
+    made = []
+    real = spill.SpilledPredictions
+
+    def spilled(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(evaluate, "SPILL_ROWS", 0)
+    monkeypatch.setattr(spill, "SpilledPredictions", spilled)
+    assert evaluate.run([*args, "--output", str(tmp_path / "disk")]) == 0
+    n = json.loads((eval_dataset / "manifest.json").read_text())["splits"]["test"]["measurements"]
+    assert len(made) == 1 and made[0].rows == n > 1_000  # every test measurement went through the files
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("memory", "disk"))
+    a["meta"].pop("timings"), b["meta"].pop("timings")
+    assert a == b
+    assert (tmp_path / "disk" / "predictions.csv").read_bytes() == (tmp_path / "memory" / "predictions.csv").read_bytes()
+    # The CSV in small chunks is the same file as in one.
+    table = {"record": np.arange(5), "start": np.zeros(5, np.int64), "src_addr": np.array(["a", "b", "c", "d", "e"],
+             dtype=object), "dst_addr": np.array(["1.2.3.4"] * 5, dtype=object), "true_rtt": np.array([1.5, -1, 3, 4, 5]),
+             "x": bl.Prediction(np.array([1.0, np.nan, 2, 3, 4]), np.zeros(5), np.ones(5), np.full(5, 0.5),
+                                np.array([0, 1, 2, 0, 1]))}
+    evaluate.write_predictions(table, str(tmp_path / "one.csv"))
+    evaluate.write_predictions(table, str(tmp_path / "many.csv"), chunk_rows=2)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "many.csv").read_bytes()
+    assert (tmp_path / "one.csv").read_text().count("\n") == 6
 
 
 @pytest.mark.parametrize(
