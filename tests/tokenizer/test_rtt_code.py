@@ -1,4 +1,5 @@
-"""v1's RTT value tokens as an ordered code: byte order is value order, failures and inf/NaN apart."""
+"""v1's RTT codec as an ordered code (the descent's interface): byte order is value order, failures and
+inf/NaN apart."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 
 from tokenizer import fields
-from tokenizer.rtt_code import V1_RTT_CODE, rtt_code
+from tokenizer import get_scheme
 from tokenizer.vocab import BYTE_OFFSET, RTT_START
+
+V1_RTT_CODE = get_scheme("v1").rtt
 
 
 def test_byte_order_is_value_order_for_non_negative_doubles():
@@ -41,9 +44,6 @@ def test_the_success_code_holds_finite_non_negative_values_and_failures_are_the_
     assert code.success_mask(np.full((3, 5), BYTE_OFFSET)).all()
 
 
-def test_unknown_schemes_and_positions_are_refused():
-    assert rtt_code("v1") is V1_RTT_CODE
-    with pytest.raises(ValueError, match="no ordered RTT code"):
-        rtt_code("v9")
+def test_positions_outside_the_code_are_refused():
     with pytest.raises(ValueError, match="outside 0..7"):
         V1_RTT_CODE.value_tokens(8)

@@ -8,16 +8,23 @@
   and bits per field (a field's tokens summed, per measurement).
 * **RTT prediction**: for ``N`` measurements of the split (a seeded choice, in file order), the model
   reads the record's tokens before the measurement, then ``MeasurementStart``, the measurement's six
-  other blocks in canonical order (src, dst, size, errors, timestamp, msm_id) and ``RttStart``, and
-  draws ``--samples`` RTTs (8 byte tokens each, grammar-constrained). The prediction is the median of
-  the successful samples; the failure probability is the share of failed (< 0) samples; the 10-90%
-  interval comes from the successful samples. The other blocks go in canonical order, not the
-  measurement's on-disk order, because the on-disk order is a hash of the whole row, RTT included.
+  other blocks in canonical order (src, dst, size, errors, timestamp, msm_id) and ``RttStart``, and its
+  RTT distribution is read exactly by descent (``trainer.eval.quantiles``): the quantiles of the RTT given
+  success at ``trainer.eval.probabilistic.LEVELS``, the failure probability, and the true RTT's likelihood
+  and PIT. The prediction is the descent median, the 10-90% interval its 0.1 and 0.9 quantiles. With
+  ``--samples S`` the model also draws S RTTs per measurement, scored beside (``model_sampled``). The other
+  blocks go in canonical order, not the measurement's on-disk order, because the on-disk order is a hash of
+  the whole row, RTT included.
+* **The distribution** (``trainer.eval.probabilistic``): coverage of the central 50/80/90% intervals,
+  pinball loss at 0.1/0.5/0.9, the model's NLL of the true outcome and its PIT reliability, beside
+  probabilistic baselines from the train split (destination and pair empirical quantiles, the context
+  baselines' residual quantiles), with paired bootstrap intervals; ``R/reliability.png``.
 * **Baselines** fitted on the train split (``trainer.eval.baselines``): global median, per-destination
   median, per-(source, destination) median, the pair's last value, with fallbacks to coarser ones;
   and ``context_last``, the pair's latest RTT earlier in the same record (what the model also sees).
-* Writes ``R/report.json``, ``R/report.md`` (model vs baselines), ``R/rtt_pred_vs_true.png`` and
-  ``R/predictions.csv`` (one row per evaluated measurement).
+* Writes ``R/report.json``, ``R/report.md`` (model vs baselines), ``R/report.html`` (the same, figures
+  embedded), ``R/rtt_pred_vs_true.png``, ``R/reliability.png`` (with a model) and ``R/predictions.csv``
+  (one row per evaluated measurement).
 """
 
 from __future__ import annotations
@@ -45,11 +52,13 @@ from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
-from trainer.eval import fitting, spill
+from trainer.eval import fitting
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
+RELIABILITY_PNG, REPORT_HTML = "reliability.png", "report.html"
 MODEL = "model"
+MODEL_SAMPLED = "model_sampled"  # the model's figures from --samples draws, beside the descent's
 CONTEXT_LAST = "context_last"
 # Every baseline, in the report's order: train medians, the field's coordinate predictors, then the ones
 # that read the pair's earlier measurements in the record (what the model also sees).
@@ -214,23 +223,15 @@ class Scored:
     unseen_source_share: float
 
 
-SPILL_ROWS = 1_000_000  # chosen measurements above which score_split keeps the predictions on disk
-
-
 def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresses, *, max_measurements: int,
-                seed: int, prompts: bool = False, block_records: int = 1024, spill_rows: int | None = None) -> Scored:
+                seed: int, prompts: bool = False, block_records: int = 1024) -> Scored:
     """Decode ``split`` block by block and keep the baselines' predictions for the chosen measurements
     (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows. Blocks
     of 1,024 records (not the decoder's 4,096) keep the fold-ins' temporaries (per earlier measurement of
-    every measurement's source) small. With more than ``spill_rows`` (default :data:`SPILL_ROWS`) chosen
-    measurements the predictions go to disk as they come (:class:`trainer.eval.spill.SpilledPredictions`,
-    440 bytes a measurement) and ``predictions`` reads them back a predictor at a time; the measurements'
-    columns stay in memory (40 bytes each)."""
+    every measurement's source) small."""
     total = int(dataset.manifest["splits"][split]["measurements"])
     chosen = choose(total, max_measurements, seed)
     parts, preds, prompt_list, offset = [], [], [], 0
-    spilled = spill.SpilledPredictions() if len(chosen) > (SPILL_ROWS if spill_rows is None else spill_rows) else None
-    keep = preds.append if spilled is None else spilled.append
     pending = collections.deque()  # (chosen rows of a block, its predictions' result function)
     # Two workers take the blocks' tasks as they come (a block's Vivaldi fold-in on one core while the
     # other finishes the previous block's other predictors), the decode runs here; at most two blocks in
@@ -248,17 +249,16 @@ def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresse
                                     zip(cols.record[local], cols.start[local], cols.end[local])]
             while len(pending) > 2:
                 rows, result = pending.popleft()
-                keep({name: p.take(rows) for name, p in result().items()})
+                preds.append({name: p.take(rows) for name, p in result().items()})
             offset += len(cols)
         while pending:
             rows, result = pending.popleft()
-            keep({name: p.take(rows) for name, p in result().items()})
+            preds.append({name: p.take(rows) for name, p in result().items()})
     if offset != total:
         raise DatasetError(f"{dataset.root}: split {split!r} holds {offset} measurements but the manifest says {total}")
     picked = columns.Columns.concat(parts)
     names = list(preds[0]) if preds else list(ALL_BASELINES)
-    predictions = spilled if spilled is not None else {
-        name: bl.Prediction.concat([p[name] for p in preds]) for name in names}
+    predictions = {name: bl.Prediction.concat([p[name] for p in preds]) for name in names}
     unseen = float(np.mean(co._find(fitted.factorization.src_keys, picked.src) < 0)) if len(picked) else 0.0
     return Scored(picked, predictions, prompt_list, total, unseen)
 
@@ -382,16 +382,14 @@ def evaluate_baselines(
 
 def _table(scored: Scored, addresses: columns.Addresses, text: bool = True) -> dict:
     cols = scored.cols
-    table = {
+    return {
         "record": cols.record,
         "start": cols.start,
         "src_addr": addresses.text(cols.src) if text else cols.src,
         "dst_addr": addresses.text(cols.dst) if text else cols.dst,
         "true_rtt": cols.rtt,
+        **scored.predictions,
     }
-    if isinstance(scored.predictions, dict):
-        return {**table, **scored.predictions}
-    return spill.Table(table, scored.predictions)  # spilled: read a predictor at a time, never all at once
 
 
 def evaluate(
@@ -401,7 +399,7 @@ def evaluate(
     *,
     train_split: str = "train",
     max_measurements: int = 1000,
-    samples: int = 128,
+    samples: int = 0,
     seed: int = 0,
     nll_batches: int = 0,
     batch_size: int = 8,
@@ -411,7 +409,13 @@ def evaluate(
     mf_reg: float = co.MF_REG,
     vivaldi_dims: int = co.VIVALDI_DIMS,
 ) -> tuple[dict, dict]:
-    """Run the evaluation; returns ``(report, table)`` where ``table`` holds per-measurement columns."""
+    """Run the evaluation; returns ``(report, table)`` where ``table`` holds per-measurement columns.
+
+    The model's RTT prediction is read by descent (:mod:`trainer.eval.quantiles`, ``max_rows`` rows per
+    batch: a row per quantile level and one for the true RTT, per measurement); ``samples`` > 0 also draws
+    that many RTTs per measurement and reports their figures beside (``model_sampled``)."""
+    from trainer.eval import probabilistic as pr
+    from trainer.eval import quantiles as qt
     from trainer.eval.sampling import Sampler
 
     timings = {}
@@ -425,24 +429,38 @@ def evaluate(
     predictions = scored.predictions
     true = scored.cols.rtt
 
+    sampler = Sampler.from_loaded(loaded)
     t0 = time.perf_counter()
-    rtt_samples = sample_rtts(Sampler.from_loaded(loaded), scored.prompts, samples, seed=seed, max_rows=max_rows,
-                              progress=progress)
-    model_pred = bl.summarize_samples(rtt_samples)
-    timings["rtt_sampling_s"] = time.perf_counter() - t0
+    code = qt.rtt_code_for(loaded.config.tokenizer)
+    dist = qt.model_distribution(sampler, scored.prompts, code, pr.LEVELS, truth=true,
+                                 prompts_per_batch=max(1, max_rows // (len(pr.LEVELS) + 1)), progress=progress)
+    n = len(true)
+    model_pred = bl.Prediction(dist.quantile(0.5), dist.quantile(0.1), dist.quantile(0.9),
+                               dist.failure_probability, np.zeros(n, np.int64))
+    model_forecast = pr.QuantileForecast(pr.LEVELS, dist.values, None, dist.log_likelihood, dist.pit)
+    timings["rtt_descent_s"] = time.perf_counter() - t0
+    sampled_pred = sampled_forecast = None
+    if samples:
+        t0 = time.perf_counter()
+        rtt_samples = sample_rtts(sampler, scored.prompts, samples, seed=seed, max_rows=max_rows, progress=progress)
+        sampled_pred = bl.summarize_samples(rtt_samples)
+        sampled_forecast = pr.QuantileForecast.from_samples(rtt_samples)
+        timings["rtt_sampling_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    forecasts = pr.train_forecasts(dataset, train_split, addresses, scored.cols, predictions)
+    timings["probabilistic_baselines_s"] = time.perf_counter() - t0
 
-    invalid = ~np.isfinite(rtt_samples)
     meta = _baselines_meta(dataset, split, train_split, scored, fitted, mf_rank=mf_rank, mf_reg=mf_reg,
                            vivaldi_dims=vivaldi_dims, seed=seed, timings=timings)
     report = {
         "rtt": {
             MODEL: {
                 **bl.metrics(true, model_pred),
-                "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0,
                 # model minus baseline, paired over the same measurements, with a bootstrap interval
                 "vs": {name: bl.compare(true, model_pred, p, seed=seed) for name, p in predictions.items()},
             },
             "baselines": {name: bl.metrics(true, p) for name, p in predictions.items()},
+            "distribution": pr.report_section(true, model_forecast, forecasts, sampled=sampled_forecast, seed=seed),
         },
         "nll_per_field": nll_per_field,
         "nll": nll_total,
@@ -453,11 +471,22 @@ def evaluate(
             "batch_size": loaded.config.batch_size,
             "trained_on_fingerprint": loaded.fingerprint,
             "samples_per_measurement": samples,
+            "rtt_prediction": "descent",
+            "quantile_levels": list(pr.LEVELS),
             **meta,
         },
     }
+    if sampled_pred is not None:
+        invalid = ~np.isfinite(rtt_samples)
+        report["rtt"][MODEL_SAMPLED] = {
+            **bl.metrics(true, sampled_pred),
+            "invalid_sample_share": float(invalid.mean()) if invalid.size else 0.0,
+            "vs_descent": bl.compare(true, sampled_pred, model_pred, seed=seed),
+        }
     table = _table(scored, addresses)
     table[MODEL] = model_pred
+    if sampled_pred is not None:
+        table[MODEL_SAMPLED] = sampled_pred
     return report, table
 
 
@@ -542,21 +571,42 @@ def render_markdown(report: dict) -> str:
         f"(fingerprint `{meta['dataset_fingerprint'][:12]}`).",
         "",
         f"## RTT prediction ({meta['evaluated_measurements']} of {meta['split_measurements']} measurements, "
-        f"{meta['samples_per_measurement']} samples each, seed {meta['seed']})",
+        f"the model's descent median"
+        + (f", and {meta['samples_per_measurement']} samples each" if meta.get("samples_per_measurement") else "")
+        + f", seed {meta['seed']})",
         "",
         *header,
         *_baseline_rows(report, True),
     ]
     model = report["rtt"][MODEL]
+    sampled = report["rtt"].get(MODEL_SAMPLED)
+    sampled_note = ""
+    if sampled:
+        vs = sampled["vs_descent"]
+        ci = "" if vs["ci95"] is None else f" [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]"
+        sampled_note = (
+            f" From {meta['samples_per_measurement']} samples per measurement instead (the median of the "
+            f"successful samples): median abs error {_fmt(sampled['median_abs_error_ms'], 2)} ms, "
+            f"{_fmt(vs['median_abs_error_diff_ms'], 2)}{ci} ms against the descent's, failure accuracy "
+            f"{_fmt(sampled['failure_accuracy'])}, calibration 10-90% {_fmt(sampled['calibration_10_90'])}; "
+            f"{sampled['unscored_successes']} successful measurements got no successful sample and "
+            f"{sampled['invalid_sample_share']:.2%} of the samples were NaN or infinite.")
     lines += [
         "",
-        "Errors are over measurements whose true RTT is > 0 and that got an RTT prediction (`scored`); "
-        f"the model gave no RTT (all samples failed) for {model['unscored_successes']} successful measurements "
-        f"and {model['invalid_sample_share']:.2%} of its samples were NaN or infinite. "
+        "Errors are over measurements whose true RTT is > 0 and that got an RTT prediction (`scored`). The "
+        "model's prediction is the median of its RTT distribution given success, its 10-90% interval the 0.1 "
+        "and 0.9 quantiles, and its failure probability exact, all read by descent (no sampling). "
         f"{model['true_failures']} evaluated measurements failed. " + notes + " The model column is the model's "
         "median absolute error minus the predictor's on the measurements both score (negative: the model is "
-        "better), with a 95% bootstrap interval.",
+        "better), with a 95% bootstrap interval." + sampled_note,
         "",
+    ]
+    if "distribution" in report["rtt"]:
+        from trainer.eval import probabilistic as pr
+
+        lines += ["## RTT distribution", "", pr.render_markdown(report["rtt"]["distribution"]), "",
+                  f"![reliability of the forecasts]({RELIABILITY_PNG})", ""]
+    lines += [
         "## Per-field negative log-likelihood",
         "",
         "| field | bits per token | bits per field | tokens |",
@@ -574,11 +624,9 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> None:
+def write_predictions(table: dict, path: str) -> None:
     """One CSV row per evaluated measurement: true RTT and every predictor's value, interval, failure
-    probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none.
-    Written ``chunk_rows`` measurements at a time, each predictor read for that slice only (a spilled one's
-    memory maps are dropped after it), so memory does not grow with the measurements."""
+    probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -586,40 +634,23 @@ def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> N
         a = np.asarray(a, np.float64)
         return pa.array(a, mask=~np.isfinite(a))
 
-    def text(a):
-        a = np.asarray(a)
-        return pa.array(a.tolist() if a.dtype == object else a)
-
+    cols = {
+        "record": pa.array(np.asarray(table["record"], np.int64)),
+        "start": pa.array(np.asarray(table["start"], np.int64)),
+        "src_addr": pa.array(np.asarray(table["src_addr"]).tolist() if np.asarray(table["src_addr"]).dtype == object
+                             else np.asarray(table["src_addr"])),
+        "dst_addr": pa.array(np.asarray(table["dst_addr"]).tolist() if np.asarray(table["dst_addr"]).dtype == object
+                             else np.asarray(table["dst_addr"])),
+        "true_rtt": floats(table["true_rtt"]),
+    }
     levels = np.array(bl.LEVELS, dtype=object)
-    n = len(table["true_rtt"])
-    writer = schema = None
-    try:
-        for lo in range(0, max(n, 1), chunk_rows):
-            part = slice(lo, min(lo + chunk_rows, n))
-            cols = {
-                "record": pa.array(np.asarray(table["record"][part], np.int64)),
-                "start": pa.array(np.asarray(table["start"][part], np.int64)),
-                "src_addr": text(table["src_addr"][part]),
-                "dst_addr": text(table["dst_addr"][part]),
-                "true_rtt": floats(table["true_rtt"][part]),
-            }
-            for name in list(table):
-                p = table[name]
-                if not isinstance(p, bl.Prediction):
-                    continue
-                p = bl.Prediction(*(np.array(getattr(p, f.name)[part]) for f in dataclasses.fields(bl.Prediction)))
-                cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = (floats(p.value), floats(p.low),
-                                                                                 floats(p.high))
-                cols[f"{name}_fail_prob"] = floats(p.fail_prob)
-                cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
-            chunk = pa.table(cols)
-            if writer is None:
-                schema = chunk.schema
-                writer = pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="none"))
-            writer.write_table(chunk if chunk.schema == schema else chunk.cast(schema))
-    finally:
-        if writer is not None:
-            writer.close()
+    for name, p in table.items():
+        if not isinstance(p, bl.Prediction):
+            continue
+        cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = floats(p.value), floats(p.low), floats(p.high)
+        cols[f"{name}_fail_prob"] = floats(p.fail_prob)
+        cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
+    pacsv.write_csv(pa.table(cols), path, pacsv.WriteOptions(quoting_style="none"))
 
 
 def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_points: int = 5000, seed: int = 0) -> None:
@@ -647,7 +678,7 @@ def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_po
             lo = np.clip(value - clip(np.nan_to_num(p.low[ok], nan=lim[0])), 0, None)
             hi = np.clip(clip(np.nan_to_num(p.high[ok], nan=lim[1])) - value, 0, None)
             ax.errorbar(true[ok], value, yerr=[lo, hi], fmt="o", ms=3, alpha=0.5, elinewidth=0.5,
-                        label="median of samples, 10-90% bar")
+                        label="descent median, 10-90% bar")
         else:
             ax.plot(true[ok], value, "o", ms=3, alpha=0.5, label=name)
         ax.plot(lim, lim, "k--", lw=0.8, label="y = x")
@@ -665,15 +696,27 @@ def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_po
 
 
 def write_report(report: dict, table: dict, output: str) -> list[str]:
-    """Write report.json, report.md, the plot and predictions.csv under ``output``; returns their paths."""
+    """Write report.json, report.md, the plots, predictions.csv and report.html (the Markdown's tables and
+    text with the figures embedded) under ``output``; returns their paths."""
+    from trainer.eval import html_report
+
     os.makedirs(output, exist_ok=True)
     paths = [os.path.join(output, name) for name in (REPORT_JSON, REPORT_MD, PLOT_PNG, PREDICTIONS_CSV)]
     with atomic_path(paths[0]) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
+    markdown = render_markdown(report)
     with open(paths[1], "w") as f:
-        f.write(render_markdown(report))
+        f.write(markdown)
     plot(table, paths[2], (MODEL, "dst_median") if MODEL in table else (co.MF, "dst_median"))
     write_predictions(table, paths[3])
+    if "distribution" in report["rtt"]:
+        from trainer.eval import probabilistic as pr
+
+        paths.append(os.path.join(output, RELIABILITY_PNG))
+        pr.plot_reliability(report["rtt"]["distribution"], paths[-1])
+    paths.append(os.path.join(output, REPORT_HTML))
+    with atomic_path(paths[-1]) as tmp, open(tmp, "w") as f:
+        f.write(html_report.render(markdown, output))
     return paths
 
 
@@ -682,7 +725,7 @@ def write_report(report: dict, table: dict, output: str) -> list[str]:
 
 
 MODEL_ONLY = ("workdir", "step", "samples", "nll_batches", "batch_size", "max_rows")  # refused with --baselines_only
-_MODEL_DEFAULTS = {"samples": 128, "nll_batches": 0, "batch_size": 8, "max_rows": 1024}
+_MODEL_DEFAULTS = {"nll_batches": 0, "batch_size": 8, "max_rows": 1024}
 
 
 def _parser() -> StrictArgumentParser:
@@ -699,7 +742,9 @@ def _parser() -> StrictArgumentParser:
     p.add_argument("--output", required=True, help="report directory")
     p.add_argument("--max_measurements", type=int, default=None,
                    help="measurements evaluated (0: all; default 1000 with a model, 0 with --baselines_only)")
-    p.add_argument("--samples", type=int, default=None, help="RTT samples per measurement (default 128)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="also draw this many RTT samples per measurement and report their figures beside the "
+                        "descent's (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of measurements and the sampling")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--nll_batches", type=int, default=None, help="batches for the per-field NLL (0: whole split)")
@@ -753,7 +798,10 @@ def _check_args(args) -> None:
                 setattr(args, name, value)
         if args.max_measurements is None:
             args.max_measurements = 1000
-        for name in ("samples", "batch_size", "max_rows"):
+        if args.samples is not None and args.samples <= 0:
+            raise UsageError("--samples must be positive (leave it out for no sampling)")
+        args.samples = args.samples or 0
+        for name in ("batch_size", "max_rows"):
             if getattr(args, name) <= 0:
                 raise UsageError(f"--{name} must be positive")
         if args.nll_batches < 0:

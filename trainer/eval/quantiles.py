@@ -2,7 +2,8 @@
 
 The model's distribution of an RTT factorises over its value tokens, ``p(x) = prod_t p(x_t | x_<t)``. When
 the code is monotone (a token earlier in a position's value order always leads to a smaller value, as
-v1's big-endian float64 is for non-negative values: ``tokenizer.rtt_code``), the cumulative distribution
+v1's big-endian float64 is for non-negative values, and v2's log scale by design: the scheme object's
+``rtt``, ``tokenizer.get_scheme(name).rtt``), the cumulative distribution
 of the value is the cumulative distribution of the token sequence in lexicographic order, so a quantile
 can be found one position at a time: at position ``t`` take the token where the cumulative probability of
 the tokens in value order crosses the target, then look for the rest of the target inside that token's
@@ -45,9 +46,9 @@ DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 
 
 class RttCode(Protocol):
-    """What the descent needs to know about a scheme's RTT value tokens (``tokenizer.rtt_code``)."""
+    """What the descent needs to know about a scheme's RTT value tokens (``tokenizer.schemes.RttCodec``)."""
 
-    role: int  # the token a prompt ends with, right before the value tokens
+    role: int | None  # the token a prompt ends with, right before the value tokens (None: no such token)
     width: int  # value tokens of a successful RTT
     failure_tokens: np.ndarray  # (F,) first tokens that mean a failed ping
 
@@ -94,14 +95,10 @@ class RttDistribution:
 
 def rtt_code_for(tokenizer: str | dict = "v1") -> RttCode:
     """The RTT code of a tokenizer scheme, by name or by a manifest's ``tokenizer`` entry: the scheme
-    object's (``tokenizer.get_scheme(...).rtt``) where the tokenizer has scheme objects, else the v1 code of
-    ``tokenizer.rtt_code`` (the same interface; the fallback goes once the scheme seam has landed)."""
-    try:
-        from tokenizer import get_scheme
-    except ImportError:
-        from tokenizer.rtt_code import rtt_code
+    object's (``tokenizer.get_scheme(...).rtt``). Raises ``tokenizer.TokenizerMismatch`` (a ``ValueError``)
+    for an unknown scheme."""
+    from tokenizer import get_scheme
 
-        return rtt_code(tokenizer["name"] if isinstance(tokenizer, dict) else tokenizer)
     return get_scheme(tokenizer).rtt
 
 

@@ -7,9 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tokenizer.rtt_code import V1_RTT_CODE
+from tokenizer import get_scheme
 from tokenizer.vocab import BYTE_OFFSET, VOCAB_SIZE
 from trainer.eval import quantiles as qt
+
+V1_RTT_CODE = get_scheme("v1").rtt
 
 LEVELS = (0.01, 0.05, 0.1, 0.25, 0.333, 0.5, 0.75, 0.9, 0.95, 0.99)
 
@@ -283,3 +285,42 @@ def test_model_descent_matches_the_models_samples(loaded_model):
     assert np.mean(np.signbit(rtts)) == pytest.approx(alone.failure_probability[0], abs=0.03)
     for q, x in zip(levels, alone.values[0]):
         assert abs(np.mean(ok <= x) - q) <= 0.04, (q, x)
+
+
+def test_v2_log_scale_code_descent_equals_enumeration():
+    """The same descent through scheme v2's RTT codec (two log-scale tokens, a one-token failure, an exact
+    escape token that is neither a failure nor on the scale)."""
+    scheme = get_scheme("v2")
+    code = scheme.rtt
+    n, vocab = 2, scheme.vocab_size
+    rng = np.random.default_rng(4)
+    first = rng.normal(0, 2.0, size=(n, vocab))
+    coarse, fine = code.value_tokens(0), code.value_tokens(1)
+    second = rng.normal(0, 2.0, size=(n, len(coarse), vocab))
+    row_of = {int(t): i for i, t in enumerate(coarse)}
+
+    def fn(prefix):
+        prompt = np.repeat(np.arange(n), len(LEVELS) + 1)
+        if prefix.shape[1] == 0:
+            return first[prompt]
+        return second[prompt, [row_of.get(int(t), 0) for t in prefix[:, 0]]]
+
+    truth = np.array([37.5, -1.0])
+    dist = qt.descend(fn, n, code, LEVELS, truth=truth)
+    for i in range(n):
+        g0 = np.exp(first[i, code.grammar_tokens(0)]).sum()
+        assert dist.failure_probability[i] == pytest.approx(np.exp(first[i, code.failure_tokens]).sum() / g0)
+        p0 = np.exp(first[i, coarse])
+        p1 = np.exp(second[i][:, fine])  # (coarse, fine)
+        probs = (p0[:, None] / p0.sum() * p1 / p1.sum(axis=1, keepdims=True)).reshape(-1)
+        vals = code.decode(np.stack(np.meshgrid(coarse, fine, indexing="ij"), axis=-1).reshape(-1, 2))
+        assert np.all(np.diff(vals) > 0)  # coarse-major order is value order
+        for j, q in enumerate(LEVELS):
+            assert dist.values[i, j] == _lower_quantile(vals, probs, q), (i, q)
+    assert np.log(dist.failure_probability[1]) == pytest.approx(dist.log_likelihood[1])
+    x = code.encode(truth[:1])[0]
+    k = int(np.flatnonzero((np.stack(np.meshgrid(coarse, fine, indexing="ij"), -1).reshape(-1, 2) == x).all(1))[0])
+    p0 = np.exp(first[0, coarse])
+    p1 = np.exp(second[0][:, fine])
+    probs = (p0[:, None] / p0.sum() * p1 / p1.sum(axis=1, keepdims=True)).reshape(-1)
+    assert dist.pit[0] == pytest.approx(probs[:k].sum() + probs[k] / 2, rel=1e-9)
