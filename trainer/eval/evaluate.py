@@ -52,7 +52,7 @@ from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
-from trainer.eval import fitting
+from trainer.eval import fitting, spill
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
@@ -223,15 +223,23 @@ class Scored:
     unseen_source_share: float
 
 
+SPILL_ROWS = 1_000_000  # chosen measurements above which score_split keeps the predictions on disk
+
+
 def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresses, *, max_measurements: int,
-                seed: int, prompts: bool = False, block_records: int = 1024) -> Scored:
+                seed: int, prompts: bool = False, block_records: int = 1024, spill_rows: int | None = None) -> Scored:
     """Decode ``split`` block by block and keep the baselines' predictions for the chosen measurements
     (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows. Blocks
     of 1,024 records (not the decoder's 4,096) keep the fold-ins' temporaries (per earlier measurement of
-    every measurement's source) small."""
+    every measurement's source) small. With more than ``spill_rows`` (default :data:`SPILL_ROWS`) chosen
+    measurements the predictions go to disk as they come (:class:`trainer.eval.spill.SpilledPredictions`,
+    440 bytes a measurement) and ``predictions`` reads them back a predictor at a time; the measurements'
+    columns stay in memory (40 bytes each)."""
     total = int(dataset.manifest["splits"][split]["measurements"])
     chosen = choose(total, max_measurements, seed)
     parts, preds, prompt_list, offset = [], [], [], 0
+    spilled = spill.SpilledPredictions() if len(chosen) > (SPILL_ROWS if spill_rows is None else spill_rows) else None
+    keep = preds.append if spilled is None else spilled.append
     pending = collections.deque()  # (chosen rows of a block, its predictions' result function)
     # Two workers take the blocks' tasks as they come (a block's Vivaldi fold-in on one core while the
     # other finishes the previous block's other predictors), the decode runs here; at most two blocks in
@@ -249,16 +257,17 @@ def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresse
                                     zip(cols.record[local], cols.start[local], cols.end[local])]
             while len(pending) > 2:
                 rows, result = pending.popleft()
-                preds.append({name: p.take(rows) for name, p in result().items()})
+                keep({name: p.take(rows) for name, p in result().items()})
             offset += len(cols)
         while pending:
             rows, result = pending.popleft()
-            preds.append({name: p.take(rows) for name, p in result().items()})
+            keep({name: p.take(rows) for name, p in result().items()})
     if offset != total:
         raise DatasetError(f"{dataset.root}: split {split!r} holds {offset} measurements but the manifest says {total}")
     picked = columns.Columns.concat(parts)
     names = list(preds[0]) if preds else list(ALL_BASELINES)
-    predictions = {name: bl.Prediction.concat([p[name] for p in preds]) for name in names}
+    predictions = spilled if spilled is not None else {
+        name: bl.Prediction.concat([p[name] for p in preds]) for name in names}
     unseen = float(np.mean(co._find(fitted.factorization.src_keys, picked.src) < 0)) if len(picked) else 0.0
     return Scored(picked, predictions, prompt_list, total, unseen)
 
@@ -382,14 +391,16 @@ def evaluate_baselines(
 
 def _table(scored: Scored, addresses: columns.Addresses, text: bool = True) -> dict:
     cols = scored.cols
-    return {
+    table = {
         "record": cols.record,
         "start": cols.start,
         "src_addr": addresses.text(cols.src) if text else cols.src,
         "dst_addr": addresses.text(cols.dst) if text else cols.dst,
         "true_rtt": cols.rtt,
-        **scored.predictions,
     }
+    if isinstance(scored.predictions, dict):
+        return {**table, **scored.predictions}
+    return spill.Table(table, scored.predictions)  # spilled: read a predictor at a time, never all at once
 
 
 def evaluate(
@@ -624,9 +635,11 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(table: dict, path: str) -> None:
+def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> None:
     """One CSV row per evaluated measurement: true RTT and every predictor's value, interval, failure
-    probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none."""
+    probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none.
+    Written ``chunk_rows`` measurements at a time, each predictor read for that slice only (a spilled one's
+    memory maps are dropped after it), so memory does not grow with the measurements."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -634,23 +647,40 @@ def write_predictions(table: dict, path: str) -> None:
         a = np.asarray(a, np.float64)
         return pa.array(a, mask=~np.isfinite(a))
 
-    cols = {
-        "record": pa.array(np.asarray(table["record"], np.int64)),
-        "start": pa.array(np.asarray(table["start"], np.int64)),
-        "src_addr": pa.array(np.asarray(table["src_addr"]).tolist() if np.asarray(table["src_addr"]).dtype == object
-                             else np.asarray(table["src_addr"])),
-        "dst_addr": pa.array(np.asarray(table["dst_addr"]).tolist() if np.asarray(table["dst_addr"]).dtype == object
-                             else np.asarray(table["dst_addr"])),
-        "true_rtt": floats(table["true_rtt"]),
-    }
+    def text(a):
+        a = np.asarray(a)
+        return pa.array(a.tolist() if a.dtype == object else a)
+
     levels = np.array(bl.LEVELS, dtype=object)
-    for name, p in table.items():
-        if not isinstance(p, bl.Prediction):
-            continue
-        cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = floats(p.value), floats(p.low), floats(p.high)
-        cols[f"{name}_fail_prob"] = floats(p.fail_prob)
-        cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
-    pacsv.write_csv(pa.table(cols), path, pacsv.WriteOptions(quoting_style="none"))
+    n = len(table["true_rtt"])
+    writer = schema = None
+    try:
+        for lo in range(0, max(n, 1), chunk_rows):
+            part = slice(lo, min(lo + chunk_rows, n))
+            cols = {
+                "record": pa.array(np.asarray(table["record"][part], np.int64)),
+                "start": pa.array(np.asarray(table["start"][part], np.int64)),
+                "src_addr": text(table["src_addr"][part]),
+                "dst_addr": text(table["dst_addr"][part]),
+                "true_rtt": floats(table["true_rtt"][part]),
+            }
+            for name in list(table):
+                p = table[name]
+                if not isinstance(p, bl.Prediction):
+                    continue
+                p = bl.Prediction(*(np.array(getattr(p, f.name)[part]) for f in dataclasses.fields(bl.Prediction)))
+                cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = (floats(p.value), floats(p.low),
+                                                                                 floats(p.high))
+                cols[f"{name}_fail_prob"] = floats(p.fail_prob)
+                cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
+            chunk = pa.table(cols)
+            if writer is None:
+                schema = chunk.schema
+                writer = pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="none"))
+            writer.write_table(chunk if chunk.schema == schema else chunk.cast(schema))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_points: int = 5000, seed: int = 0) -> None:
