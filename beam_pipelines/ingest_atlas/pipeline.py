@@ -294,8 +294,6 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
     hashes = streams.hash_inputs([f.path for f in files], sum(f.bytes for f in files))
     # A large bz2 file is indexed (one decode, on every core) so that its text splits like a plain file's.
     files = streams.index_bz2_files(files, min(options.split_bytes, streams.BZ2_SPLIT_BYTES))
-    # A large bz2 file is indexed (one decode, on every core) so that its text splits like a plain file's.
-    files = streams.index_bz2_files(files, min(options.split_bytes, streams.BZ2_SPLIT_BYTES))
     units = streams.plan_units(files, options.split_bytes)
     inputs = tuple(
         {"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression, "sha256": hashes[f.path]}
