@@ -316,7 +316,7 @@ def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES
         return list(files)
     indexed = []
     for f in files:
-        if f.compression == "bz2" and f.bytes > min_bytes:
+        if f.compression == "bz2" and f.blocks is None and f.bytes > min_bytes:
             size, blocks, head = index_bz2(f.path)
             f = dataclasses.replace(f, layout=sniff_layout(head), text_bytes=size, blocks=blocks)
         indexed.append(f)
