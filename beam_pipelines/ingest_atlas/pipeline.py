@@ -10,7 +10,7 @@ then line order), ``DIR/rejected/rejected-NNNNN-of-NNNNN.parquet`` (file, line_n
 ``DIR/manifest.json`` (counts, shards with sha256) and, last, ``DIR/_SUCCESS``.
 
 Stages (composite PTransforms over plain functions in ``streams`` and ``shards``): ReadAtlasResults (one work unit per
-compressed file or per byte range of a plain file: stream, convert, write Arrow fragments) ->
+file, or per byte range of the text of a large plain file or indexed bz2 file: stream, convert, write Arrow fragments) ->
 PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParquetShards -> WriteManifest.
 
 Inputs and ``--output`` may be object-store URLs (``s3://``, ``gs://``; docs/object-storage.md): shards are
