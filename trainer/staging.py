@@ -6,9 +6,9 @@ The trainer reads records by index with ArrayRecord's reader, which reads local 
 file's size and sha256 against the manifest as it arrives and writing the manifest last. The next run
 with the same dataset finds that copy and downloads nothing; a new version of the dataset (another
 fingerprint) gets a folder of its own, and a dataset with several versions is staged one version at a
-time (``config.data_version``: the files of versions 1..N only). Reading goes through Beam's
-``FileSystems`` (for S3, the boto3 client inside Beam's S3 filesystem), configured by the standard
-environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...; application-default credentials for GCS).
+time (``config.data_version``: the files of versions 1..N only). Reading goes through fsspec (s3fs for
+``s3://``, gcsfs for ``gs://``; Apache Beam is not imported), configured by the standard environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...; application-default credentials for GCS).
 ``workdir`` stays local.
 
 ``trainer.data.open_dataset`` calls this first, so train, evaluate and predict all accept a remote

@@ -15,7 +15,8 @@ Every job that writes a directory enters it through :class:`OutputDir`, which, i
 An ``--output`` may be an object-store URL (``s3://``, ``gs://``): entering first checks that the bucket
 exists and is reachable with the credentials at hand (:func:`~beam_pipelines.common.storage.check_location`,
 exit 2); there are no folders to create, and the lock is an object created with a conditional write
-(:func:`~beam_pipelines.common.storage.create_exclusive`: ``If-None-Match`` on S3), holding its owner and
+(:func:`~beam_pipelines.common.storage.create_exclusive`: ``If-None-Match: *`` on S3, the precondition
+``ifGenerationMatch=0`` on GCS: the store lets exactly one writer create it), holding its owner and
 start time. An owner on another machine cannot be checked, so such a lock is never taken over: the message
 names it and says to delete it if that run is gone.
 

@@ -7,7 +7,7 @@ consecutive row groups (of one file or of consecutive files) are combined into t
 groups in Arrow record batches.
 Inputs are validated before any pipeline runs, so a bad input fails fast with one clear message.
 Inputs may be object-store URLs (``s3://bucket/raw/*.parquet``): files are found, sized, hashed and read
-through :mod:`beam_pipelines.common.storage` (Beam's ``FileSystems``), Parquet from a seekable stream.
+through :mod:`beam_pipelines.common.storage` (fsspec), Parquet from a seekable stream.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def resolve_inputs(pattern: str, required: Sequence[str] = REQUIRED_COLUMNS, fin
 @contextlib.contextmanager
 def parquet_file(path: str, read_dictionary: Sequence[str] = ()) -> Iterator[pq.ParquetFile]:
     """An open :class:`pyarrow.parquet.ParquetFile` for a local path (as before) or a URL (a seekable stream
-    through Beam's ``FileSystems``, closed at the end). ``read_dictionary``: columns whose string values
+    through :mod:`~beam_pipelines.common.storage`, closed at the end). ``read_dictionary``: columns whose string values
     are read as Arrow dictionaries (see :func:`read_task`)."""
     read_dictionary = list(read_dictionary) or None
     if not storage.is_remote(path):

@@ -1,24 +1,31 @@
-"""URL-aware file operations: local paths as before, object stores (``s3://``, ``gs://``, any filesystem
-Beam knows) through Apache Beam's :class:`~apache_beam.io.filesystems.FileSystems`.
+"""URL-aware file operations: local paths through ``os``, object stores (``s3://``, ``gs://``, any
+protocol fsspec knows) through `fsspec <https://filesystem-spec.readthedocs.io>`_ (s3fs for ``s3://``,
+gcsfs for ``gs://``).
 
-Every job and the trainer's staging go through this one module for anything that may live in an object
-store, so no code assumes a shared POSIX disk (docs/object-storage.md). Local paths keep taking the plain
-``os`` path (same files, same atomic renames as before); Beam is imported only when a URL is met, so the
-data contract (``beam_pipelines.dataset``) and the trainer stay Beam-free for local data.
+Every job, the trainer's staging and the data contract go through this one module for anything that may
+live in an object store, so no code assumes a shared POSIX disk (docs/object-storage.md). Local paths
+keep taking the plain ``os`` path (same files, same atomic renames); Apache Beam is never imported here,
+so the data contract (``beam_pipelines.dataset``), the trainer and the evaluation read object stores
+without Beam installed.
 
-Object stores have no rename and no partial objects: a file is written in one piece (Beam's uploader),
-and a file that must be verified (ArrayRecord, anything listed in a manifest) is written to a local
-temporary file first, uploaded, then read back from the store and checked (size and sha256) with
-:func:`upload`. ArrayRecord's writer only writes local files, which is why this is not a stream.
+Why fsspec and not Beam's ``FileSystems`` in the jobs too: Beam's public API builds a new S3 client (a
+boto3 client, about 0.1 s) for every call, and a job makes hundreds of small calls (markers, sizes,
+listings); keeping one client meant reaching into Beam's private attributes. fsspec keeps one filesystem
+object, and so one connection pool, per process and set of options, through its public API
+(``benchmarks/storage_calls_bench.py`` measures both; docs/performance.md).
 
-Configuration: :func:`configure` hands Beam's pipeline options (``--s3_endpoint_url``,
-``--s3_access_key_id``, ..., GCS's options) to ``FileSystems``; without them Beam's S3 client (boto3)
+Object stores have no rename and no partial objects: a file is written in one piece, and a file that
+must be verified (ArrayRecord, anything listed in a manifest) is written to a local temporary file first,
+uploaded, then read back from the store and checked (size and sha256) with :func:`upload`. ArrayRecord's
+writer only writes local files, which is why this is not a stream.
+
+Configuration: :func:`configure` takes the jobs' Beam filesystem options (``--s3_endpoint_url``,
+``--s3_access_key_id``, ..., ``--project``) and hands them to s3fs/gcsfs; without them s3fs (botocore)
 reads the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, the
-shared credentials file) and GCS uses application-default credentials. :func:`check_location` turns the
-three common mistakes (a bucket that does not exist, no credentials, access denied) into one
-:class:`~beam_pipelines.common.errors.InputError` naming the URL, before anything is written.
-
-No Apache Beam import at module level.
+shared credentials file), and gcsfs uses application-default credentials (or the emulator named by
+``STORAGE_EMULATOR_HOST``). :func:`check_location` turns the three common mistakes (a bucket that does
+not exist, no credentials, access denied) into one :class:`~beam_pipelines.common.errors.InputError`
+naming the URL, before anything is written.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 
 from beam_pipelines.common.errors import InputError
@@ -64,26 +70,17 @@ _FS_OPTION_PREFIXES = ("s3_", "gcs_", "project", "hdfs_", "azure_", "blob_")
 
 
 def filesystem_options(pipeline_options) -> dict:
-    """The options of Beam's filesystems (S3, GCS, HDFS, Azure) out of a ``PipelineOptions``, as a small
-    dict that a job context can carry to workers that did not get the pipeline's options (Dask)."""
+    """The filesystem options (S3, GCS, HDFS, Azure) out of a Beam ``PipelineOptions``, as a small dict
+    that a job context can carry to workers that did not get the pipeline's options (Dask)."""
     everything = pipeline_options.get_all_options(drop_default=True)
     return {k: v for k, v in everything.items() if k.startswith(_FS_OPTION_PREFIXES) and v is not None}
 
 
 def configure(options: dict | None) -> None:
-    """Make Beam's ``FileSystems`` (in this process) use ``options`` (see :func:`filesystem_options`).
-
-    Idempotent and cheap; a worker calls it with its job context's options before touching a URL.
-    """
+    """Use ``options`` (see :func:`filesystem_options`) for every object-store call in this process from
+    now on. Idempotent and cheap; a worker calls it with its job context's options before touching a URL."""
     global _options
-    options = dict(options or {})
-    if options == _options:
-        return
-    _options = options
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    FileSystems.set_options(PipelineOptions.from_dictionary(options))
+    _options = dict(options or {})
 
 
 def current_options() -> dict:
@@ -91,37 +88,77 @@ def current_options() -> dict:
     return dict(_options)
 
 
-def _fs():
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.value_provider import RuntimeValueProvider
-
-    if FileSystems._pipeline_options is None and RuntimeValueProvider.runtime_options is None:
-        # Beam's object-store clients need some options object even when everything comes from the environment.
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        FileSystems.set_options(PipelineOptions.from_dictionary(_options))
-    return FileSystems
+# Beam's S3 options, as s3fs takes them (top-level keyword, or a keyword of the botocore client).
+_S3_KWARGS = {"s3_access_key_id": "key", "s3_secret_access_key": "secret", "s3_session_token": "token",
+              "s3_endpoint_url": "endpoint_url"}
+_S3_CLIENT_KWARGS = {"s3_region_name": "region_name", "s3_api_version": "api_version", "s3_verify": "verify"}
+_EXTRA = {"s3": "s3fs (pip install 'ping-llm[aws]')", "gs": "gcsfs (pip install 'ping-llm[gcp]')"}
 
 
-_thread = threading.local()
+def fsspec_kwargs(protocol: str, options: dict | None = None) -> dict:
+    """The keyword arguments of the fsspec filesystem for ``protocol`` under the jobs' filesystem
+    ``options`` (default: those of :func:`configure`).
 
-
-def _s3():
-    """Beam's S3 I/O object (``apache_beam.io.aws.s3io.S3IO``), one per thread, reused.
-
-    ``FileSystems`` builds a new one, and so a new boto3 client (about 0.1 s), for every call; a job
-    makes hundreds of small calls (markers, sizes, listings), so the one Beam object is kept instead.
-    One per thread because Beam's client keeps the state of its current download.
+    Listings are never cached: another process (a worker) may have written since the last one.
     """
-    fs = _fs()
-    options = fs._pipeline_options
-    cached = getattr(_thread, "s3", None)
-    if cached is None or cached[0] is not options:
-        from apache_beam.io.aws import s3io
+    options = _options if options is None else options
+    kwargs: dict = {"use_listings_cache": False}
+    if protocol in ("s3", "s3a"):
+        kwargs.update({kw: options[k] for k, kw in _S3_KWARGS.items() if options.get(k)})
+        client = {kw: options[k] for k, kw in _S3_CLIENT_KWARGS.items() if options.get(k) is not None}
+        if client:
+            kwargs["client_kwargs"] = client
+        if options.get("s3_disable_ssl"):
+            kwargs["use_ssl"] = False
+    elif protocol in ("gs", "gcs"):
+        if options.get("project"):
+            kwargs["project"] = options["project"]
+        # gcsfs falls back to anonymous access when it finds no credentials; a missing login should be
+        # one clear error instead (application-default credentials), except against a local emulator.
+        kwargs["token"] = "anon" if os.environ.get("STORAGE_EMULATOR_HOST") else "google_default"
+    return kwargs
 
-        cached = (options, s3io.S3IO(options=options))
-        _thread.s3 = cached
-    return cached[1]
+
+_filesystems: dict = {}  # (pid, protocol, options) -> filesystem: one client per process and options
+
+
+def filesystem(url: str):
+    """The fsspec filesystem for ``url``'s protocol under the configured options (one per process).
+
+    Raises :class:`InputError` naming ``url`` when no filesystem is installed for its protocol.
+    """
+    import fsspec
+
+    protocol = scheme(url)
+    kwargs = fsspec_kwargs(protocol)
+    key = (os.getpid(), protocol, json.dumps(kwargs, sort_keys=True, default=str))
+    fs = _filesystems.get(key)
+    if fs is None:
+        try:
+            if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
+                # gcsfs's default class first asks a gRPC control plane for each bucket's layout (zonal
+                # buckets), which an emulator does not serve; its core class speaks the JSON API only.
+                from gcsfs.core import GCSFileSystem
+
+                fs = GCSFileSystem(**kwargs)
+            else:
+                fs = fsspec.filesystem(protocol, **kwargs)
+        except ImportError as exc:
+            needs = _EXTRA.get(protocol, exc.name or "a filesystem package")
+            raise InputError(f"{url}: {protocol}:// needs {needs}") from exc
+        except ValueError as exc:  # fsspec: "Protocol not known"
+            raise InputError(f"{url}: no filesystem for {protocol}:// ({_first_line(str(exc))})") from exc
+        except Exception as exc:
+            raise _wrap(url, exc) from exc
+        if len(_filesystems) > 16:  # options of forked parents, or of long-finished jobs in a test session
+            _filesystems.clear()
+        _filesystems[key] = fs
+    return fs
+
+
+def _url(protocol: str, path: str) -> str:
+    """fsspec returns paths without the protocol (``bucket/key``): put it back."""
+    return f"{protocol}://{path}"
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -134,7 +171,11 @@ def _status(exc: BaseException) -> int | None:
             return value
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status is None:  # botocore's head_bucket error: the code is the status ("404")
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = int(code) if code.isdigit() else None
+        return status
     return None
 
 
@@ -147,12 +188,18 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        details = getattr(e, "exception_details", None)
-        if isinstance(details, dict):
-            todo.extend(v for v in details.values() if isinstance(v, BaseException))
         for nxt in (e.__cause__, e.__context__):
             if nxt is not None:
                 todo.append(nxt)
+
+
+def _chain_status(exc: BaseException) -> int | None:
+    """The HTTP status of the store's answer behind ``exc`` (s3fs keeps botocore's error as the cause)."""
+    for e in _causes(exc):
+        code = _status(e)
+        if code is not None:
+            return code
+    return None
 
 
 def explain(url: str, exc: BaseException) -> str | None:
@@ -161,13 +208,25 @@ def explain(url: str, exc: BaseException) -> str | None:
         text = f"{type(e).__name__}: {e}"
         code = _status(e)
         if "NoCredentials" in text or "Unable to locate credentials" in text or "DefaultCredentialsError" in text:
+            if scheme(url) in ("gs", "gcs"):
+                return (
+                    f"{url}: no credentials for gs:// (application-default credentials: run `gcloud auth "
+                    f"application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a key file)"
+                )
             return (
                 f"{url}: no credentials for {scheme(url)}:// (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                f"a profile, or --s3_access_key_id/--s3_secret_access_key; for gs://, application-default credentials)"
+                f"a profile, or --s3_access_key_id/--s3_secret_access_key)"
             )
         if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
             return f"{url}: bucket {bucket_of(url)!r} does not exist"
-        if code == 403 or "AccessDenied" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        if (
+            code == 403
+            or isinstance(e, PermissionError)  # s3fs's translation of AccessDenied
+            or text.startswith("OSError: Forbidden")  # gcsfs's 403
+            or "AccessDenied" in text
+            or "InvalidAccessKeyId" in text
+            or "SignatureDoesNotMatch" in text
+        ):
             return f"{url}: access denied ({_first_line(text)})"
     return None
 
@@ -210,48 +269,38 @@ def _errors(url: str) -> Iterator[None]:
 
 def check_location(url: str) -> None:
     """Fail fast, with one :class:`InputError` line naming ``url``, when its bucket does not exist, there
-    are no credentials, or access is denied. A local path, or a store this module has no check for, passes.
+    are no credentials, or access is denied. A local path passes; another store is checked for an
+    installed filesystem (and, on ``gs://``, credentials) only.
 
-    For ``s3://`` this asks the bucket itself (HEAD bucket) through Beam's own boto3 client wrapper, so it
-    honours the same options and environment as every later read and write, and it never waits through
-    Beam's retries (Beam retries a request that failed without an HTTP status, such as missing credentials).
+    For ``s3://`` this asks the bucket itself (HEAD bucket) with the same s3fs client, options and
+    environment as every later read and write.
     """
-    if scheme(url) == "s3":
-        from apache_beam.io.aws.clients.s3 import boto3_client
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        try:
-            client = boto3_client.Client(options=PipelineOptions.from_dictionary(_options)).client
-        except AssertionError as exc:  # Beam's "Missing boto3 requirement"
-            raise InputError(f"{url}: s3:// needs boto3 (pip install 'ping-llm[aws]')") from exc
-        import boto3
-
-        if not _options.get("s3_access_key_id") and boto3.session.Session().get_credentials() is None:
-            raise InputError(explain(url, RuntimeError("Unable to locate credentials")))
-        try:
-            client.head_bucket(Bucket=bucket_of(url))
-        except Exception as exc:
-            code = _status(exc)
-            if code == 404:
-                raise InputError(f"{url}: bucket {bucket_of(url)!r} does not exist") from exc
-            line = explain(url, exc)
-            if line is not None or code == 403:
-                raise InputError(line or f"{url}: access denied") from exc
-            raise InputError(f"{url}: cannot reach the bucket ({_first_line(str(exc))})") from exc
-    elif is_remote(url):
-        with _errors(url):
-            _fs().get_filesystem(url)  # an unknown scheme (or a missing extra) fails here, naming the URL
+    if not is_remote(url):
+        return
+    fs = filesystem(url)
+    if scheme(url) != "s3":
+        return
+    try:
+        fs.call_s3("head_bucket", Bucket=bucket_of(url))
+    except Exception as exc:
+        code = _chain_status(exc)
+        if code == 404:
+            raise InputError(f"{url}: bucket {bucket_of(url)!r} does not exist") from exc
+        line = explain(url, exc)
+        if line is not None or code == 403:
+            raise InputError(line or f"{url}: access denied") from exc
+        raise InputError(f"{url}: cannot reach the bucket ({_first_line(str(exc))})") from exc
 
 
 # --- reading -------------------------------------------------------------------------------------
 
 
 def exists(path: str) -> bool:
-    """Whether the file ``path`` exists."""
+    """Whether the file ``path`` exists (a key prefix with objects under it is not a file)."""
     if not is_remote(path):
         return os.path.isfile(path)
     with _errors(path):
-        return _s3().exists(path) if scheme(path) == "s3" else _fs().exists(path)
+        return filesystem(path).isfile(path)
 
 
 def isdir(path: str) -> bool:
@@ -266,9 +315,7 @@ def size(path: str) -> int:
     if not is_remote(path):
         return os.path.getsize(path)
     with _errors(path):
-        if scheme(path) == "s3":
-            return _s3().size(path)
-        return _fs().match([path])[0].metadata_list[0].size_in_bytes
+        return int(filesystem(path).size(path))
 
 
 def list_files(prefix: str) -> list[str]:
@@ -280,10 +327,10 @@ def list_files(prefix: str) -> list[str]:
         return sorted(out)
     base = prefix.rstrip("/") + "/"
     with _errors(prefix):
-        if scheme(prefix) == "s3":
-            return sorted(p for p, _ in _s3().list_files(base))
-        found = _fs().match([base + "**"])[0].metadata_list
-    return sorted(m.path for m in found)
+        found = filesystem(prefix).find(base)
+    protocol = scheme(prefix)
+    # A key ending in "/" is a folder marker some tools leave, not a file.
+    return sorted(u for u in (_url(protocol, p) for p in found) if u.startswith(base) and not u.endswith("/"))
 
 
 def listdir(path: str) -> list[str]:
@@ -301,25 +348,25 @@ def glob(pattern: str) -> list[str]:
 
         return sorted(p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p))
     with _errors(pattern):
-        found = _fs().match([pattern])[0].metadata_list
-    return sorted(m.path for m in found if not m.path.endswith("/"))
+        found = filesystem(pattern).glob(pattern, detail=True)
+    protocol = scheme(pattern)
+    return sorted(_url(protocol, p) for p, info in found.items() if info.get("type") == "file" and not p.endswith("/"))
 
 
 def open_read(path: str):
     """A seekable binary file object for reading ``path``."""
     if not is_remote(path):
         return open(path, "rb")
-    from apache_beam.io.filesystem import CompressionTypes
-
     with _errors(path):
-        if scheme(path) == "s3":
-            return _s3().open(path, "rb")
-        return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return filesystem(path).open(path, "rb")
 
 
 def read_bytes(path: str) -> bytes:
-    with open_read(path) as f, _errors(path):
-        return f.read()
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    with _errors(path):
+        return filesystem(path).cat_file(path)
 
 
 def read_json(path: str):
@@ -350,14 +397,6 @@ def makedirs(path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def _create(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-
-    if scheme(path) == "s3":
-        return _s3().open(path, "wb")
-    return _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
 def write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` whole: locally through a temporary name and a rename, to a store in one
     upload whose size is checked afterwards."""
@@ -367,8 +406,8 @@ def write_bytes(path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         return
-    with _errors(path), _create(path) as f:
-        f.write(data)
+    with _errors(path):
+        filesystem(path).pipe_file(path, bytes(data))
     found = size(path)
     if found != len(data):
         raise OSError(f"{path}: wrote {len(data)} bytes but the store holds {found}")
@@ -377,10 +416,10 @@ def write_bytes(path: str, data: bytes) -> None:
 def create_exclusive(path: str, data: bytes) -> bool:
     """Create the file ``path`` holding ``data`` only if no file of that name exists; True if this call did.
 
-    Locally ``O_CREAT | O_EXCL``. On S3 a conditional write (``If-None-Match: *``, through the boto3 client
-    inside Beam's own S3 wrapper, since ``FileSystems`` has no conditional create): the store itself lets
-    exactly one writer win. Elsewhere (GCS, ...), best effort: create when absent, then read back and keep
-    it only if it holds ``data`` (two writers starting within the same few milliseconds may both win).
+    Locally ``O_CREAT | O_EXCL``. In a store a conditional write through fsspec's ``mode="create"``: on
+    S3 ``If-None-Match: *`` (s3fs), on GCS the precondition ``ifGenerationMatch=0`` (gcsfs), so the store
+    itself lets exactly one writer win. Another fsspec filesystem does what its ``mode="create"`` does
+    (fsspec's default: check, then write, which two writers starting together may both pass).
     """
     if not is_remote(path):
         try:
@@ -390,19 +429,15 @@ def create_exclusive(path: str, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         return True
-    if scheme(path) == "s3":
-        bucket, key = bucket_of(path), key_of(path)
-        try:
-            _s3().client.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except Exception as exc:
-            if _status(exc) in (409, 412):  # 412: the object exists; 409: a concurrent conditional write
-                return False
-            raise _wrap(path, exc) from exc
-        return True
-    if exists(path):
+    try:
+        filesystem(path).pipe_file(path, bytes(data), mode="create")
+    except FileExistsError:  # S3's 412 and GCS's 412: the object exists
         return False
-    write_bytes(path, data)
-    return read_bytes(path) == data
+    except Exception as exc:
+        if _chain_status(exc) in (409, 412):  # 409: S3's answer to a concurrent conditional write
+            return False
+        raise _wrap(path, exc) from exc
+    return True
 
 
 def write_json(path: str, obj) -> None:
@@ -424,8 +459,8 @@ def upload(local: str, path: str, *, verify_sha256: bool = True) -> tuple[int, s
         with atomic_path(path) as tmp:
             shutil.copyfile(local, tmp)
     else:
-        with _errors(path), open(local, "rb") as src, _create(path) as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
+        with _errors(path):
+            filesystem(path).put_file(local, path)
     found = size(path)
     if found != want_size:
         raise OSError(f"{path}: uploaded {want_size} bytes but the store holds {found}")
@@ -477,11 +512,17 @@ def move(src: str, dst: str) -> None:
         os.replace(src, dst)
         return
     want = size(src)
-    with _errors(dst):
-        if scheme(src) == "s3" and scheme(dst) == "s3":
-            _s3().rename(src, dst)
-        else:
-            _fs().rename([src], [dst])
+    if scheme(src) == scheme(dst):
+        with _errors(dst):
+            fs = filesystem(dst)
+            fs.copy(src, dst)  # server-side
+            fs.rm_file(src)
+    elif is_remote(dst):  # a local file into a store
+        upload(src, dst, verify_sha256=False)
+        remove(src)
+    else:
+        download(src, dst)
+        remove(src)
     found = size(dst)
     if found != want:
         raise OSError(f"{dst}: moved {want} bytes but the store holds {found}")
@@ -493,12 +534,8 @@ def remove(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
         return
-    if exists(path):
-        with _errors(path):
-            if scheme(path) == "s3":
-                _s3().delete(path)
-            else:
-                _fs().delete([path])
+    with _errors(path), contextlib.suppress(FileNotFoundError):  # S3 answers a missing key with success
+        filesystem(path).rm_file(path)
 
 
 def rmtree(path: str) -> None:
@@ -513,9 +550,4 @@ def rmtree(path: str) -> None:
     files = list_files(path)
     if files:
         with _errors(path):
-            if scheme(path) == "s3":
-                failed = [(p, e) for p, e in _s3().delete_files(files) if e is not None]
-                if failed:
-                    raise OSError(f"{failed[0][0]}: cannot be deleted ({failed[0][1]})")
-            else:
-                _fs().delete(files)
+            filesystem(path).rm(files)  # batched (S3: DeleteObjects, 1000 keys a request)

@@ -14,9 +14,9 @@ versions 1..N only, in ``CACHE_DIR/datasets/<fingerprint of version N>/``, with 
 latest version). So a run bound to version 1 neither downloads nor waits for files appended after it, and
 an append during the copy does not disturb it (the files of version N never change).
 
-The files are read through :mod:`beam_pipelines.common.storage` (Beam's ``FileSystems``, and for S3 the
-boto3 client inside Beam's S3 filesystem): no second object-store client. Beam is imported only for a
-URL; a local ``data_dir`` is returned as it is.
+The files are read through :mod:`beam_pipelines.common.storage`, which reads object stores through
+fsspec (s3fs for ``s3://``, gcsfs for ``gs://``): Apache Beam is never imported, so the trainer and the
+evaluation stage a remote dataset without it. A local ``data_dir`` is returned as it is.
 """
 
 from __future__ import annotations

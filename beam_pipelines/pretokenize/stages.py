@@ -98,7 +98,7 @@ class JobContext:
         return os.path.join(self.tmp, "buckets", f"{bucket:05d}")
 
     def configure_storage(self) -> None:
-        """Give this worker's ``FileSystems`` the job's object-store options (a Dask worker has none)."""
+        """Give this worker's :mod:`~beam_pipelines.common.storage` the job's object-store options (a Dask worker has none)."""
         if self.fs_options:
             storage.configure(self.fs_options)
 
