@@ -57,6 +57,8 @@ class Parsed:
     msm_id: np.ndarray | None  # int64, or None where the scheme does not keep it
     rtt_pos: np.ndarray  # int64 flat position (in the block's records, read flat) of the RTT's first value token
     dst_pos: np.ndarray  # int64 flat position of the destination block's first token
+    blocks: np.ndarray | None = None  # (n, K) int64 flat start of each permutable field block, in the
+    # scheme's canonical block order (Scheme.block_names); a measurement's blocks tile it after its prefix
 
     def __len__(self) -> int:
         return len(self.rtt)
@@ -154,6 +156,11 @@ class Scheme:
     rtt: RttCodec
     field_spec: FieldSpec
     token_names: tuple[str, ...]  # a short name per id (report and debugging aid)
+    block_names: tuple[str, ...]  # the permutable field blocks of a measurement, in canonical order
+    field_orders: np.ndarray  # (orders, K) int8: every order of the K blocks, lexicographic
+    eval_order: int  # the index in field_orders of the order evaluation asks in (addresses first, RTT last)
+    kind_names: tuple[str, ...]  # per field_spec kind: the loss kind (trainer.augment.KIND_NAMES) its tokens count as
+    structural_ids: np.ndarray  # (vocab_size,) bool: ids that carry no value (their loss kind is "role")
     token_groups: dict  # report name -> (vocab_size,) bool mask of the ids it counts (stats)
 
     def info(self) -> dict:
@@ -267,7 +274,6 @@ def check_tokenizer(entry: Mapping, seq_len: int | None = None, *, expected: Map
     any ``seq_len`` that holds one measurement. Raises :class:`TokenizerMismatch` naming the key, both values
     and what to do.
     """
-    scheme = get_scheme(entry)
     if expected is not None:
         want = get_scheme(expected).info() if isinstance(expected, str) else dict(expected)
         for key, value in want.items():
@@ -277,6 +283,7 @@ def check_tokenizer(entry: Mapping, seq_len: int | None = None, *, expected: Map
                     f"{dict(entry)}, expected {want}); pretokenize with --tokenizer {want.get('name')} or use a "
                     f"config of the dataset's scheme"
                 )
+    scheme = get_scheme(entry)
     if seq_len is not None:
         if expected_seq_len is not None and seq_len != expected_seq_len:
             raise TokenizerMismatch(f"dataset seq_len is {seq_len} but seq_len={expected_seq_len} is expected")

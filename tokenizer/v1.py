@@ -16,7 +16,9 @@ from tokenizer.errors import DecodeError
 from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme, Survey
 from tokenizer.table import encode_table
 from tokenizer.vocab import (
+    BLOCK_NAMES,
     BLOCK_ROLE,
+    PERMUTATIONS,
     BYTE_OFFSET,
     DEST_IP_START,
     IPV4_START,
@@ -128,6 +130,7 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
         msm_id=_payload(padded, pos[MSM_ID_START], fields.MSM_ID).astype(np.int64),
         rtt_pos=pos[RTT_START].astype(np.int64) + 1,
         dst_pos=pos[DEST_IP_START].astype(np.int64),
+        blocks=np.stack([pos[int(role)] for role in BLOCK_ROLE], axis=1).astype(np.int64),  # (n, 7) canonical
     )
 
 
@@ -163,6 +166,54 @@ def survey(records: np.ndarray) -> Survey:
         ipv4_measurements=counts[0],
         ipv6_measurements=counts[1],
     )
+
+
+_IS_BLOCK_ROLE = np.zeros(PAD + 1, dtype=bool)
+_IS_BLOCK_ROLE[BLOCK_ROLE] = True
+_IS_STRUCTURE_ROLE = _IS_BLOCK_ROLE.copy()
+_IS_STRUCTURE_ROLE[MEASUREMENT_START] = True
+# Role ids below NUM_ROLES that do not delimit blocks (the address-family tokens inside address blocks).
+_INNER_ROLES = tuple(int(r) for r in np.flatnonzero(~_IS_STRUCTURE_ROLE[:NUM_ROLES]))
+NUM_BLOCKS = len(BLOCK_ROLE)
+
+
+def block_structure(flat: np.ndarray, seq_len: int):
+    """Measurement starts (M,), block starts (M, 7) in stored order, block lengths (M, 7) and the non-PAD count
+    of a flat batch of v1 records (the fast path of field-order augmentation); DecodeError when malformed."""
+    # MeasurementStart and the block roles are ~8 of a measurement's ~55 tokens: one pass of cheap
+    # comparisons over the batch marks them, and every later step works on the short list of positions
+    # (boolean indexing of a longer role list cost more than these comparisons).
+    marks = flat < NUM_ROLES
+    for role in _INNER_ROLES:
+        marks &= flat != role
+    pos = np.flatnonzero(marks)  # (M * 8,) positions of MeasurementStart and block roles, sorted
+    ids = flat[pos]  # (M * 8,)
+    m = int(np.count_nonzero(ids == MEASUREMENT_START))
+    if len(ids) != (NUM_BLOCKS + 1) * m:
+        raise DecodeError(f"{m} measurements but {len(ids) - m} field blocks (expected {NUM_BLOCKS} each)")
+    ids, pos = ids.reshape(m, NUM_BLOCKS + 1), pos.reshape(m, NUM_BLOCKS + 1)  # (M, 8)
+    # Only MeasurementStart has id 0, so each row must be one MeasurementStart then seven block roles.
+    if m and (np.any(ids[:, 0] != MEASUREMENT_START) or np.any(ids[:, 1:] == MEASUREMENT_START)):
+        raise DecodeError("field blocks are not grouped seven to a measurement")
+    meas, blocks = pos[:, 0], np.ascontiguousarray(pos[:, 1:])  # (M,), (M, 7)
+    if m and not np.array_equal(blocks[:, 0], meas + 1):
+        raise DecodeError("a MeasurementStart must be followed directly by a field block")
+    # End of each record's body: its first PAD, or the record's end.
+    is_pad = flat == PAD
+    rows = is_pad.reshape(-1, seq_len)  # (B, L)
+    body_len = np.where(rows.any(axis=1), rows.argmax(axis=1), seq_len)  # (B,)
+    body_end = np.arange(len(rows)) * seq_len + body_len  # (B,)
+    # A block ends where the next block starts; a measurement's last block where the next measurement
+    # starts, or at its record's body end when that comes first (the next measurement is in another record).
+    ends = np.empty_like(blocks)  # (M, 7)
+    ends[:, :-1] = blocks[:, 1:]
+    next_meas = np.append(meas[1:], np.iinfo(np.int64).max)  # (M,)
+    ends[:, -1] = np.minimum(next_meas, body_end[meas // seq_len]) if m else 0
+    lengths = ends - blocks  # (M, 7)
+    if m and lengths.min() < 2:  # every block is a role and at least one byte
+        raise DecodeError("a field block is cut short (PAD inside a measurement)")
+    return meas, blocks, lengths, len(flat) - int(np.count_nonzero(is_pad))
+
 
 
 class _V1Rtt(RttCodec):
@@ -232,6 +283,13 @@ class SchemeV1(Scheme):
     rtt = _V1Rtt()
     field_spec = FieldSpec(block_kind=_BLOCK_KIND, kinds=NUM_ROLES, max_offset=max(block_lengths(6)) - 1)
     token_names = (*ROLE_NAMES, *(f"byte{b:02x}" for b in range(256)), "PAD")
+    block_names = BLOCK_NAMES
+    field_orders = PERMUTATIONS
+    # src, dst, size, errors, timestamp, msm_id, then rtt
+    eval_order = int(np.flatnonzero((PERMUTATIONS == np.array([0, 1, 3, 4, 5, 6, 2])).all(axis=1))[0])
+    # a block's kind is its role id; MeasurementStart and the family tokens count as "role"
+    structural_ids = _IS_ROLE  # role ids (MeasurementStart and the family tokens too) count as the "role" kind
+    kind_names = ("role", "src_addr", "dst_addr", "role", "role", "rtt", "size", "errors", "timestamp", "msm_id")
     token_groups = {"role_tokens": _IS_ROLE, "byte_tokens": _IS_BYTE, "pad_tokens": _IS_PAD}
     grammar = grammar  # tokenizer.grammar: the measurement state machine for constrained decoding
     legend = f"green: roles 0-{NUM_ROLES - 1}, blue: bytes {BYTE_OFFSET}-{BYTE_OFFSET + 255}, grey: PAD {PAD}"
@@ -245,6 +303,10 @@ class SchemeV1(Scheme):
 
     def survey(self, records: np.ndarray) -> Survey:
         return survey(records)
+
+    @staticmethod
+    def block_structure(flat: np.ndarray, seq_len: int):
+        return block_structure(flat, seq_len)
 
 
 V1 = SchemeV1()

@@ -31,6 +31,7 @@ reference both are tested against.
 from __future__ import annotations
 
 import bisect
+import itertools
 import dataclasses
 import math
 import struct
@@ -480,6 +481,7 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
         msm_id=None,
         rtt_pos=rpos.astype(np.int64),
         dst_pos=dpos.astype(np.int64),
+        blocks=np.stack([dpos, spos, field_pos[K_ERR], rpos], axis=1).astype(np.int64),  # (n, 4) canonical
     )
 
 
@@ -624,6 +626,11 @@ class SchemeV2(Scheme):
     rtt = _V2Rtt()
     field_spec = _field_spec()
     token_names = _token_names()
+    block_names = ("dst_addr", "size", "packet_error_count", "rtt")  # stored in this order: evaluation's
+    field_orders = np.array(list(itertools.permutations(range(4))), dtype=np.int8)  # (24, 4)
+    eval_order = 0
+    kind_names = ("src_addr", "timestamp", "dst_addr", "size", "errors", "rtt")
+    structural_ids = np.zeros(VOCAB_SIZE, bool)  # every id carries a value of its field
     token_groups = _groups()
     grammar = None  # constrained decoding of v2 is not built yet (docs/tokenizer.md)
     legend = f"bytes 0-255, field tokens 256-{VOCAB_SIZE - 2}, PAD {PAD}"
@@ -636,6 +643,8 @@ class SchemeV2(Scheme):
 
     def survey(self, records: np.ndarray) -> Survey:
         return survey(records)
+
+    Items = Items  # the items assemble() lays out (the pack stage builds them)
 
     @staticmethod
     def head_lengths(items: Items):

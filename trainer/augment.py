@@ -1,19 +1,19 @@
 """Field-order augmentation and field kinds of packed records (pure numpy, vectorized over a batch).
 
-A record is whole measurements followed by PAD. Role tokens make its structure explicit: a measurement
-starts at ``MeasurementStart`` (0) and each of its seven field blocks at one of the block roles
-(1, 2, 5, 6, 7, 8, 9; ``Ipv4Start``/``Ipv6Start`` sit *inside* address blocks). The pretokenizer writes
-each measurement's blocks in one frozen, content-derived order; :func:`permute_fields` reorders them
-afresh so every epoch shows the model other orders of the same measurements.
+A record is whole measurements followed by PAD; the dataset's tokenizer scheme finds each measurement's
+permutable field blocks (v1: ``Scheme.block_structure``, seven blocks after ``MeasurementStart``; other
+schemes: ``Parsed.blocks`` of the record parser). The pretokenizer writes each measurement's blocks in one
+frozen order; :func:`permute_fields` reorders them afresh so every epoch shows the model other orders of
+the same measurements.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tokenizer import get_scheme
 from tokenizer.errors import DecodeError
 from tokenizer.order import MASK64, splitmix64, splitmix64_np
-from tokenizer.vocab import BLOCK_ROLE, MEASUREMENT_START, NUM_BLOCKS, NUM_ORDERS, NUM_ROLES, PAD, PERMUTATIONS
 
 # Field kinds for per-field evaluation. Byte tokens take the kind of their block; all role ids
 # (including MeasurementStart and the address-family tokens) are one kind.
@@ -22,53 +22,8 @@ NUM_KINDS = len(KIND_NAMES)
 KIND_ROLE = NUM_KINDS - 1
 KIND_PAD = -1
 
-_IS_BLOCK_ROLE = np.zeros(PAD + 1, dtype=bool)
-_IS_BLOCK_ROLE[BLOCK_ROLE] = True
-_IS_STRUCTURE_ROLE = _IS_BLOCK_ROLE.copy()
-_IS_STRUCTURE_ROLE[MEASUREMENT_START] = True
-_ROLE_TO_KIND = np.full(NUM_ROLES, KIND_ROLE, dtype=np.int8)
-_ROLE_TO_KIND[BLOCK_ROLE] = np.arange(NUM_BLOCKS, dtype=np.int8)
-
-
-# Role ids below NUM_ROLES that do not delimit blocks (the address-family tokens inside address blocks).
-_INNER_ROLES = tuple(int(r) for r in np.flatnonzero(~_IS_STRUCTURE_ROLE[:NUM_ROLES]))
-
-
-def _structure(flat: np.ndarray, seq_len: int):
-    """Measurement starts (M,), block starts (M, 7), block lengths (M, 7) and the non-PAD count of a flat batch."""
-    # MeasurementStart and the block roles are ~8 of a measurement's ~55 tokens: one pass of cheap
-    # comparisons over the batch marks them, and every later step works on the short list of positions
-    # (boolean indexing of a longer role list cost more than these comparisons).
-    marks = flat < NUM_ROLES
-    for role in _INNER_ROLES:
-        marks &= flat != role
-    pos = np.flatnonzero(marks)  # (M * 8,) positions of MeasurementStart and block roles, sorted
-    ids = flat[pos]  # (M * 8,)
-    m = int(np.count_nonzero(ids == MEASUREMENT_START))
-    if len(ids) != (NUM_BLOCKS + 1) * m:
-        raise DecodeError(f"{m} measurements but {len(ids) - m} field blocks (expected {NUM_BLOCKS} each)")
-    ids, pos = ids.reshape(m, NUM_BLOCKS + 1), pos.reshape(m, NUM_BLOCKS + 1)  # (M, 8)
-    # Only MeasurementStart has id 0, so each row must be one MeasurementStart then seven block roles.
-    if m and (np.any(ids[:, 0] != MEASUREMENT_START) or np.any(ids[:, 1:] == MEASUREMENT_START)):
-        raise DecodeError("field blocks are not grouped seven to a measurement")
-    meas, blocks = pos[:, 0], np.ascontiguousarray(pos[:, 1:])  # (M,), (M, 7)
-    if m and not np.array_equal(blocks[:, 0], meas + 1):
-        raise DecodeError("a MeasurementStart must be followed directly by a field block")
-    # End of each record's body: its first PAD, or the record's end.
-    is_pad = flat == PAD
-    rows = is_pad.reshape(-1, seq_len)  # (B, L)
-    body_len = np.where(rows.any(axis=1), rows.argmax(axis=1), seq_len)  # (B,)
-    body_end = np.arange(len(rows)) * seq_len + body_len  # (B,)
-    # A block ends where the next block starts; a measurement's last block where the next measurement
-    # starts, or at its record's body end when that comes first (the next measurement is in another record).
-    ends = np.empty_like(blocks)  # (M, 7)
-    ends[:, :-1] = blocks[:, 1:]
-    next_meas = np.append(meas[1:], np.iinfo(np.int64).max)  # (M,)
-    ends[:, -1] = np.minimum(next_meas, body_end[meas // seq_len]) if m else 0
-    lengths = ends - blocks  # (M, 7)
-    if m and lengths.min() < 2:  # every block is a role and at least one byte
-        raise DecodeError("a field block is cut short (PAD inside a measurement)")
-    return meas, blocks, lengths, len(flat) - int(np.count_nonzero(is_pad))
+_V1 = get_scheme("v1")
+NUM_ORDERS = len(_V1.field_orders)  # v1's 5040 orders of seven blocks
 
 
 # The data-order scheme, recorded in every checkpoint: a run never changes its data order silently.
@@ -79,12 +34,16 @@ def _structure(flat: np.ndarray, seq_len: int):
 AUGMENT_SCHEME = "hash-v1"
 
 
-def draw_orders(seed: int, indices: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def draw_orders(seed: int, indices: np.ndarray, counts: np.ndarray, num_orders: int = NUM_ORDERS,
+                eval_share: float = 0.0, eval_order: int = 0) -> np.ndarray:
     """Order indices (0..5039) for ``counts[b]`` measurements of each record, in reading order.
 
     Counter-based (:data:`AUGMENT_SCHEME`): measurement ``k`` of the record read at global index
     ``indices[b]`` gets a pure hash of ``(seed, indices[b], k)``, so the same record read at the same
     position always gets the same orders, whichever worker reads it; no per-record Python work.
+
+    ``num_orders``: the scheme's orders (v1: 5040). ``eval_share`` > 0: a measurement keeps ``eval_order``
+    (the order evaluation asks in) when a second hash of the same counter falls below that share.
     """
     indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)  # (B,)
     counts = np.asarray(counts, dtype=np.int64)  # (B,)
@@ -93,7 +52,14 @@ def draw_orders(seed: int, indices: np.ndarray, counts: np.ndarray) -> np.ndarra
     first = np.cumsum(counts) - counts  # (B,) offset of each record's first measurement
     k = (np.arange(total, dtype=np.int64) - np.repeat(first, counts)).astype(np.uint64)  # (M,) k within record
     h = splitmix64_np(np.repeat(per_record, counts) ^ k)  # (M,)
-    return (h % np.uint64(NUM_ORDERS)).astype(np.int64)
+    orders = (h % np.uint64(num_orders)).astype(np.int64)
+    if eval_share > 0:
+        u = splitmix64_np(h ^ np.uint64(_EVAL_SALT)).astype(np.float64) / 2.0**64  # (M,) uniform in [0, 1)
+        orders[u < eval_share] = eval_order
+    return orders
+
+
+_EVAL_SALT = 0x5EED0F0E7A1  # separates the eval-order draw from the order draw of the same counter
 
 
 def permute_fields(tokens: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -104,17 +70,18 @@ def permute_fields(tokens: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """
     tokens = np.asarray(tokens)
     flat = tokens.reshape(-1)  # (B * L,)
-    structure = _structure(flat, tokens.shape[-1])
+    structure = _V1.block_structure(flat, tokens.shape[-1])
     return np.take(flat, _source(len(flat), *structure, orders)).reshape(tokens.shape)
 
 
 def _source(n: int, meas: np.ndarray, starts: np.ndarray, lengths: np.ndarray, nonpad: int,
-            orders: np.ndarray) -> np.ndarray:
+            orders: np.ndarray, prefix: np.ndarray | int = 1, table: np.ndarray | None = None) -> np.ndarray:
     """Output position p -> the input position it copies (n,), for the blocks reordered by ``orders``.
 
     The output is a run of segments, each a copy of consecutive input tokens: whatever precedes the
-    first measurement, then per measurement its MeasurementStart, its seven blocks in the new order, and
-    the gap up to the next measurement (PAD; records without measurements) copied in place. A segment's
+    first measurement, then per measurement its prefix (``prefix`` tokens from its start: v1's
+    MeasurementStart), its K blocks in the new order (``table[orders]``, by default v1's 5040 orders of
+    seven), and the gap up to the next measurement (PAD; records without measurements) copied in place. A segment's
     input start minus its output start, repeated over its length (``np.repeat``), plus the position, is
     the source: three passes over the batch with no cumulative sum over it (numpy's cumsum costs about
     3 ns a token, a third of the whole augmentation).
@@ -122,15 +89,17 @@ def _source(n: int, meas: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n
     m = len(meas)
     if len(orders) != m:
         raise ValueError(f"{len(orders)} orders for {m} measurements")
-    end = starts[:, -1] + lengths[:, -1]  # (M,) the blocks tile the measurement, so its last block ends it
+    table = _PERMUTATIONS_INTP if table is None else table
+    k = starts.shape[1]
+    end = (starts + lengths).max(axis=1) if m else np.zeros(0, np.int64)  # (M,) the blocks tile the measurement
     span = end - meas  # (M,) a measurement keeps its span
     if int(span.sum()) != nonpad:
         raise DecodeError(f"{nonpad - int(span.sum())} non-PAD tokens lie outside any measurement")
-    pick = _PERMUTATIONS_INTP[np.asarray(orders, dtype=np.intp)]  # (M, 7) block j of the output is block pick[j]
-    pick += (np.arange(m) * NUM_BLOCKS)[:, None]  # (M, 7) into the flattened (M, 7) arrays
-    seg_in = np.empty((m, NUM_BLOCKS + 2), np.int64)  # (M, 9) input start of each segment
-    seg_len = np.empty((m, NUM_BLOCKS + 2), np.int64)  # (M, 9)
-    seg_in[:, 0], seg_len[:, 0] = meas, 1
+    pick = table[np.asarray(orders, dtype=np.intp)]  # (M, K) block j of the output is block pick[j]
+    pick += (np.arange(m) * k)[:, None]  # (M, K) into the flattened (M, K) arrays
+    seg_in = np.empty((m, k + 2), np.int64)  # (M, K + 2) input start of each segment
+    seg_len = np.empty((m, k + 2), np.int64)  # (M, K + 2)
+    seg_in[:, 0], seg_len[:, 0] = meas, prefix
     seg_in[:, 1:-1] = starts.reshape(-1)[pick]
     seg_len[:, 1:-1] = lengths.reshape(-1)[pick]
     seg_in[:, -1] = end
@@ -144,7 +113,7 @@ def _source(n: int, meas: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n
     return source
 
 
-_PERMUTATIONS_INTP = PERMUTATIONS.astype(np.intp)  # (5040, 7) as index arrays (int8 would be widened per batch)
+_PERMUTATIONS_INTP = _V1.field_orders.astype(np.intp)  # (5040, 7) as index arrays (int8 would be widened per batch)
 _POSITIONS: dict[int, np.ndarray] = {}
 
 
@@ -157,27 +126,64 @@ def _positions(n: int) -> np.ndarray:
     return _POSITIONS[n]
 
 
-def augment_batch(tokens: np.ndarray, seed: int, indices: np.ndarray) -> np.ndarray:
-    """Permute the field blocks of a (B, L) batch; record ``b`` draws its orders from ``(seed, indices[b])``."""
+def augment_batch(tokens: np.ndarray, seed: int, indices: np.ndarray, scheme=None, eval_share: float = 0.0
+                  ) -> np.ndarray:
+    """Permute the field blocks of a (B, L) batch; record ``b`` draws its orders from ``(seed, indices[b])``.
+
+    ``scheme``: the dataset's tokenizer scheme (None: v1). ``eval_share``: the share of measurements left
+    in (put into) the order evaluation asks in (``Scheme.eval_order``: addresses first, RTT last).
+    """
     tokens = np.asarray(tokens)
+    if (scheme is not None and scheme.name != "v1") or eval_share > 0:
+        return _augment_parsed(tokens, seed, indices, scheme or get_scheme("v1"), eval_share)
     b, seq_len = tokens.shape
     flat = tokens.reshape(-1)  # (B * L,)
-    structure = _structure(flat, seq_len)
+    structure = _V1.block_structure(flat, seq_len)
     counts = np.bincount(structure[0] // seq_len, minlength=b)  # (B,) measurements per record
     orders = draw_orders(seed, indices, counts)
     return np.take(flat, _source(len(flat), *structure, orders)).reshape(tokens.shape)
 
 
-def field_kinds(tokens: np.ndarray) -> np.ndarray:
-    """Kind (index into ``KIND_NAMES``) of every token of a (B, L) batch; PAD is ``KIND_PAD`` (-1)."""
-    tokens = np.asarray(tokens)
+def _augment_parsed(tokens: np.ndarray, seed: int, indices: np.ndarray, scheme, eval_share: float) -> np.ndarray:
+    """:func:`augment_batch` through the scheme's record parser: each measurement's blocks (``Parsed.blocks``,
+    canonical order) are laid out in an order drawn from the scheme's ``field_orders``; the prefix before the
+    first block (v2: a run's source header and the time) stays in place."""
+    b, seq_len = tokens.shape
+    flat = tokens.reshape(-1)  # (B * L,)
+    parsed = scheme.parse_records(tokens)
+    starts = parsed.blocks  # (M, K) canonical order
+    meas = parsed.record * seq_len + parsed.start  # (M,) flat
+    end = parsed.record * seq_len + parsed.end  # (M,)
+    by_pos = np.sort(starts, axis=1)  # (M, K) as stored
+    ends_sorted = np.concatenate([by_pos[:, 1:], end[:, None]], axis=1)  # (M, K)
+    rank = np.argsort(np.argsort(starts, axis=1), axis=1)  # (M, K) each canonical block's place as stored
+    lengths = np.take_along_axis(ends_sorted, rank, axis=1) - starts  # (M, K)
+    nonpad = len(flat) - int(np.count_nonzero(flat == scheme.pad_id))
+    counts = np.bincount(parsed.record, minlength=b)  # (B,)
+    table = scheme.field_orders.astype(np.intp)
+    orders = draw_orders(seed, indices, counts, len(table), eval_share, scheme.eval_order)
+    source = _source(len(flat), meas, starts, lengths, nonpad, orders, by_pos[:, 0] - meas, table)
+    return np.take(flat, source).reshape(tokens.shape)
+
+
+def field_kinds(tokens: np.ndarray, scheme=None) -> np.ndarray:
+    """Kind (index into ``KIND_NAMES``) of every token of a (B, L) batch; PAD is ``KIND_PAD`` (-1).
+
+    ``scheme``: the dataset's tokenizer scheme (None: v1); a token counts as the kind of the block it is in
+    (``Scheme.kind_names`` of the latest block start at or before it)."""
+    return _scheme_kinds(np.asarray(tokens), scheme or _V1)
+
+
+def _scheme_kinds(tokens: np.ndarray, scheme) -> np.ndarray:
     b, seq_len = tokens.reshape(-1, tokens.shape[-1]).shape
     t = tokens.reshape(b, seq_len).astype(np.int64)  # (B, L)
+    spec = scheme.field_spec
+    opens = spec.block_kind[np.minimum(t, len(spec.block_kind) - 1)]  # (B, L) kind a token opens, -1 none
     positions = np.broadcast_to(np.arange(seq_len), (b, seq_len))  # (B, L)
-    is_block = _IS_BLOCK_ROLE[t]
-    # Position of the latest block role at or before each token (records start with a role, so -1 only before it).
-    last = np.maximum.accumulate(np.where(is_block, positions, -1), axis=1)  # (B, L)
-    block_role = np.take_along_axis(t, np.maximum(last, 0), axis=1)  # (B, L)
-    kinds = np.where(t < NUM_ROLES, KIND_ROLE, _ROLE_TO_KIND[np.minimum(block_role, NUM_ROLES - 1)])
-    kinds = np.where(t == PAD, KIND_PAD, kinds)
+    last = np.maximum.accumulate(np.where(opens >= 0, positions, -1), axis=1)  # (B, L)
+    kind = np.take_along_axis(opens, np.maximum(last, 0), axis=1)  # (B, L)
+    to_kind = np.array([KIND_NAMES.index(name) for name in scheme.kind_names], np.int8)
+    kinds = np.where(last >= 0, to_kind[np.maximum(kind, 0)], KIND_ROLE)
+    kinds = np.where(scheme.structural_ids[np.minimum(t, len(spec.block_kind) - 1)], KIND_ROLE, kinds)
+    kinds = np.where(t == scheme.pad_id, KIND_PAD, kinds)
     return kinds.astype(np.int8).reshape(tokens.shape)

@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 
 from beam_pipelines.common.errors import UsageError
-from tokenizer import PAD, TOKENIZER_NAME, TOKENIZER_VERSION, VOCAB_SIZE
+from tokenizer import TOKENIZER_NAME, TokenizerMismatch, get_scheme
+
+_DEFAULT_SCHEME = get_scheme(TOKENIZER_NAME)  # the defaults below are its (a config naming another takes that one's)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -32,7 +34,7 @@ class ConfigError(UsageError):
 class ModelConfig:
     """Architecture of the decoder (see ``trainer/model.py``)."""
 
-    vocab_size: int = VOCAB_SIZE  # embedding rows and output classes; must equal the dataset's tokenizer
+    vocab_size: int = _DEFAULT_SCHEME.vocab_size  # embedding rows and output classes; must equal the dataset's tokenizer
     num_layers: int = 4  # Transformer blocks
     width: int = 128  # residual stream width (d_model)
     num_heads: int = 4  # attention heads; width must be divisible by it
@@ -43,6 +45,7 @@ class ModelConfig:
     field_embedding: bool = True  # add a learned (block role, offset in block) embedding to every token
     rope_theta: float = 10_000.0  # RoPE base frequency
     max_seq_len: int = 1024  # longest seq_len this model is meant for (RoPE is computed per call)
+    tokenizer: str = TOKENIZER_NAME  # tokenizer scheme whose field layout the field embedding follows (= the run's tokenizer)
 
     @property
     def head_dim(self) -> int:
@@ -60,9 +63,10 @@ class Config:
     eval_split: str = "val"  # split evaluated on
     seq_len: int = 1024  # tokens per record; must equal the manifest's seq_len
     tokenizer: str = TOKENIZER_NAME  # tokenizer scheme the model expects; must equal the manifest's
-    tokenizer_version: int = TOKENIZER_VERSION  # tokenizer version the model expects
-    pad_id: int = PAD  # padding id the model expects; must equal the manifest's
+    tokenizer_version: int = _DEFAULT_SCHEME.version  # tokenizer version the model expects
+    pad_id: int = _DEFAULT_SCHEME.pad_id  # padding id the model expects; must equal the manifest's
     augment: bool = True  # permute field blocks afresh on every read (deterministic in seed and read index)
+    eval_order_share: float = 0.0  # with augment: share of measurements put in evaluation's order (addresses first, RTT last)
     verify_checksums: bool = True  # sha256 every data file against the manifest at start, once per dataset and host
     checksum_cache: bool = True  # remember a passed sha256 check (~/.cache/ping-llm); false: check on every start
     cache_dir: str = ""  # where an s3:// or gs:// data_dir is copied (verified) before use; "": ~/.cache/ping-llm
@@ -264,10 +268,30 @@ def load_config(path_or_preset: str | None = None, overrides: Sequence[str] = ()
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path_or_preset}: expected a mapping at the top level")
         values = dict(loaded)
-    values = _merge(values, parse_overrides(overrides))
+    values = _scheme_defaults(_merge(values, parse_overrides(overrides)))
     config = from_dict(values)
     validate(config)
     return config
+
+
+def _scheme_defaults(values: dict) -> dict:
+    """A config naming a ``tokenizer`` gets that scheme's version, pad id, vocabulary size and field layout
+    where it does not set them itself (a config of scheme v2 needs only ``tokenizer=v2``)."""
+    name = values.get("tokenizer")
+    if name is None:
+        return values
+    try:
+        scheme = get_scheme(name)
+    except TokenizerMismatch as err:
+        raise ConfigError(f"tokenizer: {err}") from None
+    values = dict(values)
+    values.setdefault("tokenizer_version", scheme.version)
+    values.setdefault("pad_id", scheme.pad_id)
+    model = dict(values.get("model") or {})
+    model.setdefault("vocab_size", scheme.vocab_size)
+    model.setdefault("tokenizer", scheme.name)
+    values["model"] = model
+    return values
 
 
 def replace(config: Config, **changes) -> Config:
@@ -292,6 +316,10 @@ def validate(config: Config) -> None:
         raise ConfigError("model.attention=cudnn needs model.dtype=bfloat16 (cuDNN flash attention is half precision)")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.tokenizer != config.tokenizer:
+        raise ConfigError(f"model.tokenizer {m.tokenizer} differs from tokenizer {config.tokenizer} (leave model.tokenizer out)")
+    if not 0.0 <= config.eval_order_share <= 1.0:
+        raise ConfigError(f"eval_order_share must be in [0, 1], got {config.eval_order_share}")
     if config.seq_len > m.max_seq_len:
         raise ConfigError(f"seq_len {config.seq_len} exceeds model.max_seq_len {m.max_seq_len}")
     for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):

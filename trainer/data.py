@@ -43,6 +43,7 @@ from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import RunError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
+from tokenizer import TokenizerMismatch, check_tokenizer, get_scheme
 from tokenizer.order import MASK64, splitmix64
 from trainer import augment, staging
 from trainer.config import Config
@@ -114,16 +115,10 @@ def open_dataset(root: str, config: Config, *, verify_checksums: bool | None = N
         "vocab_size": config.model.vocab_size,
         "pad_id": config.pad_id,
     }
-    for key, want in expected.items():
-        if tok.get(key) != want:
-            raise DatasetError(
-                f"{root}: dataset tokenizer {key} is {tok.get(key)!r} but the config expects {want!r} "
-                f"(dataset tokenizer {tok}); pretokenize again or fix the config"
-            )
-    if manifest["seq_len"] != config.seq_len:
-        raise DatasetError(
-            f"{root}: dataset seq_len is {manifest['seq_len']} but the config has seq_len={config.seq_len}"
-        )
+    try:  # the one tokenizer check (tokenizer.check_tokenizer)
+        check_tokenizer(tok, manifest["seq_len"], expected=expected, expected_seq_len=config.seq_len)
+    except TokenizerMismatch as err:
+        raise DatasetError(f"{root}: {err} (the config has tokenizer={config.tokenizer})") from None
     checksums = config.verify_checksums if verify_checksums is None else verify_checksums
     cache = ChecksumCache() if checksums and config.checksum_cache else None
     if cache is not None and cache.verified(root, manifest):
@@ -215,11 +210,12 @@ def parse_record(raw: bytes, seq_len: int) -> np.ndarray:
     return contract.decode_record(raw, seq_len)
 
 
-def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dict[str, np.ndarray]:
+def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False, scheme=None) -> dict[str, np.ndarray]:
     """(B, L) tokens -> inputs, targets (inputs shifted left by one), loss weights (0 where the target is PAD).
 
     Sequences keep length L: the last position's target is PAD (weight 0), so shapes stay powers of two.
-    With ``kinds``, also the field kind of every target (``augment.KIND_NAMES``; -1 for PAD).
+    With ``kinds``, also the field kind of every target (``augment.KIND_NAMES``; -1 for PAD) under the
+    tokenizer ``scheme`` (None: v1).
     """
     tokens = np.asarray(tokens)
     inputs = tokens.astype(np.int32)  # (B, L)
@@ -231,7 +227,7 @@ def make_example(tokens: np.ndarray, pad_id: int, *, kinds: bool = False) -> dic
     weights[:, -1] = 0.0  # the last target is PAD
     out = {"inputs": inputs, "targets": targets, "weights": weights}
     if kinds:
-        k = augment.field_kinds(tokens)  # (B, L) kinds of the inputs
+        k = augment.field_kinds(tokens, scheme)  # (B, L) kinds of the inputs
         out["kinds"] = np.concatenate([k[:, 1:], np.full((len(k), 1), augment.KIND_PAD, np.int8)], axis=1)  # (B, L)
     return out
 
@@ -424,8 +420,8 @@ class _Augment:
     """Batched {"tokens", "index"} -> augmented (B, L) uint16 tokens (what worker processes send back:
     2 bytes a token through shared memory, not the 12 of the model's int32/int32/float32 inputs)."""
 
-    def __init__(self, augment_seed: int | None):
-        self.augment_seed = augment_seed
+    def __init__(self, augment_seed: int | None, tokenizer: str = "v1", eval_share: float = 0.0):
+        self.augment_seed, self.tokenizer, self.eval_share = augment_seed, tokenizer, eval_share
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         tokens = batch["tokens"]  # (B, L)
@@ -434,21 +430,23 @@ class _Augment:
         out = np.empty_like(tokens)  # (B, L)
         step = AUGMENT_ROWS or len(tokens)
         for a in range(0, len(tokens), step):  # records are independent: a chunk is augmented in slices
-            out[a : a + step] = augment.augment_batch(tokens[a : a + step], self.augment_seed, batch["index"][a : a + step])
+            out[a : a + step] = augment.augment_batch(tokens[a : a + step], self.augment_seed, batch["index"][a : a + step],
+                                                      get_scheme(self.tokenizer), self.eval_share)
         return out
 
 
 class _Finish:
     """Batched {"tokens", "index"} -> model inputs, with field-order augmentation when ``seed`` is set."""
 
-    def __init__(self, pad_id: int, augment_seed: int | None, kinds: bool = False):
-        self.pad_id, self.augment_seed, self.kinds = pad_id, augment_seed, kinds
+    def __init__(self, pad_id: int, augment_seed: int | None, kinds: bool = False, tokenizer: str = "v1"):
+        self.pad_id, self.augment_seed, self.kinds, self.tokenizer = pad_id, augment_seed, kinds, tokenizer
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
         tokens = batch["tokens"]  # (B, L)
+        scheme = get_scheme(self.tokenizer)
         if self.augment_seed is not None:
-            tokens = augment.augment_batch(tokens, self.augment_seed, batch["index"])
-        return make_example(tokens, self.pad_id, kinds=self.kinds)
+            tokens = augment.augment_batch(tokens, self.augment_seed, batch["index"], scheme)
+        return make_example(tokens, self.pad_id, kinds=self.kinds, scheme=scheme)
 
 
 def _shard(source, process_index: int, process_count: int) -> grain.MapDataset:
@@ -467,6 +465,7 @@ def train_dataset(
     batch_size: int,
     seed: int,
     augment_fields: bool = True,
+    eval_order_share: float = 0.0,
     process_index: int = 0,
     process_count: int = 1,
     start: int = 0,
@@ -492,7 +491,7 @@ def train_dataset(
     ds = ds.map_with_index(batch_reader(dataset, split, batch_size, seed=seed, process_index=process_index,
                                         process_count=process_count, start=start, in_workers=in_workers,
                                         segments=segments))
-    return ds.map(_Augment(seed if augment_fields else None))
+    return ds.map(_Augment(seed if augment_fields else None, dataset.manifest["tokenizer"]["name"], eval_order_share))
 
 
 CHUNK_RECORDS = 256  # records per Grain element (whole batches): Grain's ~0.3 ms per element is ~1 us a record
@@ -538,6 +537,7 @@ def train_iterator(
             batch_size=batch_size * chunk,
             seed=config.seed,
             augment_fields=config.augment,
+            eval_order_share=config.eval_order_share,
             process_index=process_index,
             process_count=process_count,
             start=first_chunk,
@@ -704,7 +704,8 @@ def eval_batches(
     if max_batches:
         ds = ds[: max_batches * batch_size]
     ds = ds.map_with_index(_Parse(dataset.seq_len, process_index, process_count))
-    ds = ds.batch(batch_size, drop_remainder=False).map(_Finish(dataset.pad_id, None, kinds=True))
+    ds = ds.batch(batch_size, drop_remainder=False).map(
+        _Finish(dataset.pad_id, None, kinds=True, tokenizer=dataset.manifest["tokenizer"]["name"]))
     read = grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=4)
     if n == 0:
         return

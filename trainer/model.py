@@ -30,39 +30,53 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tokenizer.vocab import IPV4_START, IPV6_START, NUM_ROLES, block_lengths
+from tokenizer import get_scheme
+from tokenizer.schemes import FieldSpec
 from trainer.config import ModelConfig
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-# Field embedding: the role of a token's block (a role id, or NO_FIELD before the first block start) and
-# the token's offset in that block, clipped to MAX_OFFSET (past the end of a record's last block: padding).
-NO_FIELD = NUM_ROLES
-MAX_OFFSET = max(block_lengths(6)) - 1  # 17: an IPv6 address block is role + family + 16 bytes
-FIELD_ROWS = (NUM_ROLES + 1) * (MAX_OFFSET + 1)
-_CODE = 16  # a block start is carried as position * _CODE + role; roles (and NO_FIELD) are < _CODE
+# Field embedding: the kind of a token's block (what the id that opened it opens, or the scheme's "no block
+# yet" kind before the first) and the token's offset in that block, clipped to the scheme's max offset (past
+# the end of a record's last block: padding). The layout is the tokenizer scheme's (``Scheme.field_spec``,
+# chosen by ``ModelConfig.tokenizer``); the module-level names below are v1's, the default.
+_V1_FIELDS = get_scheme("v1").field_spec
+NO_FIELD = _V1_FIELDS.kinds
+MAX_OFFSET = _V1_FIELDS.max_offset
+FIELD_ROWS = _V1_FIELDS.rows
+_CODE = 16  # a block start is carried as position * _CODE + kind; every scheme's kinds (and "none") are < _CODE
 EMPTY_BLOCK_STATE = -1 * _CODE + NO_FIELD  # "no block start seen yet", below every real code
 
 
-def is_block_start(tokens: jax.Array) -> jax.Array:
-    """True for role tokens that open a block (every role but the address-family tokens inside one)."""
-    return (tokens < NUM_ROLES) & (tokens != IPV4_START) & (tokens != IPV6_START)
+def field_spec(cfg: ModelConfig) -> FieldSpec:
+    """The field layout of the model's tokenizer scheme."""
+    spec = get_scheme(cfg.tokenizer).field_spec
+    if spec.kinds >= _CODE:
+        raise ValueError(f"tokenizer {cfg.tokenizer}: {spec.kinds} block kinds do not fit the block state code")
+    return spec
 
 
-def field_ids(tokens: jax.Array, positions: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+def empty_block_state(spec: FieldSpec) -> int:
+    """The block state before any block start ("none yet"), below every real code."""
+    return -1 * _CODE + spec.kinds
+
+
+def field_ids(tokens: jax.Array, positions: jax.Array, state: jax.Array, spec: FieldSpec = _V1_FIELDS
+              ) -> tuple[jax.Array, jax.Array]:
     """Field-embedding row of every token, and the block state after the last one.
 
     ``tokens`` and ``positions`` are (batch, new); ``state`` (batch,) encodes the last block start before
-    these tokens (``EMPTY_BLOCK_STATE`` for none). Positions increase along a row, so the latest block
-    start at or before each token is a running maximum of ``position * 16 + role``. Returns the rows
-    (batch, new) into a (``FIELD_ROWS``, width) table and the new state (batch,).
+    these tokens (:func:`empty_block_state` for none). Positions increase along a row, so the latest block
+    start at or before each token is a running maximum of ``position * 16 + kind``. Returns the rows
+    (batch, new) into a (``spec.rows``, width) table and the new state (batch,).
     """
-    code = jnp.where(is_block_start(tokens), positions * _CODE + tokens, state[:, None])  # (batch, new)
+    kind = jnp.asarray(spec.block_kind)[tokens]  # (batch, new) the kind a token opens, -1 for none
+    code = jnp.where(kind >= 0, positions * _CODE + kind, state[:, None])  # (batch, new)
     code = jax.lax.cummax(code, axis=1)  # (batch, new) the last block start at or before each token
     role = jnp.remainder(code, _CODE)  # (batch, new)
-    offset = jnp.clip(positions - jnp.floor_divide(code, _CODE), 0, MAX_OFFSET)  # (batch, new)
-    return role * (MAX_OFFSET + 1) + offset, code[:, -1]
+    offset = jnp.clip(positions - jnp.floor_divide(code, _CODE), 0, spec.max_offset)  # (batch, new)
+    return role * (spec.max_offset + 1) + offset, code[:, -1]
 
 
 def attention_kernel(cfg: ModelConfig) -> str:
@@ -245,7 +259,7 @@ class Decoder(nnx.Module):
             cfg.vocab_size, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
         )
         self.field = (
-            nnx.Embed(FIELD_ROWS, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+            nnx.Embed(field_spec(cfg).rows, cfg.width, dtype=dtype, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
             if cfg.field_embedding
             else None
         )
@@ -259,7 +273,8 @@ class Decoder(nnx.Module):
         """``dropout_key`` None means no dropout (evaluation)."""
         b, t = tokens.shape
         positions = jnp.broadcast_to(jnp.arange(t), (b, t))  # (batch, seq)
-        x, _ = self._embed(tokens, positions, jnp.full((b,), EMPTY_BLOCK_STATE, jnp.int32))  # (batch, seq, width)
+        empty = jnp.full((b,), empty_block_state(field_spec(self.cfg)), jnp.int32)
+        x, _ = self._embed(tokens, positions, empty)  # (batch, seq, width)
         for i, block in enumerate(self.blocks):
             key = jax.random.fold_in(dropout_key, i) if dropout_key is not None else None
             x = block(x, key)  # (batch, seq, width)
@@ -270,7 +285,7 @@ class Decoder(nnx.Module):
         x = self.embed(tokens)  # (batch, new, width)
         if self.field is None:  # the block state only feeds the field embedding
             return x, state
-        rows, state = field_ids(tokens, positions, state)  # (batch, new), (batch,)
+        rows, state = field_ids(tokens, positions, state, field_spec(self.cfg))  # (batch, new), (batch,)
         return x + self.field(rows), state  # (batch, new, width)
 
     def init_cache(self, batch: int, slots: int) -> dict:
@@ -330,7 +345,7 @@ def empty_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
     """
     shape = (cfg.num_layers, batch, slots, cfg.num_heads, cfg.head_dim)
     dtype = _DTYPES[cfg.dtype]
-    block = jnp.full((batch,), EMPTY_BLOCK_STATE, jnp.int32)
+    block = jnp.full((batch,), empty_block_state(field_spec(cfg)), jnp.int32)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "block": block}
 
 
@@ -359,6 +374,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """
     params = abstract_params(cfg)
     n_total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    n_embed = (cfg.vocab_size + (FIELD_ROWS if cfg.field_embedding else 0)) * cfg.width
+    n_embed = (cfg.vocab_size + (field_spec(cfg).rows if cfg.field_embedding else 0)) * cfg.width
     n_norm = (2 * cfg.num_layers + 1) * cfg.width
     return 6.0 * (n_total - n_embed - n_norm) + 12.0 * cfg.num_layers * seq_len * cfg.width

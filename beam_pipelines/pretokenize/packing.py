@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from tokenizer import PAD
+from tokenizer import get_scheme
 from tokenizer.spans import as_blocks, spans
 
 
@@ -125,14 +125,17 @@ def plan_records(n_short: int, n_long: int, seq_len: int, short: int, long: int)
 
 
 def pack_sorted(
-    short_items: np.ndarray, short_source: np.ndarray, long_items: np.ndarray, long_source: np.ndarray, seq_len: int
+    short_items: np.ndarray, short_source: np.ndarray, long_items: np.ndarray, long_source: np.ndarray, seq_len: int,
+    pad_id: int | None = None,
 ) -> PackResult:
     """Pack two streams of fixed-length items, each in (source, time) order, into ``seq_len`` records.
 
     ``short_items`` is (n_short, short) and ``long_items`` (n_long, long) uint16 (for v1: the IPv4
     measurements, 45 tokens, and the IPv6 ones, 69); ``*_source`` give each item's source id. A source
-    must not appear in both streams (true for v1: a source address has one family).
+    must not appear in both streams (true for v1: a source address has one family). ``pad_id``: the
+    scheme's PAD (None: v1's).
     """
+    pad = get_scheme("v1").pad_id if pad_id is None else pad_id
     short, long = short_items.shape[1], long_items.shape[1]
     if _may_share_a_source(short_source, long_source) and np.intersect1d(short_source, long_source).size:
         raise ValueError("a source has items of two lengths")
@@ -162,7 +165,7 @@ def pack_sorted(
     by_tail = np.argsort(tail_of, kind="stable")
     bounds = np.searchsorted(tail_of[by_tail], np.arange(len(tails) + 1))
     for tail, lo, hi in zip(tails.tolist(), bounds[:-1], bounds[1:]):
-        out[by_tail[lo:hi], tail:] = PAD
+        out[by_tail[lo:hi], tail:] = pad
     tokens_used = short_items.size + long_items.size
     n = len(short_items) + len(long_items)
     return PackResult(

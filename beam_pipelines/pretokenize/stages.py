@@ -501,8 +501,7 @@ def _item_stream(paths: Iterable[str]) -> tuple[dict, np.ndarray, np.ndarray]:
 def _pack_runs(cols: dict, values: np.ndarray, offsets: np.ndarray, split: int, ctx: JobContext) -> PackResult | None:
     """One split's rows of a scheme with items of any lengths (v2): sources in time order, laid greedily
     into records by :func:`~beam_pipelines.pretokenize.packing.plan_runs`, written by the scheme."""
-    from tokenizer.v2 import Items
-
+    scheme = ctx.scheme
     sel = np.flatnonzero(cols["split"] == split)
     if not len(sel):
         return None
@@ -514,9 +513,8 @@ def _pack_runs(cols: dict, values: np.ndarray, offsets: np.ndarray, split: int, 
     body_offsets = np.zeros(len(order) + 1, np.int64)
     np.cumsum(body_len, out=body_offsets[1:])
     body = values[np.repeat(offsets[order] - body_offsets[:-1], body_len) + np.arange(body_offsets[-1])]
-    items = Items(body=body, offsets=body_offsets, source=np.cumsum(new) - 1, family=cols["family"][order],
+    items = scheme.Items(body=body, offsets=body_offsets, source=np.cumsum(new) - 1, family=cols["family"][order],
                   src_words=np.stack([hi, lo], axis=1), timestamp=cols["timestamp"][order])
-    scheme = ctx.scheme
     _, start_len, cont_len = scheme.head_lengths(items)
     bounds = plan_runs(start_len + body_len, cont_len + body_len, ctx.seq_len)
     records = scheme.assemble(items, ctx.seq_len, bounds)
@@ -549,7 +547,7 @@ def pack_bucket(bucket: int, paths: Iterable[str], ctx: JobContext) -> list[tupl
         short, short_src = _sorted_stream(*streams[4], split, 0)
         long, long_src = _sorted_stream(*streams[6], split, int(short_src[-1]) + 1 if len(short_src) else 0)
         if len(short) or len(long):
-            results.append((split, pack_sorted(short, short_src, long, long_src, ctx.seq_len)))
+            results.append((split, pack_sorted(short, short_src, long, long_src, ctx.seq_len, ctx.scheme.pad_id)))
     ctx.progress(f"pack-{bucket:05d}", {"bucket": bucket})
     return results
 

@@ -14,6 +14,8 @@ import io
 import math
 import re
 
+from tokenizer import get_scheme
+
 RAW_FIGURES = (
     ("rtt-histogram", "RTT histogram (successful pings, log axis)"),
     ("rtt-cdf", "RTT CDF per IP version"),
@@ -697,7 +699,7 @@ def dataset_figures(r: dict) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     counts = np.array(r["token_histogram"], dtype=float)
     ids = np.arange(len(counts))
-    legend = r["vocabulary"].get("legend", "green: roles 0-9, blue: bytes 10-265, grey: PAD 266")
+    legend = r["vocabulary"].get("legend") or get_scheme(r["manifest"]["tokenizer"]).legend
     roles = r["vocabulary"].get("roles")  # v1 reports name their role ids (the first ids), then bytes, PAD
     colors = [_BLUE] * len(counts)
     if roles is not None:
