@@ -13,7 +13,8 @@ reading, converting, Parquet shards, manifest):
 
 - ``bz2``: ``indexed_bzip2`` made unimportable (a module on ``PYTHONPATH`` that raises ``ImportError``,
   for the job and its workers), so the job falls back to the standard library: one core, one work unit;
-- ``indexed_bzip2``: the job's default: the file decoded on every core, one work unit;
+- ``indexed_bzip2``: the job's default: the file decoded on every core, one work unit (on 1 core the job
+  takes the standard library's decoder even so: indexed_bzip2's serial decoder is the slower);
 - ``indexed_bzip2, ranges``: ``--split_bytes`` below the file's size and the split allowed on 2 cores
   (``streams.BZ2_SPLIT_MIN_CORES``, 8 by default), so the job indexes the file while planning (one decode
   on every core) and reads its text in ranges, one work unit each.

@@ -136,6 +136,22 @@ def test_small_bz2_is_one_unit_and_the_default_threshold(tmp_path, text):
     assert streams.plan_units(files, 1000) == [streams.WorkUnit(0, str(path), "bz2", None, 0, 0, None)]
 
 
+def test_the_decoder_chosen(tmp_path, monkeypatch):
+    """indexed_bzip2 where the process has 2 cores or more, or must seek; else the standard library, whose
+    one-core decoder is the faster."""
+    path = tmp_path / "x.bz2"
+    path.write_bytes(bz2.compress(b"{}\n"))
+    index = streams.index_bz2(str(path))[1]
+    for cores, blocks, parallel in ((2, None, True), (1, None, False), (1, index, True)):
+        monkeypatch.setattr(streams, "usable_cores", lambda cores=cores: cores)
+        with streams.open_stream(str(path), "bz2", blocks) as f:
+            assert isinstance(f, streams._ParallelBz2) == parallel and f.read() == b"{}\n"
+    monkeypatch.setitem(sys.modules, "indexed_bzip2", None)
+    monkeypatch.setattr(streams, "usable_cores", lambda: 2)
+    with streams.open_stream(str(path), "bz2") as f:
+        assert isinstance(f, bz2.BZ2File) and f.read() == b"{}\n"
+
+
 def test_few_cores_read_a_large_bz2_file_whole(tmp_path, text, monkeypatch):
     """Below BZ2_SPLIT_MIN_CORES the index's extra decode is not worth it: the file stays one unit."""
     path = tmp_path / "x.bz2"
