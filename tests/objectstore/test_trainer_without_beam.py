@@ -58,6 +58,43 @@ def test_the_hook_really_blocks_beam(tmp_path):
     assert f"{BLOCKED}: apache_beam" in proc.stderr and "ImportError" in proc.stderr
 
 
+def test_the_data_contract_and_storage_import_no_beam():
+    """The modules the trainer, the evaluation and ``stats --dataset`` read datasets through import without
+    Beam and never try to."""
+    modules = ["beam_pipelines.common.storage", "beam_pipelines.common.output", "beam_pipelines.dataset",
+               "beam_pipelines.dataset.staging", "beam_pipelines.dataset.verify", "trainer.staging", "trainer.data"]
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    script = _LAUNCHER.split("module, sys.argv")[0] + code  # the hook, then the imports
+    proc = subprocess.run([sys.executable, "-c", script, *modules], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert BLOCKED not in proc.stderr
+
+
+def test_no_module_reaches_into_beam_privately():
+    """No module of the project imports a private name of Apache Beam (``from apache_beam... import _x``,
+    or a private module), or reads one of the private attributes storage once used."""
+    import ast
+    import pathlib
+
+    offenders = []
+    for package in ("beam_pipelines", "trainer", "tokenizer"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("apache_beam"):
+                    private = [a.name for a in node.names if a.name.startswith("_")]
+                    if private or any(part.startswith("_") for part in node.module.split(".")):
+                        offenders.append(f"{path}: from {node.module} import {', '.join(a.name for a in node.names)}")
+                if isinstance(node, ast.Import):
+                    offenders += [f"{path}: import {a.name}" for a in node.names
+                                  if a.name.startswith("apache_beam") and any(p.startswith("_") for p in a.name.split("."))]
+            for attr in ("._pipeline_options", "RuntimeValueProvider.runtime_options", "s3io.S3IO"):
+                if attr in text:
+                    offenders.append(f"{pathlib.Path(path).relative_to(REPO_ROOT)}: {attr}")
+    assert offenders == []
+
+
 @pytest.mark.slow  # trains a small model and evaluates it, in two fresh interpreters
 def test_train_and_evaluate_read_s3_with_beam_unimportable(s3, sample_dataset, tmp_path):
     bucket = s3.new_bucket()
