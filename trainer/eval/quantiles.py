@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -245,6 +246,89 @@ def model_logits_fn(sampler, prompts: Sequence[np.ndarray], rows_per_prompt: int
     return logits_fn
 
 
+CACHE_TOKENS = 65_536  # a shared-prefix batch holds at most this many cached positions per copy of the cache
+_SUFFIX_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sampler -> its jitted suffix decode
+
+
+def _suffix_fn(sampler):
+    """The jitted decode of each prompt's own tokens over its group's cached prefix (see
+    :func:`shared_logits_fn`), one per sampler (compiled once per shape)."""
+    fn = _SUFFIX_FNS.get(sampler)
+    if fn is None:
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        graphdef = sampler.graphdef
+
+        def run(params, group_cache, group, tokens, positions, lengths):
+            model = nnx.merge(graphdef, params)
+            m = tokens.shape[0]
+            # Each prompt's copy of its group's keys and values; the block state starts empty, as a prompt's
+            # own tokens begin with a block start (MeasurementStart) that the field embedding reads afresh.
+            cache = {key: jnp.take(value, group, axis=1) for key, value in group_cache.items() if key != "block"}
+            cache["block"] = model.init_cache(m, 1)["block"]  # (M,)
+            logits, cache = model.decode(tokens, positions, cache)  # (M, S, vocab)
+            last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]  # (M, vocab)
+            return last, cache
+
+        fn = _SUFFIX_FNS[sampler] = jax.jit(run)
+    return fn
+
+
+def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray, group: np.ndarray,
+                     rows_per_prompt: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`model_logits_fn` for prompts that share their beginnings: prompt ``i``'s first ``shared[i]``
+    tokens are the beginning of its group's longest shared prefix (``group[i]``), as the prompts of
+    measurements of one record share the record's tokens before each measurement.
+
+    At t = 0 each group's prefix is prefilled once; each prompt then copies its group's cache and decodes
+    its own tokens (``prompts[i][shared[i]:]``) at positions ``shared[i]`` on, which overwrites the cache
+    slots from there before any query reads them (a query reads slots up to its own position, the descent's
+    steps slots below the prompt's length): a slot of the group's prefix past ``shared[i]`` (the record's
+    later tokens, the measurement's own RTT among them) is never read for prompt ``i``. The logits equal
+    :func:`model_logits_fn`'s on the whole prompts, to float rounding.
+    """
+    from trainer.eval.sampling import LENGTH_BUCKET, NEW_BUCKET, PAD, _bucket
+
+    n = len(prompts)
+    lengths = np.array([len(p) for p in prompts], np.int64)
+    groups, gidx = np.unique(np.asarray(group), return_inverse=True)
+    gidx = gidx.reshape(-1)
+    longest = np.zeros(len(groups), np.int64)
+    np.maximum.at(longest, gidx, np.asarray(shared, np.int64))
+    heads = []
+    for g in range(len(groups)):
+        i = int(np.flatnonzero((gidx == g) & (shared == longest[g]))[0])
+        heads.append(prompts[i][: max(int(longest[g]), 1)])  # a prefill needs a token: position 0 is rewritten
+    own = [p[int(k):] for p, k in zip(prompts, shared)]
+    width_own = _bucket(int(max(len(o) for o in own)), NEW_BUCKET)
+    tokens = np.full((n, width_own), PAD, np.int64)  # (n, S); PAD opens no block, and is never attended to
+    for i, o in enumerate(own):
+        tokens[i, : len(o)] = o
+    positions = np.asarray(shared, np.int64)[:, None] + np.arange(width_own)[None, :]  # (n, S)
+    slots = _bucket(int(positions.max()) + 1, LENGTH_BUCKET)
+    state: dict = {}
+
+    def logits_fn(prefix: np.ndarray) -> np.ndarray:
+        t = prefix.shape[1]
+        if t == 0:
+            _, group_cache = sampler.prefill(heads, slots)
+            last, cache = _suffix_fn(sampler)(sampler.params, group_cache, gidx.astype(np.int32),
+                                              tokens.astype(np.int32), positions.astype(np.int32),
+                                              np.array([len(o) for o in own], np.int32))
+            del group_cache
+            state["prefix"] = cache
+            state["cache"] = sampler.new_cache(cache, rows_per_prompt, _bucket(width, NEW_BUCKET))
+            return np.repeat(np.asarray(last), rows_per_prompt, axis=0)
+        positions_t = np.repeat(lengths, rows_per_prompt) + t - 1  # (rows,) position of the fed token
+        logits, state["cache"] = sampler.step_shared(prefix[:, -1], positions_t, state["prefix"], lengths,
+                                                     state["cache"])
+        return logits
+
+    return logits_fn
+
+
 def model_distribution(
     sampler,
     prompts: Sequence[np.ndarray],
@@ -253,18 +337,44 @@ def model_distribution(
     *,
     truth: np.ndarray | None = None,
     prompts_per_batch: int = 32,
+    shared: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = False,
 ) -> RttDistribution:
     """:func:`descend` for every prompt (each ends right before the RTT's value tokens: with ``code.role``
-    where the scheme has one), in batches of ``prompts_per_batch``
-    prompts of similar length (sorted by length, so a batch pads little); results in the prompts' order."""
+    where the scheme has one), in batches of ``prompts_per_batch`` prompts of similar length (sorted by
+    length, so a batch pads little); results in the prompts' order.
+
+    ``shared`` = ``(group, length)`` ((n,) each) says that prompt ``i``'s first ``length[i]`` tokens begin
+    its group's longest such prefix (an evaluation's prompts: the record's tokens before the measurement),
+    checked here; each group's prefix is then run once per batch (:func:`shared_logits_fn`) instead of once
+    per prompt, and a batch holds at most :data:`CACHE_TOKENS` cached positions per copy of the cache.
+    """
     qs = check_quantiles(quantiles)
     prompts = [np.asarray(p, np.int64) for p in prompts]
     for i, p in enumerate(prompts):
         if not len(p) or (code.role is not None and p[-1] != code.role):
             raise ValueError(f"prompt {i} does not end with the RTT role token {code.role}")
     per = len(qs) + (truth is not None)
-    order = np.argsort([len(p) for p in prompts], kind="stable")
+    if shared is not None:
+        group, length = (np.asarray(a, np.int64) for a in shared)
+        if group.shape != (len(prompts),) or length.shape != (len(prompts),):
+            raise ValueError("shared: one group and one prefix length per prompt")
+        if np.any(length < 0) or np.any(length >= [len(p) for p in prompts]):
+            raise ValueError("shared: a prefix length must leave each prompt at least one token of its own")
+        longest = {}
+        for i in np.argsort(-length, kind="stable"):
+            ref = longest.setdefault(int(group[i]), prompts[i])
+            if not np.array_equal(prompts[i][: length[i]], ref[: length[i]]):
+                raise ValueError(f"shared: prompt {i} does not begin with its group's prefix")
+        # Groups with longer prefixes last (a batch pads its prefixes to its longest), a group's prompts together.
+        top = np.zeros(len(prompts), np.int64)
+        for g, ref in longest.items():
+            top[group == g] = len(ref)
+        order = np.lexsort((length, group, top))
+        budget = max(1, CACHE_TOKENS // max(int(max(len(p) for p in prompts)), 1))
+        prompts_per_batch = max(1, min(prompts_per_batch, budget))
+    else:
+        order = np.argsort([len(p) for p in prompts], kind="stable")
     parts, index = [], []
     bar = None
     if progress:
@@ -276,7 +386,10 @@ def model_distribution(
     for lo in range(0, len(order), max(1, prompts_per_batch)):
         ids = order[lo : lo + prompts_per_batch]
         batch = [prompts[i] for i in ids]
-        fn = model_logits_fn(sampler, batch, per, code.width)
+        if shared is None:
+            fn = model_logits_fn(sampler, batch, per, code.width)
+        else:
+            fn = shared_logits_fn(sampler, batch, length[ids], group[ids], per, code.width)
         parts.append(descend(fn, len(ids), code, qs, truth=None if truth is None else np.asarray(truth)[ids]))
         index.append(ids)
         if bar is not None:

@@ -324,3 +324,55 @@ def test_v2_log_scale_code_descent_equals_enumeration():
     p1 = np.exp(second[0][:, fine])
     probs = (p0[:, None] / p0.sum() * p1 / p1.sum(axis=1, keepdims=True)).reshape(-1)
     assert dist.pit[0] == pytest.approx(probs[:k].sum() + probs[k] / 2, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_shared_record_prefixes_give_each_prompts_own_distribution_and_leak_nothing(loaded_model, eval_dataset):
+    """Prompts of one record share its tokens: the shared path runs each record's prefix once, and a
+    measurement's own tokens (its RTT among them) inside a longer prompt's prefix never reach it."""
+    from tests.trainer.eval.test_evaluate import _with_rtt
+    from tests.trainer.helpers import make_config
+    from trainer import data
+    from trainer.eval import evaluate, sampling
+
+    dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
+    records = evaluate.read_records(dataset, "test")[:6]
+    spans = evaluate.measurement_spans(records)
+    sampler = sampling.Sampler.from_loaded(loaded_model)
+    levels = (0.1, 0.5, 0.9)
+
+    def run(recs, rows, shared):
+        prompts = [evaluate.rtt_prompt(recs[spans.record[i]], spans.start[i], spans.end[i]) for i in rows]
+        kw = {"shared": (spans.record[rows], spans.start[rows])} if shared else {}
+        truth = np.array([-1.0 if i % 5 == 0 else 20.0 + i for i in rows])
+        return qt.model_distribution(sampler, prompts, V1_RTT_CODE, levels, truth=truth, prompts_per_batch=4, **kw)
+
+    rows = np.flatnonzero(np.isin(spans.record, [0, 2, 3]))[::3]  # a few measurements of three records
+    plain, shared = run(records, rows, False), run(records, rows, True)
+    np.testing.assert_allclose(shared.values, plain.values, rtol=1e-3)
+    np.testing.assert_allclose(shared.failure_probability, plain.failure_probability, rtol=1e-4)
+    np.testing.assert_allclose(shared.log_likelihood, plain.log_likelihood, rtol=1e-4)
+    np.testing.assert_allclose(shared.pit, plain.pit, atol=1e-4)
+    # Change the RTT of the second chosen measurement of record 0, which a later prompt's prefix holds.
+    first = rows[spans.record[rows] == 0]
+    assert len(first) >= 2
+    target = int(first[0])
+    local = target - int(np.flatnonzero(spans.record == 0)[0])
+    changed = records.copy()
+    changed[0], _, _ = _with_rtt(records[0], local, 987.654)
+    again = run(changed, rows, True)
+    k = int(np.flatnonzero(rows == target)[0])
+    np.testing.assert_array_equal(again.values[k], shared.values[k])
+    assert again.failure_probability[k] == shared.failure_probability[k]
+    later = int(np.flatnonzero(rows == first[1])[0])
+    assert not np.array_equal(again.values[later], shared.values[later]) or (
+        again.failure_probability[later] != shared.failure_probability[later])  # its context did change
+
+
+def test_shared_prefixes_are_checked():
+    code = TwoTokenCode()
+    prompts = [np.array([5, 6, 0]), np.array([5, 7, 3, 0])]
+    with pytest.raises(ValueError, match="does not begin with its group's prefix"):
+        qt.model_distribution(None, prompts, code, (0.5,), shared=(np.array([1, 1]), np.array([2, 3])))
+    with pytest.raises(ValueError, match="at least one token of its own"):
+        qt.model_distribution(None, prompts, code, (0.5,), shared=(np.array([1, 2]), np.array([3, 1])))
