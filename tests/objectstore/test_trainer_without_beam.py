@@ -111,6 +111,7 @@ def test_train_and_evaluate_read_s3_with_beam_unimportable(s3, sample_dataset, t
     assert BLOCKED not in train.stderr, "the trainer tried to import Beam"
     assert "[staging]" in train.stderr and "copying" in train.stderr  # it did read the store
     assert json.loads(train.stdout.strip().splitlines()[-1])["step"] == 4
+    assert "Unclosed" not in train.stderr  # s3fs's HTTP session (aiohttp) is closed cleanly at exit
 
     evaluate = _run_without_beam("trainer.evaluate", [
         "--workdir", str(workdir), "--data_dir", url, "--split", "test", "--output", str(tmp_path / "report"),
@@ -127,5 +128,5 @@ def test_train_and_evaluate_read_s3_with_beam_unimportable(s3, sample_dataset, t
         "--max_measurements", "8", "--no-progress",
     ], {**env, "PING_LLM_CACHE_DIR": str(tmp_path / "cache2")})
     assert baselines.returncode == 0, baselines.stderr[-3000:]
-    assert BLOCKED not in baselines.stderr
+    assert BLOCKED not in baselines.stderr and "Unclosed" not in baselines.stderr
     assert "copying" in baselines.stderr
