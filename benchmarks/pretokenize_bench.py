@@ -17,6 +17,10 @@ All figures come from one run on the current machine:
   one writer with the job's default compression, in one process; reported as rows/s;
 - with ``--tree DIR`` (repeatable): the marginal and memory runs also with the code of another checkout
   (say ``git worktree add /tmp/old HEAD~5``), alternating with this one, in the same run;
+- with ``--schemes v1,v2``: the job with each ``--tokenizer`` on the same input (``--input DIR``, say the real
+  file's Parquet, or ``--rows`` generated rows), alternating ``--repeat`` times: rows/s (median wall),
+  measurements per record, padding, and bytes of records on disk per measurement beside the Parquet input's;
+  ``--schemes_only`` skips the rest;
 - with ``--stages ROWS``: the CPU time per row of each stage (encode, group and pack, write), the job's stage
   functions run one after the other in this process (no Beam), on ROWS rows; ``--stages_only`` skips the rest.
 """
@@ -162,6 +166,36 @@ def padding(manifest: dict) -> float:
     return pad / total
 
 
+def scheme_comparison(args, work: str) -> None:
+    """Each scheme of ``--schemes`` on the same input, runs alternating; prints a Markdown table."""
+    schemes = [x for x in args.schemes.split(",") if x]
+    input_dir = args.input or make_input(args.rows, os.path.join(work, f"in-{args.rows}"))
+    parquet = [os.path.join(input_dir, f) for f in sorted(os.listdir(input_dir)) if f.endswith(".parquet")]
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet)
+    parquet_bytes = sum(os.path.getsize(f) for f in parquet)
+    walls: dict[str, list[float]] = {name: [] for name in schemes}
+    manifests = {}
+    for _ in range(args.repeat):  # alternating, so a slow spell of the shared machine hits every scheme
+        for name in schemes:
+            wall, _, manifests[name] = run_job(os.path.join(input_dir, "*.parquet"), os.path.join(work, f"out-{name}"),
+                                               "--tokenizer", name)
+            walls[name].append(wall)
+            print(f"{name}: {rows:,} rows in {wall:.1f} s ({rows / wall:,.0f} rows/s)", flush=True)
+    print()
+    print(f"| scheme | rows/s (median of {args.repeat}) | measurements per record | padding | record bytes | "
+          "bytes per measurement |")
+    print("|---|---|---|---|---|---|")
+    for name in schemes:
+        m = manifests[name]
+        splits = m["splits"].values()
+        measurements = sum(sp["measurements"] for sp in splits)
+        records = sum(sp["records"] for sp in splits)
+        nbytes = sum(f["bytes"] for sp in splits for f in sp["files"])
+        print(f"| {name} | {rows / statistics.median(walls[name]):,.0f} | {measurements / records:.1f} | "
+              f"{100 * padding(m):.2f}% | {nbytes:,} | {nbytes / measurements:.1f} |")
+    print(f"| Parquet input | | | | {parquet_bytes:,} | {parquet_bytes / rows:.1f} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -177,6 +211,9 @@ def main(argv=None) -> int:
         "--stages", type=int, default=0, help="rows for the per-stage CPU cost in one process (0: skip)"
     )
     parser.add_argument("--stages_only", action="store_true", help="only the per-stage CPU cost (needs --stages)")
+    parser.add_argument("--schemes", default="", help="tokenizer schemes compared on the same input, e.g. v1,v2")
+    parser.add_argument("--schemes_only", action="store_true", help="only the scheme comparison (needs --schemes)")
+    parser.add_argument("--input", default=None, help="--schemes: a directory of Parquet files to use as input")
     args = parser.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="pretok-bench-")
     os.makedirs(work, exist_ok=True)
@@ -194,6 +231,14 @@ def main(argv=None) -> int:
             flush=True,
         )
         if args.stages_only:
+            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            if not args.workdir:
+                shutil.rmtree(work, ignore_errors=True)
+            return 0
+
+    if args.schemes:
+        scheme_comparison(args, work)
+        if args.schemes_only:
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             if not args.workdir:
                 shutil.rmtree(work, ignore_errors=True)
