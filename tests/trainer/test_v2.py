@@ -110,3 +110,21 @@ def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, tmp_path):
     assert second["start_step"] == 4 or second["start_step"] == 5
     losses = lambda w: [(r["step"], r["loss"]) for r in train.read_metrics(str(w))]  # noqa: E731
     assert losses(tmp_path / "b") == losses(ref)  # exact, not approximate
+
+
+@pytest.mark.slow
+def test_model_evaluation_and_prediction_of_a_v2_checkpoint_are_refused(v2_dataset, tmp_path, capsys):
+    """v2 has no constrained-decoding grammar yet: one error line, exit 2, nothing written."""
+    from trainer.eval import evaluate, predict
+
+    train.train_and_evaluate(make_config(v2_dataset, *RUN, "steps=1", "eval_every=0"), str(tmp_path / "w"))
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert evaluate.run(["--workdir", str(tmp_path / "w"), "--data_dir", str(v2_dataset), "--output", str(out)]) == 2
+    assert "tokenizer v2 has no constrained-decoding grammar yet" in capsys.readouterr().err
+    assert not out.exists()
+    assert predict.run(["--workdir", str(tmp_path / "w"), "--src", "192.0.2.1", "--dst", "8.8.8.8"]) == 2
+    assert "tokenizer v2 has no constrained-decoding grammar yet" in capsys.readouterr().err
+    # the baselines read the v2 dataset
+    assert evaluate.run(["--baselines_only", "--data_dir", str(v2_dataset), "--output", str(out),
+                         "--max_measurements", "500"]) == 0

@@ -814,6 +814,18 @@ def open_dataset(root: str, version: int | None = None):
                    version=manifest["version"], latest_version=contract.dataset_versions(full)[-1]["version"])
 
 
+def _check_decodable(name: str, workdir: str) -> None:
+    """Refuse (UsageError, exit 2) a checkpoint of a tokenizer scheme without a constrained-decoding grammar:
+    the model's RTT prompts and samples need one (scheme v2 has none yet)."""
+    from tokenizer import get_scheme
+
+    if get_scheme(name).grammar is None:
+        raise UsageError(
+            f"{workdir}: the checkpoint's tokenizer {name} has no constrained-decoding grammar yet, which the model's "
+            f"evaluation and prediction need; trainer.evaluate --baselines_only reads {name} datasets"
+        )
+
+
 def _check_args(args) -> None:
     if args.baselines_only:
         given = [name for name in MODEL_ONLY if getattr(args, name) is not None]
@@ -863,6 +875,7 @@ def run(argv: list[str] | None = None) -> int:
             from trainer.eval import sampling
 
             loaded = sampling.load(args.workdir, args.step)
+            _check_decodable(loaded.config.tokenizer, args.workdir)
             # The checkpoint's config names the version it was trained on (data_version); --data_version overrides.
             config = loaded.config if args.data_version is None else dataclasses.replace(
                 loaded.config, data_version=args.data_version)

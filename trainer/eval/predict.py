@@ -264,6 +264,9 @@ def run(argv: list[str] | None = None) -> int:
         levels = _levels(args.quantiles) if rtt_asked else ()
         samples = args.samples if args.samples is not None else (0 if rtt_asked else 256)
         loaded = sampling.load(args.workdir, args.step)
+        from trainer.eval.evaluate import _check_decodable
+
+        _check_decodable(loaded.config.tokenizer, args.workdir)
     except (UsageError, InputError) as err:  # a CheckpointError is an InputError
         return report(err)
     sampler = sampling.Sampler.from_loaded(loaded)
