@@ -1,6 +1,6 @@
 """Benchmark of pretokenize on an object store: s3 -> s3 against local -> local, in the same run.
 
-    python benchmarks/objectstore_bench.py [--rows 2000000] [--repeat 1] [--workdir DIR]
+    python benchmarks/objectstore_bench.py [--rows 2000000] [--repeat 1] [--tree DIR ...] [--workdir DIR]
 
 Starts moto's S3 server (``moto[server]``, the test extra) on 127.0.0.1 and a free port in this process,
 uploads ``--rows`` seed-like rows (``make_sample``'s generator, 2M-row Parquet shards) to a bucket, and runs
@@ -8,7 +8,9 @@ uploads ``--rows`` seed-like rows (``make_sample``'s generator, 2M-row Parquet s
 fresh processes, alternately: local Parquet -> local dataset, and s3 Parquet -> s3 dataset (Beam's S3
 options pointing at the server). Wall times are measured from outside the job; the figure is the ratio
 s3 / local (target: at most 2x, so the upload path is not the bottleneck). The two datasets' ArrayRecord
-files are compared byte for byte.
+files are compared byte for byte. With ``--tree DIR`` (repeatable; say ``git archive REV | tar -x -C DIR``)
+each pair also runs s3 -> s3 with the code of that checkout, in the same alternation, so two versions of
+the storage layer are compared in the same run.
 
 The server shares the machine with the job (its CPU time counts against the s3 run), and loopback has
 no network latency or bandwidth limit: this measures the job's own cost of going through the store
@@ -48,9 +50,11 @@ def make_input(rows: int, directory: str, seed: int = 1) -> list[str]:
     return paths
 
 
-def run_job(args: list[str]) -> float:
+def run_job(args: list[str], tree: str | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "beam_pipelines.pretokenize", *args], capture_output=True, text=True, check=False)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    proc = subprocess.run([sys.executable, "-m", "beam_pipelines.pretokenize", *args], capture_output=True, text=True,
+                          check=False, cwd=tree, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"pretokenize {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -62,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (local, s3), alternating")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--tree", action="append", default=[], help="another checkout whose s3 -> s3 run is timed too")
     args = parser.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="objectstore-bench-")
     os.makedirs(work, exist_ok=True)
@@ -87,11 +92,17 @@ def main(argv=None) -> int:
                       f"--s3_secret_access_key={SECRET}", f"--s3_region_name={REGION}"]
         local_out = os.path.join(work, "out")
         local_times, s3_times = [], []
+        tree_times: dict[str, list[float]] = {tree: [] for tree in args.tree}
         for i in range(args.repeat):
             shutil.rmtree(local_out, ignore_errors=True)
             local_times.append(run_job(["--input", os.path.join(raw, "*.parquet"), "--output", local_out]))
             s3_times.append(run_job(["--input", "s3://bench/raw/*.parquet", "--output", f"s3://bench/out-{i}", *s3_options]))
-            print(f"pair {i + 1}: local -> local {local_times[-1]:.1f} s, s3 -> s3 {s3_times[-1]:.1f} s")
+            others = ""
+            for k, tree in enumerate(args.tree):
+                out = f"s3://bench/out-tree{k}-{i}"
+                tree_times[tree].append(run_job(["--input", "s3://bench/raw/*.parquet", "--output", out, *s3_options], tree))
+                others += f", s3 -> s3 with {tree} {tree_times[tree][-1]:.1f} s"
+            print(f"pair {i + 1}: local -> local {local_times[-1]:.1f} s, s3 -> s3 {s3_times[-1]:.1f} s{others}")
 
         # The s3 dataset's records must be the local one's, byte for byte.
         same = True
@@ -105,6 +116,8 @@ def main(argv=None) -> int:
         print(f"rows {args.rows:,}: local -> local {local:.1f} s ({args.rows / local:,.0f} rows/s), "
               f"s3 -> s3 {remote:.1f} s ({args.rows / remote:,.0f} rows/s): {remote / local:.2f}x "
               f"(best of {args.repeat}); records byte-identical: {same}")
+        for tree, times in tree_times.items():
+            print(f"s3 -> s3 with {tree}: {min(times):.1f} s, {min(times) / local:.2f}x local (best of {args.repeat})")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         server.stop()
