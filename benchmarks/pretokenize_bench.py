@@ -127,12 +127,12 @@ def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) 
     return rows / (time.perf_counter() - start)
 
 
-def stage_costs(input_dir: str, output: str) -> dict[str, float]:
+def stage_costs(input_dir: str, output: str, tokenizer: str = "v1") -> dict[str, float]:
     """CPU seconds per row of each stage, the job's own stage functions run in this process, one after the other."""
     from beam_pipelines.pretokenize import pipeline, stages
 
     shutil.rmtree(output, ignore_errors=True)
-    options, _ = pipeline.parse_args(["--input", input_dir, "--output", output])
+    options, _ = pipeline.parse_args(["--input", input_dir, "--output", output, "--tokenizer", tokenizer])
     tasks, ctx, _ = pipeline.plan(options)  # (tasks, job context, inputs skipped by an append)
     rows = sum(f["rows"] for f in ctx.inputs)
     ctx.prepare_worker()  # as each stage's worker process does
@@ -194,6 +194,20 @@ def scheme_comparison(args, work: str) -> None:
         print(f"| {name} | {rows / statistics.median(walls[name]):,.0f} | {measurements / records:.1f} | "
               f"{100 * padding(m):.2f}% | {nbytes:,} | {nbytes / measurements:.1f} |")
     print(f"| Parquet input | | | | {parquet_bytes:,} | {parquet_bytes / rows:.1f} |")
+    # CPU time per row of each stage in this process (not wall time: a loaded machine slows wall time
+    # unevenly), alternating the schemes --repeat times, the median of each.
+    cpu: dict[str, list[dict]] = {name: [] for name in schemes}
+    for _ in range(args.repeat):
+        for name in schemes:
+            cpu[name].append(stage_costs(input_dir, os.path.join(work, f"out-stages-{name}"), name))
+    print()
+    print(f"| scheme | CPU per row, stages in one process (median of {args.repeat}) | one core |")
+    print("|---|---|---|")
+    for name in schemes:
+        stages_ = {k: statistics.median(c[k] for c in cpu[name]) for k in cpu[name][0]}
+        total = sum(stages_.values())
+        print(f"| {name} | " + ", ".join(f"{k} {1e6 * v:.2f} us" for k, v in stages_.items())
+              + f"; total {1e6 * total:.2f} us | {1 / total:,.0f} rows/s |")
 
 
 def main(argv=None) -> int:
