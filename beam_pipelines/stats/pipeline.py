@@ -219,6 +219,10 @@ def dataset_stats(directory: str, workers: int, version: int | None = None) -> t
     # is downloaded); the staged copy's manifest then ends at it.
     directory = stage_dataset(directory, version=version)
     manifest = select_version(read_manifest(directory), version, root=named)
+    try:
+        scheme = check_tokenizer(manifest["tokenizer"], manifest["seq_len"])  # the one tokenizer check
+    except TokenizerMismatch as exc:
+        raise InputError(f"{named}: {exc}") from exc
     jobs = stats_dataset.file_jobs(directory, manifest)
     total = sum(job[2]["records"] for job in jobs)
     if not workers:
@@ -226,10 +230,6 @@ def dataset_stats(directory: str, workers: int, version: int | None = None) -> t
         workers = 1 if total < SMALL_DATASET_RECORDS else (os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))
     print(f"[stats] {total:,} records in {len(jobs)} file(s), {workers} process(es)", file=sys.stderr, flush=True)
-    try:
-        scheme = check_tokenizer(manifest["tokenizer"], manifest["seq_len"])  # the one tokenizer check
-    except TokenizerMismatch as exc:
-        raise InputError(f"{named}: {exc}") from exc
     per_split = {name: stats_dataset.RecordStats(manifest["seq_len"], vocab_size=scheme.vocab_size)
                  for name in manifest["splits"]}
     # The manifest counts a split's sources per version and sums them (a source in two versions counts

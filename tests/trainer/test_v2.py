@@ -128,3 +128,18 @@ def test_model_evaluation_and_prediction_of_a_v2_checkpoint_are_refused(v2_datas
     # the baselines read the v2 dataset
     assert evaluate.run(["--baselines_only", "--data_dir", str(v2_dataset), "--output", str(out),
                          "--max_measurements", "500"]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["tokenizer=v9"], "unknown tokenizer scheme 'v9'"),
+        (["model.tokenizer=v2"], "model.tokenizer v2 differs from tokenizer v1"),
+        (["eval_order_share=1.5"], "eval_order_share must be in [0, 1]"),
+    ],
+)
+def test_bad_scheme_keys_in_a_config_are_refused(v2_dataset, extra, message):
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        make_config(v2_dataset, *MINI, *extra)

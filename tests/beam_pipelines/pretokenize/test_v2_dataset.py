@@ -85,3 +85,29 @@ def test_stats_reads_a_v2_dataset(both, tmp_path):
     assert report["totals"]["measurements"] == sum(s["measurements"] for s in manifest["splits"].values())
     assert report["vocabulary"]["size"] == get_scheme("v2").vocab_size
     assert report["vocabulary"]["time_tokens"] == report["totals"]["measurements"]
+
+
+def test_an_unknown_scheme_or_a_too_short_record_is_refused(tmp_path, capsys):
+    assert pretokenize.run(["--tokenizer", "v9", "--output", str(tmp_path / "a"), IN_MEMORY]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+    assert pretokenize.run(["--tokenizer", "v2", "--seq_len", "50", "--output", str(tmp_path / "b"), IN_MEMORY]) == 2
+    err = capsys.readouterr().err
+    assert "--seq_len 50: must be between 56 (the longest v2 measurement) and 65536" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_stats_refuses_a_dataset_of_an_unknown_scheme(both, tmp_path, capsys):
+    import json
+    import shutil
+
+    from beam_pipelines.stats import pipeline as stats
+
+    _, _, d = both
+    copy = tmp_path / "ds"
+    shutil.copytree(d / "v2", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tokenizer"]["name"] = "v9"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert stats.run(["--dataset", str(copy), "--output", str(tmp_path / "r"), "--no_html"]) == 2
+    assert "unknown tokenizer scheme 'v9'" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.json").exists()
