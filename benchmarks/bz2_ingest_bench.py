@@ -22,6 +22,9 @@ reading, converting, Parquet shards, manifest):
 Besides the wall clock, the CPU time of the job and its worker processes (user + system) is shown: on a
 machine shared with other jobs it is the steadier figure of the two.
 
+The same configurations (but the ranges) also time the decoder alone: the file's text read through
+``streams.open_stream`` in 4 MiB reads, no parsing, in the same pinned process kind.
+
 Configurations run interleaved, ``--repeats`` times; the table shows the median and every run. Every run's
 shards must be byte-identical (checked: same sha256s), whatever the decoder, cores or ranges.
 Prints a markdown table, the machine and the load average before and after.
@@ -71,6 +74,15 @@ def child(args) -> int:
     from beam_pipelines.ingest_atlas import streams
 
     decoder = streams.bz2_decoder()
+    if args.decode_only:
+        t0 = time.perf_counter()
+        text = 0
+        with streams.open_stream(args.input, "bz2") as f:
+            while chunk := f.read(streams.CHUNK_BYTES):
+                text += len(chunk)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "records": None, "decoder": decoder,
+                          "cores": usable_cores(), "shards": None, "text": text}))  # fmt: skip
+        return 0
     if args.split_bytes:
         streams.BZ2_SPLIT_MIN_CORES = 1  # the ranges on any number of cores (the job's default: 8 or more)
     job = ["--input", args.input, "--output", args.output, *(["--split_bytes", str(args.split_bytes)] if args.split_bytes else [])]
@@ -98,7 +110,8 @@ def child(args) -> int:
     return 0
 
 
-def measure(script: str, bz2_path: str, folder: str, cores: list[int], decoder: str, split: int | None) -> dict:
+def measure(script: str, bz2_path: str, folder: str, cores: list[int], decoder: str, split: int | None,
+            decode_only: bool = False) -> dict:
     env = dict(os.environ)
     if decoder == "bz2":
         blocker = os.path.join(folder, "no_indexed_bzip2")
@@ -111,6 +124,8 @@ def measure(script: str, bz2_path: str, folder: str, cores: list[int], decoder: 
     cmd = [sys.executable, script, "--child", "--input", bz2_path, "--output", out]
     if split:
         cmd += ["--split_bytes", str(split)]
+    if decode_only:
+        cmd += ["--decode_only"]
     pin = ",".join(map(str, cores))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(["taskset", "-c", pin, *cmd], env=env, capture_output=True, text=True, check=False)
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--split_bytes", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--decode_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
@@ -147,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(folder, "ping-2024-01-15T0300.bz2")
         t0 = time.perf_counter()
         lines = make_input(path, args.copies)
+        with bz2.open(path, "rb") as f:
+            text_bytes = sum(len(chunk) for chunk in iter(lambda: f.read(1 << 24), b""))
         size = os.path.getsize(path)
         print(f"input: one bz2 file (level 9), {size / 1e6:,.1f} MB, {lines:,} lines "
               f"(made in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
@@ -159,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             ("indexed_bzip2", 2, split),
         ]
         runs: dict[tuple, list[float]] = {c: [] for c in configs}
+        decode: dict[tuple, list[float]] = {c: [] for c in configs if not c[2]}
         cpus: dict[tuple, list[float]] = {c: [] for c in configs}
         shards = None
         load_before = os.getloadavg()[0]
@@ -174,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif found["shards"] != shards:
                     raise SystemExit(f"the shards differ ({decoder}, {n} core(s), split {split_bytes})")
                 runs[config].append(found["seconds"])
+                if config in decode:
+                    alone = measure(script, path, folder, available[:n], decoder, None, decode_only=True)
+                    decode[config].append(alone["seconds"])
                 cpus[config].append(found["cpu"])
                 print(f"  run {r + 1}: {decoder:14s} {n} core(s) {'ranges' if split_bytes else 'whole':6s} "
                       f"{found['seconds']:6.1f} s, CPU {found['cpu']:6.1f} s, load {os.getloadavg()[0]:.1f}",
@@ -202,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         every = ", ".join(f"{s:.1f}" for s in runs[config])
         print(f"| {decoder} | {n} | {units} | {median[config]:.1f} ({every}) | {lines / median[config]:,.0f} "
               f"| {base / median[config]:.2f}x | {statistics.median(cpus[config]):.1f} |")  # fmt: skip
+    print()
+    print(f"The decoder alone (the text read, no parsing), median of {args.repeats}:")
+    print()
+    print("| decoder | cores | seconds | MB/s of text | vs standard library, same cores |")
+    print("|---|---:|---:|---:|---:|")
+    for config, times in decode.items():
+        decoder, n, _ = config
+        m, base = statistics.median(times), statistics.median(decode[("bz2", n, None)])
+        every = ", ".join(f"{t:.1f}" for t in times)
+        print(f"| {decoder} | {n} | {m:.1f} ({every}) | {text_bytes / m / 1e6:,.1f} | {base / m:.2f}x |")
     print()
     gain = median[("bz2", 2, None)] / median[("indexed_bzip2", 2, None)]
     scale = median[("indexed_bzip2", 1, None)] / median[("indexed_bzip2", 2, None)]
