@@ -101,7 +101,8 @@ def main(argv=None) -> int:
         "SELECT src, dst, quantile_cont(rtt, [0.1, 0.5, 0.9]) FILTER (WHERE rtt >= 0) AS q, count(*) AS n, "
         "avg((rtt < 0)::DOUBLE) AS fail, arg_max(rtt, (ts, row)) FILTER (WHERE rtt >= 0) AS last "
         "FROM m GROUP BY src, dst").to_arrow_table()
-    con.sql("SELECT dst, quantile_cont(rtt, [0.1, 0.5, 0.9]) FILTER (WHERE rtt >= 0) FROM m GROUP BY dst").to_arrow_table()
+    con.sql("SELECT dst, quantile_cont(rtt, [0.1, 0.5, 0.9]) FILTER (WHERE rtt >= 0) FROM m "
+            "GROUP BY dst").to_arrow_table()
     duck = time.perf_counter() - t
     medians = [None if q is None else q[1] for q in got["q"].to_pylist()]
     same = sum(ref_pairs.get((s, d)) == m for s, d, m in zip(got["src"].to_pylist(), got["dst"].to_pylist(), medians))

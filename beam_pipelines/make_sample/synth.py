@@ -195,7 +195,8 @@ def _rows(world: _World, msm_of_row: np.ndarray, probe: np.ndarray, draw, sorted
     dst = np.where(family == 4, world.target_v4[target], world.target_v6[target])
 
     pair_inflation = 1.3 + 0.5 * ((probe * 7919 + target * 104729 + family) % 97) / 97.0
-    base_ms = _distance_km(world.probe_pos[probe], world.target_pos[target]) / 100.0 * pair_inflation  # ~200 km/ms one way
+    # ~200 km/ms one way
+    base_ms = _distance_km(world.probe_pos[probe], world.target_pos[target]) / 100.0 * pair_inflation
     rtt = (base_ms + world.probe_access_ms[probe] + draw("jitter", lambda g: g.exponential(1.5, size=rows))
            + np.where(family == 6, 0.8, 0.0))
     spikes = draw("spike", lambda g: g.random(rows)) < 0.005
