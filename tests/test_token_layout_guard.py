@@ -20,12 +20,10 @@ LAYOUT_MODULES = {"tokenizer.vocab", "tokenizer.fields", "tokenizer.v1", "tokeni
 LAYOUT_NAMES = {"PAD", "VOCAB_SIZE", "IPV4_LENGTH", "IPV6_LENGTH", "measurement_length", "fields", "grammar"}
 LITERALS = {266, 267}
 
-# Modules not moved onto the scheme object yet: the model-side evaluation and prediction build v1 prompts
-# and constrained samples from v1's grammar (a v2 grammar is not built yet; docs/tokenizer.md).
+# Modules not moved onto the scheme object yet: trainer.predict's v1 queries fix any subset of v1's seven
+# blocks (and sample the others), which v1's block layout spells; its v2 query goes through the scheme.
 LEFT = {
-    "trainer/eval/evaluate.py": "model evaluation builds v1 prompts (RTT block, grammar)",
-    "trainer/eval/predict.py": "trainer.predict builds v1 prompts",
-    "trainer/eval/sampling.py": "constrained sampling runs v1's grammar",
+    "trainer/eval/predict.py": "trainer.predict's any-field queries build v1 blocks",
 }
 
 

@@ -179,6 +179,33 @@ class Scheme:
         """(records, seq_len) -> :class:`Survey`: counts by structure alone, for any token stream."""
         raise NotImplementedError
 
+    # --- the model's prompts and constrained samples (trainer.evaluate, trainer.predict, sampling) -------
+
+    def rtt_prompt_at(self, record: np.ndarray, start: int, end: int) -> np.ndarray:
+        """The model's input for predicting the RTT of the measurement at ``record[start:end]`` (a
+        ``Parsed`` span): the record's tokens before it, then the measurement's other fields in evaluation's
+        order (addresses first), ending where the RTT's value tokens begin (after its role token where the
+        scheme has one). Nothing of the RTT is in it. int64 tokens; DecodeError when the span is not one
+        measurement."""
+        raise NotImplementedError
+
+    restart_id: int  # the token a finished sample feeds the model while the batch's other samples finish
+
+    def current_measurement(self, prompt: np.ndarray) -> np.ndarray:
+        """The tail of ``prompt`` that its last measurement needs to decode (v1: from its MeasurementStart;
+        v2: from its run's source header); ``GrammarError`` when there is none."""
+        raise NotImplementedError
+
+    def sample_state(self, prompt: np.ndarray):
+        """The grammar state (batch of one) after ``prompt``, whose last measurement is unfinished; raises
+        ``GrammarError`` where ``prompt`` breaks the grammar."""
+        raise NotImplementedError
+
+    def decode_sample(self, prompt: np.ndarray, generated: np.ndarray) -> dict:
+        """The measurement that ``prompt`` + ``generated`` (a sample's tokens, PAD after its end) ends in, as
+        a :meth:`decode_record` dict."""
+        raise NotImplementedError
+
     def decode_record(self, tokens: np.ndarray) -> list[dict]:
         """One record (a uint16 array, PAD included) -> one dict per measurement, in reading order.
 

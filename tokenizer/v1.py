@@ -17,6 +17,7 @@ from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme, Survey
 from tokenizer.table import encode_table
 from tokenizer.vocab import (
     BLOCK_NAMES,
+    BLOCK_RTT,
     BLOCK_ROLE,
     PERMUTATIONS,
     BYTE_OFFSET,
@@ -292,6 +293,7 @@ class SchemeV1(Scheme):
     kind_names = ("role", "src_addr", "dst_addr", "role", "role", "rtt", "size", "errors", "timestamp", "msm_id")
     token_groups = {"role_tokens": _IS_ROLE, "byte_tokens": _IS_BYTE, "pad_tokens": _IS_PAD}
     grammar = grammar  # tokenizer.grammar: the measurement state machine for constrained decoding
+    restart_id = MEASUREMENT_START  # what a finished sample feeds the model while others finish
     legend = f"green: roles 0-{NUM_ROLES - 1}, blue: bytes {BYTE_OFFSET}-{BYTE_OFFSET + 255}, grey: PAD {PAD}"
 
     def encode_table(self, table):
@@ -307,6 +309,39 @@ class SchemeV1(Scheme):
     @staticmethod
     def block_structure(flat: np.ndarray, seq_len: int):
         return block_structure(flat, seq_len)
+
+    def rtt_prompt_at(self, record: np.ndarray, start: int, end: int) -> np.ndarray:
+        """The record before the measurement, ``MeasurementStart``, its blocks other than the RTT in canonical
+        order, then ``RttStart`` (its on-disk block order is a hash of the whole row, RTT included, so it is
+        not kept)."""
+        blocks = grammar.split_blocks(np.asarray(record[start:end], np.int64))
+        body = [np.array([MEASUREMENT_START])]
+        body += [blocks[b] for b in range(NUM_BLOCKS) if b != BLOCK_RTT]
+        body.append(np.array([RTT_START]))
+        return np.concatenate([np.asarray(record[:start], dtype=np.int64), *body]).astype(np.int64)
+
+    def sample_state(self, prompt: np.ndarray):
+        """A v1 measurement is self-contained: the state of the prompt's last measurement, from its
+        ``MeasurementStart``."""
+        return grammar.state_of(self.current_measurement(prompt))
+
+    def decode_sample(self, prompt: np.ndarray, generated: np.ndarray) -> dict:
+        generated = np.asarray(generated)
+        tokens = np.concatenate([self.current_measurement(prompt), generated[generated != PAD]])
+        return self.decode_record(tokens)[0]
+
+    @staticmethod
+    def current_measurement(prompt) -> np.ndarray:
+        """The tokens of the measurement a prompt ends in: from its last MeasurementStart."""
+        return _current_measurement(prompt)
+
+
+def _current_measurement(prompt) -> np.ndarray:
+    prompt = np.asarray(prompt)
+    starts = np.flatnonzero(prompt == MEASUREMENT_START)
+    if not len(starts):
+        raise grammar.GrammarError("a prompt must contain the MeasurementStart of the measurement to complete")
+    return prompt[starts[-1] :]
 
 
 V1 = SchemeV1()

@@ -137,16 +137,20 @@ def reference_measurement(row: Mapping, previous: Mapping | None = None) -> list
         version, src = _address(row["src_addr"])
         head = [SRC4 if version == 4 else SRC6, *src, *_absolute(ts)]
     else:
-        delta = ts - epoch_seconds(previous["event_time"])
-        if delta < 0:
-            raise ValueError("a run's rows must be in time order")
-        if delta < DELTA_COUNT:
-            head = [DELTA_BASE + delta]
-        elif delta < 1 << 16:
-            head = [DELTA16, *_be(delta, 2)]
-        else:
-            head = _absolute(ts)
+        head = _delta_head(ts, epoch_seconds(previous["event_time"]))
     return head + reference_body(row)
+
+
+def _delta_head(ts: int, previous: int) -> list[int]:
+    """The time of a run's later measurement: the delta to ``previous`` where shorter, else absolute."""
+    delta = ts - previous
+    if delta < 0:
+        raise ValueError("a run's rows must be in time order")
+    if delta < DELTA_COUNT:
+        return [DELTA_BASE + delta]
+    if delta < 1 << 16:
+        return [DELTA16, *_be(delta, 2)]
+    return _absolute(ts)
 
 
 # --- the vectorized table encoder (bodies) ---------------------------------------------------------
@@ -634,9 +638,14 @@ class SchemeV2(Scheme):
     kind_names = ("src_addr", "timestamp", "dst_addr", "size", "errors", "rtt")
     structural_ids = np.zeros(VOCAB_SIZE, bool)  # every id carries a value of its field
     token_groups = _groups()
-    # tokenizer.grammar_v2 is v2's grammar; it becomes this attribute once evaluation and prediction build v2
-    # prompts (until then trainer.evaluate refuses a v2 checkpoint on ``grammar is None``).
-    grammar = None
+    @property
+    def grammar(self):
+        """:mod:`tokenizer.grammar_v2`: the record state machine for constrained decoding (imported here, as
+        it reads this module's ids)."""
+        from tokenizer import grammar_v2
+
+        return grammar_v2
+
     legend = f"bytes 0-255, field tokens 256-{VOCAB_SIZE - 2}, PAD {PAD}"
 
     def encode_table(self, table) -> EncodedTable:
@@ -657,6 +666,93 @@ class SchemeV2(Scheme):
     @staticmethod
     def assemble(items: Items, seq_len: int, record_first: np.ndarray) -> np.ndarray:
         return assemble(items, seq_len, record_first)
+
+    def rtt_prompt_at(self, record: np.ndarray, start: int, end: int) -> np.ndarray:
+        """The record before the measurement, its head (the run's source header where it opens a run, and its
+        time), then its destination, size and error count; the RTT's coarse token comes next. On disk these
+        are already in this order; a record in another of v2's field orders is put back into it."""
+        record = np.asarray(record, np.int64)
+        m = record[start:end]
+        kind = _KIND[m]
+        opener = np.flatnonzero((kind != K_BYTE) & (kind != K_FINE))
+        ends = np.append(opener[1:], len(m))
+        head, fields = [], {}
+        for s, e in zip(opener.tolist(), ends.tolist()):
+            k = int(kind[s])
+            if k in (K_SRC, K_TIME_ABS, K_DELTA) and not fields:
+                head.append(m[s:e])
+            elif k in (K_DST, K_SIZE, K_ERR, K_RTT) and k not in fields and head:
+                fields[k] = m[s:e]
+            else:
+                raise DecodeError(f"tokens {start}..{end} of the record are not one v2 measurement")
+        if len(fields) != 4:
+            raise DecodeError(f"tokens {start}..{end} of the record are not one v2 measurement (fields missing)")
+        return np.concatenate([record[:start], *head, fields[K_DST], fields[K_SIZE], fields[K_ERR]])
+
+    def rtt_prompt(self, context: np.ndarray, row: Mapping) -> np.ndarray:
+        """The prompt for the RTT of a measurement given by its known fields, after ``context`` (a record's
+        earlier tokens: whole measurements, or nothing): ``row`` holds ``src_addr`` and ``event_time`` (epoch
+        seconds, or a datetime; None: the prompt is the source header alone, the time to be drawn), and any of ``dst_addr``, ``size``, ``packet_error_count``. The head is what
+        the pretokenizer writes after that context: a time delta where the context's last run is this
+        source and the delta is shorter, else the source header and the absolute time; the given fields
+        follow in evaluation's order. Raises ValueError for a destination of the other family."""
+        context = np.asarray(context, np.int64)
+        version, src = _address(row["src_addr"])
+        if row.get("event_time") is None:  # only the run's source header: the time is to be drawn
+            return np.concatenate([context, np.array([SRC4 if version == 4 else SRC6, *src], np.int64)])
+        ts = row["event_time"] if isinstance(row["event_time"], (int, np.integer)) else epoch_seconds(row["event_time"])
+        previous = None
+        if len(context):
+            parsed = parse_records(context[None])
+            if len(parsed):
+                key = np.zeros(2, np.uint64)
+                word = int.from_bytes(src, "big")
+                if version == 4:
+                    key[1] = _V4_MAPPED | np.uint64(word)
+                else:
+                    key[:] = (word >> 64, word & ((1 << 64) - 1))
+                if np.array_equal(parsed.src[-1], key) and int(parsed.timestamp[-1]) <= ts:
+                    previous = int(parsed.timestamp[-1])
+        if previous is None:
+            head = [SRC4 if version == 4 else SRC6, *src, *_absolute(ts)]
+        else:
+            head = _delta_head(ts, previous)
+        body = []
+        if row.get("dst_addr") is not None:
+            dst_version, dst = _address(row["dst_addr"])
+            if dst_version != version:
+                raise ValueError(f"src_addr {row['src_addr']} and dst_addr {row['dst_addr']} are of different families")
+            body += [DST4 if version == 4 else DST6, *dst]
+        if row.get("size") is not None:
+            size = int(row["size"])
+            body += [SIZE_BASE + size] if size < SIZE_COUNT else [SIZE16, *_be(size, 2)]
+        if row.get("packet_error_count") is not None:
+            body.append(ERR_BASE + int(row["packet_error_count"]))
+        return np.concatenate([context, np.array(head + body, np.int64)])
+
+    restart_id = PAD  # what a finished sample feeds the model while others finish (PAD opens no field)
+
+    @staticmethod
+    def current_measurement(prompt) -> np.ndarray:
+        """The tokens a prompt's last measurement needs to decode: from its run's source header."""
+        prompt = np.asarray(prompt, np.int64)
+        heads = np.flatnonzero(np.isin(prompt, (SRC4, SRC6)))
+        if not len(heads):
+            from tokenizer.grammar import GrammarError
+
+            raise GrammarError("a v2 prompt must contain the source header of the run to continue")
+        return prompt[heads[-1] :]
+
+    def sample_state(self, prompt: np.ndarray):
+        """The state after the prompt, read from its last run's source header (a header resets everything the
+        grammar tracks, so the tokens before it need not be read again)."""
+        from tokenizer import grammar_v2
+
+        return grammar_v2.state_of(self.current_measurement(prompt))
+
+    def decode_sample(self, prompt: np.ndarray, generated: np.ndarray) -> dict:
+        generated = np.asarray(generated, np.int64)
+        return self.decode_record(np.concatenate([np.asarray(prompt, np.int64), generated[generated != PAD]]))[-1]
 
 
 V2 = SchemeV2()

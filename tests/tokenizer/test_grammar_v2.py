@@ -74,6 +74,11 @@ def _sample_records(seed: int = 0, n: int = 60) -> np.ndarray:
     return _pack(_items(make_table(rows))[2], 128)
 
 
+def test_the_scheme_owns_its_grammar():
+    assert SCHEME.grammar is g
+    assert get_scheme("v1").grammar is not g
+
+
 def test_forbidden_tokens_make_the_record_malformed():
     """At each position of real v2 records, every token the grammar forbids there, put in place of the
     record's token (or inserted before it), gives a record the parser refuses (positions before PAD: PAD is
@@ -179,3 +184,46 @@ def test_every_record_of_the_sample_dataset_is_grammatical(sample_dir, tmp_path_
                 assert _accepts_in_batch(np.asarray(block))
                 total += len(block)
     assert total == sum(s["records"] for s in manifest["splits"].values()) and total > 100
+
+
+def test_rtt_prompts_are_the_records_tokens_up_to_the_rtt_and_the_grammar_expects_an_rtt():
+    """``rtt_prompt_at`` (a measurement of a record) and ``rtt_prompt`` (a record's earlier tokens and the
+    measurement's known fields) give the tokens the pretokenizer wrote up to the RTT, head included (a
+    source header and absolute time where a run starts, else the delta); after them only an RTT may come."""
+    records = _sample_records()
+    checked = 0
+    for record in records[:3]:
+        parsed = SCHEME.parse_records(record[None])
+        rows = SCHEME.decode_record(record)
+        for i in range(len(parsed)):
+            start, end, rtt_at = int(parsed.start[i]), int(parsed.end[i]), int(parsed.rtt_pos[i])
+            want = record[:rtt_at].astype(np.int64)
+            assert SCHEME.rtt_prompt_at(record, start, end).tolist() == want.tolist()
+            assert SCHEME.rtt_prompt(record[:start], rows[i]).tolist() == want.tolist()
+            state = SCHEME.sample_state(want)
+            assert (g.allowed(state)[0] == np.isin(np.arange(v2.VOCAB_SIZE), SCHEME.rtt.grammar_tokens(0))).all()
+            checked += 1
+    assert checked > 20
+    # a field order other than evaluation's is put back into it
+    rec = records[0]
+    p = SCHEME.parse_records(rec[None])
+    start, rtt_at, end = int(p.start[1]), int(p.rtt_pos[1]), int(p.end[1])
+    swapped = rec.copy()
+    swapped[start:end] = np.concatenate([rec[start : int(p.dst_pos[1])], rec[rtt_at:end], rec[int(p.dst_pos[1]) : rtt_at]])
+    assert SCHEME.rtt_prompt_at(swapped, start, end).tolist() == rec[:rtt_at].tolist()
+    with pytest.raises(DecodeError):
+        SCHEME.rtt_prompt_at(rec, start, rtt_at)  # not a whole measurement
+    with pytest.raises(ValueError, match="different families"):
+        SCHEME.rtt_prompt([], {"src_addr": "192.0.2.1", "dst_addr": "2001:db8::1", "event_time": 5})
+
+
+def test_decode_sample_gives_the_measurement_a_prompt_ends_in():
+    record = _content(_sample_records()[0])
+    rows = SCHEME.decode_record(record)
+    p = SCHEME.parse_records(record[None])
+    last_rtt = int(p.rtt_pos[-1])
+    generated = np.concatenate([record[last_rtt:], [v2.PAD, v2.PAD]])
+    assert SCHEME.decode_sample(record[:last_rtt], generated) == rows[-1]
+    assert SCHEME.current_measurement(record[:last_rtt])[0] in (v2.SRC4, v2.SRC6)
+    with pytest.raises(g.GrammarError):
+        SCHEME.current_measurement(record[5:12])  # no source header

@@ -113,20 +113,50 @@ def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_model_evaluation_and_prediction_of_a_v2_checkpoint_are_refused(v2_dataset, tmp_path, capsys):
-    """v2 has no constrained-decoding grammar yet: one error line, exit 2, nothing written."""
+def test_model_evaluation_and_prediction_of_a_v2_checkpoint(v2_dataset, sample_dataset, tmp_path, capsys):
+    """trainer.evaluate and trainer.predict on a v2 checkpoint: prompts, descent and samples through v2's
+    grammar; a v1 checkpoint on the v2 dataset is refused with one error line, exit 2, nothing written."""
+    import json
+
     from trainer.eval import evaluate, predict
 
-    train.train_and_evaluate(make_config(v2_dataset, *RUN, "steps=1", "eval_every=0"), str(tmp_path / "w"))
+    w = tmp_path / "w"
+    train.train_and_evaluate(make_config(v2_dataset, *RUN, "steps=4", "eval_every=0"), str(w))
     capsys.readouterr()
     out = tmp_path / "report"
-    assert evaluate.run(["--workdir", str(tmp_path / "w"), "--data_dir", str(v2_dataset), "--output", str(out)]) == 2
-    assert "tokenizer v2 has no constrained-decoding grammar yet" in capsys.readouterr().err
-    assert not out.exists()
-    assert predict.run(["--workdir", str(tmp_path / "w"), "--src", "192.0.2.1", "--dst", "8.8.8.8"]) == 2
-    assert "tokenizer v2 has no constrained-decoding grammar yet" in capsys.readouterr().err
+    assert evaluate.run(["--workdir", str(w), "--data_dir", str(v2_dataset), "--split", "test", "--output", str(out),
+                         "--max_measurements", "200", "--samples", "4", "--nll_batches", "1", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["evaluated_measurements"] == 200 and report["meta"]["checkpoint_step"] == 4
+    assert report["rtt"]["model"]["measurements"] == 200 and report["rtt"]["model"]["scored"] > 0
+    assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
+    assert report["nll"]["measurements"] > 0 and report["nll_per_field"]["rtt"]["bits_per_token"] > 0
+    row = get_scheme("v2").decode_record(_records(v2_dataset, 1)[0])[0]
+    capsys.readouterr()
+    assert predict.run(["--workdir", str(w), "--src", row["src_addr"], "--dst", row["dst_addr"], "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    values = list(answer["rtt_quantiles"].values())
+    assert len(values) == 3 and values == sorted(values) and 0 <= answer["failure_probability"] <= 1
+    assert isinstance(answer["timestamp_from_model"], int)
+    assert predict.run(["--workdir", str(w), "--src", row["src_addr"], "--dst", row["dst_addr"], "--time",
+                        str(row["event_time"]), "--samples", "8", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["rtt_samples"]) == 8 and "timestamp_from_model" not in answer
+    assert all(m["src_addr"] == row["src_addr"] and m["dst_addr"] == row["dst_addr"] for m in answer["measurements"])
+    assert predict.run(["--workdir", str(w), "--dst", row["dst_addr"]]) == 2
+    assert "needs the source" in capsys.readouterr().err
+    # a v1 checkpoint on the v2 dataset
+    v1 = tmp_path / "v1"
+    train.train_and_evaluate(make_config(sample_dataset, *MINI, "steps=1", "eval_every=0", "batch_size=2",
+                                         "num_workers=0"), str(v1))
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert evaluate.run(["--workdir", str(v1), "--data_dir", str(v2_dataset), "--output", str(refused)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "v2" in err and "v1" in err
+    assert not refused.exists()
     # the baselines read the v2 dataset
-    assert evaluate.run(["--baselines_only", "--data_dir", str(v2_dataset), "--output", str(out),
+    assert evaluate.run(["--baselines_only", "--data_dir", str(v2_dataset), "--output", str(tmp_path / "b"),
                          "--max_measurements", "500"]) == 0
 
 

@@ -47,8 +47,7 @@ from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError
-from tokenizer import fields, grammar
-from tokenizer.vocab import BLOCK_RTT, MEASUREMENT_START, NUM_BLOCKS, RTT_START
+from tokenizer import get_scheme
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
@@ -108,23 +107,19 @@ def choose(n_total: int, max_measurements: int, seed: int) -> np.ndarray:
 # The model's RTT prediction
 
 
-def rtt_prompt(record: np.ndarray, start: int, end: int) -> np.ndarray:
-    """The model input for predicting the RTT of the measurement at ``record[start:end]``.
-
-    The record's tokens before the measurement, then ``MeasurementStart``, the measurement's blocks other
-    than the RTT in canonical order, and ``RttStart``. Nothing of the measurement's RTT is in it: not its
-    bytes, and not its block order (which the pretokenizer derives from the whole row, RTT included).
+def rtt_prompt(record: np.ndarray, start: int, end: int, tokenizer: str | dict = "v1") -> np.ndarray:
+    """The model input for predicting the RTT of the measurement at ``record[start:end]``: the scheme's
+    ``rtt_prompt_at``. The record's tokens before the measurement, then the measurement's other fields in
+    evaluation's order (v1: ``MeasurementStart``, the six other blocks in canonical order and ``RttStart``;
+    v2: its head, destination, size and error count). Nothing of the measurement's RTT is in it: not its
+    value, and not its v1 block order (which the pretokenizer derives from the whole row, RTT included).
     """
-    blocks = grammar.split_blocks(record[start:end])
-    body = [np.array([MEASUREMENT_START])]
-    body += [blocks[b] for b in range(NUM_BLOCKS) if b != BLOCK_RTT]
-    body.append(np.array([RTT_START]))
-    return np.concatenate([np.asarray(record[:start], dtype=np.int64), *body]).astype(np.int64)
+    return get_scheme(tokenizer).rtt_prompt_at(record, start, end)
 
 
-def rtt_from_tokens(tokens: np.ndarray) -> np.ndarray:
-    """(..., 8) RTT byte tokens -> (...) float64: the tokenizer's RTT decode, vectorized."""
-    return fields.RTT.from_tokens(tokens)
+def rtt_from_tokens(tokens: np.ndarray, tokenizer: str | dict = "v1") -> np.ndarray:
+    """(..., width) RTT value tokens -> (...) float64: the scheme's RTT decode, vectorized."""
+    return get_scheme(tokenizer).rtt.decode(tokens)
 
 
 def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, max_rows: int = 1024,
@@ -144,13 +139,16 @@ def sample_rtts(sampler, prompts: list[np.ndarray], samples: int, *, seed: int, 
         from tqdm import tqdm
 
         bar = tqdm(total=len(prompts), desc="rtt samples", file=sys.stderr, dynamic_ncols=True)
+    scheme = sampler.scheme
+    code = scheme.rtt
     for lo in range(0, len(order), per_batch):
         ids = order[lo : lo + per_batch]
         gens = sample(sampler, [prompts[i] for i in ids], samples, seed=seed, prompt_ids=ids.tolist())
         for i, tokens in zip(ids, gens):
-            if tokens.shape[1] != fields.RTT.width:  # the grammar guarantees it
-                raise RuntimeError(f"expected {fields.RTT.width} RTT tokens per sample, got {tokens.shape}")
-            out[i] = rtt_from_tokens(tokens)
+            if tokens.shape[1] == code.width and np.isin(tokens[:, 0], code.value_tokens(0)).all():
+                out[i] = code.decode(tokens)  # every sample spelled as value tokens (always so in v1)
+            else:  # a failure or an escape among them (v2): decode each sample's measurement
+                out[i] = [scheme.decode_sample(prompts[i], row)["rtt"] for row in tokens]
         if bar is not None:
             bar.update(len(ids))
     if bar is not None:
@@ -239,6 +237,7 @@ def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresse
     chosen = choose(total, max_measurements, seed)
     parts, preds, prompt_list, offset = [], [], [], 0
     spilled = spill.SpilledPredictions() if len(chosen) > (SPILL_ROWS if spill_rows is None else spill_rows) else None
+    scheme = get_scheme(dataset.manifest["tokenizer"])  # the prompts are the dataset's scheme's
     keep = preds.append if spilled is None else spilled.append
     pending = collections.deque()  # (chosen rows of a block, its predictions' result function)
     # Two workers take the blocks' tasks as they come (a block's Vivaldi fold-in on one core while the
@@ -253,7 +252,7 @@ def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresse
                 parts.append(cols.take(local))
                 if prompts:
                     first = int(cols.record[0]) if len(cols) else 0
-                    prompt_list += [rtt_prompt(records[r - first], s, e) for r, s, e in
+                    prompt_list += [scheme.rtt_prompt_at(records[r - first], s, e) for r, s, e in
                                     zip(cols.record[local], cols.start[local], cols.end[local])]
             while len(pending) > 2:
                 rows, result = pending.popleft()
@@ -290,11 +289,12 @@ def per_field_nll(loaded, dataset, split: str, *, batch_size: int, max_batches: 
     from trainer.train import make_eval_step
 
     eval_step = jax.jit(make_eval_step(loaded.graphdef))
+    scheme = get_scheme(dataset.manifest["tokenizer"])
     sums, measurements, records = None, 0, 0
     for batch in eval_batches(dataset, split, batch_size=batch_size, max_batches=max_batches):
         out = eval_step(loaded.params, batch)
         sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
-        measurements += int((batch["inputs"] == MEASUREMENT_START).sum())
+        measurements += int(scheme.survey(np.asarray(batch["inputs"])).measurements.sum())  # measurements begun
         records += int((batch["weights"].sum(axis=1) > 0).sum())
     if sums is None:
         return {}, {"measurements": 0, "records": 0}
@@ -816,7 +816,7 @@ def open_dataset(root: str, version: int | None = None):
 
 def _check_decodable(name: str, workdir: str) -> None:
     """Refuse (UsageError, exit 2) a checkpoint of a tokenizer scheme without a constrained-decoding grammar:
-    the model's RTT prompts and samples need one (scheme v2 has none yet)."""
+    the model's RTT prompts and samples need one (v1 and v2 have theirs)."""
     from tokenizer import get_scheme
 
     if get_scheme(name).grammar is None:

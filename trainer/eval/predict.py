@@ -181,7 +181,7 @@ def summarize(decoded: list[dict], given: dict[int, str], top: int = 5) -> dict:
         out["rtt"] = rtt_distribution(np.array([d["rtt"] for d in decoded]))
     fields = {}
     for block in range(len(BLOCK_NAMES)):
-        if block in given or block == BLOCK_RTT:
+        if block in given or block == BLOCK_RTT or DECODED_KEY[block] not in decoded[0]:
             continue
         key = DECODED_KEY[block]
         counts = collections.Counter(_jsonable(d[key]) for d in decoded)
@@ -270,6 +270,11 @@ def run(argv: list[str] | None = None) -> int:
     except (UsageError, InputError) as err:  # a CheckpointError is an InputError
         return report(err)
     sampler = sampling.Sampler.from_loaded(loaded)
+    if hasattr(sampler.scheme, "rtt_prompt"):  # a scheme whose measurements depend on their run (v2)
+        try:
+            return _predict_run(args, sampler, loaded, given, levels, samples)
+        except UsageError as err:
+            return report(err)
     answer = {
         "checkpoint_step": loaded.step,
         "given": {BLOCK_NAMES[b]: v for b, v in sorted(given.items())},
@@ -313,7 +318,63 @@ def run(argv: list[str] | None = None) -> int:
         print(f"first {len(answer['measurements'])} samples:")
         for m in answer["measurements"]:
             print("  " + "  ".join(f"{k}={m[k]}" for k in (*BLOCK_NAMES[:2], "rtt", "size", "packet_error_count",
-                                                             "event_time", "msm_id")))
+                                                             "event_time", "msm_id") if k in m))
+    return 0
+
+
+def _predict_run(args, sampler, loaded, given: dict[int, str], levels, samples: int) -> int:
+    """The RTT query on a checkpoint of a scheme that writes a measurement after its run's source and time
+    (v2, ``Scheme.rtt_prompt``): the prompt is the source header, the time, then the given destination,
+    size and error count; the RTT is asked. Without ``--time`` the time is the model's most likely one
+    after the source (drawn at temperature 0, so deterministic), and the answer says so."""
+    from trainer.eval import quantiles, sampling
+
+    scheme = sampler.scheme
+    if BLOCK_RTT in given:
+        raise UsageError(f"a {scheme.name} checkpoint answers the RTT query only: do not give the rtt")
+    for block in (BLOCK_MSM_ID,) if not scheme.keeps_msm_id else ():
+        if block in given:
+            raise UsageError(f"{BLOCK_NAMES[block]}: tokenizer {scheme.name} does not keep it")
+    if BLOCK_SRC not in given:
+        raise UsageError(f"a {scheme.name} checkpoint needs the source (--src): its measurements follow their source")
+    values = {DECODED_KEY[b]: v for b, v in given.items()}
+    row = {"src_addr": values["src_addr"], "dst_addr": values.get("dst_addr")}
+    for key in ("size", "packet_error_count"):
+        if key in values:
+            row[key] = _integer(values[key], key, 0, 65535 if key == "size" else 255)
+    answer = {"checkpoint_step": loaded.step, "given": {BLOCK_NAMES[b]: v for b, v in sorted(given.items())},
+              "samples": samples}
+    if BLOCK_TIMESTAMP in given:
+        row["event_time"] = parse_time(given[BLOCK_TIMESTAMP])
+    else:  # the model's most likely time after the source: the first field a v2 measurement writes
+        head = scheme.rtt_prompt([], {"src_addr": row["src_addr"], "event_time": None})
+        drawn = sampling.sample(sampler, [head], 1, temperature=0.0)[0]
+        row["event_time"] = scheme.decode_sample(head, drawn[0])["event_time"]
+        answer["timestamp_from_model"] = row["event_time"]
+    try:
+        prompt = scheme.rtt_prompt([], row)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    dist = quantiles.model_distribution(sampler, [prompt], scheme.rtt, levels)
+    answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
+    answer["failure_probability"] = float(dist.failure_probability[0])
+    decoded = []
+    if samples:
+        generated = sampling.sample(sampler, [prompt], samples, seed=args.seed, temperature=args.temperature)[0]
+        decoded = [scheme.decode_sample(prompt, g) for g in generated]
+        answer.update(summarize(decoded, given))
+        answer["rtt_samples"] = [_sampled_rtt(d["rtt"]) for d in decoded]
+    answer["measurements"] = [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]]
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return 0
+    print(f"checkpoint step {loaded.step}; {samples} samples; given: "
+          + ", ".join(f"{k}={v}" for k, v in answer["given"].items())
+          + (f"; time {row['event_time']} (the model's most likely)" if "timestamp_from_model" in answer else ""))
+    print("RTT (ms) by descent: " + "  ".join(f"q{k} {v:.6g}" for k, v in answer["rtt_quantiles"].items())
+          + f"   failure probability {answer['failure_probability']:.3f}")
+    for m in answer["measurements"]:
+        print("  " + "  ".join(f"{k}={v}" for k, v in m.items()))
     return 0
 
 

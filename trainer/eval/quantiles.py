@@ -289,7 +289,7 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
     later tokens, the measurement's own RTT among them) is never read for prompt ``i``. The logits equal
     :func:`model_logits_fn`'s on the whole prompts, to float rounding.
     """
-    from trainer.eval.sampling import LENGTH_BUCKET, NEW_BUCKET, PAD, _bucket
+    from trainer.eval.sampling import LENGTH_BUCKET, NEW_BUCKET, _bucket
 
     n = len(prompts)
     lengths = np.array([len(p) for p in prompts], np.int64)
@@ -303,7 +303,7 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
         heads.append(prompts[i][: max(int(longest[g]), 1)])  # a prefill needs a token: position 0 is rewritten
     own = [p[int(k):] for p, k in zip(prompts, shared)]
     width_own = _bucket(int(max(len(o) for o in own)), NEW_BUCKET)
-    tokens = np.full((n, width_own), PAD, np.int64)  # (n, S); PAD opens no block, and is never attended to
+    tokens = np.full((n, width_own), sampler.pad_id, np.int64)  # (n, S); PAD opens no block, and is never attended to
     for i, o in enumerate(own):
         tokens[i, : len(o)] = o
     positions = np.asarray(shared, np.int64)[:, None] + np.arange(width_own)[None, :]  # (n, S)

@@ -6,8 +6,8 @@
   batch of prompts and a one-token step. Lengths are rounded up to buckets so a whole evaluation
   compiles a handful of shapes, not one per prompt.
 * :func:`sample` continues each prompt ``num_samples`` times until the measurement it ends in is
-  complete. At every step the logits of tokens the grammar (:mod:`tokenizer.grammar`) forbids are set to
-  -inf, so every sample decodes. Each prompt is prefilled once; its samples attend to that one cache
+  complete. At every step the logits of tokens the grammar of the model's tokenizer scheme
+  (``tokenizer.get_scheme(name).grammar``) forbids are set to -inf, so every sample decodes. Each prompt is prefilled once; its samples attend to that one cache
   (:meth:`trainer.model.Decoder.decode_shared`) plus a small cache of their own tokens, so the cost of
   a step does not grow with samples x prompt length.
   Draws come from a numpy Generator seeded by ``(seed, prompt id)``, so a prompt's random numbers do not
@@ -27,8 +27,7 @@ import numpy as np
 from flax import nnx
 
 from beam_pipelines.common.errors import InputError
-from tokenizer import grammar
-from tokenizer.vocab import MEASUREMENT_START, PAD, VOCAB_SIZE
+from tokenizer import get_scheme
 from trainer import model as model_lib
 from trainer.config import Config, from_saved
 
@@ -100,8 +99,10 @@ class Sampler:
     a cache with one row per sequence (``Decoder.decode``) or :meth:`step_shared` for many samples per
     prompt over the prompts' one cache (``Decoder.decode_shared``, what :func:`sample` uses)."""
 
-    def __init__(self, graphdef: nnx.GraphDef, params: dict):
+    def __init__(self, graphdef: nnx.GraphDef, params: dict, tokenizer: str = "v1"):
         self.graphdef, self.params = graphdef, params
+        self.scheme = get_scheme(tokenizer)  # the model's tokenizer scheme: its grammar, PAD and vocabulary
+        self.pad_id = self.scheme.pad_id
 
         def prefill(params, tokens, lengths, slots_like):
             model = nnx.merge(graphdef, params)
@@ -129,7 +130,7 @@ class Sampler:
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> Sampler:
-        return cls(loaded.graphdef, loaded.params)
+        return cls(loaded.graphdef, loaded.params, loaded.config.tokenizer)
 
     def prefill(self, prompts: Sequence[np.ndarray], slots: int | None = None) -> tuple[np.ndarray, dict]:
         """Logits after each prompt ((B, vocab) numpy) and a cache of ``slots`` positions holding the prompts
@@ -143,7 +144,7 @@ class Sampler:
             raise ValueError("empty prompt")
         slots = _bucket(int(lengths.max())) if slots is None else slots
         width = min(_bucket(int(lengths.max())), slots)
-        tokens = np.full((len(prompts), width), PAD, dtype=np.int32)  # (B, width); PAD opens no block
+        tokens = np.full((len(prompts), width), self.pad_id, dtype=np.int32)  # (B, width); PAD opens no block
         for i, p in enumerate(prompts):
             tokens[i, : len(p)] = p
         last, cache = self._prefill(self.params, tokens, lengths, np.zeros(slots, np.int8))
@@ -171,13 +172,10 @@ class Sampler:
         return np.asarray(logits), cache
 
 
-def current_measurement(prompt: Sequence[int]) -> np.ndarray:
-    """The tokens of the (unfinished) measurement a prompt ends in: from its last MeasurementStart."""
-    prompt = np.asarray(prompt)
-    starts = np.flatnonzero(prompt == MEASUREMENT_START)
-    if not len(starts):
-        raise grammar.GrammarError("a prompt must contain the MeasurementStart of the measurement to complete")
-    return prompt[starts[-1] :]
+def current_measurement(prompt: Sequence[int], tokenizer: str = "v1") -> np.ndarray:
+    """The tokens of the (unfinished) measurement a prompt ends in, with what decoding it needs
+    (``Scheme.current_measurement``: v1 from its last MeasurementStart, v2 from its run's source header)."""
+    return get_scheme(tokenizer).current_measurement(prompt)
 
 
 def sample(
@@ -196,14 +194,17 @@ def sample(
     prompt, the generated tokens (num_samples, n_new), right-padded with PAD where rows finish at
     different lengths (a sampled address family). ``temperature`` 0 takes the most likely allowed token.
     Raises :class:`~tokenizer.grammar.GrammarError` if a prompt's last measurement breaks the grammar or
-    is already complete.
+    is already complete. The grammar, PAD and vocabulary are those of the sampler's tokenizer scheme.
     """
+    scheme = sampler.scheme
+    grammar = scheme.grammar
+    pad = scheme.pad_id
     prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
     prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     n, s = len(prompts), num_samples
     states = []
     for p in prompts:
-        state = grammar.state_of(current_measurement(p))
+        state = scheme.sample_state(p)
         if state.done[0]:
             raise grammar.GrammarError("the prompt's last measurement is already complete")
         states.append(state)
@@ -216,7 +217,7 @@ def sample(
     logits = np.repeat(logits, s, axis=0)  # (n * s, vocab)
     cache = sampler.new_cache(prefix, s, _bucket(longest_new, NEW_BUCKET))  # the samples' own tokens
     gens = [np.random.default_rng([seed, int(i)]) for i in prompt_ids]
-    out = np.full((n * s, longest_new), PAD, dtype=np.int64)  # (n * s, new)
+    out = np.full((n * s, longest_new), pad, dtype=np.int64)  # (n * s, new)
     positions = np.repeat(lengths, s)  # (n * s,) position of the next token of each row
     for t in range(longest_new):
         active = ~state.done
@@ -225,23 +226,25 @@ def sample(
             break
         masked = np.where(grammar.allowed(state), logits.astype(np.float64), -np.inf)  # (n * s, vocab)
         if temperature > 0:
-            noise = np.concatenate([g.gumbel(size=(s, VOCAB_SIZE)) for g in gens])  # (n * s, vocab)
+            noise = np.concatenate([g.gumbel(size=(s, scheme.vocab_size)) for g in gens])  # (n * s, vocab)
             tokens = np.argmax(masked / temperature + noise, axis=1)
         else:
             tokens = np.argmax(masked, axis=1)
-        tokens = np.where(active, tokens, PAD)
+        tokens = np.where(active, tokens, pad)
         out[:, t] = tokens
         state = grammar.advance(state, tokens, active)
         if state.done.all():
             out = out[:, : t + 1]
             break
-        fed = np.where(active, tokens, MEASUREMENT_START)  # finished rows feed a harmless token
+        fed = np.where(active, tokens, scheme.restart_id)  # finished rows feed a harmless token
         logits, cache = sampler.step_shared(fed, positions, prefix, lengths, cache)
         positions = positions + 1
     return [out[i * s : (i + 1) * s] for i in range(n)]
 
 
-def complete_measurements(prompt: Sequence[int], generated: np.ndarray) -> list[np.ndarray]:
-    """The whole measurements of one prompt's samples: its last measurement's prefix + each sample's tokens."""
-    head = current_measurement(prompt)
-    return [np.concatenate([head, row[row != PAD]]) for row in np.asarray(generated)]
+def complete_measurements(prompt: Sequence[int], generated: np.ndarray, tokenizer: str = "v1") -> list[np.ndarray]:
+    """The whole measurements of one prompt's samples: its last measurement's prefix (:func:`current_measurement`)
+    + each sample's tokens (``tokenizer``: the sampler's scheme)."""
+    scheme = get_scheme(tokenizer)
+    head = scheme.current_measurement(prompt)
+    return [np.concatenate([head, row[row != scheme.pad_id]]) for row in np.asarray(generated)]
