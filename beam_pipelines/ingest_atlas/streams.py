@@ -111,7 +111,7 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """
     paths = set()
     for pattern in patterns:
-        if storage.is_remote(pattern):  # s3://, gs://: through Beam's FileSystems
+        if storage.is_remote(pattern):  # s3://, gs://: through common.storage (fsspec)
             storage.check_location(pattern)
             if not any(c in pattern for c in "*?[") and not storage.exists(pattern):
                 pattern = storage.join(pattern.rstrip("/"), "*")  # a "directory" (key prefix)
@@ -324,7 +324,7 @@ def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES
 
 
 def open_stream(path: str, compression: str | None, blocks=None):
-    """A binary file object of the decompressed contents (a URL is streamed through Beam's ``FileSystems``).
+    """A binary file object of the decompressed contents (a URL is streamed through :mod:`~beam_pipelines.common.storage`).
 
     bz2 is decoded by ``indexed_bzip2`` on every core when it is installed and this process may use more
     than one, else by the standard library (on one core it is the faster of the two, as indexed_bzip2's

@@ -404,7 +404,8 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _configure_storage(beam_args: list[str]) -> str:
-    """Hand Beam's filesystem options (S3 endpoint and keys, ...) to ``FileSystems``; returns ``--temp_location``."""
+    """Hand the job's filesystem options (S3 endpoint and keys, GCS project, ...) to :mod:`~beam_pipelines.common.storage`
+    (fsspec); returns ``--temp_location``."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     options = beam_options(beam_args)
