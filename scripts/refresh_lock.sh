@@ -4,7 +4,7 @@
 #   bash scripts/refresh_lock.sh            # resolve, install, pip check, the whole test suite, then replace
 #   bash scripts/refresh_lock.sh --quick    # the same with the quick set (pytest -m "not slow") only
 #
-# It resolves the newest releases that pyproject.toml admits for the package and every extra together
+# It resolves (with uv) the newest releases that pyproject.toml admits for the package and every extra together
 # (test, aws, gcp, dask, report, gpu), so one consistent set pins them all; installs the test set from that
 # new lock in a fresh virtualenv exactly as the README and .ci/run do; and only when `pip check` and the
 # tests pass does it write constraints.txt. A release that breaks us therefore never reaches the lock:
@@ -25,22 +25,23 @@ source "$work/venv/bin/activate"
 python -m pip install -q --upgrade pip
 
 echo "refresh_lock: resolving the newest admitted releases of every dependency and extra" >&2
-pip install -q --dry-run --ignore-installed --report "$work/report.json" '.[test,aws,gcp,dask,report,gpu]'
-python - "$work/report.json" "$(python -m pip --version | cut -d' ' -f2)" > "$work/constraints.txt" <<'PY'
+# uv's resolver, because pip's backtracks for a quarter of an hour over boto3 releases that s3fs's aiobotocore
+# rules out (its botocore pin) before it settles; pip still installs and tests the result below.
+python -m pip install -q uv
+uv pip compile pyproject.toml --extra test --extra aws --extra gcp --extra dask --extra report --extra gpu \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --no-annotate -q -o "$work/pins.txt"
+python - "$work/pins.txt" "$(python -m pip --version | cut -d' ' -f2)" "$(uv --version)" > "$work/constraints.txt" <<'PY'
 import datetime
-import json
-import platform
 import sys
 
-report = json.load(open(sys.argv[1]))
 pins = {"pip": sys.argv[2]}
-for item in report["install"]:
-    meta = item["metadata"]
-    if meta["name"] != "ping-llm":  # the project itself is installed from the checkout, not pinned
-        pins[meta["name"]] = meta["version"]
+for line in open(sys.argv[1]):
+    name, sep, version = line.strip().partition("==")
+    if sep:
+        pins[name] = version
 print("# The tested versions of every dependency and extra: install with pip's -c (README, .ci/run).")
 print("# Written by scripts/refresh_lock.sh; do not edit by hand.")
-print(f"# Resolved {datetime.date.today()} for CPython {platform.python_version()} on {platform.system()} {platform.machine()}.")
+print(f"# Resolved {datetime.date.today()} by {sys.argv[3]} for CPython 3.11 on Linux x86_64.")
 for name in sorted(pins, key=str.lower):
     print(f"{name}=={pins[name]}")
 PY
@@ -49,6 +50,13 @@ echo "refresh_lock: installing the test set from the new lock in a fresh virtual
 python -m pip install -q -c "$work/constraints.txt" pip
 pip install -q -c "$work/constraints.txt" -e '.[test]'
 pip check
-"${tests[@]}"
+# The tests read constraints.txt too (tests/test_lock.py): the new lock stands in place while they run, and the
+# old one comes back unless they pass.
+cp constraints.txt "$work/constraints.old"
 cp "$work/constraints.txt" constraints.txt
+if ! "${tests[@]}"; then
+  cp "$work/constraints.old" constraints.txt
+  echo "refresh_lock: the tests failed with the new lock; constraints.txt left as it was" >&2
+  exit 1
+fi
 echo "refresh_lock: constraints.txt updated ($(grep -c '==' constraints.txt) pins); review and commit it" >&2
