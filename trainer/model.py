@@ -1,12 +1,12 @@
 """A lean decoder-only Transformer in Flax NNX.
 
-Token embedding (267 rows) + field embedding -> N x [pre-norm RMSNorm -> causal self-attention with RoPE
+Token embedding (one row per id of the dataset's scheme) + field embedding -> N x [pre-norm RMSNorm -> causal self-attention with RoPE
 -> residual, pre-norm RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> untied output projection.
 Attention spans the whole 1024-token record: context across measurements is the point.
 
 Parameters are float32; ``ModelConfig.dtype`` sets the compute dtype (float32 or bfloat16). Logits are
 returned in float32. The output projection starts tiny so a fresh model predicts a near-uniform
-distribution and its first loss is close to ln(267) ~ 5.587. Linear layers have no biases.
+distribution and its first loss is close to ln(vocabulary size) (5.587 for scheme v1). Linear layers have no biases.
 
 The field embedding (``ModelConfig.field_embedding``) adds to every token a learned vector for *where it is
 in its measurement*: the role of the block it belongs to (the last block-start token at or before it) and
