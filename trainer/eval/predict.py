@@ -286,9 +286,7 @@ def run(argv: list[str] | None = None) -> int:
         code = quantiles.rtt_code_for(loaded.config.tokenizer)
         if code.role is not None:
             prompt = [*prompt, code.role]  # the RTT next: the descent and the samples read the same prompt
-        dist = quantiles.model_distribution(sampler, [np.array(prompt)], code, levels)
-        answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
-        answer["failure_probability"] = float(dist.failure_probability[0])
+        _add_descent(answer, sampler, prompt, code, levels)
     decoded = []
     if samples:
         generated = sampling.sample(sampler, [prompt], samples, seed=args.seed, temperature=args.temperature)[0]
@@ -322,12 +320,22 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _add_descent(answer: dict, sampler, prompt, code, levels) -> None:
+    """Put the RTT's quantiles at ``levels`` (by descent over ``code``, ms given success) and P(failure) for
+    the one ``prompt`` into ``answer``: what both the v1 any-field query and the run query report."""
+    from trainer.eval import quantiles
+
+    dist = quantiles.model_distribution(sampler, [np.asarray(prompt)], code, levels)
+    answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
+    answer["failure_probability"] = float(dist.failure_probability[0])
+
+
 def _predict_run(args, sampler, loaded, given: dict[int, str], levels, samples: int) -> int:
     """The RTT query on a checkpoint of a scheme that writes a measurement after its run's source and time
     (v2, ``Scheme.rtt_prompt``): the prompt is the source header, the time, then the given destination,
     size and error count; the RTT is asked. Without ``--time`` the time is the model's most likely one
     after the source (drawn at temperature 0, so deterministic), and the answer says so."""
-    from trainer.eval import quantiles, sampling
+    from trainer.eval import sampling
 
     scheme = sampler.scheme
     if BLOCK_RTT in given:
@@ -355,9 +363,7 @@ def _predict_run(args, sampler, loaded, given: dict[int, str], levels, samples: 
         prompt = scheme.rtt_prompt([], row)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    dist = quantiles.model_distribution(sampler, [prompt], scheme.rtt, levels)
-    answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
-    answer["failure_probability"] = float(dist.failure_probability[0])
+    _add_descent(answer, sampler, prompt, scheme.rtt, levels)
     decoded = []
     if samples:
         generated = sampling.sample(sampler, [prompt], samples, seed=args.seed, temperature=args.temperature)[0]
