@@ -259,52 +259,51 @@ def assemble(items: Items, seq_len: int, record_first: np.ndarray) -> np.ndarray
     n = len(items.source)
     r = len(record_first) - 1
     new, start_len, cont_len = head_lengths(items)
-    first_in_record = np.zeros(n, bool)
-    first_in_record[record_first[:-1][record_first[:-1] < n]] = True
-    run_start = new | first_in_record
+    run_start = new.copy()
+    run_start[record_first[:-1][record_first[:-1] < n]] = True
     body_len = np.diff(items.offsets)
     head_len = np.where(run_start, start_len, cont_len)
-    length = head_len + body_len
-    record = np.repeat(np.arange(r), np.diff(record_first))  # (n,)
-    cum = np.cumsum(length) - length  # item start in a flat concatenation
-    pos = cum - cum[record_first[record]] + record * seq_len  # (n,) flat output position
-    if n and np.any(pos + length > (record + 1) * seq_len):
-        raise ValueError("a record's items do not fit seq_len")
-    out = np.full(r * seq_len, PAD, np.uint16)
-    # heads, as a (n, 26) matrix of which each row's first head_len entries are written
-    head = np.zeros((n, 26), np.uint16)
+    # The heads, concatenated. Most are one token (a short time delta), so each kind of head is written
+    # by its own scatter over the items that have it, not as a (n, widest head) matrix.
+    head_at = np.zeros(n + 1, np.int64)
+    np.cumsum(head_len, out=head_at[1:])
+    heads = np.empty(int(head_at[-1]), np.uint16)
     rows = np.flatnonzero(run_start)
     fam4 = items.family[rows] == 4
-    head[rows, 0] = np.where(fam4, SRC4, SRC6)
+    heads[head_at[rows]] = np.where(fam4, SRC4, SRC6)
     src_bytes = np.ascontiguousarray(items.src_words[rows].astype(">u8")).view(np.uint8).reshape(-1, 16)
-    head[rows[fam4], 1:5] = src_bytes[fam4, 12:16]
-    head[rows[~fam4], 1:17] = src_bytes[~fam4]
+    _scatter(heads, head_at[rows[fam4]] + 1, src_bytes[fam4, 12:16])
+    _scatter(heads, head_at[rows[~fam4]] + 1, src_bytes[~fam4])
     ts = items.timestamp
-    src_len = np.where(items.family == 4, SRC_LEN[4], SRC_LEN[6])
-    at = np.where(run_start, src_len, 0)  # where the time starts in the head
+    at = head_at[:-1] + np.where(run_start, np.where(items.family == 4, SRC_LEN[4], SRC_LEN[6]), 0)  # the time
     delta = np.zeros(n, np.int64)
     delta[1:] = ts[1:] - ts[:-1]
     absolute = run_start | (delta >= 1 << 16)
     short = ~absolute & (delta < DELTA_COUNT)
     mid = ~absolute & ~short
-    i = np.arange(n)
-    head[i[short], at[short]] = DELTA_BASE + delta[short]
-    head[i[mid], at[mid]] = DELTA16
-    mid_bytes = delta[mid].astype(">u2").view(np.uint8).reshape(-1, 2)
-    head[i[mid][:, None], at[mid][:, None] + 1 + np.arange(2)] = mid_bytes
+    heads[at[short]] = DELTA_BASE + delta[short]
+    heads[at[mid]] = DELTA16
+    _scatter(heads, at[mid] + 1, delta[mid].astype(">u2").view(np.uint8).reshape(-1, 2))
     t32 = absolute & (ts >= 0) & (ts < 1 << 32)
     t64 = absolute & ~t32
-    head[i[t32], at[t32]] = TIME32
-    head[i[t32][:, None], at[t32][:, None] + 1 + np.arange(4)] = ts[t32].astype(">u4").view(np.uint8).reshape(-1, 4)
-    head[i[t64], at[t64]] = TIME64
-    head[i[t64][:, None], at[t64][:, None] + 1 + np.arange(8)] = ts[t64].astype(">i8").view(np.uint8).reshape(-1, 8)
-    used = np.arange(26)[None, :] < head_len[:, None]  # (n, 26)
-    out[(pos[:, None] + np.arange(26))[used]] = head[used]
-    # bodies: token t of item k goes to pos[k] + head_len[k] + (t - offsets[k])
-    total = int(items.offsets[-1])
-    shift = np.repeat(pos + head_len - items.offsets[:-1], body_len)
-    out[shift + np.arange(total)] = items.body
-    return out.reshape(r, seq_len)
+    heads[at[t32]] = TIME32
+    _scatter(heads, at[t32] + 1, ts[t32].astype(">u4").view(np.uint8).reshape(-1, 4))
+    heads[at[t64]] = TIME64
+    _scatter(heads, at[t64] + 1, ts[t64].astype(">i8").view(np.uint8).reshape(-1, 8))
+    # Items as one stream, each its head then its body: a mask of body positions from the lengths.
+    is_body = np.repeat(np.tile(np.array([False, True]), n), np.stack([head_len, body_len], axis=1).ravel())
+    stream = np.empty(len(is_body), np.uint16)
+    stream[~is_body] = heads
+    stream[is_body] = items.body
+    # Records: record k's items fill row k from the left, PAD after.
+    item_at = np.zeros(n + 1, np.int64)
+    np.cumsum(head_len + body_len, out=item_at[1:])
+    record_len = item_at[record_first[1:]] - item_at[record_first[:-1]]
+    if np.any(record_len > seq_len):
+        raise ValueError("a record's items do not fit seq_len")
+    out = np.full((r, seq_len), PAD, np.uint16)
+    out[np.arange(seq_len)[None, :] < record_len[:, None]] = stream
+    return out
 
 
 # --- the record parser -----------------------------------------------------------------------------
