@@ -85,6 +85,11 @@ class Addresses:
             mapped[i] = at
         return mapped[inverse.reshape(-1)]
 
+    def words(self, start: int = 0) -> np.ndarray:
+        """(n, 2) uint64 keys (high, low 64 bits) of the ids from ``start`` on, in id order."""
+        keys = self._keys[start:]
+        return np.frombuffer(b"".join(keys), np.uint64).reshape(-1, 2) if keys else np.zeros((0, 2), np.uint64)
+
     def lookup(self, text: str) -> int:
         """The id of an address given as text, or -1 if it was never seen."""
         ip = ipaddress.ip_address(text)

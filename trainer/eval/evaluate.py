@@ -49,9 +49,10 @@ from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError
 from tokenizer import get_scheme
 from trainer.eval import baselines as bl
-from trainer.eval import columns
+from trainer.eval import choice, columns
 from trainer.eval import coordinates as co
 from trainer.eval import fitting, spill
+from trainer.eval.choice import choose
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOT_PNG, PREDICTIONS_CSV = "rtt_pred_vs_true.png", "predictions.csv"
@@ -93,14 +94,6 @@ def measurement_spans(records: np.ndarray) -> Spans:
     """The span of every measurement of every record, in file order (vectorized, :mod:`trainer.eval.columns`)."""
     cols = columns.decode_block(records, columns.Addresses())
     return Spans(cols.record, cols.start.astype(np.int64), cols.end.astype(np.int64))
-
-
-def choose(n_total: int, max_measurements: int, seed: int) -> np.ndarray:
-    """Indices of the measurements to evaluate: all when ``max_measurements`` is 0 or covers them, else a
-    seeded choice without replacement, sorted (file order), so the same arguments pick the same ones."""
-    if max_measurements <= 0 or max_measurements >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).choice(n_total, size=max_measurements, replace=False))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,16 +218,18 @@ SPILL_ROWS = 1_000_000  # chosen measurements above which score_split keeps the 
 
 
 def score_split(fitted: Fitted, dataset, split: str, addresses: columns.Addresses, *, max_measurements: int,
-                seed: int, prompts: bool = False, block_records: int = 1024, spill_rows: int | None = None) -> Scored:
+                seed: int, prompts: bool = False, block_records: int = 1024, spill_rows: int | None = None,
+                choose_by: str = "position") -> Scored:
     """Decode ``split`` block by block and keep the baselines' predictions for the chosen measurements
-    (:func:`choose` over the manifest's measurement count); memory: one block plus the chosen rows. Blocks
+    (:func:`trainer.eval.choice.chosen` over the manifest's measurement count, ``choose_by`` position or
+    row); memory: one block plus the chosen rows. Blocks
     of 1,024 records (not the decoder's 4,096) keep the fold-ins' temporaries (per earlier measurement of
     every measurement's source) small. With more than ``spill_rows`` (default :data:`SPILL_ROWS`) chosen
     measurements the predictions go to disk as they come (:class:`trainer.eval.spill.SpilledPredictions`,
     440 bytes a measurement) and ``predictions`` reads them back a predictor at a time; the measurements'
     columns stay in memory (40 bytes each)."""
     total = int(dataset.manifest["splits"][split]["measurements"])
-    chosen = choose(total, max_measurements, seed)
+    chosen = choice.chosen(dataset, split, total, max_measurements, seed, choose_by)
     parts, preds, prompt_list, offset = [], [], [], 0
     spilled = spill.SpilledPredictions() if len(chosen) > (SPILL_ROWS if spill_rows is None else spill_rows) else None
     scheme = get_scheme(dataset.manifest["tokenizer"])  # the prompts are the dataset's scheme's
@@ -324,7 +319,7 @@ def per_field_nll(loaded, dataset, split: str, *, batch_size: int, max_batches: 
 
 
 def _baselines_part(dataset, split: str, train_split: str, *, max_measurements: int, seed: int, prompts: bool,
-                    mf_rank: int, mf_reg: float, vivaldi_dims: int, timings: dict) -> tuple[Scored, Fitted, columns.Addresses]:
+                    mf_rank: int, mf_reg: float, vivaldi_dims: int, timings: dict, choose_by: str = "position") -> tuple[Scored, Fitted, columns.Addresses]:
     addresses = columns.Addresses()
     t0 = time.perf_counter()
     fitted = fit_baselines(dataset, train_split, addresses, mf_rank=mf_rank, mf_reg=mf_reg,
@@ -332,13 +327,13 @@ def _baselines_part(dataset, split: str, train_split: str, *, max_measurements: 
     timings["fit_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored = score_split(fitted, dataset, split, addresses, max_measurements=max_measurements, seed=seed,
-                         prompts=prompts)
+                         prompts=prompts, choose_by=choose_by)
     timings["score_s"] = time.perf_counter() - t0
     return scored, fitted, addresses
 
 
 def _baselines_meta(dataset, split, train_split, scored: Scored, fitted: Fitted, *, mf_rank, mf_reg, vivaldi_dims,
-                    seed, timings) -> dict:
+                    seed, timings, choose_by: str = "position") -> dict:
     return {
         "data_dir": os.path.abspath(dataset.root),
         "dataset_fingerprint": dataset.fingerprint,
@@ -346,6 +341,7 @@ def _baselines_meta(dataset, split, train_split, scored: Scored, fitted: Fitted,
         "train_split": train_split,
         "split_measurements": scored.split_measurements,
         "evaluated_measurements": len(scored.cols),
+        "choose_by": choose_by,
         "train_measurements": fitted.train_measurements,
         "train_sources": fitted.train_sources,
         "train_buckets": fitted.buckets,
@@ -372,18 +368,19 @@ def evaluate_baselines(
     mf_reg: float = co.MF_REG,
     vivaldi_dims: int = co.VIVALDI_DIMS,
     addresses_text: bool = True,
+    choose_by: str = "position",
 ) -> tuple[dict, dict]:
     """The baselines alone (no model): ``(report, table)`` over ``max_measurements`` of ``split`` (0: all)."""
     timings: dict = {}
     scored, fitted, addresses = _baselines_part(
         dataset, split, train_split, max_measurements=max_measurements, seed=seed, prompts=False,
-        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings)
+        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings, choose_by=choose_by)
     t0 = time.perf_counter()
     true = scored.cols.rtt
     report = {
         "rtt": {"baselines": {name: bl.metrics(true, p) for name, p in scored.predictions.items()}},
         "meta": _baselines_meta(dataset, split, train_split, scored, fitted, mf_rank=mf_rank, mf_reg=mf_reg,
-                                vivaldi_dims=vivaldi_dims, seed=seed, timings=timings),
+                                vivaldi_dims=vivaldi_dims, seed=seed, timings=timings, choose_by=choose_by),
     }
     timings["metrics_s"] = time.perf_counter() - t0
     return report, _table(scored, addresses, addresses_text)
@@ -396,6 +393,7 @@ def _table(scored: Scored, addresses: columns.Addresses, text: bool = True) -> d
         "start": cols.start,
         "src_addr": addresses.text(cols.src) if text else cols.src,
         "dst_addr": addresses.text(cols.dst) if text else cols.dst,
+        "event_time": cols.timestamp,
         "true_rtt": cols.rtt,
     }
     if isinstance(scored.predictions, dict):
@@ -419,6 +417,7 @@ def evaluate(
     mf_rank: int = co.MF_RANK,
     mf_reg: float = co.MF_REG,
     vivaldi_dims: int = co.VIVALDI_DIMS,
+    choose_by: str = "position",
 ) -> tuple[dict, dict]:
     """Run the evaluation; returns ``(report, table)`` where ``table`` holds per-measurement columns.
 
@@ -436,7 +435,7 @@ def evaluate(
 
     scored, fitted, addresses = _baselines_part(
         dataset, split, train_split, max_measurements=max_measurements, seed=seed, prompts=True,
-        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings)
+        mf_rank=mf_rank, mf_reg=mf_reg, vivaldi_dims=vivaldi_dims, timings=timings, choose_by=choose_by)
     predictions = scored.predictions
     true = scored.cols.rtt
 
@@ -464,7 +463,7 @@ def evaluate(
     timings["probabilistic_baselines_s"] = time.perf_counter() - t0
 
     meta = _baselines_meta(dataset, split, train_split, scored, fitted, mf_rank=mf_rank, mf_reg=mf_reg,
-                           vivaldi_dims=vivaldi_dims, seed=seed, timings=timings)
+                           vivaldi_dims=vivaldi_dims, seed=seed, timings=timings, choose_by=choose_by)
     report = {
         "rtt": {
             MODEL: {
@@ -664,6 +663,7 @@ def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> N
                 "start": pa.array(np.asarray(table["start"][part], np.int64)),
                 "src_addr": text(table["src_addr"][part]),
                 "dst_addr": text(table["dst_addr"][part]),
+                "event_time": pa.array(np.asarray(table["event_time"][part], np.int64)),
                 "true_rtt": floats(table["true_rtt"][part]),
             }
             for name in list(table):
@@ -778,6 +778,11 @@ def _parser() -> StrictArgumentParser:
                    help="also draw this many RTT samples per measurement and report their figures beside the "
                         "descent's (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of measurements and the sampling")
+    p.add_argument("--choose_by", choices=choice.CHOOSE_BY, default="position",
+                   help="how --max_measurements picks: by position in the split's files (default), or by a hash "
+                        "of each row's source, destination and time, so that datasets of the same rows in "
+                        "another scheme or packing score the same measurements (pair them with "
+                        "python -m trainer.eval.compare)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--nll_batches", type=int, default=None, help="batches for the per-field NLL (0: whole split)")
     p.add_argument("--batch_size", type=int, default=None, help="records per NLL batch (default 8)")
@@ -884,7 +889,8 @@ def run(argv: list[str] | None = None) -> int:
             dataset.num_records(split)  # raises DatasetError naming the splits there are
     except (UsageError, InputError) as err:  # CheckpointError and DatasetError are InputErrors
         return errors.report(err)
-    fitting = {"mf_rank": args.mf_rank, "mf_reg": args.mf_reg, "vivaldi_dims": args.vivaldi_dims}
+    fitting = {"mf_rank": args.mf_rank, "mf_reg": args.mf_reg, "vivaldi_dims": args.vivaldi_dims,
+               "choose_by": args.choose_by}
     if loaded is None:
         report, table = evaluate_baselines(dataset, args.split, train_split=args.train_split,
                                            max_measurements=args.max_measurements, seed=args.seed, **fitting)

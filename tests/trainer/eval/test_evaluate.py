@@ -260,7 +260,8 @@ def test_spilled_predictions_give_the_same_report_and_csv(eval_dataset, tmp_path
     assert (tmp_path / "disk" / "predictions.csv").read_bytes() == (tmp_path / "memory" / "predictions.csv").read_bytes()
     # The CSV in small chunks is the same file as in one.
     table = {"record": np.arange(5), "start": np.zeros(5, np.int64), "src_addr": np.array(["a", "b", "c", "d", "e"],
-             dtype=object), "dst_addr": np.array(["1.2.3.4"] * 5, dtype=object), "true_rtt": np.array([1.5, -1, 3, 4, 5]),
+             dtype=object), "dst_addr": np.array(["1.2.3.4"] * 5, dtype=object), "event_time": np.arange(5) + 1_700_000_000,
+             "true_rtt": np.array([1.5, -1, 3, 4, 5]),
              "x": bl.Prediction(np.array([1.0, np.nan, 2, 3, 4]), np.zeros(5), np.ones(5), np.full(5, 0.5),
                                 np.array([0, 1, 2, 0, 1]))}
     evaluate.write_predictions(table, str(tmp_path / "one.csv"))
