@@ -15,7 +15,7 @@ function of the prefix in training, evaluation and sampling. Why: the field orde
 shuffled, so without it the model must first learn a two-step lookup (find the block's role token, count
 bytes since) before it can relate, say, an RTT to the destination's first address byte; with it that is
 one content match. On the bundled sample it is what lets a ``tiny`` model learn the destination -> RTT
-dependence within a few hundred steps (README, "Evaluation").
+dependence within a few hundred steps (docs/evaluation.md, "Real runs on the bundled sample").
 
 For sampling, ``Decoder.decode`` runs the same layers over a KV cache (tokens at explicit positions, the
 same RoPE), and ``Decoder.decode_shared`` lets many continuations of a prompt read one copy of the
@@ -83,8 +83,8 @@ def attention_kernel(cfg: ModelConfig) -> str:
     """The ``jax.nn.dot_product_attention`` implementation of the training forward for ``cfg.attention``.
 
     ``auto`` takes cuDNN's fused flash attention on a GPU in bfloat16 (it never materialises the
-    (seq x seq) score matrix: less memory and, measured in the README, faster) and XLA's elsewhere. The
-    cached decode paths always use XLA's, which takes their explicit masks.
+    (seq x seq) score matrix: less memory and, measured in docs/performance.md, "100m on one NVIDIA H200",
+    faster) and XLA's elsewhere. The cached decode paths always use XLA's, which takes their explicit masks.
     """
     if cfg.attention != "auto":
         return cfg.attention

@@ -10,7 +10,7 @@ Layouts handled, as found in the daily dumps and the API over the years (see
 numbers as strings, no ``af``, no ``result`` list but ``sent``/``rcvd``/``min``/``avg``), ``srcaddr`` in
 entries, ``late``/``dup``/``ttl``/``error`` entries, keys with a leading or trailing space, ``sent = 0``.
 
-Semantics (the README section "From RIPE Atlas data to a training set" has the long form):
+Semantics (docs/ingest.md, "ingest_atlas", has the long form):
 
 * ``rtt``: ``min`` the smallest reply RTT (ms), ``avg`` the mean of the replies, ``-1.0`` when no reply
   came; ``each`` one row per packet with its RTT or ``-1.0``. Duplicate replies (``dup`` entries) are not
