@@ -786,7 +786,7 @@ def _parser() -> StrictArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--nll_batches", type=int, default=None, help="batches for the per-field NLL (0: whole split)")
     p.add_argument("--batch_size", type=int, default=None, help="records per NLL batch (default 8)")
-    p.add_argument("--max_rows", type=int, default=None, help="sampled rows per decode batch (default 1024)")
+    p.add_argument("--max_rows", type=int, default=None, help="rows per decode batch: the descent takes 8 per measurement, sampling --samples (default 1024)")
     p.add_argument("--mf_rank", type=int, default=co.MF_RANK, help=f"matrix factorisation rank (default {co.MF_RANK})")
     p.add_argument("--mf_reg", type=float, default=co.MF_REG,
                    help=f"matrix factorisation regularisation (default {co.MF_REG})")
