@@ -101,7 +101,7 @@ def pair(a: Side, b: Side) -> tuple[np.ndarray, np.ndarray, dict]:
         raise InputError(
             f"{a.dir} and {b.dir} disagree on {int((~ok).sum())} of {len(ok)} paired measurements (first: "
             f"{common[order][i]}: true RTT {ta[i]} against {tb[i]}); they are not evaluations of the same rows")
-    counts = {"a_rows": len(a.keys()), "b_rows": len(b.keys()), "paired": len(rows_a),
+    counts = {"a_rows": len(a.columns["true_rtt"]), "b_rows": len(b.columns["true_rtt"]), "paired": len(rows_a),
               "a_repeated": dup_a, "b_repeated": dup_b}
     return rows_a, rows_b, counts
 
