@@ -2,8 +2,9 @@
 tokens, PAD; the default, and what the module-level names below describe)."""
 
 from tokenizer.errors import REASONS, REQUIRED_COLUMNS, DecodeError, InvalidMeasurement, SchemaError
-from tokenizer.schemes import Parsed, Scheme, TokenizerMismatch, check_tokenizer, get_scheme, scheme_names
 from tokenizer.measurement import decode_measurement, encode_measurement, epoch_seconds, split_measurements
+from tokenizer.registry import check_tokenizer, get_scheme, scheme_names
+from tokenizer.schemes import Parsed, Scheme, TokenizerMismatch
 from tokenizer.table import EncodedTable, Validation, check_schema, encode_table, validate_table
 from tokenizer.vocab import (
     IPV4_LENGTH,

@@ -38,9 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tokenizer.grammar import GrammarError
-from tokenizer.v2 import (
-    _FOLLOW,
-    _KIND,
+from tokenizer.vocab_v2 import (
     DELTA16,
     DELTA_BASE,
     DELTA_COUNT,
@@ -49,6 +47,7 @@ from tokenizer.v2 import (
     DST_LEN,
     ERR_BASE,
     ERR_COUNT,
+    FOLLOW,
     K_DELTA,
     K_DST,
     K_ERR,
@@ -56,6 +55,7 @@ from tokenizer.v2 import (
     K_SIZE,
     K_SRC,
     K_TIME_ABS,
+    KIND,
     NUM_BYTES,
     RTT_COARSE,
     RTT_COARSE_BASE,
@@ -81,13 +81,13 @@ RECORD_START, NEED_TIME, BETWEEN, IN_MEASUREMENT = range(4)
 _PHASE_NAMES = ("record start", "absolute time due", "between measurements", "in a measurement")
 FIELDS = 4  # dst, size, errors, rtt: bits 0..3 of ``seen``
 ALL_FIELDS = (1 << FIELDS) - 1
-_FIELD_OF_KIND = {K_DST: 0, K_SIZE: 1, K_ERR: 2, K_RTT: 3}
-_FIELD_BIT = np.zeros(len(_KIND), np.int64)  # id -> the field bit it opens (0: none)
-for _k, _bit in _FIELD_OF_KIND.items():
-    _FIELD_BIT[_KIND == _k] = 1 << _bit
+_FIELD_OFKIND = {K_DST: 0, K_SIZE: 1, K_ERR: 2, K_RTT: 3}
+_FIELD_BIT = np.zeros(len(KIND), np.int64)  # id -> the field bit it opens (0: none)
+for _k, _bit in _FIELD_OFKIND.items():
+    _FIELD_BIT[KIND == _k] = 1 << _bit
 _FIELD_BIT = _FIELD_BIT[:VOCAB_SIZE]
-_KIND_V = _KIND[:VOCAB_SIZE].astype(np.int64)
-_FOLLOW_V = _FOLLOW[:VOCAB_SIZE].astype(np.int64)
+KIND_V = KIND[:VOCAB_SIZE].astype(np.int64)
+FOLLOW_V = FOLLOW[:VOCAB_SIZE].astype(np.int64)
 _IS_COARSE = np.zeros(VOCAB_SIZE, bool)
 _IS_COARSE[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = True
 
@@ -197,8 +197,8 @@ def advance(state: State, tokens: np.ndarray, active: np.ndarray | None = None) 
     remaining[payload] -= 1
     fine[active & state.fine] = False
     opens = active & (state.remaining == 0) & ~state.fine  # the token opens a field (or is PAD)
-    kind = _KIND_V[t]
-    follow = np.where(_IS_COARSE[t], 0, _FOLLOW_V[t])  # the fine token is tracked by ``fine``, not bytes
+    kind = KIND_V[t]
+    follow = np.where(_IS_COARSE[t], 0, FOLLOW_V[t])  # the fine token is tracked by ``fine``, not bytes
     remaining[opens] = np.maximum(follow[opens], 0)
     fine[opens] = _IS_COARSE[t][opens]
     src = opens & (kind == K_SRC)

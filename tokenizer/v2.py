@@ -31,49 +31,66 @@ reference both are tested against.
 from __future__ import annotations
 
 import bisect
-import itertools
 import dataclasses
+import itertools
 import math
 import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tokenizer import grammar_v2
 from tokenizer.addresses import address_words
 from tokenizer.errors import DecodeError
 from tokenizer.measurement import encode_measurement, epoch_seconds
 from tokenizer.schemes import FieldSpec, Parsed, RttCodec, Scheme, Survey
 from tokenizer.table import EncodedTable, _check
+from tokenizer.vocab_v2 import (
+    DELTA16,
+    DELTA_BASE,
+    DELTA_COUNT,
+    DST4,
+    DST6,
+    DST_LEN,
+    ERR_BASE,
+    ERR_COUNT,
+    FOLLOW,
+    K_BYTE,
+    K_DELTA,
+    K_DST,
+    K_ERR,
+    K_FINE,
+    K_PAD,
+    K_RTT,
+    K_SIZE,
+    K_SRC,
+    K_TIME_ABS,
+    KIND,
+    NUM_BYTES,
+    PAD,
+    RTT_CENTRES,
+    RTT_COARSE,
+    RTT_COARSE_BASE,
+    RTT_EDGES,
+    RTT_EXACT,
+    RTT_FAIL,
+    RTT_FINE,
+    RTT_FINE_BASE,
+    RTT_HI,
+    RTT_LO,
+    RTT_RATIO,
+    SIZE16,
+    SIZE_BASE,
+    SIZE_COUNT,
+    SRC4,
+    SRC6,
+    SRC_LEN,
+    TIME32,
+    TIME64,
+    VOCAB_SIZE,
+)
 
-# --- ids -------------------------------------------------------------------------------------------
-NUM_BYTES = 256  # byte b is id b
-SRC4, SRC6 = 256, 257
-DST4, DST6 = 258, 259
-TIME32, TIME64 = 260, 261
-DELTA16 = 262
-DELTA_BASE, DELTA_COUNT = 263, 256  # Delta_d, d = 0..255
-RTT_FAIL, RTT_EXACT = 519, 520
-RTT_COARSE_BASE, RTT_COARSE = 521, 160
-RTT_FINE_BASE, RTT_FINE = 681, 64
-SIZE16 = 745
-SIZE_BASE, SIZE_COUNT = 746, 256  # Size_v, v = 0..255
-ERR_BASE, ERR_COUNT = 1002, 256  # Err_v, v = 0..255
-PAD = 1258
-VOCAB_SIZE = 1259
-
-# --- the RTT scale ---------------------------------------------------------------------------------
-RTT_LO = 0.01  # ms: the scale's first edge
-RTT_RATIO = 1.002  # one level; the centre is within sqrt(1.002) - 1 = 0.09995% of any value of its level
-RTT_LEVELS = RTT_COARSE * RTT_FINE  # 10,240 levels: up to 0.01 * 1.002**10240 = 7.7e6 ms
-_EXPONENTS = np.arange(RTT_LEVELS + 1, dtype=np.float64)
-RTT_EDGES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS)  # (levels + 1,) level k is [edge k, edge k + 1)
-RTT_CENTRES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS[:-1] + 0.5)  # (levels,)
-RTT_HI = float(RTT_EDGES[-1])
-_EDGE_LIST = RTT_EDGES.tolist()
-_CENTRE_LIST = RTT_CENTRES.tolist()
-
-SRC_LEN = {4: 5, 6: 17}
-DST_LEN = {4: 5, 6: 17}
+_EDGE_LIST = RTT_EDGES.tolist()  # bisect on a list: faster than numpy for one value
 
 
 def rtt_level(rtt: float) -> int | None:
@@ -308,32 +325,6 @@ def assemble(items: Items, seq_len: int, record_first: np.ndarray) -> np.ndarray
 
 # --- the record parser -----------------------------------------------------------------------------
 
-_KIND = np.full(1 << 16, -1, np.int8)  # id -> what it opens (ids past the vocabulary: -1, refused)
-K_BYTE, K_SRC, K_TIME_ABS, K_DELTA, K_DST, K_SIZE, K_ERR, K_RTT, K_FINE, K_PAD = range(10)
-_KIND[:NUM_BYTES] = K_BYTE
-_KIND[[SRC4, SRC6]] = K_SRC
-_KIND[[TIME32, TIME64]] = K_TIME_ABS
-_KIND[DELTA16] = K_DELTA
-_KIND[DELTA_BASE : DELTA_BASE + DELTA_COUNT] = K_DELTA
-_KIND[[DST4, DST6]] = K_DST
-_KIND[SIZE16] = K_SIZE
-_KIND[SIZE_BASE : SIZE_BASE + SIZE_COUNT] = K_SIZE
-_KIND[ERR_BASE : ERR_BASE + ERR_COUNT] = K_ERR
-_KIND[[RTT_FAIL, RTT_EXACT]] = K_RTT
-_KIND[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = K_RTT
-_KIND[RTT_FINE_BASE : RTT_FINE_BASE + RTT_FINE] = K_FINE
-_KIND[PAD] = K_PAD
-# How many tokens follow each opening id (payload bytes or the fine RTT token); -1 for ids that open nothing.
-_FOLLOW = np.full(1 << 16, -1, np.int8)
-_FOLLOW[[SRC4, DST4, TIME32]] = 4
-_FOLLOW[[SRC6, DST6]] = 16
-_FOLLOW[[TIME64, RTT_EXACT]] = 8
-_FOLLOW[[DELTA16, SIZE16]] = 2
-_FOLLOW[DELTA_BASE : DELTA_BASE + DELTA_COUNT] = 0
-_FOLLOW[SIZE_BASE : SIZE_BASE + SIZE_COUNT] = 0
-_FOLLOW[ERR_BASE : ERR_BASE + ERR_COUNT] = 0
-_FOLLOW[RTT_FAIL] = 0
-_FOLLOW[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = 1
 
 
 def _bytes_at(padded: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
@@ -354,7 +345,7 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
     records = np.asarray(records)
     n_rec, seq_len = records.shape
     flat = records.reshape(-1).astype(np.int64)
-    kind = _KIND[flat]
+    kind = KIND[flat]
     where = f"records {first_record}..{first_record + n_rec - 1}"
 
     def fail(mask_or_pos, what):
@@ -371,7 +362,7 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
     # Every opening id is followed by exactly its payload: walk the openers and check what they cover.
     opener = (kind != K_BYTE) & (kind != K_FINE) & ~is_pad
     op_pos = np.flatnonzero(opener)
-    follow = _FOLLOW[flat[op_pos]].astype(np.int64)
+    follow = FOLLOW[flat[op_pos]].astype(np.int64)
     covered = np.zeros(len(flat) + 1, np.int64)
     np.add.at(covered, op_pos + 1, 1)
     np.add.at(covered, np.minimum(op_pos + 1 + follow, len(flat)), -1)
@@ -410,7 +401,7 @@ def parse_records(records: np.ndarray, *, first_record: int = 0) -> Parsed:
     last_field = np.maximum.reduce([field_pos[k] for k in field_pos]) if n else np.zeros(0, np.int64)
     if len(src_pos):
         nxt = np.searchsorted(time_pos, src_pos)  # the run's first measurement
-        if np.any(nxt >= n) or np.any(time_pos[np.minimum(nxt, n - 1)] != src_pos + 1 + _FOLLOW[flat[src_pos]]):
+        if np.any(nxt >= n) or np.any(time_pos[np.minimum(nxt, n - 1)] != src_pos + 1 + FOLLOW[flat[src_pos]]):
             fail(src_pos[0], "a source header must be followed directly by a measurement")
         if np.any(kind[time_pos[nxt]] != K_TIME_ABS):
             fail(time_pos[nxt][kind[time_pos[nxt]] != K_TIME_ABS][0], "a run must start with an absolute time")
@@ -508,9 +499,9 @@ def survey(records: np.ndarray) -> Survey:
     with a source header."""
     records = np.asarray(records)
     flat = records.reshape(-1).astype(np.int64)
-    kind = _KIND[np.minimum(flat, len(_KIND) - 1)]
+    kind = KIND[np.minimum(flat, len(KIND) - 1)]
     src_pos = np.flatnonzero(kind == K_SRC)
-    src_pos = src_pos[src_pos + 1 + _FOLLOW[flat[src_pos]] <= len(flat)]
+    src_pos = src_pos[src_pos + 1 + FOLLOW[flat[src_pos]] <= len(flat)]
     v4 = flat[src_pos] == SRC4
     padded = np.concatenate([flat, np.zeros(17, np.int64)])
     keys, family = _keys(padded, src_pos, v4) if len(src_pos) else (np.zeros((0, 2), np.uint64), np.zeros(0, np.int8))
@@ -605,7 +596,7 @@ def _field_spec() -> FieldSpec:
 
 def _groups() -> dict:
     ids = np.arange(VOCAB_SIZE)
-    kind = _KIND[:VOCAB_SIZE]
+    kind = KIND[:VOCAB_SIZE]
     return {
         "byte_tokens": kind == K_BYTE,
         "source_tokens": kind == K_SRC,
@@ -637,13 +628,7 @@ class SchemeV2(Scheme):
     kind_names = ("src_addr", "timestamp", "dst_addr", "size", "errors", "rtt")
     structural_ids = np.zeros(VOCAB_SIZE, bool)  # every id carries a value of its field
     token_groups = _groups()
-    @property
-    def grammar(self):
-        """:mod:`tokenizer.grammar_v2`: the record state machine for constrained decoding (imported here, as
-        it reads this module's ids)."""
-        from tokenizer import grammar_v2
-
-        return grammar_v2
+    grammar = grammar_v2  # tokenizer.grammar_v2: the record state machine for constrained decoding
 
     legend = f"bytes 0-255, field tokens 256-{VOCAB_SIZE - 2}, PAD {PAD}"
 
@@ -672,7 +657,7 @@ class SchemeV2(Scheme):
         are already in this order; a record in another of v2's field orders is put back into it."""
         record = np.asarray(record, np.int64)
         m = record[start:end]
-        kind = _KIND[m]
+        kind = KIND[m]
         opener = np.flatnonzero((kind != K_BYTE) & (kind != K_FINE))
         ends = np.append(opener[1:], len(m))
         head, fields = [], {}
@@ -745,8 +730,6 @@ class SchemeV2(Scheme):
     def sample_state(self, prompt: np.ndarray):
         """The state after the prompt, read from its last run's source header (a header resets everything the
         grammar tracks, so the tokens before it need not be read again)."""
-        from tokenizer import grammar_v2
-
         return grammar_v2.state_of(self.current_measurement(prompt))
 
     def decode_sample(self, prompt: np.ndarray, generated: np.ndarray) -> dict:

@@ -1,6 +1,7 @@
 """ping-llm trainer: Grain input pipeline, Flax NNX decoder, optax training loop, Orbax checkpoints.
 
-Public API (imported lazily, so ``trainer.config`` and ``trainer.augment`` stay free of JAX):
+Public API, by module (import the module you need: ``from trainer import data``; the package itself imports
+nothing, so ``trainer.config`` and ``trainer.augment`` stay free of JAX):
 
 * ``trainer.config``: ``Config``, ``ModelConfig``, ``load_config``, ``ConfigError``
 * ``trainer.data``: ``open_dataset`` (at a dataset version), ``train_iterator``, ``Segment``, ``eval_batches``,
@@ -12,12 +13,4 @@ Public API (imported lazily, so ``trainer.config`` and ``trainer.augment`` stay 
   ``choose_data_version`` (which dataset version a run reads)
 """
 
-import importlib
-
 __all__ = ["augment", "checkpoint", "config", "data", "model", "train"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        return importlib.import_module(f"trainer.{name}")
-    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

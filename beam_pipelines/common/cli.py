@@ -20,12 +20,11 @@ No Apache Beam import at module level: the trainer uses this module too.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-from beam_pipelines.common.errors import UsageError
+from beam_pipelines.common.errors import UsageError, unknown_option
 
 # argparse reads a token such as "-5" or "-.5" as a value, not an option, when no option looks like one.
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
@@ -74,16 +73,6 @@ class _NamesKept:
 
     def __getattr__(self, name):
         return getattr(self._group, name)
-
-
-def unknown_option(name: str, known: Iterable[str], fallback: Iterable[str] = ()) -> UsageError:
-    """``unrecognized option NAME (did you mean CLOSEST?)``: the closest of ``known`` by spelling, else of
-    ``fallback`` (Beam's options, after the job's own), when one is close enough to be a likely typo."""
-    close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=1, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(name, list(dict.fromkeys(fallback)), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else " (see --help)"
-    return UsageError(f"unrecognized option {name}{hint}")
 
 
 def option_names_in(argv: Sequence[str]) -> list[str]:

@@ -15,7 +15,9 @@ import here: the trainer uses this module too.
 
 from __future__ import annotations
 
+import difflib
 import sys
+from collections.abc import Iterable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,6 +34,16 @@ class InputError(ValueError):
 
 class RunError(RuntimeError):
     """The run started and failed; what it wrote is not a complete output."""
+
+
+def unknown_option(name: str, known: Iterable[str], fallback: Iterable[str] = ()) -> UsageError:
+    """``unrecognized option NAME (did you mean CLOSEST?)``: the closest of ``known`` by spelling, else of
+    ``fallback`` (Beam's options, after the job's own), when one is close enough to be a likely typo."""
+    close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(name, list(dict.fromkeys(fallback)), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else " (see --help)"
+    return UsageError(f"unrecognized option {name}{hint}")
 
 
 def exit_code(exc: BaseException) -> int:

@@ -12,8 +12,7 @@ import shlex
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from beam_pipelines.common.cli import unknown_option
-from beam_pipelines.common.errors import UsageError
+from beam_pipelines.common.errors import UsageError, unknown_option
 from beam_pipelines.common.worker_main import worker_command
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.

@@ -254,7 +254,9 @@ def plain_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.record_batch(columns, schema=pa.schema(fields, metadata=batch.schema.metadata))
 
 
-def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
+def batches_with_offsets(task: ReadTask, columns, fs_options=None) -> Iterator[tuple[ReadTask, int, pa.RecordBatch]]:
+    """``task``'s record batches, each as ``(task, rows of the task before it, batch)`` (what
+    :class:`~beam_pipelines.common.transforms.ReadParquetBatches` emits)."""
     if fs_options:
         storage.configure(fs_options)  # a worker that did not get the pipeline's options (Dask)
     done = 0
@@ -262,13 +264,3 @@ def _batches_with_progress(task: ReadTask, columns, fs_options=None) -> Iterator
         yield task, done, batch
         done += batch.num_rows
 
-
-def __getattr__(name: str):
-    # ReadParquetBatches (a Beam PTransform) lives in common.transforms and is imported on first use, so
-    # that finding, planning and reading Parquet does not import Apache Beam (about 0.7 s): a small
-    # pretokenize job runs its stages in-process without Beam (beam_pipelines/pretokenize/local.py).
-    if name == "ReadParquetBatches":
-        from beam_pipelines.common.transforms import ReadParquetBatches
-
-        return ReadParquetBatches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 
-from beam_pipelines.common.parquet import ReadTask, _batches_with_progress
+from beam_pipelines.common.parquet import ReadTask, batches_with_offsets
 from tokenizer import REQUIRED_COLUMNS
 
 
@@ -51,5 +51,5 @@ class ReadParquetBatches(beam.PTransform):
             | "CreateTasks" >> beam.Create(self._tasks)
             # Break fusion so tasks spread across workers instead of running where Create ran.
             | "SpreadTasks" >> beam.Reshuffle()
-            | "ReadTask" >> beam.FlatMap(_batches_with_progress, columns, self._fs_options)
+            | "ReadTask" >> beam.FlatMap(batches_with_offsets, columns, self._fs_options)
         )

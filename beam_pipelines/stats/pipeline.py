@@ -49,8 +49,9 @@ from beam_pipelines.common.errors import InputError, RunError, UsageError, repor
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir
-from beam_pipelines.common.parquet import ReadParquetBatches, plan_tasks, resolve_inputs
+from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
+from beam_pipelines.common.transforms import ReadParquetBatches
 from beam_pipelines.dataset import dataset_versions, read_manifest, select_version
 from beam_pipelines.dataset.staging import stage_dataset
 from beam_pipelines.stats import dataset as stats_dataset
