@@ -8,7 +8,7 @@ Generates ``--rows`` seed-like rows (beam_pipelines.make_sample.synth), pretoken
 ``python -m trainer.evaluate --baselines_only --data_dir D --split test --max_measurements 0`` (every
 measurement of the test split; the train split decoded and every baseline fitted, vivaldi and the
 factorisation included). Both are called through their ``run`` functions, in this process, alternating
-``--repeats`` times; the best wall time of each counts. The target (issue 16): the evaluation takes at most
+``--repeats`` times; the best wall time of each counts. The target: the evaluation takes at most
 3x the stats report. With ``--workdir`` an existing dataset there is reused.
 
 Memory: the evaluation is then run once more as its own process (``python -m trainer.evaluate``) under

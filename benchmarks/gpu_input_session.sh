@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's figures on a GPU host, in one run: the `100m` trainer's tokens/s and MFU (train_bench), the
+# The input-pipeline figures on a GPU host, in one run: the `100m` trainer's tokens/s and MFU (train_bench), the
 # input pipeline alone with 1, 2, 4, 8 and 16 worker processes against the naive read loop of the same run
 # (train_bench --input_only), and data_wait_fraction of short `100m` and `20m` training runs.
 #

@@ -17,7 +17,7 @@ what ``trainer.evaluate`` runs for the model's RTT prediction, on the same promp
 ``--samples 0`` times the descent alone and ``--measurements 0`` takes every test measurement. Each is run
 ``--repeats`` times, alternating; the first round includes JAX's compilation (what one
 ``trainer.evaluate`` run pays), later rounds reuse it. Prints each round's wall times, the best of each and
-their ratio (the target, issue 25: descent at least 5x faster than 128 samples).
+their ratio (the target: descent at least 5x faster than 128 samples).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Runs, each as its own process under ``/usr/bin/time`` (wall time and maximum resident set size of that
 process and its children):
 
-1. ``python -m beam_pipelines.make_sample --rows N --shards ceil(N / 1M)`` (streamed, issue 28);
+1. ``python -m beam_pipelines.make_sample --rows N --shards ceil(N / 1M)`` (streamed, in bounded memory);
 2. ``python -m beam_pipelines.pretokenize`` with the defaults (split by source, 80/10/10);
 3. ``python -m beam_pipelines.stats --input`` on the Parquet, then ``--dataset`` on the records;
 4. ``python -m trainer.evaluate --baselines_only --split test --max_measurements 0`` (the whole test split;
@@ -15,7 +15,7 @@ process and its children):
    compilation and the first steps), two eval batches at the end.
 
 and prints one Markdown table (also written to ``--table``, default ``seed_scale_N.md`` beside ``--workdir``) with the
-machine named, plus the targets of issue 28 (make_sample <= 2 GB; evaluate <= 6 GB and <= 3x ``stats
+machine named, plus the seed-scale targets (make_sample <= 2 GB; evaluate <= 6 GB and <= 3x ``stats
 --dataset``). The data (about 3 GB of Parquet and 6 GB of records at 100M rows) goes under ``--workdir``,
 which must be outside the repository, and is deleted at the end unless ``--keep``.
 
