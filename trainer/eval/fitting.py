@@ -94,32 +94,39 @@ class PairStore:
     def __init__(self, buckets: int, ids: int, folder: str | None = None):
         self.buckets, self.ids = buckets, max(ids, 1)
         self._dir = tempfile.TemporaryDirectory(prefix="ping-llm-pairs-", dir=folder)
+        self._rows = np.zeros(buckets, np.int64)  # pairs per bucket (a bucket is written once)
 
     def _path(self, b: int, what: str) -> str:
-        return os.path.join(self._dir.name, f"pairs-{b:05d}.{what}.npy")
+        return os.path.join(self._dir.name, f"pairs-{b:05d}.{what}")
+
+    def _map(self, b: int, what: str) -> np.ndarray:
+        # Raw files of known dtype and length, mapped directly: np.load's header parsing cost more than the
+        # lookups themselves (a block of measurements maps every bucket's two files).
+        dtype = np.int64 if what == "codes" else _PAIR_STATS
+        return np.memmap(self._path(b, what), dtype, mode="r", shape=(int(self._rows[b]),))
 
     def write(self, b: int, codes: np.ndarray, stats: np.ndarray) -> None:
         """Bucket ``b``'s pairs (``codes`` sorted) and their statistics."""
-        if len(codes):  # an empty file cannot be memory-mapped; no file means no pairs
-            np.save(self._path(b, "codes"), np.asarray(codes, np.int64))
-            np.save(self._path(b, "stats"), stats)
+        if len(codes):  # an empty file cannot be memory-mapped; no rows means no pairs
+            np.asarray(codes, np.int64).tofile(self._path(b, "codes"))
+            np.asarray(stats, _PAIR_STATS).tofile(self._path(b, "stats"))
+            self._rows[b] = len(codes)
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stored pairs among ``codes`` (sorted, distinct) and their statistics, in code order. Each
         bucket's files are mapped for this call only, so what they bring into memory is let go after it."""
         codes = np.asarray(codes, np.int64)
         bucket = (codes % self.ids) % self.buckets  # the destination's bucket, as _Spill.write chose it
+        order = np.argsort(bucket, kind="stable")  # the codes of each bucket together, still sorted
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=self.buckets))])
         found, rows = [], []
-        for b in np.unique(bucket).tolist():
-            path = self._path(b, "codes")
-            if not os.path.exists(path):
-                continue
-            q = codes[bucket == b]
-            keys = np.load(path, mmap_mode="r")
+        for b in np.flatnonzero((np.diff(bounds) > 0) & (self._rows > 0)).tolist():
+            q = codes[order[bounds[b] : bounds[b + 1]]]
+            keys = self._map(b, "codes")
             at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
             hit = np.asarray(keys[at]) == q
             found.append(q[hit])
-            rows.append(np.array(np.load(self._path(b, "stats"), mmap_mode="r")[at[hit]]))
+            rows.append(np.array(self._map(b, "stats")[at[hit]]))
             del keys
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, _PAIR_STATS)
@@ -129,7 +136,7 @@ class PairStore:
 
     def all_codes(self) -> np.ndarray:
         """Every stored pair's code, sorted (for tests and small data: the whole list in memory)."""
-        parts = [np.load(self._path(b, "codes")) for b in range(self.buckets) if os.path.exists(self._path(b, "codes"))]
+        parts = [np.array(self._map(b, "codes")) for b in range(self.buckets) if self._rows[b]]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def close(self) -> None:
@@ -264,7 +271,8 @@ def _reduce_bucket(spill: _Spill, b: int, ids: int, store: PairStore) -> _Bucket
     its RTTs in file order, their number and median) into a file of the spill folder. ``ids`` bounds the
     address ids (pair code s * ids + d)."""
     src, dst, rtt, ts = (spill.read(b, name) for name, _ in _FIELDS)
-    tables = bl.fit(bl.Observations(src, dst, rtt, ts))
+    # The global table comes from all buckets' RTTs (order statistics), not from one bucket's.
+    tables, pair_i, ranks = bl.fit_arrays(bl.Observations(src, dst, rtt, ts), global_table=False)
     local_nd = max(len(tables.dst.keys), 1)
     keys = tables.pair.keys
     codes = tables.src_keys[keys // local_nd] * ids + tables.dst.keys[keys % local_nd]  # sorted, as keys are
@@ -273,15 +281,17 @@ def _reduce_bucket(spill: _Spill, b: int, ids: int, store: PairStore) -> _Bucket
         stats[name] = getattr(tables.pair, name)
     stats["last_value"], stats["last_failed"] = tables.pair_last_value, tables.pair_last_failed
     store.write(b, codes, stats)
+    # The models' pairs are the pair rows with an RTT > 0, in the same (source, destination) order; their
+    # sums and median reuse the fit's pair rows and RTT ranks (no second sort of the pairs).
     ok = rtt > 0
-    r = rtt[ok]
-    pairs, pi = np.unique(src[ok] * ids + dst[ok], return_inverse=True)  # sorted by (src, dst)
-    pi = pi.reshape(-1)
-    count = np.bincount(pi, minlength=len(pairs)).astype(np.float64)
-    log_sum = np.bincount(pi, weights=np.log(np.maximum(r, co.MF_FLOOR_MS)), minlength=len(pairs))
-    (median,) = bl.group_quantiles(pi, r, len(pairs), qs=(0.5,))
-    np.savez(spill.path(b, "model.npz"), pos_src=pairs // ids, pos_dst=pairs % ids, log_sum=log_sum, count=count,
-             median=median)
+    pi, r = pair_i[ok], rtt[ok]
+    count = np.bincount(pi, minlength=len(keys)).astype(np.float64)
+    log_sum = np.bincount(pi, weights=np.log(np.maximum(r, co.MF_FLOOR_MS)), minlength=len(keys))
+    (median,) = bl.group_quantiles(pi, r, len(keys), qs=(0.5,), ranks=ranks[ok])
+    has = count > 0
+    pairs = codes[has]
+    np.savez(spill.path(b, "model.npz"), pos_src=pairs // ids, pos_dst=pairs % ids, log_sum=log_sum[has],
+             count=count[has], median=median[has])
     return _BucketResult(tables.dst, tables.src_keys, len(keys), len(pairs))
 
 
