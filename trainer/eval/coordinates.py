@@ -363,21 +363,33 @@ def _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng):
     xj, hj = np.take(x, j, axis=0), np.take(h, j)
     xm, hm, dm = x[moving], h[moving], deg[moving]
     on_i = scipy.sparse.csr_matrix((np.ones(len(i)), (li, np.arange(len(i)))), shape=(len(moving), len(i)))
-    forces = np.empty((len(i), dims + 1))
+    # Every per-pair temporary is allocated once and written in place each round, contiguous: the force
+    # on i in ``diff`` itself and ``w * err`` in its own vector (csr @ dense adds each column in pair
+    # order, so two products give the bits one product of the stacked (pairs, dims + 1) array gives).
+    # Rows of ``xm`` are gathered as one 8 * dims-byte item each, which np.take copies faster than rows.
+    diff, dist, err, werr = np.empty((len(i), dims)), np.empty(len(i)), np.empty(len(i)), np.empty(len(i))
+    row = np.dtype((np.void, 8 * dims))
+    diff_rows = diff.view(row).reshape(-1)
     for t in range(rounds):
         step = step_hi + (step_lo - step_hi) * t / max(rounds - 1, 1)
-        diff = np.take(xm, li, axis=0) - xj
-        dist = np.sqrt(np.einsum("pd,pd->p", diff, diff))
+        np.take(np.ascontiguousarray(xm).view(row).reshape(-1), li, out=diff_rows)  # diff = xm[li]
+        diff -= xj
+        np.einsum("pd,pd->p", diff, diff, out=dist)
+        np.sqrt(dist, out=dist)
         zero = dist < 1e-9
         if zero.any():
             diff[zero] = rng.normal(size=(int(zero.sum()), dims))
             dist[zero] = np.sqrt(np.einsum("pd,pd->p", diff[zero], diff[zero]))
-        err = r - (dist + np.take(hm, li) + hj)
-        np.multiply((w * err / dist)[:, None], diff, out=forces[:, :dims])
-        forces[:, dims] = w * err
-        sum_i = on_i @ forces
-        xm = xm + step * (sum_i[:, :dims] - 0.0) / dm[:, None]
-        hm = np.maximum(hm + step * (sum_i[:, dims] + 0.0) / dm, 0.0)
+        np.take(hm, li, out=err)
+        np.add(dist, err, out=err)
+        err += hj
+        np.subtract(r, err, out=err)  # r - (dist + h_i + h_j)
+        np.multiply(w, err, out=werr)
+        np.divide(werr, dist, out=err)  # w * err / dist
+        diff *= err[:, None]  # the force on i; the opposite on j
+        sum_x, sum_h = on_i @ diff, on_i @ werr
+        xm = xm + step * (sum_x - 0.0) / dm[:, None]
+        hm = np.maximum(hm + step * (sum_h + 0.0) / dm, 0.0)
     x, h = x.copy(), h.copy()
     x[moving], h[moving] = xm, hm
     return x, h
