@@ -121,6 +121,12 @@ def decode_block(records: np.ndarray, addresses: Addresses, *, first_record: int
     the record on a malformed token stream.
     """
     parsed = (scheme or tokenizer.get_scheme("v1")).parse_records(records, first_record=first_record)
+    return _columns(parsed, addresses)
+
+
+def _columns(parsed: tokenizer.Parsed, addresses: Addresses) -> Columns:
+    """The columns of a parsed block, its addresses mapped to ids (in block order: ids are given in order
+    of first appearance, so blocks pass through here one at a time, in file order)."""
     return Columns(
         record=parsed.record,
         start=parsed.start,
@@ -184,14 +190,22 @@ def _blocks(dataset, split: str, block_records: int) -> Iterator[np.ndarray]:
         yield from iter_record_blocks(path, dataset.seq_len, block_records)
 
 
-def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Iterator[tuple[np.ndarray, Columns]]:
-    """``(records, columns)`` per block of ``split``'s records, in file order; memory is a few blocks at a time
-    (the next ones are read by :func:`prefetched` while this one is decoded)."""
+def _parsed_blocks(dataset, split: str, block_records: int) -> Iterator[tuple[np.ndarray, tokenizer.Parsed]]:
+    """Each block of ``split`` and the scheme's parse of it (pure: no state carried between blocks)."""
     first = 0
     scheme = dataset_scheme(dataset)
-    for block in prefetched(_blocks(dataset, split, block_records)):
-        yield block, decode_block(block, addresses, first_record=first, scheme=scheme)
+    for block in _blocks(dataset, split, block_records):
+        yield block, scheme.parse_records(block, first_record=first)
         first += len(block)
+
+
+def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Iterator[tuple[np.ndarray, Columns]]:
+    """``(records, columns)`` per block of ``split``'s records, in file order; memory is a few blocks at a time.
+    The next blocks are read and parsed by :func:`prefetched`'s thread while this one's addresses get their
+    ids and the caller works on it: the parse is mostly numpy, which releases the GIL, so the two overlap on
+    two cores."""
+    for block, parsed in prefetched(_parsed_blocks(dataset, split, block_records)):
+        yield block, _columns(parsed, addresses)
 
 
 def decode_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Columns:
