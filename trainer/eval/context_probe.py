@@ -25,10 +25,10 @@ import sys
 
 import numpy as np
 
+import tokenizer
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
-import tokenizer
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 

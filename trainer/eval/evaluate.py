@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
-import csv
 import dataclasses
 import json
 import math
@@ -49,9 +48,8 @@ from beam_pipelines.common.files import atomic_path
 from beam_pipelines.dataset import DatasetError
 from tokenizer import get_scheme
 from trainer.eval import baselines as bl
-from trainer.eval import choice, columns
+from trainer.eval import choice, columns, fitting, spill
 from trainer.eval import coordinates as co
-from trainer.eval import fitting, spill
 from trainer.eval.choice import choose
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
@@ -636,11 +634,13 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> None:
+def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 17) -> None:
     """One CSV row per evaluated measurement: true RTT and every predictor's value, interval, failure
     probability and answering level; written by Arrow's CSV writer (columns, not rows), empty for none.
     Written ``chunk_rows`` measurements at a time, each predictor read for that slice only (a spilled one's
-    memory maps are dropped after it), so memory does not grow with the measurements."""
+    memory maps are dropped after it), so memory does not grow with the measurements. Two threads format
+    the chunks as text (Arrow releases the GIL there: a 10M-row file is 5 GB of text, most of the time), and
+    the chunks are written in order, the header with the first: the same bytes as one writer would give."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -652,37 +652,46 @@ def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 18) -> N
         a = np.asarray(a)
         return pa.array(a.tolist() if a.dtype == object else a)
 
-    levels = np.array(bl.LEVELS, dtype=object)
+    def chunk_at(lo: int) -> pa.Table:
+        part = slice(lo, min(lo + chunk_rows, n))
+        cols = {
+            "record": pa.array(np.asarray(table["record"][part], np.int64)),
+            "start": pa.array(np.asarray(table["start"][part], np.int64)),
+            "src_addr": text(table["src_addr"][part]),
+            "dst_addr": text(table["dst_addr"][part]),
+            "event_time": pa.array(np.asarray(table["event_time"][part], np.int64)),
+            "true_rtt": floats(table["true_rtt"][part]),
+        }
+        for name in list(table):
+            p = table[name]
+            if not isinstance(p, bl.Prediction):
+                continue
+            p = bl.Prediction(*(np.array(getattr(p, f.name)[part]) for f in dataclasses.fields(bl.Prediction)))
+            cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = (floats(p.value), floats(p.low),
+                                                                             floats(p.high))
+            cols[f"{name}_fail_prob"] = floats(p.fail_prob)
+            cols[f"{name}_level"] = levels.take(pa.array(np.asarray(p.level, np.int64)))
+        return pa.table(cols)
+
+    def formatted(chunk: pa.Table, header: bool) -> pa.Buffer:
+        out = pa.BufferOutputStream()
+        pacsv.write_csv(chunk, out, write_options=pacsv.WriteOptions(include_header=header, quoting_style="none"))
+        return out.getvalue()
+
+    levels = pa.array(bl.LEVELS, pa.string())  # a level's name taken by index in Arrow (no Python strings)
     n = len(table["true_rtt"])
-    writer = schema = None
-    try:
+    schema = None
+    pending = collections.deque()
+    with open(path, "wb") as f, concurrent.futures.ThreadPoolExecutor(2) as pool:
         for lo in range(0, max(n, 1), chunk_rows):
-            part = slice(lo, min(lo + chunk_rows, n))
-            cols = {
-                "record": pa.array(np.asarray(table["record"][part], np.int64)),
-                "start": pa.array(np.asarray(table["start"][part], np.int64)),
-                "src_addr": text(table["src_addr"][part]),
-                "dst_addr": text(table["dst_addr"][part]),
-                "event_time": pa.array(np.asarray(table["event_time"][part], np.int64)),
-                "true_rtt": floats(table["true_rtt"][part]),
-            }
-            for name in list(table):
-                p = table[name]
-                if not isinstance(p, bl.Prediction):
-                    continue
-                p = bl.Prediction(*(np.array(getattr(p, f.name)[part]) for f in dataclasses.fields(bl.Prediction)))
-                cols[f"{name}_rtt"], cols[f"{name}_p10"], cols[f"{name}_p90"] = (floats(p.value), floats(p.low),
-                                                                                 floats(p.high))
-                cols[f"{name}_fail_prob"] = floats(p.fail_prob)
-                cols[f"{name}_level"] = pa.array(levels[np.asarray(p.level, np.int64)].tolist(), pa.string())
-            chunk = pa.table(cols)
-            if writer is None:
+            chunk = chunk_at(lo)
+            if schema is None:
                 schema = chunk.schema
-                writer = pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="none"))
-            writer.write_table(chunk if chunk.schema == schema else chunk.cast(schema))
-    finally:
-        if writer is not None:
-            writer.close()
+            pending.append(pool.submit(formatted, chunk if chunk.schema == schema else chunk.cast(schema), lo == 0))
+            while len(pending) > 2:  # at most three chunks' text in memory
+                f.write(pending.popleft().result())
+        while pending:
+            f.write(pending.popleft().result())
 
 
 def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_points: int = 5000, seed: int = 0) -> None:
