@@ -1,11 +1,11 @@
 """Benchmark: the model's RTT prediction on test measurements by descent against sampling, same run.
 
     python benchmarks/quantile_bench.py [--measurements 1000] [--samples 128] [--preset tiny]
-                                        [--data_dir D] [--repeats 2]
+                                        [--tokenizer v1|v2 | --data_dir D] [--repeats 2]
 
 Builds a ``--preset`` model (random weights: the cost of a forward pass does not depend on training), reads
 ``--measurements`` measurements of the test split of ``--data_dir`` (default: the bundled sample,
-pretokenized into a temporary folder) chosen as ``trainer.evaluate`` chooses them (seed 0), and times
+pretokenized with ``--tokenizer``, default v1, into a temporary folder; the model follows the dataset's scheme) chosen as ``trainer.evaluate`` chooses them (seed 0), and times
 what ``trainer.evaluate`` runs for the model's RTT prediction, on the same prompts:
 
 * **descent**: :func:`trainer.eval.quantiles.model_distribution` at the evaluation's 7 levels plus the
@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--measurements", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=128, help="samples per measurement (0: time the descent alone)")
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--data_dir", default=None, help="a pretokenized v1 dataset (default: the bundled sample)")
+    parser.add_argument("--data_dir", default=None, help="a pretokenized dataset (default: the bundled sample)")
+    parser.add_argument("--tokenizer", default="v1", help="scheme the bundled sample is pretokenized with (default v1)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max_rows", type=int, default=1024)
     args = parser.parse_args(argv)
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     import numpy as np
     from flax import nnx
 
+    from beam_pipelines.dataset import read_manifest
     from trainer import config as config_lib
     from trainer import data
     from trainer import model as model_lib
@@ -66,13 +68,14 @@ def main(argv=None) -> int:
 
             work = tempfile.mkdtemp(prefix="quantile_bench_")
             ds = os.path.join(work, "sample")
-            assert pretokenize.run(["--output", ds]) == 0
-        config = config_lib.load_config(args.preset, [f"data_dir={ds}", "progress=false"])
+            assert pretokenize.run(["--output", ds, "--tokenizer", args.tokenizer]) == 0
+        scheme = read_manifest(ds)["tokenizer"]
+        config = config_lib.load_config(args.preset, [f"data_dir={ds}", "progress=false", f"tokenizer={scheme['name']}"])
         dataset = data.open_dataset(ds, config)
         records = evaluate.read_records(dataset, "test")
-        cols = columns.decode_block(records, columns.Addresses())
+        cols = columns.decode_block(records, columns.Addresses(), scheme=columns.dataset_scheme(dataset))
         chosen = evaluate.choose(len(cols), args.measurements, 0)
-        prompts = [evaluate.rtt_prompt(records[r], s, e)
+        prompts = [evaluate.rtt_prompt(records[r], s, e, scheme)
                    for r, s, e in zip(cols.record[chosen], cols.start[chosen], cols.end[chosen])]
         true = cols.rtt[chosen]
         lengths = np.array([len(p) for p in prompts])
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
               f"max {lengths.max()} tokens")
         model = model_lib.create(config.model, 0)
         graphdef, state = nnx.split(model)
-        sampler = Sampler(graphdef, nnx.to_pure_dict(state))
+        sampler = Sampler(graphdef, nnx.to_pure_dict(state), scheme["name"])
         print(f"model: preset {args.preset} ({config.model.num_layers} layers x width {config.model.width}), "
               f"random weights")
         code = quantiles.rtt_code_for(dataset.manifest["tokenizer"])
