@@ -237,8 +237,11 @@ def test_a_bad_bz2_file_found_while_reading(tmp_path, capsys, request, text, dam
     assert os.listdir(out) == ["_tmp_ingest"] and os.listdir(out / "_tmp_ingest") == ["pipeline.log"]
 
 
-def test_the_parallel_decoder_names_a_bad_file(tmp_path, text):
+def test_the_parallel_decoder_names_a_bad_file(tmp_path, text, monkeypatch):
     """The decoder's own errors (ValueError, a bare C++ exception) become InputError naming the file."""
+    # open_stream takes the parallel decoder only where the process may use two cores or more; pin that,
+    # so the test reads through it on a one-core machine too (it then runs two threads on one core).
+    monkeypatch.setattr(streams, "usable_cores", lambda: 2)
     for name, data in (("cut.bz2", _truncated(text)), ("hole.bz2", _corrupt(text))):
         path = tmp_path / name
         path.write_bytes(data)
