@@ -1,11 +1,13 @@
 """Benchmark: the model's RTT prediction on test measurements by descent against sampling, same run.
 
     python benchmarks/quantile_bench.py [--measurements 1000] [--samples 128] [--preset tiny]
-                                        [--tokenizer v1|v2 | --data_dir D] [--repeats 2]
+                                        [--tokenizer v1|v2 | --data_dir D] [--workdir W] [--repeats 2]
 
-Builds a ``--preset`` model (random weights: the cost of a forward pass does not depend on training), reads
-``--measurements`` measurements of the test split of ``--data_dir`` (default: the bundled sample,
-pretokenized with ``--tokenizer``, default v1, into a temporary folder; the model follows the dataset's scheme) chosen as ``trainer.evaluate`` chooses them (seed 0), and times
+Builds a ``--preset`` model of the dataset's scheme (random weights: the cost of a forward pass does not
+depend on training; ``--workdir``: a trained checkpoint instead, which matters for the sampling side, whose
+number of steps depends on what it draws), reads ``--measurements`` measurements of the test split of
+``--data_dir`` (default: the bundled sample, pretokenized with ``--tokenizer``, default v1, into a temporary
+folder) chosen as ``trainer.evaluate`` chooses them (seed 0), and times
 what ``trainer.evaluate`` runs for the model's RTT prediction, on the same prompts:
 
 * **descent**: :func:`trainer.eval.quantiles.model_distribution` at the evaluation's 7 levels plus the
@@ -44,6 +46,10 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--data_dir", default=None, help="a pretokenized dataset (default: the bundled sample)")
     parser.add_argument("--tokenizer", default="v1", help="scheme the bundled sample is pretokenized with (default v1)")
+    parser.add_argument("--workdir", default=None,
+                        help="a training workdir: time its latest checkpoint instead of random weights (the "
+                             "sampling side's cost depends on the weights: it runs until every row's RTT is "
+                             "complete, and a scheme's long escape codes are drawn more often by random weights)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max_rows", type=int, default=1024)
     args = parser.parse_args(argv)
@@ -81,11 +87,21 @@ def main(argv=None) -> int:
         lengths = np.array([len(p) for p in prompts])
         print(f"{len(prompts)} test measurements of {ds}; prompt length mean {lengths.mean():.0f}, "
               f"max {lengths.max()} tokens")
-        model = model_lib.create(config.model, 0)
-        graphdef, state = nnx.split(model)
-        sampler = Sampler(graphdef, nnx.to_pure_dict(state), scheme["name"])
-        print(f"model: preset {args.preset} ({config.model.num_layers} layers x width {config.model.width}), "
-              f"random weights")
+        if args.workdir:
+            from trainer.eval import sampling
+
+            loaded = sampling.load(args.workdir)
+            if loaded.config.tokenizer != scheme["name"]:
+                parser.error(f"--workdir {args.workdir} is a {loaded.config.tokenizer} model; the data is {scheme['name']}")
+            sampler = Sampler.from_loaded(loaded)
+            print(f"model: {args.workdir} step {loaded.step} ({loaded.config.model.num_layers} layers x width "
+                  f"{loaded.config.model.width}), trained weights")
+        else:
+            model = model_lib.create(config.model, 0)
+            graphdef, state = nnx.split(model)
+            sampler = Sampler(graphdef, nnx.to_pure_dict(state), scheme["name"])
+            print(f"model: preset {args.preset} ({config.model.num_layers} layers x width {config.model.width}), "
+                  f"random weights")
         code = quantiles.rtt_code_for(dataset.manifest["tokenizer"])
         levels = probabilistic.LEVELS
         per_batch = max(1, args.max_rows // (len(levels) + 1))
