@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from trainer import config as config_lib
     from trainer import data
     from trainer import model as model_lib
-    from trainer.eval import columns, evaluate, probabilistic, quantiles
+    from trainer.eval import choice, columns, evaluate, probabilistic, quantiles
     from trainer.eval.sampling import Sampler
 
     work = None
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         dataset = data.open_dataset(ds, config)
         records = evaluate.read_records(dataset, "test")
         cols = columns.decode_block(records, columns.Addresses(), scheme=columns.dataset_scheme(dataset))
-        chosen = evaluate.choose(len(cols), args.measurements, 0)
+        chosen = choice.choose(len(cols), args.measurements, 0)
         prompts = [evaluate.rtt_prompt(records[r], s, e, scheme)
                    for r, s, e in zip(cols.record[chosen], cols.start[chosen], cols.end[chosen])]
         true = cols.rtt[chosen]

@@ -1,7 +1,7 @@
 """``report.html`` of an evaluation: the report.md's headings, tables and text as one self-contained page,
 its figures embedded (base64 PNG), so it opens in a browser from anywhere.
 
-It reads the Markdown that ``trainer.eval.evaluate.render_markdown`` writes, which uses only headings,
+It reads the Markdown that ``trainer.eval.report.render_markdown`` writes, which uses only headings,
 pipe tables, images on their own line and paragraphs; that subset is converted here instead of pulling in
 a Markdown library for a page of our own making. Inline ``**bold**`` and ``code`` spans are kept as such.
 """

@@ -14,8 +14,9 @@ from tokenizer import decode_measurement, encode_measurement, split_measurements
 from tokenizer.vocab import PAD, RTT_START
 from trainer.eval import baselines as bl
 from trainer import data
-from trainer.eval import columns
+from trainer.eval import choice, columns
 from trainer.eval import evaluate
+from trainer.eval import report as report_files
 from trainer.eval import sampling
 from trainer.eval import spill
 from tests.trainer.helpers import make_config
@@ -106,12 +107,12 @@ def test_context_last_uses_only_earlier_measurements_of_the_same_pair():
 
 
 def test_choice_of_measurements_is_deterministic():
-    a = evaluate.choose(1000, 50, seed=4)
-    assert np.array_equal(a, evaluate.choose(1000, 50, seed=4))
-    assert not np.array_equal(a, evaluate.choose(1000, 50, seed=5))
+    a = choice.choose(1000, 50, seed=4)
+    assert np.array_equal(a, choice.choose(1000, 50, seed=4))
+    assert not np.array_equal(a, choice.choose(1000, 50, seed=5))
     assert len(set(a.tolist())) == 50 and np.all(np.diff(a) > 0)
-    assert np.array_equal(evaluate.choose(10, 0, seed=4), np.arange(10))
-    assert np.array_equal(evaluate.choose(10, 50, seed=4), np.arange(10))
+    assert np.array_equal(choice.choose(10, 0, seed=4), np.arange(10))
+    assert np.array_equal(choice.choose(10, 50, seed=4), np.arange(10))
 
 
 @pytest.mark.slow
@@ -264,8 +265,8 @@ def test_spilled_predictions_give_the_same_report_and_csv(eval_dataset, tmp_path
              "true_rtt": np.array([1.5, -1, 3, 4, 5]),
              "x": bl.Prediction(np.array([1.0, np.nan, 2, 3, 4]), np.zeros(5), np.ones(5), np.full(5, 0.5),
                                 np.array([0, 1, 2, 0, 1]))}
-    evaluate.write_predictions(table, str(tmp_path / "one.csv"))
-    evaluate.write_predictions(table, str(tmp_path / "many.csv"), chunk_rows=2)
+    report_files.write_predictions(table, str(tmp_path / "one.csv"))
+    report_files.write_predictions(table, str(tmp_path / "many.csv"), chunk_rows=2)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "many.csv").read_bytes()
     assert (tmp_path / "one.csv").read_text().count("\n") == 6
 
