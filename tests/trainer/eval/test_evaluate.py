@@ -300,6 +300,44 @@ def test_baselines_only_without_a_dataset_exits_2(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def _copy_dataset(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_baselines_only_unreadable_records_file_is_one_clear_error(eval_dataset, tmp_path, capsys):
+    """A records file corrupted on disk fails while the split is read: one line naming the file, exit 2."""
+    ds = _copy_dataset(eval_dataset, tmp_path / "ds")
+    path = sorted((ds / "test").glob("*.array_record"))[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    rc = evaluate.run(["--baselines_only", "--data_dir", str(ds), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
+    assert str(path) in err and "not a readable ArrayRecord file" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_baselines_only_malformed_record_is_one_clear_error(eval_dataset, tmp_path, capsys):
+    """A record that is readable but not a well-formed token stream: one line naming the dataset and the
+    record, exit 2, no report."""
+    from beam_pipelines.dataset.records import read_records, write_records
+
+    ds = _copy_dataset(eval_dataset, tmp_path / "ds")
+    manifest = json.loads((ds / "manifest.json").read_text())
+    path = sorted((ds / "test").glob("*.array_record"))[0]
+    records = read_records(str(path), manifest["seq_len"])
+    records[0, 0] = PAD - 1  # the first record loses its MeasurementStart
+    write_records(str(path), records, "snappy")
+    rc = evaluate.run(["--baselines_only", "--data_dir", str(ds), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"error: {ds}: ") and "records 0.." in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_tuning_refuses_the_test_split(eval_dataset, capsys):
     from trainer.eval import tune
 
