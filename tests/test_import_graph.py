@@ -55,8 +55,9 @@ def import_graph(root: pathlib.Path = REPO_ROOT) -> dict[str, set[str]]:
                 if node.level:  # a relative import: resolved against this module's package
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                for alias in node.names:
-                    target = _target(f"{base}.{alias.name}", modules) if f"{base}.{alias.name}" in modules else _target(base, modules)
+                for alias in node.names:  # ``from pkg import mod`` names a module; ``from pkg import name`` the package
+                    full = f"{base}.{alias.name}"
+                    target = full if full in modules else _target(base, modules)
                     if target:
                         edges.add(target)
         edges.discard(name)

@@ -192,7 +192,7 @@ def fit_arrays(train: Observations, *, global_table: bool = True) -> tuple[Basel
     pair_i = pair_i.reshape(-1)
     # The pair's latest measurement by time, file order breaking ties: the last row of each pair group
     # after sorting by (pair, timestamp, row); the same over successful rows for the latest RTT.
-    order = group_order(pair_i, np.asarray(train.timestamp), stable_ranks(np.asarray(train.timestamp)))
+    order = group_order(pair_i, np.asarray(train.timestamp))
     last_row = np.full(len(pair_keys), -1)
     last_row[pair_i[order]] = order  # later assignments win: the last row of each group
     last_failed = np.zeros(len(pair_keys), bool)
