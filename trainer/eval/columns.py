@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 import tokenizer
+from beam_pipelines.dataset import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,9 +204,13 @@ def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int 
     """``(records, columns)`` per block of ``split``'s records, in file order; memory is a few blocks at a time.
     The next blocks are read and parsed by :func:`prefetched`'s thread while this one's addresses get their
     ids and the caller works on it: the parse is mostly numpy, which releases the GIL, so the two overlap on
-    two cores."""
-    for block, parsed in prefetched(_parsed_blocks(dataset, split, block_records)):
-        yield block, _columns(parsed, addresses)
+    two cores. A malformed record raises :class:`~beam_pipelines.dataset.DatasetError` (an ``InputError``)
+    naming the dataset, the split and the records."""
+    try:
+        for block, parsed in prefetched(_parsed_blocks(dataset, split, block_records)):
+            yield block, _columns(parsed, addresses)
+    except tokenizer.DecodeError as err:  # a record that is not a token stream of its scheme: bad input
+        raise DatasetError(f"{dataset.root}: split {split!r}: {err}") from err
 
 
 def decode_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Columns:

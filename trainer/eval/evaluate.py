@@ -44,7 +44,7 @@ from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.dataset import DatasetError
-from tokenizer import DecodeError, get_scheme
+from tokenizer import get_scheme
 from trainer.eval import baselines as bl
 from trainer.eval import choice, columns, fitting, spill
 from trainer.eval import coordinates as co
@@ -637,8 +637,8 @@ def run(argv: list[str] | None = None) -> int:
         return errors.report(err)
     fitting = {"mf_rank": args.mf_rank, "mf_reg": args.mf_reg, "vivaldi_dims": args.vivaldi_dims,
                "choose_by": args.choose_by}
-    # Records are read while evaluating: a records file that cannot be read (DatasetError) or a record that
-    # is not a well-formed token stream (DecodeError) is bad input, one error line, before any report file.
+    # Records are read while evaluating: a records file that cannot be read or a record that is not a
+    # well-formed token stream (both DatasetErrors) is bad input, one error line, before any report file.
     try:
         if loaded is None:
             report, table = evaluate_baselines(dataset, args.split, train_split=args.train_split,
@@ -655,8 +655,6 @@ def run(argv: list[str] | None = None) -> int:
             report["meta"]["workdir"] = os.path.abspath(args.workdir)  # for the record only
     except InputError as err:
         return errors.report(err)
-    except DecodeError as err:
-        return errors.report(InputError(f"{args.data_dir}: {err}"))
     paths = write_report(report, table, args.output)
     print(render_markdown(report).split("## Per-field")[0].split("![")[0].strip())
     print(f"wrote {', '.join(paths)}")

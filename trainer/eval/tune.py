@@ -55,8 +55,11 @@ def run(argv: list[str] | None = None) -> int:
     except (UsageError, InputError, ValueError) as err:
         return errors.report(err if isinstance(err, (UsageError, InputError)) else UsageError(str(err)))
     addresses = columns.Addresses()
-    train = columns.decode_split(dataset, "train", addresses)
-    evald = columns.decode_split(dataset, args.split, addresses)
+    try:
+        train = columns.decode_split(dataset, "train", addresses)
+        evald = columns.decode_split(dataset, args.split, addresses)
+    except InputError as err:  # a records file that cannot be read, a malformed record
+        return errors.report(err)
     tables = bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp))
     fallback = bl.predict(tables, "dst_median", evald.src, evald.dst)
     results = [{"predictor": "dst_median", **_score(evald.rtt, fallback)}]

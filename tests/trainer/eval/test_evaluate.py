@@ -10,16 +10,13 @@ import statistics
 import numpy as np
 import pytest
 
+from tests.trainer.helpers import make_config
 from tokenizer import decode_measurement, encode_measurement, split_measurements
 from tokenizer.vocab import PAD, RTT_START
-from trainer.eval import baselines as bl
 from trainer import data
-from trainer.eval import choice, columns
-from trainer.eval import evaluate
+from trainer.eval import baselines as bl
+from trainer.eval import choice, columns, evaluate, sampling, spill
 from trainer.eval import report as report_files
-from trainer.eval import sampling
-from trainer.eval import spill
-from tests.trainer.helpers import make_config
 
 
 @pytest.fixture(scope="module")
@@ -322,19 +319,22 @@ def test_baselines_only_unreadable_records_file_is_one_clear_error(eval_dataset,
 
 
 def test_baselines_only_malformed_record_is_one_clear_error(eval_dataset, tmp_path, capsys):
-    """A record that is readable but not a well-formed token stream: one line naming the dataset and the
-    record, exit 2, no report."""
+    """A record that is readable but not a well-formed token stream: one line naming the dataset, the split
+    and the records, exit 2, no report; the tuning CLI, which reads the splits the same way, says the same."""
     from beam_pipelines.dataset.records import read_records, write_records
+    from trainer.eval import tune
 
     ds = _copy_dataset(eval_dataset, tmp_path / "ds")
     manifest = json.loads((ds / "manifest.json").read_text())
-    path = sorted((ds / "test").glob("*.array_record"))[0]
+    path = sorted((ds / "train").glob("*.array_record"))[0]
     records = read_records(str(path), manifest["seq_len"])
     records[0, 0] = PAD - 1  # the first record loses its MeasurementStart
     write_records(str(path), records, "snappy")
-    rc = evaluate.run(["--baselines_only", "--data_dir", str(ds), "--output", str(tmp_path / "r")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith(f"error: {ds}: ") and "records 0.." in err and len(err.splitlines()) == 1
+    for cli, argv in ((evaluate, ["--baselines_only", "--output", str(tmp_path / "r")]), (tune, [])):
+        rc = cli.run(["--data_dir", str(ds), *argv])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith(f"error: {ds}: split 'train': ") and "records 0.." in err
+        assert len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 
