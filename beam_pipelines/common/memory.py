@@ -19,6 +19,8 @@ import ctypes
 import functools
 import sys
 
+from beam_pipelines.common.tricks import PLAIN_MALLOC, plain
+
 # mallopt parameter numbers from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -32,7 +34,7 @@ TOP_PAD = 64 << 20
 @functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Apply the settings above once per process; True when they took effect (glibc), else False."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or plain(PLAIN_MALLOC):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc's, without a library search

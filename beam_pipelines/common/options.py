@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_pipelines.common.errors import UsageError, unknown_option
+from beam_pipelines.common.tricks import PLAIN_RUNNER, plain
 from beam_pipelines.common.worker_main import worker_command
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
@@ -182,7 +183,7 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
             args[i + 1] = _RUNNER_ALIASES.get(args[i + 1], args[i + 1])
     runner = next((a for a in args if a.startswith("--runner")), "")
     if not runner:
-        args.append(f"--runner={LOCAL_RUNNER}")
+        args.append("--runner=DirectRunner" if plain(PLAIN_RUNNER) else f"--runner={LOCAL_RUNNER}")
         if not any(a.startswith("--direct_running_mode") for a in args):
             args.append("--direct_running_mode=multi_processing")
             if not any(a.startswith("--direct_num_workers") for a in args):

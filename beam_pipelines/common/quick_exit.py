@@ -13,10 +13,14 @@ import atexit
 import os
 import sys
 
+from beam_pipelines.common.tricks import PLAIN_EXIT, plain
+
 
 def exit_now(status: int | None = 0) -> None:
     """End this process at once with ``status`` (None is 0, as for ``sys.exit``): the ``atexit`` handlers
     run and the standard streams are flushed, the interpreter's teardown is skipped."""
+    if plain(PLAIN_EXIT):
+        sys.exit(status)
     atexit._run_exitfuncs()  # what a normal exit runs first
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 
 from beam_pipelines.common.quick_exit import exit_now
+from beam_pipelines.common.tricks import PLAIN_RUNNER, PLAIN_WORKERS, plain
 
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for this process when its parent ends
 _POLL_SECONDS = 0.005  # a claim's wait for its warm worker to read (while it imports, at most a second)
@@ -225,7 +226,7 @@ def start_warm_workers(beam_args: list[str], log: str, modules: Sequence[str] = 
     ended worker the launcher has not reaped yet would look alive), and the parent-death signal is Linux's;
     elsewhere the runner starts its workers as before."""
     count = local_worker_count(beam_args)
-    if not count or not sys.platform.startswith("linux"):
+    if not count or not sys.platform.startswith("linux") or plain(PLAIN_WORKERS) or plain(PLAIN_RUNNER):
         return None
     return WarmWorkers(count, log, modules)
 
