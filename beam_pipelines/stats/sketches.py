@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenizer.order import splitmix64_np
+from beam_pipelines.common.hashing import splitmix64_np
 
 COMPACT_MIN = 1 << 16  # pending entries that trigger a compaction even when the compacted part is small
 
@@ -58,7 +59,7 @@ def hash_strings(values: pa.Array) -> np.ndarray:
 def hash_keys(keys: pa.Array) -> np.ndarray:
     """64-bit hashes of an int64 or string key array (no nulls)."""
     if pa.types.is_integer(keys.type):
-        # splitmix64 (tokenizer.order's): a bijective, well-mixing 64-bit hash of uint64 values.
+        # splitmix64 (beam_pipelines.common.hashing's): a bijective, well-mixing 64-bit hash of uint64 values.
         return splitmix64_np(keys.to_numpy(zero_copy_only=False).astype(np.int64).view(_U64))
     return hash_strings(keys)
 
@@ -149,17 +150,39 @@ def _tau(x: float) -> float:
             return z / 3
 
 
-def _shallow_copy(obj):
-    """A new object of ``obj``'s class sharing its attributes (``copy.copy`` would pickle it: __getstate__)."""
-    out = object.__new__(type(obj))
-    out.__dict__.update(obj.__dict__)
-    return out
+class _Compacting:
+    """Base of the summaries that buffer added batches and fold them in on ``compact()``.
+
+    Merging and pickling read a summary without changing it, because the same summary can be read by
+    two threads at once: a Dask worker pickles a result for another worker on one thread while a task
+    that takes the same result runs on another (a fold in place there lost counts, intermittently).
+    """
+
+    def compacted(self) -> Self:
+        """This summary with its pending parts folded in, as a new object: ``self`` is not changed."""
+        # A new object sharing the attributes (``copy.copy`` would pickle it: __getstate__); compact()
+        # replaces the arrays and the pending list, never mutates them, except what _unshare() copies.
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out._unshare()
+        out.compact()
+        return out
+
+    def _unshare(self) -> None:
+        """In a fresh :meth:`compacted` object, copy what ``compact()`` changes in place (a subclass's
+        part; the arrays and lists it only replaces stay shared)."""
+
+    def __getstate__(self):
+        return dict(self.compacted().__dict__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
 
 # --- quantiles --------------------------------------------------------------------------------------
 
 
-class QuantileTable:
+class QuantileTable(_Compacting):
     """Mergeable distribution of non-negative finite float64 values with exact counts.
 
     Values are keyed by their IEEE-754 bit pattern shifted right by ``shift`` bits; for non-negative
@@ -300,23 +323,6 @@ class QuantileTable:
         idx = np.clip(np.searchsorted(edges, self.lo, side="right") - 1, 0, len(edges) - 2)
         return np.bincount(idx, weights=self.counts, minlength=len(edges) - 1).astype(np.int64)
 
-    def compacted(self) -> QuantileTable:
-        """This table with its pending parts folded in, as a new object: ``self`` is not changed.
-
-        Merging and pickling read a table without changing it, because the same table can be read by
-        two threads at once: a Dask worker pickles a result for another worker on one thread while a task
-        that takes the same result runs on another (a fold in place there lost counts, intermittently).
-        """
-        out = _shallow_copy(self)  # shares the arrays and the pending list; compact() replaces, never mutates them
-        out.compact()
-        return out
-
-    def __getstate__(self):
-        return dict(self.compacted().__dict__)
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
     def copy(self) -> QuantileTable:
         self.compact()
         out = QuantileTable(self.limit)
@@ -341,7 +347,7 @@ def _group_sum(keys: pa.Array, counts: np.ndarray) -> tuple[pa.Array, np.ndarray
     return grouped.column("k").combine_chunks(), grouped.column("c_sum").to_numpy().astype(np.int64)
 
 
-class KeyCounter:
+class KeyCounter(_Compacting):
     """Rows per distinct key of one column (int64 or string keys, nulls not counted).
 
     Exact while it holds at most ``limit`` distinct keys: distinct count, every count and the top-k
@@ -463,17 +469,6 @@ class KeyCounter:
         picked = table.take(order)
         return list(zip(picked.column("k").to_pylist(), picked.column("c").to_pylist()))
 
-    def compacted(self) -> KeyCounter:
-        """This counter with its pending counts folded in, as a new object: ``self`` is not changed (for
-        the reason given at :meth:`QuantileTable.compacted`)."""
-        out = _shallow_copy(self)  # compact() replaces the arrays and the pending list, never mutates them...
-        if out.hll is not None:
-            out.hll = copy.deepcopy(out.hll)  # ...but adds to a sketch's registers in place
-        out.compact()
-        return out
-
-    def __getstate__(self):
-        return dict(self.compacted().__dict__)
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+    def _unshare(self) -> None:
+        if self.hll is not None:
+            self.hll = copy.deepcopy(self.hll)  # compact() adds to a sketch's registers in place
