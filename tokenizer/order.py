@@ -24,12 +24,16 @@ import numpy as np
 from tokenizer.vocab import NUM_ORDERS
 
 MASK64 = (1 << 64) - 1
+# The field order is part of the token format: it must never change, even if the hashing that the jobs
+# and the trainer share (beam_pipelines/common/hashing.py, the same function today, which a test checks)
+# one day does. So the tokenizer keeps its own private splitmix64 here, and no module outside tokenizer/
+# may use it (the tokenizer, the ground floor, imports nothing from the packages above it).
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
 
 
-def splitmix64(x: int) -> int:
+def _splitmix64(x: int) -> int:
     """Scalar splitmix64 finaliser on a Python int (mod 2**64)."""
     z = (x + _GOLDEN) & MASK64
     z = ((z ^ (z >> 30)) * _M1) & MASK64
@@ -37,25 +41,17 @@ def splitmix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def splitmix64_np(x: np.ndarray) -> np.ndarray:
-    """Vectorized splitmix64 on a uint64 array (numpy integer arithmetic wraps modulo 2**64)."""
-    z = x + np.uint64(_GOLDEN)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
-    return z ^ (z >> np.uint64(31))
-
-
-def hash_words(words: list[int]) -> int:
+def _hash_words(words: list[int]) -> int:
     """Scalar chain hash of a list of 64-bit words."""
     h = 0
     for w in words:
-        h = splitmix64(h ^ (w & MASK64))
+        h = _splitmix64(h ^ (w & MASK64))
     return h
 
 
 def _splitmix64_inplace(z: np.ndarray, tmp: np.ndarray) -> None:
-    """:func:`splitmix64_np` computed in ``z`` itself (``tmp``: scratch of the same shape): the same
-    values without a new array per operation, which costs more than the arithmetic on large arrays."""
+    """splitmix64 of each element of the uint64 array ``z``, computed in ``z`` itself (``tmp``: scratch of
+    the same shape): a new array per operation would cost more than the arithmetic on large arrays."""
     z += np.uint64(_GOLDEN)
     for shift, multiplier in ((30, _M1), (27, _M2)):
         np.right_shift(z, np.uint64(shift), out=tmp)
@@ -65,7 +61,7 @@ def _splitmix64_inplace(z: np.ndarray, tmp: np.ndarray) -> None:
     z ^= tmp
 
 
-def hash_words_np(words: list[np.ndarray]) -> np.ndarray:
+def _hash_words_np(words: list[np.ndarray]) -> np.ndarray:
     """Vectorized chain hash; each element of ``words`` is a uint64 array of the same length."""
     h = np.zeros(len(words[0]), dtype=np.uint64)
     tmp = np.empty_like(h)
@@ -77,9 +73,9 @@ def hash_words_np(words: list[np.ndarray]) -> np.ndarray:
 
 def order_index(words: list[int]) -> int:
     """Order index (0..5039) of one measurement from its eight content words."""
-    return hash_words(words) % NUM_ORDERS
+    return _hash_words(words) % NUM_ORDERS
 
 
 def order_index_np(words: list[np.ndarray]) -> np.ndarray:
     """Vectorized :func:`order_index`."""
-    return (hash_words_np(words) % np.uint64(NUM_ORDERS)).astype(np.int64)
+    return (_hash_words_np(words) % np.uint64(NUM_ORDERS)).astype(np.int64)

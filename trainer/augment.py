@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from beam_pipelines.common.hashing import MASK64, splitmix64, splitmix64_np
 from tokenizer import get_scheme
 from tokenizer.errors import DecodeError
-from tokenizer.order import MASK64, splitmix64, splitmix64_np
 
 # Field kinds for per-field evaluation. Byte tokens take the kind of their block; all role ids
 # (including MeasurementStart and the address-family tokens) are one kind.

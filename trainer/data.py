@@ -42,9 +42,9 @@ import beam_pipelines.dataset as contract
 from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import RunError
 from beam_pipelines.common.files import atomic_path
+from beam_pipelines.common.hashing import MASK64, splitmix64
 from beam_pipelines.dataset import DatasetError  # re-exported: trainer.data.DatasetError is the contract's error
 from tokenizer import TokenizerMismatch, check_tokenizer, get_scheme
-from tokenizer.order import MASK64, splitmix64
 from trainer import augment, staging
 from trainer.config import Config
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from tokenizer.order import hash_words_np
+from beam_pipelines.common.hashing import hash_words_np
 
 _SPLIT_SALT = np.uint64(0x53504C4954)  # "SPLIT": keeps split and bucket hashes independent
 _BUCKET_SALT = np.uint64(0x4255434B)  # "BUCK"

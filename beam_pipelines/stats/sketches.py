@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenizer.order import splitmix64_np
+from beam_pipelines.common.hashing import splitmix64_np
 
 COMPACT_MIN = 1 << 16  # pending entries that trigger a compaction even when the compacted part is small
 
@@ -59,7 +59,7 @@ def hash_strings(values: pa.Array) -> np.ndarray:
 def hash_keys(keys: pa.Array) -> np.ndarray:
     """64-bit hashes of an int64 or string key array (no nulls)."""
     if pa.types.is_integer(keys.type):
-        # splitmix64 (tokenizer.order's): a bijective, well-mixing 64-bit hash of uint64 values.
+        # splitmix64 (beam_pipelines.common.hashing's): a bijective, well-mixing 64-bit hash of uint64 values.
         return splitmix64_np(keys.to_numpy(zero_copy_only=False).astype(np.int64).view(_U64))
     return hash_strings(keys)
 

@@ -9,6 +9,7 @@ import grain
 import numpy as np
 import pytest
 
+from beam_pipelines.common.hashing import splitmix64
 from tokenizer import PAD, decode_measurement, encode_measurement, split_measurements
 from tokenizer.errors import DecodeError
 from tokenizer.vocab import MEASUREMENT_START, PERMUTATIONS
@@ -130,8 +131,6 @@ _BLOCK_ROLES = (1, 2, 5, 6, 7, 8, 9)
 
 def _reference_order(seed: int, index: int, k: int) -> int:
     """The documented hash, one measurement at a time with Python ints."""
-    from tokenizer.order import splitmix64
-
     return splitmix64(splitmix64(splitmix64(seed) ^ index) ^ k) % 5040
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common.hashing import MASK64, splitmix64
 from beam_pipelines.dataset import DatasetError
 from beam_pipelines.dataset.records import read_records
 from tests.trainer.helpers import MINI, append_later_rows, make_config, overrides
-from tokenizer.order import MASK64, splitmix64
 from trainer import augment, data, train
 from trainer import config as config_lib
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from beam_pipelines.common.hashing import hash_words_np
 from beam_pipelines.dataset import DatasetError
-from tokenizer.order import hash_words_np
 from trainer.eval import columns
 
 CHOOSE_BY = ("position", "row")

@@ -53,6 +53,7 @@ import time
 
 import numpy as np
 
+from beam_pipelines.common.hashing import splitmix64_np
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
@@ -295,14 +296,6 @@ def _reduce_bucket(spill: _Spill, b: int, ids: int, store: PairStore) -> _Bucket
     return _BucketResult(tables.dst, tables.src_keys, len(keys), len(pairs))
 
 
-def _hash64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: well-mixed 64-bit values from integers (to sample pairs by their ids)."""
-    z = np.asarray(x).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def _model_pairs(spill: _Spill, buckets: int, total: int, limit: int) -> tuple[np.ndarray, ...]:
     """The coordinate models' pairs from the buckets' files: all of them when ``total`` <= ``limit``, else
     those whose hash of (source id, destination id) falls below ``limit / total`` of the range (about
@@ -315,7 +308,7 @@ def _model_pairs(spill: _Spill, buckets: int, total: int, limit: int) -> tuple[n
             cols = [z[name] for name in _MODEL_FIELDS]
         os.remove(path)
         if keep_below is not None:
-            pick = _hash64(cols[0] * np.int64(1 << 32) + cols[1]) < keep_below
+            pick = splitmix64_np((cols[0] * np.int64(1 << 32) + cols[1]).astype(np.uint64)) < keep_below
             cols = [c[pick] for c in cols]
         parts.append(cols)
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(_MODEL_FIELDS)))

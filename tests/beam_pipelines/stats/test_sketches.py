@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beam_pipelines.common.hashing import splitmix64_np
 from beam_pipelines.stats.sketches import (
     HyperLogLog,
     KeyCounter,
@@ -19,7 +20,6 @@ from beam_pipelines.stats.sketches import (
     hash_strings,
     nearest_rank,
 )
-from tokenizer.order import splitmix64_np
 
 PERCENTS = (0, 1, 10, 25, 50, 75, 90, 99, 99.9, 100)
 
