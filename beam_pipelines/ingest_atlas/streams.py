@@ -17,18 +17,12 @@ one core, otherwise): see :func:`bz2_decoder`.
 
 from __future__ import annotations
 
-import bz2
-import codecs
 import contextlib
 import dataclasses
 import glob
-import gzip
 import json
-import lzma
 import os
-import re
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
@@ -40,7 +34,6 @@ from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError
 from beam_pipelines.common.files import atomic_path
 from beam_pipelines.ingest_atlas.convert import (
-    MAX_LINE_BYTES,
     REJECTED_SCHEMA,
     ROW_SCHEMA,
     RTT_MODES,
@@ -53,10 +46,18 @@ from beam_pipelines.ingest_atlas.convert import (
     raw_text,
     rows_to_batch,
 )
+from beam_pipelines.ingest_atlas.decompress import (
+    CHUNK_BYTES,
+    STREAM_ERRORS,
+    bz2_decoder,
+    detect_compression,
+    index_bz2,
+    open_stream,
+)
+from beam_pipelines.ingest_atlas.json_array import INVALID, iter_json_values
+from beam_pipelines.ingest_atlas.lines import iter_line_lists
 
 BATCH_ROWS = 1 << 16  # rows per Arrow batch: bounds a worker's memory
-CHUNK_BYTES = 4 << 20  # bytes per read from an input stream
-_SMALL_READ = 64 << 10  # reads around a range boundary, where only a line's worth is needed
 DEFAULT_SPLIT_BYTES = 64 << 20  # plain JSON-lines files larger than this are read in ranges in parallel
 BZ2_SPLIT_BYTES = DEFAULT_SPLIT_BYTES  # bz2 files larger than this (as stored) may be indexed and read in ranges
 # ... on this many cores or more. The index costs one more decode of the whole file, which pays only when
@@ -64,10 +65,6 @@ BZ2_SPLIT_BYTES = DEFAULT_SPLIT_BYTES  # bz2 files larger than this (as stored) 
 BZ2_SPLIT_MIN_CORES = 8
 
 _BOM = b"\xef\xbb\xbf"
-_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
-_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
-# A stream error from a decompressor: the file is corrupt or truncated.
-_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
 # --- finding and planning inputs -------------------------------------------------------------------
@@ -125,14 +122,6 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
         paths.update(found)
     return sorted(paths)
 
-
-def detect_compression(path: str, head: bytes) -> str | None:
-    """The compression of a file from its first bytes; its suffix must not claim another one."""
-    found = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
-    claimed = _SUFFIX.get(os.path.splitext(path)[1].lower())
-    if claimed and found != claimed:
-        raise InputError(f"{path}: named like a {claimed} file but is not one (first bytes {head[:6]!r})")
-    return found
 
 
 def sniff_layout(head: bytes) -> str:
@@ -209,101 +198,6 @@ def plan_units(files: Sequence[InputFile], split_bytes: int = DEFAULT_SPLIT_BYTE
     return units
 
 
-# --- streaming text --------------------------------------------------------------------------------
-
-
-def bz2_decoder() -> str:
-    """``"indexed_bzip2"`` when that package can be imported (bz2 is decoded on every core, and a large
-    file can be indexed and read in ranges), else ``"bz2"`` (the standard library: one core, whole files)."""
-    try:
-        import indexed_bzip2  # noqa: F401
-    except ImportError:
-        return "bz2"
-    return "indexed_bzip2"
-
-
-def _bz2_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # A cut stream surfaces from the decoder as a bare C++ exception, with no message of its own.
-    return "the file is truncated or corrupt" if text in ("", "std::exception") else text
-
-
-class _ParallelBz2:
-    """The text of a bz2 file, decoded by ``indexed_bzip2`` on every core; seekable in the text once given
-    the file's block index (:func:`index_bz2`), else read from the start.
-
-    The decoder reports a corrupt or truncated stream as ``ValueError`` or ``RuntimeError``: they come out
-    as :class:`InputError` naming the file, as the standard library's errors do through
-    :class:`_CheckedStream`. Its threads must be joined before the interpreter exits (else it aborts), so
-    it is always closed, also when opening fails half-way.
-    """
-
-    def __init__(self, path: str, blocks=None, parallelization: int | None = None):
-        import indexed_bzip2
-
-        self._path = path
-        # A local file is opened by the decoder itself (no Python call per read); a URL through the store.
-        self._raw = storage.open_read(path) if storage.is_remote(path) else None
-        self._f = None
-        try:
-            self._f = self._call(indexed_bzip2.open, self._raw or path, parallelization=parallelization or usable_cores())
-            if blocks is not None:
-                self._call(self._f.set_block_offsets, dict(blocks))
-        except BaseException:
-            self.close()
-            raise
-
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, RuntimeError) as exc:
-            raise InputError(f"{self._path}: cannot read bz2 stream: {_bz2_error(exc)}") from exc
-
-    def read(self, n: int = -1) -> bytes:
-        return self._call(self._f.read, n)
-
-    def seek(self, offset: int) -> int:
-        return self._call(self._f.seek, offset)
-
-    def block_offsets(self) -> dict[int, int]:
-        """``{bit offset in the file: offset in the text}`` per block; decodes the whole file (on every core)."""
-        return self._call(self._f.block_offsets)
-
-    def size(self) -> int:
-        """The size of the text (after :meth:`block_offsets`)."""
-        return self._call(self._f.size)
-
-    def close(self) -> None:
-        try:
-            if self._f is not None:
-                self._f.close()
-                self._f = None
-        finally:
-            if self._raw is not None:
-                self._raw.close()
-                self._raw = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def index_bz2(path: str) -> tuple[int, tuple[tuple[int, int], ...], bytes]:
-    """The block index of a bz2 file: ``(text bytes, ((bit offset, text offset), ...), first 64 KiB of text)``.
-
-    Building it decodes the whole file once, on every core. Raises :class:`InputError` naming the file when
-    it is corrupt or truncated.
-    """
-    with _ParallelBz2(path) as f:
-        blocks = tuple(sorted(f.block_offsets().items()))
-        size = f.size()
-        f.seek(0)
-        head = f.read(1 << 16)
-    return size, blocks, head
-
-
 def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES) -> list[InputFile]:
     """``files``, each bz2 file of more than ``min_bytes`` (as stored) with its block index
     (:func:`index_bz2`), so that :func:`plan_units` cuts its text into ranges like a plain file's.
@@ -321,191 +215,6 @@ def index_bz2_files(files: Sequence[InputFile], min_bytes: int = BZ2_SPLIT_BYTES
             f = dataclasses.replace(f, layout=sniff_layout(head), text_bytes=size, blocks=blocks)
         indexed.append(f)
     return indexed
-
-
-def open_stream(path: str, compression: str | None, blocks=None):
-    """A binary file object of the decompressed contents (a URL is streamed through :mod:`~beam_pipelines.common.storage`).
-
-    bz2 is decoded by ``indexed_bzip2`` on every core when it is installed and this process may use more
-    than one, else by the standard library (on one core it is the faster of the two, as indexed_bzip2's
-    README says of its serial decoder); ``blocks`` (the file's index from :func:`index_bz2`) makes a bz2
-    stream seekable in its text, which only indexed_bzip2 can do.
-    """
-    if compression == "bz2" and (blocks is not None or (usable_cores() > 1 and bz2_decoder() == "indexed_bzip2")):
-        return _ParallelBz2(path, blocks)
-    raw = storage.open_read(path)
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if compression == "bz2":
-        return bz2.BZ2File(raw, mode="rb")
-    if compression == "xz":
-        return lzma.LZMAFile(raw, mode="rb")
-    return raw
-
-
-@dataclasses.dataclass(frozen=True)
-class LongLine:
-    """Stands for a line longer than the limit: its first bytes and its length."""
-
-    head: bytes
-    length: int
-
-
-def iter_line_lists(
-    f,
-    start: int = 0,
-    end: int | None = None,
-    head: bytes = b"",
-    chunk_bytes: int = CHUNK_BYTES,
-    max_line_bytes: int = MAX_LINE_BYTES,
-) -> Iterator[list]:
-    """Lists of the lines (``bytes`` without ``\\n``) that start in ``[start, end)`` of a binary stream.
-
-    ``head`` is data already read from the stream's start. ``start > 0`` needs a seekable stream: the
-    line running across ``start`` belongs to the range before. A line longer than ``max_line_bytes`` is
-    reported as a :class:`LongLine` and skipped without being held in memory.
-    """
-    pos = start  # stream offset of the first byte of `rest`
-    rest = head
-    if start > 0:
-        f.seek(start - 1)
-        offset = start - 1  # stream offset of data[0]
-        while True:  # skip the tail of the line that started before `start`
-            data = f.read(min(chunk_bytes, _SMALL_READ))
-            if not data:
-                return
-            cut = data.find(b"\n")
-            if cut >= 0:
-                pos = offset + cut + 1
-                f.seek(pos)  # and read on from the first line that starts in the range
-                break
-            offset += len(data)
-    while True:
-        size = chunk_bytes
-        if end is not None:
-            if pos >= end:
-                return
-            # Near the end of the range, read little more than the range: only the last line's tail is needed.
-            size = min(chunk_bytes, max(end - pos - len(rest), _SMALL_READ))
-        data = f.read(size)
-        buf = rest + data if rest else data
-        if not buf:
-            return
-        lines = buf.split(b"\n")
-        rest = lines.pop()
-        if not data:  # the end of the stream: `rest` is a last line without a newline
-            if rest:
-                lines.append(rest)
-            data = rest = b""
-        if end is not None:
-            complete = len(buf) - len(rest)
-            if pos + complete >= end:  # every later line starts at or after `end`
-                keep, p = [], pos
-                for line in lines:
-                    if p >= end:
-                        break
-                    keep.append(line)
-                    p += len(line) + 1
-                if keep:
-                    yield keep
-                return
-            pos += complete
-        else:
-            pos += len(buf) - len(rest)
-        if lines:
-            yield lines
-        if not data:
-            return
-        if len(rest) > max_line_bytes:
-            length, line_head, found = len(rest), rest[: 1 << 16], False
-            rest = b""
-            while not found:  # drop the rest of the long line as it streams by
-                data = f.read(chunk_bytes)
-                if not data:
-                    break
-                cut = data.find(b"\n")
-                found = cut >= 0
-                length += cut if found else len(data)
-                rest = data[cut + 1 :] if found else b""
-            yield [LongLine(line_head, length)]
-            if not found:
-                return
-            pos += length + 1
-
-
-_WS = re.compile("[ \t\r\n\ufeff]*")  # white space between values, and a byte order mark
-_ELEMENT_BREAK = re.compile(r"\}\s*,\s*\{")
-
-
-class _Invalid:
-    """Stands for a JSON value that could not be parsed (see :func:`iter_json_values`)."""
-
-
-INVALID = _Invalid()
-
-
-def iter_json_values(
-    f,
-    head: bytes = b"",
-    chunk_bytes: int = CHUNK_BYTES,
-    max_value_bytes: int = MAX_LINE_BYTES,
-) -> Iterator[tuple[object, str]]:
-    """``(value, text)`` for each JSON value of a stream, one array level opened: for ``[{..}, {..}]``
-    the two objects, for ``[..] [..]`` the elements of both. An unparseable value gives
-    ``(INVALID, text)``; reading resumes at the next ``}, {``. Only one value is held in memory at a time.
-    """
-    decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-    buf = utf8.decode(head)
-    pos = 0
-    eof = False
-    in_array = False
-
-    def read_more() -> bool:
-        nonlocal buf, pos, eof
-        data = f.read(chunk_bytes)
-        if not data:
-            eof = True
-            buf, pos = buf[pos:] + utf8.decode(b"", final=True), 0
-            return False
-        buf, pos = buf[pos:] + utf8.decode(data), 0
-        return True
-
-    while True:
-        pos = _WS.match(buf, pos).end()
-        if pos >= len(buf):
-            if eof or not read_more():
-                if pos >= len(buf):
-                    return
-            continue
-        char = buf[pos]
-        if in_array and char == "]":
-            in_array, pos = False, pos + 1
-            continue
-        if in_array and char == ",":
-            pos += 1
-            continue
-        if not in_array and char == "[":
-            in_array, pos = True, pos + 1
-            continue
-        try:
-            value, end = decoder.raw_decode(buf, pos)
-        except json.JSONDecodeError:
-            # The value may just be cut by the end of the buffer: read on and retry. It is invalid only
-            # if it still fails at the end of the stream or with max_value_bytes of text in hand.
-            if not eof and len(buf) - pos < max_value_bytes:
-                read_more()
-                continue
-            found = _ELEMENT_BREAK.search(buf, pos + 1)
-            while found is None and not eof and len(buf) - pos < max_value_bytes:
-                read_more()
-                found = _ELEMENT_BREAK.search(buf, pos + 1)
-            stop = found.start() + 1 if found else len(buf)
-            yield INVALID, buf[pos:stop]
-            pos = stop
-            continue
-        yield value, buf[pos:end]
-        pos = end
 
 
 # --- one work unit: stream -> rows and rejected lines -> Arrow fragments ----------------------------
@@ -739,7 +448,7 @@ class _CheckedStream:
     def read(self, n: int = -1) -> bytes:
         try:
             data = self._f.read(n)
-        except _STREAM_ERRORS as exc:
+        except STREAM_ERRORS as exc:
             raise InputError(f"{self._path}: cannot read {self._what}: {exc}") from exc
         self.bytes += len(data)
         if self._progress_path and time.monotonic() - self._last >= self._every:

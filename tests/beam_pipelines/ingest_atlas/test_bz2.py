@@ -7,13 +7,13 @@ from __future__ import annotations
 import bz2
 import json
 import os
-import sys
 
 import pytest
 
 from beam_pipelines.common.errors import InputError
+from beam_pipelines.ingest_atlas import decompress, streams
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
-from beam_pipelines.ingest_atlas import streams
+from beam_pipelines.ingest_atlas.lines import iter_line_lists
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, tree_bytes
 
 
@@ -54,9 +54,9 @@ def split_on_any_machine(monkeypatch):
 
 @pytest.fixture()
 def no_indexed_bzip2(monkeypatch):
-    """``import indexed_bzip2`` fails, as where the package is not installed."""
-    monkeypatch.setitem(sys.modules, "indexed_bzip2", None)
-    assert streams.bz2_decoder() == "bz2"
+    """No ``indexed_bzip2``, as where the package is not installed."""
+    monkeypatch.setattr(decompress, "indexed_bzip2", None)
+    assert decompress.bz2_decoder() == "bz2"
 
 
 def _line_start(data: bytes, near: int) -> int:
@@ -122,8 +122,8 @@ def test_ranges_read_each_line_once(tmp_path, text):
     assert [(u.start, u.end) for u in units][-1] == ((len(units) - 1) * 33_333, len(text))
     lines = []
     for u in units:
-        with streams.open_stream(u.path, u.compression, u.blocks) as raw:
-            for chunk in streams.iter_line_lists(raw, u.start, u.end, chunk_bytes=4096):
+        with decompress.open_stream(u.path, u.compression, u.blocks) as raw:
+            for chunk in iter_line_lists(raw, u.start, u.end, chunk_bytes=4096):
                 lines.extend(chunk)
     assert lines == text.split(b"\n")
 
@@ -134,22 +134,6 @@ def test_small_bz2_is_one_unit_and_the_default_threshold(tmp_path, text):
     files = streams.inspect_inputs([str(path)])
     assert streams.index_bz2_files(files) == files  # far below the default: not indexed, read whole
     assert streams.plan_units(files, 1000) == [streams.WorkUnit(0, str(path), "bz2", None, 0, 0, None)]
-
-
-def test_the_decoder_chosen(tmp_path, monkeypatch):
-    """indexed_bzip2 where the process has 2 cores or more, or must seek; else the standard library, whose
-    one-core decoder is the faster."""
-    path = tmp_path / "x.bz2"
-    path.write_bytes(bz2.compress(b"{}\n"))
-    index = streams.index_bz2(str(path))[1]
-    for cores, blocks, parallel in ((2, None, True), (1, None, False), (1, index, True)):
-        monkeypatch.setattr(streams, "usable_cores", lambda cores=cores: cores)
-        with streams.open_stream(str(path), "bz2", blocks) as f:
-            assert isinstance(f, streams._ParallelBz2) == parallel and f.read() == b"{}\n"
-    monkeypatch.setitem(sys.modules, "indexed_bzip2", None)
-    monkeypatch.setattr(streams, "usable_cores", lambda: 2)
-    with streams.open_stream(str(path), "bz2") as f:
-        assert isinstance(f, bz2.BZ2File) and f.read() == b"{}\n"
 
 
 def test_few_cores_read_a_large_bz2_file_whole(tmp_path, text, monkeypatch):
@@ -241,18 +225,18 @@ def test_the_parallel_decoder_names_a_bad_file(tmp_path, text, monkeypatch):
     """The decoder's own errors (ValueError, a bare C++ exception) become InputError naming the file."""
     # open_stream takes the parallel decoder only where the process may use two cores or more; pin that,
     # so the test reads through it on a one-core machine too (it then runs two threads on one core).
-    monkeypatch.setattr(streams, "usable_cores", lambda: 2)
+    monkeypatch.setattr(decompress, "usable_cores", lambda: 2)
     for name, data in (("cut.bz2", _truncated(text)), ("hole.bz2", _corrupt(text))):
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(InputError, match=f"{name}: cannot read bz2 stream: .+"):
-            streams.index_bz2(str(path))
+            decompress.index_bz2(str(path))
         with pytest.raises(InputError, match=f"{name}: cannot read bz2 stream: .+"):
-            with streams.open_stream(str(path), "bz2") as f:
+            with decompress.open_stream(str(path), "bz2") as f:
                 while f.read(1 << 16):
                     pass
     with pytest.raises(InputError, match="truncated or corrupt"):
-        streams.index_bz2(str(tmp_path / "cut.bz2"))
+        decompress.index_bz2(str(tmp_path / "cut.bz2"))
 
 
 def test_the_manifest_records_the_same_counts_as_json(tmp_path, text):

@@ -1,8 +1,7 @@
-"""beam_pipelines.ingest_atlas.streams without Beam: finding inputs, streaming lines and JSON arrays, work units."""
+"""beam_pipelines.ingest_atlas.streams without Beam: finding inputs, work units."""
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import io
 import json
@@ -10,98 +9,14 @@ import json
 import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
+from beam_pipelines.common.errors import InputError
 from beam_pipelines.ingest_atlas import streams
-from beam_pipelines.ingest_atlas.streams import INVALID, InputError, LongLine, iter_json_values, iter_line_lists
+from beam_pipelines.ingest_atlas.json_array import iter_json_values
+from beam_pipelines.ingest_atlas.lines import iter_line_lists
 
 
-def lines_of(data: bytes, start=0, end=None, chunk_bytes=7, max_line_bytes=1 << 20, head=b"") -> list:
-    f = io.BytesIO(data)
-    f.seek(len(head))
-    return [line for chunk in iter_line_lists(f, start, end, head, chunk_bytes, max_line_bytes) for line in chunk]
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    lines=st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=12),
-    trailing_newline=st.booleans(),
-    cuts=st.lists(st.integers(0, 200), max_size=4),
-    chunk=st.integers(1, 9),
-    head=st.integers(0, 30),
-)
-@example(lines=[b"a", b"b", b"c"], trailing_newline=False, cuts=[1], chunk=9, head=0)  # one read, several lines
-@example(lines=[b"a", b"b", b"c"], trailing_newline=True, cuts=[], chunk=9, head=6)  # the head holds every line
-def test_byte_ranges_partition_the_lines(lines, trailing_newline, cuts, chunk, head):
-    """Whatever the cut points and chunk size, the ranges' lines are the file's lines, each once, in order."""
-    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
-    expected = data.split(b"\n")
-    if data.endswith(b"\n") or not data:
-        expected.pop()
-    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
-    got = []
-    for start, end in zip(bounds, bounds[1:]):
-        got.extend(lines_of(data, start, end, chunk_bytes=chunk))
-    assert got == expected
-    assert lines_of(data, chunk_bytes=chunk) == expected
-    assert lines_of(data, chunk_bytes=chunk, head=data[:head]) == expected  # compressed streams: sniffed head
-
-
-def test_lines_blank_crlf_and_head():
-    data = b'{"a":1}\r\n\n  \n{"b":2}'
-    assert lines_of(data) == [b'{"a":1}\r', b"", b"  ", b'{"b":2}']
-    assert lines_of(data, head=data[:5]) == lines_of(data)
-
-
-def test_long_lines_are_reported_not_held():
-    data = b"short\n" + b"x" * 100 + b"\nafter\n" + b"y" * 50
-    got = lines_of(data, max_line_bytes=20)
-    assert got[0] == b"short" and got[2] == b"after"
-    assert isinstance(got[1], LongLine) and got[1].length == 100 and got[1].head.startswith(b"xxx")
-    assert isinstance(got[3], LongLine) and got[3].length == 50
-    # A range boundary inside a long line: it belongs to the range where it starts.
-    first, second = lines_of(data, 0, 40, max_line_bytes=20), lines_of(data, 40, len(data), max_line_bytes=20)
-    assert len(first) == 2 and isinstance(first[1], LongLine) and second[0] == b"after"
-
-
-def values_of(text: bytes, chunk_bytes=5, max_value_bytes=1 << 20) -> list:
-    return list(iter_json_values(io.BytesIO(text), b"", chunk_bytes, max_value_bytes))
-
-
-@pytest.mark.parametrize("chunk", [1, 3, 64, 1 << 20])
-def test_json_array_elements(chunk):
-    objs = [{"type": "ping", "i": i, "s": "a}, {b ]"} for i in range(5)]
-    text = json.dumps(objs, indent=1).encode()
-    got = values_of(b"\xef\xbb\xbf \n" + text, chunk)
-    assert [v for v, _ in got] == objs
-    assert [json.loads(t) for _, t in got] == objs
-
-
-def test_json_arrays_concatenated_and_objects():
-    got = values_of(b'[{"a":1},{"a":2}]\n[{"a":3}]\n{"a":4} [] [5, [6]]')
-    assert [v for v, _ in got] == [{"a": 1}, {"a": 2}, {"a": 3}, {"a": 4}, 5, [6]]
-
-
-@pytest.mark.parametrize("chunk, max_value", [(2, 1 << 20), (16, 1 << 20), (1 << 20, 1 << 20), (2, 12), (4, 30)])
-def test_json_array_invalid_element_resyncs(chunk, max_value):
-    text = b'[{"a":1}, {"a":2,,}, {"a":3}, {"a": tru}]'
-    got = values_of(text, chunk, max_value)
-    assert [v for v, _ in got] == [{"a": 1}, INVALID, {"a": 3}, INVALID]
-    assert got[1][1] == '{"a":2,,}' and got[3][1].startswith('{"a": tru')
-
-
-def test_json_array_truncated():
-    got = values_of(b'[{"a":1}, {"a":2')
-    assert got[0][0] == {"a": 1} and got[1] == (INVALID, '{"a":2')
-
-
-def test_detect_compression(tmp_path):
-    assert streams.detect_compression("x.jsonl", b"{") is None
-    assert streams.detect_compression("x", gzip.compress(b"{}")) == "gzip"
-    assert streams.detect_compression("x.bz2", bz2.compress(b"{}")) == "bz2"
-    with pytest.raises(InputError, match="x.gz: named like a gzip file"):
-        streams.detect_compression("x.gz", b"{}")
+def test_sniff_layout():
     assert streams.sniff_layout(b"\xef\xbb\xbf\n [{") == "array"
     assert streams.sniff_layout(b'{"a": [1]}') == "lines"
 
