@@ -16,14 +16,14 @@ reading, converting, Parquet shards, manifest):
 - ``indexed_bzip2``: the job's default: the file decoded on every core, one work unit (on 1 core the job
   takes the standard library's decoder even so: indexed_bzip2's serial decoder is the slower);
 - ``indexed_bzip2, ranges``: ``--split_bytes`` below the file's size and the split allowed on 2 cores
-  (``streams.BZ2_SPLIT_MIN_CORES``, 8 by default), so the job indexes the file while planning (one decode
+  (``discovery.BZ2_SPLIT_MIN_CORES``, 8 by default), so the job indexes the file while planning (one decode
   on every core) and reads its text in ranges, one work unit each.
 
 Besides the wall clock, the CPU time of the job and its worker processes (user + system) is shown: on a
 machine shared with other jobs it is the steadier figure of the two.
 
 The same configurations (but the ranges) also time the decoder alone: the file's text read through
-``streams.open_stream`` in 4 MiB reads, no parsing, in the same pinned process kind.
+``decompress.open_stream`` in 4 MiB reads, no parsing, in the same pinned process kind.
 
 Configurations run interleaved, ``--repeats`` times; the table shows the median and every run. Every run's
 shards must be byte-identical (checked: same sha256s), whatever the decoder, cores or ranges.
@@ -70,21 +70,22 @@ def make_input(path: str, copies: int) -> int:
 
 def child(args) -> int:
     """One measurement, in this process (pinned to ``--cores`` cores by the parent)."""
+    # Imported here: the package pulls in apache_beam (about 3 s of start-up), which the parent never needs.
+    from beam_pipelines.ingest_atlas import decompress, discovery
     from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
-    from beam_pipelines.ingest_atlas import streams
 
-    decoder = streams.bz2_decoder()
+    decoder = decompress.bz2_decoder()
     if args.decode_only:
         t0 = time.perf_counter()
         text = 0
-        with streams.open_stream(args.input, "bz2") as f:
-            while chunk := f.read(streams.CHUNK_BYTES):
+        with decompress.open_stream(args.input, "bz2") as f:
+            while chunk := f.read(decompress.CHUNK_BYTES):
                 text += len(chunk)
         print(json.dumps({"seconds": time.perf_counter() - t0, "records": None, "decoder": decoder,
                           "cores": usable_cores(), "shards": None, "text": text}))  # fmt: skip
         return 0
     if args.split_bytes:
-        streams.BZ2_SPLIT_MIN_CORES = 1  # the ranges on any number of cores (the job's default: 8 or more)
+        discovery.BZ2_SPLIT_MIN_CORES = 1  # the ranges on any number of cores (the job's default: 8 or more)
     job = ["--input", args.input, "--output", args.output, *(["--split_bytes", str(args.split_bytes)] if args.split_bytes else [])]
     t0 = time.perf_counter()
     with open(os.devnull, "w") as quiet:  # the job's summary and progress lines

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from beam_pipelines.common import storage
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.output import LOCK_NAME
-from beam_pipelines.ingest_atlas import shards, streams
+from beam_pipelines.ingest_atlas import discovery, shards
 
 SHAPING = ("rtt", "src", "shard_rows")  # the options every version of an output shares
 
@@ -134,13 +134,13 @@ def select_new(paths: Sequence[str], manifest: dict) -> Selection:
             by_path[entry["path"]] = (entry, v["version"])
             if entry.get("sha256"):
                 by_content[(entry["sha256"], entry["bytes"])] = v["version"]
-    sizes = {p: streams.input_size(p) for p in paths}
+    sizes = {p: discovery.input_size(p) for p in paths}
     for path in paths:  # a changed size needs no hash to be refused
         if path in by_path and by_path[path][0]["bytes"] != sizes[path]:
             _refuse_changed(path, *by_path[path], sizes[path], None)
     # Old outputs (no hashes recorded) match a known path by size alone; every other file is hashed.
     to_hash = [p for p in paths if p not in by_path or by_path[p][0].get("sha256")]
-    hashes = streams.hash_inputs(to_hash, sum(sizes[p] for p in to_hash))
+    hashes = discovery.hash_inputs(to_hash, sum(sizes[p] for p in to_hash))
     new, known = [], []
     for path in paths:
         if path in by_path:

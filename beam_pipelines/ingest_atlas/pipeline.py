@@ -9,7 +9,7 @@ daily dumps ``ping-YYYY-MM-DDTHH00.bz2``) or a JSON array (API downloads), read 
 then line order), ``DIR/rejected/rejected-NNNNN-of-NNNNN.parquet`` (file, line_number, reason, raw_line),
 ``DIR/manifest.json`` (counts, shards with sha256) and, last, ``DIR/_SUCCESS``.
 
-Stages (composite PTransforms over plain functions in ``streams`` and ``shards``): ReadAtlasResults (one work unit per
+Stages (composite PTransforms over plain functions in the modules beside this one): ReadAtlasResults (one work unit per
 file, or per byte range of the text of a large plain file or indexed bz2 file: stream, convert, write Arrow fragments) ->
 PlanShards (a barrier: global row positions -> fixed-size shards) -> WriteParquetShards -> WriteManifest.
 
@@ -49,8 +49,9 @@ from beam_pipelines.common.options import beam_options
 from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, create_spread
-from beam_pipelines.ingest_atlas import append, shards, streams
+from beam_pipelines.ingest_atlas import append, discovery, read_unit, shards
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
+from beam_pipelines.ingest_atlas.fragments import UnitSummary
 
 _OWN_FILES = {
     shards.MANIFEST_NAME,
@@ -105,7 +106,7 @@ class _IngestUnitFn(beam.DoFn):
 
     def process(self, unit):
         ctx = self._ctx
-        summary = streams.ingest_unit(unit, ctx.tmp, ctx.rtt, ctx.src, ctx.batch_rows)
+        summary = read_unit.ingest_unit(unit, ctx.tmp, ctx.rtt, ctx.src, ctx.batch_rows)
         self._records.inc(summary.records)
         self._rows.inc(summary.rows)
         yield summary
@@ -119,13 +120,13 @@ class _WriteShardFn(beam.DoFn):
         self._ctx.configure_storage()
 
     def process(self, element):
-        if isinstance(element, streams.UnitSummary):  # unit summaries ride along to the manifest
+        if isinstance(element, UnitSummary):  # unit summaries ride along to the manifest
             yield element
         else:
             yield shards.write_shard(element, self._ctx.output, self._ctx.row_group_rows)
 
 
-def _plan(units: list[streams.UnitSummary], ctx: JobContext) -> list:
+def _plan(units: list[UnitSummary], ctx: JobContext) -> list:
     """The unit summaries, then the shard specs planned from them."""
     return [*units, *shards.plan_shards(units, ctx.shard_rows, ctx.version)]
 
@@ -138,7 +139,7 @@ def _finalize(summaries: list, ctx: JobContext) -> dict:
     one atomic write, so until then the output is version N - 1, complete.
     """
     ctx.configure_storage()
-    units = [s for s in summaries if isinstance(s, streams.UnitSummary)]
+    units = [s for s in summaries if isinstance(s, UnitSummary)]
     written = [s for s in summaries if isinstance(s, shards.ShardSummary)]
     manifest = shards.build_manifest(units, written, ctx.inputs, ctx.options)
     if ctx.version == 1:
@@ -161,7 +162,7 @@ def _finalize(summaries: list, ctx: JobContext) -> dict:
 
 @ptransform_fn
 def ReadAtlasResults(pbegin, units, ctx: JobContext):
-    """PBegin -> one :class:`~streams.UnitSummary` per work unit; its rows and rejected lines are in
+    """PBegin -> one :class:`UnitSummary` per work unit; its rows and rejected lines are in
     fragment files."""
     spread = create_spread(pbegin, units, "CreateWorkUnits", "SpreadWorkUnits")
     return spread | "IngestWorkUnit" >> beam.ParDo(_IngestUnitFn(ctx))
@@ -237,7 +238,7 @@ def parse_args(argv) -> tuple[Options, list[str]]:
     parser.add_argument(
         "--split_bytes",
         type=int,
-        default=streams.DEFAULT_SPLIT_BYTES,
+        default=discovery.DEFAULT_SPLIT_BYTES,
         help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); "
         "no effect on the output",
     )
@@ -288,13 +289,13 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
     this run appends a version to (None: version 1).
     """
     if paths is None:
-        paths = streams.expand_inputs(options.inputs)
+        paths = discovery.expand_inputs(options.inputs)
     first = len(previous["inputs"]) if previous else 0
-    files = streams.inspect_inputs(paths, first)
-    hashes = streams.hash_inputs([f.path for f in files], sum(f.bytes for f in files))
+    files = discovery.inspect_inputs(paths, first)
+    hashes = discovery.hash_inputs([f.path for f in files], sum(f.bytes for f in files))
     # A large bz2 file is indexed (one decode, on every core) so that its text splits like a plain file's.
-    files = streams.index_bz2_files(files, min(options.split_bytes, streams.BZ2_SPLIT_BYTES))
-    units = streams.plan_units(files, options.split_bytes)
+    files = discovery.index_bz2_files(files, min(options.split_bytes, discovery.BZ2_SPLIT_BYTES))
+    units = discovery.plan_units(files, options.split_bytes)
     inputs = tuple(
         {"index": f.index, "path": f.path, "bytes": f.bytes, "compression": f.compression, "sha256": hashes[f.path]}
         for f in files
@@ -306,7 +307,7 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
         src=options.src,
         shard_rows=options.shard_rows,
         row_group_rows=shards.ROW_GROUP_ROWS,
-        batch_rows=streams.BATCH_ROWS,
+        batch_rows=read_unit.BATCH_ROWS,
         inputs=inputs,
         options={
             "rtt": options.rtt,
@@ -402,7 +403,7 @@ def _append(options: Options, beam_args: list[str], previous: dict, started: flo
     shaping = append.check_options(dataclasses.asdict(options), previous, options.given, out)
     options = dataclasses.replace(options, rtt=shaping["rtt"], src=shaping["src"], shard_rows=shaping["shard_rows"])
     leftovers = append.unlisted_entries(out, previous, _is_own)  # refuses foreign files before any work
-    selection = append.select_new(streams.expand_inputs(options.inputs), previous)
+    selection = append.select_new(discovery.expand_inputs(options.inputs), previous)
     number = len(shards.versions(previous))
     if selection.known:
         lo, hi = min(v for _, v in selection.known), max(v for _, v in selection.known)

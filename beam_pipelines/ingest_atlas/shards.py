@@ -1,6 +1,6 @@
 """Arrow fragments -> Parquet shards, and the ingest manifest. No Beam here.
 
-Once every work unit is done (:mod:`beam_pipelines.ingest_atlas.streams`), its fragments are cut into
+Once every work unit is done (:mod:`beam_pipelines.ingest_atlas.read_unit`), its fragments are cut into
 Parquet shards of a fixed number of rows in (file, line) order, so the shard boundaries depend only on
 the inputs and options, not on the runner or the number of workers. Rejected lines are sharded the
 same way, so their files are bounded by their number, not by the number of work units. The output
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from beam_pipelines.common import storage
 from beam_pipelines.common.files import atomic_path, sha256_file
 from beam_pipelines.ingest_atlas.convert import REJECTED_SCHEMA, ROW_SCHEMA
-from beam_pipelines.ingest_atlas.streams import COUNT_FIELDS, Fragment, UnitSummary
+from beam_pipelines.ingest_atlas.fragments import COUNT_FIELDS, Fragment, UnitSummary
 
 DEFAULT_SHARD_ROWS = 1_000_000
 ROW_GROUP_ROWS = 1 << 17  # Parquet row group: the unit of work of the pretokenizer

@@ -9,8 +9,8 @@ import itertools
 
 import pytest
 
+from beam_pipelines.ingest_atlas import discovery
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
-from beam_pipelines.ingest_atlas import streams
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, tree_bytes
 from tests.objectstore.helpers import download_tree
 
@@ -39,7 +39,7 @@ def test_bz2_from_s3_gives_the_plain_files_shards(s3, tmp_path, text, ranges, mo
     packed.write_bytes(bz2.compress(text, 1))
     s3.put_file(bucket, "atlas/ping.jsonl.bz2", packed)
     if ranges:  # index the object while planning and read its text in ranges, as on 8 cores or more
-        monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 1)
+        monkeypatch.setattr(discovery, "BZ2_SPLIT_MIN_CORES", 1)
     url = f"s3://{bucket}/atlas/ping.jsonl.bz2"
     argv = ["--input", url, "--output", f"s3://{bucket}/parquet", IN_MEMORY, *split, *s3.beam_args]
     assert ingest_atlas.run(argv) == 0

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from beam_pipelines.common.errors import InputError
-from beam_pipelines.ingest_atlas import decompress, streams
+from beam_pipelines.ingest_atlas import decompress, discovery
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from beam_pipelines.ingest_atlas.lines import iter_line_lists
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, tree_bytes
@@ -49,7 +49,7 @@ def _pbzip2_like(data: bytes, piece: int) -> bytes:
 @pytest.fixture(autouse=True)
 def split_on_any_machine(monkeypatch):
     """Index and split large bz2 files on this machine too (by default only on 8 cores or more)."""
-    monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 1)
+    monkeypatch.setattr(discovery, "BZ2_SPLIT_MIN_CORES", 1)
 
 
 @pytest.fixture()
@@ -95,8 +95,8 @@ def test_bz2_gives_the_plain_files_shards(tmp_path, request, text, kind, split, 
     _ingest(src, tmp_path / "plain", *extra)
 
     src.write_bytes(bz2.compress(data, 1) if kind == "single" else _pbzip2_like(data, 150_001))
-    files = streams.inspect_inputs([str(src)])
-    planned = streams.plan_units(streams.index_bz2_files(files, split or streams.BZ2_SPLIT_BYTES), split or 1 << 40)
+    files = discovery.inspect_inputs([str(src)])
+    planned = discovery.plan_units(discovery.index_bz2_files(files, split or discovery.BZ2_SPLIT_BYTES), split or 1 << 40)
     if decoder == "indexed_bzip2" and split:
         assert len(planned) == -(-len(data) // split) > 1 and all(u.blocks for u in planned)
     else:
@@ -114,11 +114,11 @@ def test_ranges_read_each_line_once(tmp_path, text):
     """The units of an indexed bz2 file own the lines that start in their range: together, every line once."""
     path = tmp_path / "x.bz2"
     path.write_bytes(_pbzip2_like(text, 99_999))
-    (f,) = streams.index_bz2_files(streams.inspect_inputs([str(path)]), 0)
+    (f,) = discovery.index_bz2_files(discovery.inspect_inputs([str(path)]), 0)
     assert (f.text_bytes, f.layout) == (len(text), "lines") and len(f.blocks) > 6
     offsets = [o for _, o in f.blocks]
     assert offsets[0] == 0 and {99_999, 199_998} <= set(offsets)  # each stream starts a block
-    units = streams.plan_units([f], 33_333)
+    units = discovery.plan_units([f], 33_333)
     assert [(u.start, u.end) for u in units][-1] == ((len(units) - 1) * 33_333, len(text))
     lines = []
     for u in units:
@@ -131,22 +131,22 @@ def test_ranges_read_each_line_once(tmp_path, text):
 def test_small_bz2_is_one_unit_and_the_default_threshold(tmp_path, text):
     path = tmp_path / "x.bz2"
     path.write_bytes(bz2.compress(text))
-    files = streams.inspect_inputs([str(path)])
-    assert streams.index_bz2_files(files) == files  # far below the default: not indexed, read whole
-    assert streams.plan_units(files, 1000) == [streams.WorkUnit(0, str(path), "bz2", None, 0, 0, None)]
+    files = discovery.inspect_inputs([str(path)])
+    assert discovery.index_bz2_files(files) == files  # far below the default: not indexed, read whole
+    assert discovery.plan_units(files, 1000) == [discovery.WorkUnit(0, str(path), "bz2", None, 0, 0, None)]
 
 
 def test_few_cores_read_a_large_bz2_file_whole(tmp_path, text, monkeypatch):
     """Below BZ2_SPLIT_MIN_CORES the index's extra decode is not worth it: the file stays one unit."""
     path = tmp_path / "x.bz2"
     path.write_bytes(bz2.compress(text))
-    files = streams.inspect_inputs([str(path)])
-    monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 8)
-    monkeypatch.setattr(streams, "usable_cores", lambda: 7)
-    assert streams.index_bz2_files(files, 0) == files
-    monkeypatch.setattr(streams, "usable_cores", lambda: 8)
-    (indexed,) = streams.index_bz2_files(files, 0)
-    assert indexed.text_bytes == len(text) and len(streams.plan_units([indexed], 100_000)) == 6
+    files = discovery.inspect_inputs([str(path)])
+    monkeypatch.setattr(discovery, "BZ2_SPLIT_MIN_CORES", 8)
+    monkeypatch.setattr(discovery, "usable_cores", lambda: 7)
+    assert discovery.index_bz2_files(files, 0) == files
+    monkeypatch.setattr(discovery, "usable_cores", lambda: 8)
+    (indexed,) = discovery.index_bz2_files(files, 0)
+    assert indexed.text_bytes == len(text) and len(discovery.plan_units([indexed], 100_000)) == 6
 
 
 @pytest.mark.parametrize("decoder", ["indexed_bzip2", pytest.param("bz2", marks=_SLOW)])

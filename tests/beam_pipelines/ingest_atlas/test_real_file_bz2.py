@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from beam_pipelines.ingest_atlas import decompress, streams
+from beam_pipelines.ingest_atlas import decompress, discovery
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, tree_bytes
 
@@ -48,7 +48,7 @@ def test_real_file_as_bz2_gives_the_gzip_files_shards(tmp_path, atlas_file, monk
     src.write_bytes(_pbzip2_like(text))
     assert src.stat().st_size > 8 << 20
     whole = ingest("bz2")  # the parallel decoder, one work unit (2 cores: below BZ2_SPLIT_MIN_CORES)
-    monkeypatch.setattr(streams, "BZ2_SPLIT_MIN_CORES", 1)
+    monkeypatch.setattr(discovery, "BZ2_SPLIT_MIN_CORES", 1)
     ranges = ingest("bz2-ranges", "--split_bytes", str(8 << 20))  # indexed, 27 ranges of 8 MiB of text
     monkeypatch.setattr(decompress, "indexed_bzip2", None)  # as where the package is not installed
     assert decompress.bz2_decoder() == "bz2"

@@ -10,16 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipelines.ingest_atlas import convert as atlas
-from beam_pipelines.ingest_atlas import shards, streams
+from beam_pipelines.ingest_atlas import discovery, read_unit, shards
+from beam_pipelines.ingest_atlas.fragments import Fragment, UnitSummary
 
 
-def _unit(f, r, rows, rejected, lines) -> streams.UnitSummary:
-    return streams.UnitSummary(
+def _unit(f, r, rows, rejected, lines) -> UnitSummary:
+    return UnitSummary(
         unit=f"{f:05d}-{r:05d}", file_index=f, range_index=r, path=f"in-{f}", bytes_read=0, lines=lines,
         blank_lines=0, records=lines, converted=sum(rows), rows=sum(rows), without_rows=0,
         rejected={"invalid_json": sum(rejected)} if rejected else {}, skipped={},
-        rows_fragment=streams.Fragment(f"rows-{f}-{r}", tuple(rows)) if rows else None,
-        rejected_fragment=streams.Fragment(f"rej-{f}-{r}", tuple(rejected)) if rejected else None,
+        rows_fragment=Fragment(f"rows-{f}-{r}", tuple(rows)) if rows else None,
+        rejected_fragment=Fragment(f"rej-{f}-{r}", tuple(rejected)) if rejected else None,
     )  # fmt: skip
 
 
@@ -71,10 +72,10 @@ def test_ingest_unit_and_write_shard(tmp_path):
             lines.append(orjson.dumps({**good, "msm_id": i}))
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    files = streams.inspect_inputs([str(path)])
-    units = streams.plan_units(files, split_bytes=path.stat().st_size // 2)
+    files = discovery.inspect_inputs([str(path)])
+    units = discovery.plan_units(files, split_bytes=path.stat().st_size // 2)
     assert len(units) == 2
-    summaries = [streams.ingest_unit(u, str(tmp_path), batch_rows=7) for u in units]
+    summaries = [read_unit.ingest_unit(u, str(tmp_path), batch_rows=7) for u in units]
     assert sum(s.lines for s in summaries) == 40
     assert sum(s.rows for s in summaries) == 32
     assert sum(s.skipped.get("traceroute", 0) for s in summaries) == 4

@@ -1,4 +1,4 @@
-"""beam_pipelines.ingest_atlas.streams without Beam: finding inputs, work units."""
+"""beam_pipelines.ingest_atlas.read_unit: one work unit read, converted and written to Arrow fragments."""
 
 from __future__ import annotations
 
@@ -11,45 +11,18 @@ import pyarrow as pa
 import pytest
 
 from beam_pipelines.common.errors import InputError
-from beam_pipelines.ingest_atlas import streams
+from beam_pipelines.ingest_atlas import discovery, read_unit
+from beam_pipelines.ingest_atlas.fragments import UnitCounts, UnitSummary
 from beam_pipelines.ingest_atlas.json_array import iter_json_values
 from beam_pipelines.ingest_atlas.lines import iter_line_lists
-
-
-def test_sniff_layout():
-    assert streams.sniff_layout(b"\xef\xbb\xbf\n [{") == "array"
-    assert streams.sniff_layout(b'{"a": [1]}') == "lines"
-
-
-def test_expand_inputs_sorted_and_missing(tmp_path):
-    for name in ("b.jsonl", "a.jsonl", "c.txt"):
-        (tmp_path / name).write_text("{}\n")
-    assert streams.expand_inputs([str(tmp_path / "*.jsonl"), str(tmp_path / "a.jsonl")]) == [
-        str(tmp_path / "a.jsonl"),
-        str(tmp_path / "b.jsonl"),
-    ]
-    with pytest.raises(InputError, match="matches no file"):
-        streams.expand_inputs([str(tmp_path / "*.bz2")])
-
-
-def test_plan_units_splits_only_plain_json_lines():
-    files = [
-        streams.InputFile(0, "a.jsonl", 250, None, "lines"),
-        streams.InputFile(1, "b.json", 250, None, "array"),
-        streams.InputFile(2, "c.bz2", 250, "bz2", None),
-    ]
-    units = streams.plan_units(files, split_bytes=100)
-    assert [(u.file_index, u.range_index, u.start, u.end) for u in units] == [
-        (0, 0, 0, 100), (0, 1, 100, 200), (0, 2, 200, 250), (1, 0, 0, None), (2, 0, 0, None),
-    ]  # fmt: skip
 
 
 def test_ingest_unit_names_a_corrupt_file(tmp_path):
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"type":"ping"}\n' * 1000)[:-20])
-    (unit,) = streams.plan_units(streams.inspect_inputs([str(path)]))
+    (unit,) = discovery.plan_units(discovery.inspect_inputs([str(path)]))
     with pytest.raises(InputError, match="cut.jsonl.gz: cannot read gzip stream"):
-        streams.ingest_unit(unit, str(tmp_path))
+        read_unit.ingest_unit(unit, str(tmp_path))
 
 
 def test_ingest_unit_compressed_json_array(tmp_path):
@@ -59,10 +32,10 @@ def test_ingest_unit_compressed_json_array(tmp_path):
     items = [result, {"type": "traceroute"}, 7, {**result, "msm_id": 2002}]
     path = tmp_path / "api.json.gz"
     path.write_bytes(gzip.compress(json.dumps(items).encode()))
-    (unit,) = streams.plan_units(streams.inspect_inputs(streams.expand_inputs([str(tmp_path)])))  # a folder
+    (unit,) = discovery.plan_units(discovery.inspect_inputs(discovery.expand_inputs([str(tmp_path)])))  # a folder
     assert (unit.compression, unit.layout) == ("gzip", None)
-    summary = streams.ingest_unit(unit, str(tmp_path), chunk_bytes=16)
-    assert isinstance(summary, streams.UnitSummary)
+    summary = read_unit.ingest_unit(unit, str(tmp_path), chunk_bytes=16)
+    assert isinstance(summary, UnitSummary)
     assert (summary.lines, summary.rows, summary.skipped, summary.rejected) == (
         4, 2, {"traceroute": 1}, {"not_an_object": 1},
     )  # fmt: skip
@@ -81,8 +54,8 @@ def test_ingest_stream_batches_keep_everything_in_order(layout):
     text = b"\n".join(orjson.dumps(i) for i in items) if layout == "lines" else orjson.dumps(items)
     f = io.BytesIO(text)
     values = iter_line_lists(f, chunk_bytes=50) if layout == "lines" else iter_json_values(f, chunk_bytes=50)
-    counts = streams.UnitCounts()
-    out = list(streams.ingest_stream(values, layout, "f", "min", "from", counts, batch_rows=2))
+    counts = UnitCounts()
+    out = list(read_unit.ingest_stream(values, layout, "f", "min", "from", counts, batch_rows=2))
     rows = pa.Table.from_batches([b for kind, b in out if kind == "rows"])
     rejected = pa.Table.from_batches([b for kind, b in out if kind == "rejected"])
     assert rows.column("msm_id").to_pylist() == [i for i in range(20) if i % 3]
