@@ -1,27 +1,23 @@
 """Running a job's Beam pipeline quietly: Beam's own output goes to a log file, the terminal gets one line.
 
 Beam logs its start-up and its workers' tracebacks (tens of lines per failure, each worker's twice) to
-stderr. :func:`run_pipeline` sends all of it to ``LOG_NAME`` in the job's scratch area instead: the
-records Beam logs in this process, which with the local runner include every record its worker
-processes send back, and those workers' own stderr (see :class:`beam_pipelines.common.options.LocalRunner`).
-When the pipeline fails, the exception's full traceback is appended to the log, :func:`pipeline_error`
-makes the one line the terminal shows, and :func:`keep_only_log` clears the scratch area but the log.
+stderr. :func:`run_pipeline` sends all of it to the run's log file instead (its place is chosen by
+:class:`beam_pipelines.common.lifecycle.JobRun`): the records Beam logs in this process, which with the
+local runner include every record its worker processes send back, and those workers' own stderr (see
+:class:`beam_pipelines.common.options.LocalRunner`). When the pipeline fails, the exception's full
+traceback is appended to the log and :func:`pipeline_error` makes the one line the terminal shows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import traceback
 from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 
 from beam_pipelines.common.options import beam_options, run_to_completion
-
-LOG_NAME = "pipeline.log"
 
 # Where the useful line sits in the text of an exception that Beam wrapped in layers of context (a
 # worker's traceback inside a RuntimeError): after the last of these, the first found in this order.
@@ -98,25 +94,3 @@ def run_pipeline(
                 f.write("\nThe pipeline failed:\n")
                 traceback.print_exception(exc, file=f)
             raise
-
-
-def log_notes(log_path: str) -> tuple[str, ...]:
-    """The line that points a user at the log after a failure (none if the log is gone with its folder)."""
-    return (f"Beam's log, with the workers' tracebacks: {log_path}",) if os.path.isfile(log_path) else ()
-
-
-def keep_only_log(scratch: str, log_path: str) -> None:
-    """After a failure: remove everything in ``scratch`` but the log; without a log, ``scratch`` too."""
-    if not os.path.isfile(log_path):
-        shutil.rmtree(scratch, ignore_errors=True)
-        return
-    keep = os.path.basename(log_path)
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(scratch):
-            if name != keep:
-                path = os.path.join(scratch, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)

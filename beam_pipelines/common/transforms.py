@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
+from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common.parquet import ReadTask, batches_with_offsets
 from tokenizer import REQUIRED_COLUMNS
@@ -24,6 +25,31 @@ class GatherAll(beam.PTransform):
             | "GroupUnderOne" >> beam.GroupByKey()
             | "ToList" >> beam.MapTuple(lambda _, elements: list(elements))
         )
+
+
+class StageFn(beam.DoFn):
+    """The base of a DoFn over a job's stage function: it holds the job's context
+    (:class:`~beam_pipelines.common.lifecycle.JobContext`) and sets up each worker process with it."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def setup(self):
+        self._ctx.prepare_worker()
+
+
+@ptransform_fn
+def WriteManifest(summaries, finalize: Callable, ctx):
+    """Every summary -> ``finalize(all summaries, ctx)``, which publishes the output, its manifest last.
+
+    ``summaries`` is a PCollection or a tuple of them (flattened first). The barrier (:class:`GatherAll`)
+    runs ``finalize`` once, when every upstream summary is known; as the pipeline's one sink, depending on
+    every branch, it is also what a runner that computes only the last transform's graph (the DaskRunner)
+    must execute in full.
+    """
+    if isinstance(summaries, tuple):
+        summaries = summaries | "FlattenSummaries" >> beam.Flatten()
+    return summaries | "GatherSummaries" >> GatherAll() | "Finalize" >> beam.Map(finalize, ctx)
 
 
 def create_spread(pbegin, items, create_label: str, spread_label: str):

@@ -31,24 +31,29 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
+from typing import ClassVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog, storage
+from beam_pipelines.common import joblog, lifecycle, storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
-from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.options import beam_options
-from beam_pipelines.common.output import OutputDir, OutputRules
+from beam_pipelines.common.errors import RunError, UsageError
+from beam_pipelines.common.lifecycle import (
+    JobRun,
+    beam_storage_options,
+    locked_output,
+    no_manifest,
+    run_job,
+    scratch_under,
+)
+from beam_pipelines.common.output import OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.common.transforms import GatherAll, create_spread
+from beam_pipelines.common.transforms import GatherAll, StageFn, WriteManifest, create_spread
 from beam_pipelines.ingest_atlas import append, discovery, read_unit, shards
 from beam_pipelines.ingest_atlas.convert import RTT_MODES, SRC_MODES
 from beam_pipelines.ingest_atlas.fragments import UnitSummary
@@ -64,11 +69,13 @@ _OWN_FILES = {
 
 
 
-@dataclasses.dataclass(frozen=True)
-class JobContext:
-    """Everything a worker needs; pickled into the DoFns."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobContext(lifecycle.JobContext):
+    """Everything an ingest worker needs (pickled into the DoFns); the fields every job shares (output,
+    scratch, storage options, version) are :class:`~beam_pipelines.common.lifecycle.JobContext`'s."""
 
-    output: str
+    TMP_DIR: ClassVar[str] = shards.TMP_DIR
+
     rtt: str
     src: str
     shard_rows: int
@@ -76,33 +83,17 @@ class JobContext:
     batch_rows: int
     inputs: tuple  # dicts: index, path, bytes, compression
     options: dict  # the options that shape the output (recorded in the manifest)
-    scratch: str = ""  # the scratch folder (a URL too); "" means DIR/_tmp_ingest
-    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
-    version: int = 1  # the version this run writes (--append: the output's latest + 1)
     append: bool = False  # --append: the manifest gets `versions`, and version N > 1 extends the previous one
-    created: str = ""  # --append: the version's creation time (fixed once, in the driver)
-    previous_fingerprint: str = ""  # --append to version N > 1: the fingerprint of version N - 1
-
-    @property
-    def tmp(self) -> str:
-        return self.scratch or os.path.join(self.output, shards.TMP_DIR)
-
-    def configure_storage(self) -> None:
-        if self.fs_options:
-            storage.configure(self.fs_options)
 
 
 # --- Beam adapters -----------------------------------------------------------------------------------
 
 
-class _IngestUnitFn(beam.DoFn):
+class _IngestUnitFn(StageFn):
     def __init__(self, ctx: JobContext):
-        self._ctx = ctx
+        super().__init__(ctx)
         self._records = Metrics.counter("ingest_atlas", "records")
         self._rows = Metrics.counter("ingest_atlas", "rows")
-
-    def setup(self):
-        self._ctx.configure_storage()
 
     def process(self, unit):
         ctx = self._ctx
@@ -112,13 +103,7 @@ class _IngestUnitFn(beam.DoFn):
         yield summary
 
 
-class _WriteShardFn(beam.DoFn):
-    def __init__(self, ctx: JobContext):
-        self._ctx = ctx
-
-    def setup(self):
-        self._ctx.configure_storage()
-
+class _WriteShardFn(StageFn):
     def process(self, element):
         if isinstance(element, UnitSummary):  # unit summaries ride along to the manifest
             yield element
@@ -181,16 +166,6 @@ def WriteParquetShards(specs, ctx: JobContext):
     return specs | "SpreadShards" >> beam.Reshuffle() | "WriteShard" >> beam.ParDo(_WriteShardFn(ctx))
 
 
-@ptransform_fn
-def WriteManifest(summaries, ctx: JobContext):
-    """Every summary -> the manifest and ``_SUCCESS``, written last.
-
-    The pipeline is one chain ending here, so a runner that computes only the last transform's graph
-    (the DaskRunner) still runs every stage.
-    """
-    return summaries | "GatherAllSummaries" >> GatherAll() | "Finalize" >> beam.Map(_finalize, ctx)
-
-
 def build_pipeline(pipeline: beam.Pipeline, units, ctx: JobContext):
     """Attach the ingest stages to ``pipeline``; returns the manifest PCollection."""
     return (
@@ -198,7 +173,7 @@ def build_pipeline(pipeline: beam.Pipeline, units, ctx: JobContext):
         | "ReadAtlasResults" >> ReadAtlasResults(units, ctx)
         | "PlanShards" >> PlanShards(ctx)
         | "WriteParquetShards" >> WriteParquetShards(ctx)
-        | "WriteManifest" >> WriteManifest(ctx)
+        | "WriteManifest" >> WriteManifest(_finalize, ctx)  # the manifest, then _SUCCESS, last
     )
 
 
@@ -258,9 +233,7 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         raise UsageError("--shard_rows and --split_bytes must be positive")
     if args.append and args.overwrite:
         raise UsageError("--append and --overwrite cannot be combined: --append never rewrites earlier shards")
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    pipeline_options = beam_options(beam_args)
+    temp_location, fs_options = beam_storage_options(beam_args)
     options = Options(
         inputs=tuple(args.input),
         output=args.output,
@@ -271,8 +244,8 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         overwrite=args.overwrite,
         append=args.append,
         given=given,
-        temp_location=pipeline_options.view_as(GoogleCloudOptions).temp_location or "",
-        fs_options=storage.filesystem_options(pipeline_options),
+        temp_location=temp_location,
+        fs_options=fs_options,
     )
     return options, beam_args
 
@@ -315,12 +288,12 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
             "shard_rows": options.shard_rows,
             "row_group_rows": shards.ROW_GROUP_ROWS,
         },
-        scratch=storage.join(options.temp_location.rstrip("/"), f"ingest-{uuid.uuid4().hex[:12]}") if options.temp_location else "",
+        scratch=scratch_under(options.temp_location, "ingest"),
         fs_options=options.fs_options,
         version=version,
         append=options.append,
         created=shards.created_now() if options.append else "",
-        previous_fingerprint=previous["fingerprint"] if previous else "",
+        previous_fingerprint=previous["fingerprint"] if previous else None,
     )
     return units, ctx
 
@@ -375,26 +348,18 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 the pipeline failed, 2 bad options or inputs)."""
-    started = time.monotonic()
-    try:
-        options, beam_args = parse_args(argv)
-    except SystemExit as exc:  # argparse's --help: an exit code, not an exit
-        return exc.code if isinstance(exc.code, int) else 2
-    except UsageError as exc:
-        return report(exc)
-    try:
-        storage.configure(options.fs_options)
-        if options.temp_location:
-            storage.check_location(options.temp_location)
-        with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
-            previous = append.read_complete(options.output) if options.append else None
-            if previous is None:  # a plain run, or the first --append into an output holding no result yet
-                units, ctx = plan(options)
-                out_dir.prepare(output_rules(options), options.overwrite)
-                return _write(options, beam_args, units, ctx, started)
-            return _append(options, beam_args, previous, started)
-    except (UsageError, InputError) as exc:
-        return report(exc)
+    return run_job(argv, parse_args, _run)
+
+
+def _run(options: Options, beam_args: list[str], started: float) -> int:
+    # A second writer is refused before any input is read.
+    with locked_output(options.output, options.fs_options, options.temp_location) as out_dir:
+        previous = append.read_complete(options.output) if options.append else None
+        if previous is None:  # a plain run, or the first --append into an output holding no result yet
+            units, ctx = plan(options)
+            out_dir.prepare(output_rules(options), options.overwrite)
+            return _write(options, beam_args, units, ctx, started)
+        return _append(options, beam_args, previous, started)
 
 
 def _append(options: Options, beam_args: list[str], previous: dict, started: float) -> int:
@@ -438,36 +403,23 @@ def _write(options: Options, beam_args: list[str], units, ctx: JobContext, start
         f"-> {options.output}{version}",
         file=sys.stderr,
     )
+    job = JobRun("ingest", ctx.tmp, separate_log=bool(ctx.scratch))
     progress_dir = os.path.join(ctx.tmp, "progress")
     storage.makedirs(progress_dir)  # workers report progress only when it exists (always, in a store)
-    # Beam's log is written by this process: beside local scratch as before, else in a local folder.
-    separate = bool(ctx.scratch) or storage.is_remote(ctx.tmp)
-    log_dir = tempfile.mkdtemp(prefix="ping-llm-ingest-log-") if separate else ctx.tmp
-    log = os.path.join(log_dir, joblog.LOG_NAME)
     lines = functools.partial(sum_markers, progress_dir, "unit-*.json", "lines")
     try:
         with Progress("ingest_atlas", lines, unit="lines", detail=_progress_detail(progress_dir)):
-            joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, units, ctx), log)
+            joblog.run_pipeline(beam_args, lambda pipeline: build_pipeline(pipeline, units, ctx), job.log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        if separate:
-            try:
-                storage.rmtree(ctx.tmp)
-            except (OSError, InputError) as cleanup:
-                print(f"warning: could not remove the scratch files under {ctx.tmp} ({cleanup})", file=sys.stderr)
-        else:
-            joblog.keep_only_log(ctx.tmp, log)
         state = f"no {shards.SUCCESS_NAME} was written; {options.output} does not hold a complete result"
         if ctx.version > 1:
             state = _undo_append(options.output, ctx)
-        return report(
-            RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"), state, *joblog.log_notes(log)
-        )
-    if separate:
-        shutil.rmtree(log_dir, ignore_errors=True)
+        return job.failed(RunError(f"ingest_atlas failed: {joblog.pipeline_error(exc)}"), state)
+    job.finished()
     try:
         manifest = storage.read_json(os.path.join(options.output, shards.MANIFEST_NAME))
     except (OSError, ValueError) as exc:
-        return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
+        return no_manifest(exc)
     if ctx.append:
         entry = shards.versions(manifest)[-1]
         print(format_summary(entry, time.monotonic() - started))

@@ -30,12 +30,8 @@ import dataclasses
 import functools
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-import traceback
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +39,16 @@ import pyarrow as pa
 from beam_pipelines.common import storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.cores import usable_cores
-from beam_pipelines.common.errors import InputError, RunError, UsageError, report
-from beam_pipelines.common.output import OutputDir, OutputRules
+from beam_pipelines.common.errors import RunError, UsageError, report
+from beam_pipelines.common.lifecycle import (
+    JobRun,
+    beam_storage_options,
+    locked_output,
+    no_manifest,
+    run_job,
+    scratch_under,
+)
+from beam_pipelines.common.output import OutputRules
 from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.worker_main import start_warm_workers
@@ -52,6 +56,7 @@ from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.pretokenize import stages
+from beam_pipelines.pretokenize.local import run_stages
 from beam_pipelines.pretokenize.splitting import parse_fractions, time_cut_points
 from tokenizer import TOKENIZER_NAME, TokenizerMismatch, check_tokenizer, get_scheme, scheme_names
 
@@ -59,7 +64,6 @@ from tokenizer import TOKENIZER_NAME, TokenizerMismatch, check_tokenizer, get_sc
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
 DEFAULT_BUCKET_ROWS = 1_000_000
-LOG_NAME = "pipeline.log"  # common.joblog.LOG_NAME (not imported from there: joblog imports Beam)
 # The scale of the DirectRunner's mode choice (one_process_rows): starting the worker processes of the
 # multi-process mode costs about 3 s of wall time on 2 cores, what about 1M rows of per-row work take
 # (docs/performance.md). The hourly update also uses it to choose --in_process for its appends.
@@ -169,7 +173,7 @@ def parse_args(argv):
             )
         if args.bucket_rows < 1:
             raise UsageError("--bucket_rows must be positive")
-        temp_location, fs_options = _beam_storage_options(beam_args)
+        temp_location, fs_options = beam_storage_options(beam_args)
         tmp_compression = args.tmp_compression or ("lz4" if storage.is_remote(temp_location or args.output) else "none")
         options = Options(
             input=args.input,
@@ -192,19 +196,6 @@ def parse_args(argv):
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return options, beam_args
-
-
-def _beam_storage_options(beam_args: list[str]) -> tuple[str, dict]:
-    """Beam's ``--temp_location`` and its filesystem options (S3 endpoint and keys, GCS project...)."""
-    if not beam_args:
-        return "", {}  # no Beam option given: nothing to parse, and Beam need not be imported
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    from beam_pipelines.common.options import beam_options
-
-    pipeline_options = beam_options(beam_args)
-    temp_location = pipeline_options.view_as(GoogleCloudOptions).temp_location or ""
-    return temp_location, storage.filesystem_options(pipeline_options)
 
 
 def _second_counts(files):
@@ -320,7 +311,7 @@ def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.J
         inputs=inputs,
         options=shaping,
         fingerprint=fp,
-        scratch=_scratch(options),
+        scratch=scratch_under(options.temp_location, "pretokenize"),
         fs_options=options.fs_options,
         version=version,
         previous_fingerprint=previous,
@@ -408,14 +399,6 @@ def remove_leftovers(out: str, manifest: dict) -> list[str]:
     return removed
 
 
-def _scratch(options: Options) -> str:
-    """``--temp_location``/pretokenize-<run id> when given (a run id, so two jobs sharing a temp location
-    never meet), else "" (``OUT/_tmp``)."""
-    if not options.temp_location:
-        return ""
-    return storage.join(options.temp_location.rstrip("/"), f"pretokenize-{uuid.uuid4().hex[:12]}")
-
-
 # --- progress and summary --------------------------------------------------------------------------
 
 
@@ -449,24 +432,21 @@ def format_summary(manifest: dict, seconds: float | None) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the process exit code (0 done or up to date, 1 failed, 2 bad input/options)."""
-    started = time.monotonic()
-    try:
-        options, beam_args = parse_args(argv)
-        storage.configure(options.fs_options)
-        if options.temp_location:
-            storage.check_location(options.temp_location)
-        with OutputDir(options.output) as out_dir:  # a second writer is refused before any input is read
-            if options.append:
-                return _append(options, beam_args, started)
-            tasks, ctx, _ = plan(options)
-            skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
-            if skip:
-                print(skip)
-                print(format_summary(manifest_lib.read_manifest(options.output), None))
-                return 0
-            return _write(options, beam_args, tasks, ctx, started)
-    except (UsageError, InputError) as exc:
-        return report(exc)
+    return run_job(argv, parse_args, _run)
+
+
+def _run(options: Options, beam_args: list[str], started: float) -> int:
+    # A second writer is refused before any input is read.
+    with locked_output(options.output, options.fs_options, options.temp_location) as out_dir:
+        if options.append:
+            return _append(options, beam_args, started)
+        tasks, ctx, _ = plan(options)
+        skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
+        if skip:
+            print(skip)
+            print(format_summary(manifest_lib.read_manifest(options.output), None))
+            return 0
+        return _write(options, beam_args, tasks, ctx, started)
 
 
 def _append(options: Options, beam_args: list[str], started: float) -> int:
@@ -522,67 +502,49 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
         if ctx.version > 1
         else f"{options.output} does not hold a dataset"
     )
-    storage.makedirs(ctx.tmp)
-    # Beam's log is written by this process: beside the scratch files when they are local, else in a local
-    # folder of its own (kept after a failure, so the line that names it points at a file that exists).
-    separate = ctx.scratch or storage.is_remote(ctx.tmp)
-    log_dir = tempfile.mkdtemp(prefix="ping-llm-pretokenize-log-") if separate else ctx.tmp
-    log = os.path.join(log_dir, LOG_NAME)
+    job = JobRun("pretokenize", ctx.tmp, separate_log=bool(ctx.scratch))
     encoded = functools.partial(sum_markers, os.path.join(ctx.tmp, "progress"), "encode-*.json", "rows")
     try:
         with Progress("pretokenize", encoded, total_rows, unit="rows", label="encoded"):
             if local:
-                from beam_pipelines.pretokenize.local import run_stages
-
                 run_stages(tasks, ctx)
             else:
                 args = runner_args(beam_args, total_rows)
                 # The LocalRunner's worker processes, when it will use them, start now: they import Beam
                 # while this process does (common/worker_main.py).
-                warm = start_warm_workers(args, log, ["beam_pipelines.pretokenize.transforms"])
+                warm = start_warm_workers(args, job.log, ["beam_pipelines.pretokenize.transforms"])
                 try:
+                    # Beam imported here, not at the top: the 1.5-2.6 s of start-up that --in_process saves.
                     from beam_pipelines.common import joblog
                     from beam_pipelines.pretokenize.transforms import build_pipeline
 
-                    joblog.run_pipeline(args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), log, warm)
+                    joblog.run_pipeline(args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), job.log, warm)
                 finally:
                     if warm is not None:
                         warm.close()
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
-        from beam_pipelines.common import joblog  # Beam too; a failure's cost does not matter
+        from beam_pipelines.common.joblog import pipeline_error  # Beam too; a failure's cost does not matter
 
-        if local:  # the traceback goes where the pipeline's log would have it
-            with open(log, "a", encoding="utf-8") as f:
-                f.write("The job failed:\n")
-                traceback.print_exception(exc, file=f)
-        if separate:
-            _remove_scratch(ctx.tmp)
-        else:
-            joblog.keep_only_log(ctx.tmp, log)
-        notes = joblog.log_notes(log)
-        if local and notes:
-            notes = (f"the traceback: {log}",)
-        return report(
-            RunError(f"pretokenize failed: {joblog.pipeline_error(exc)}"),
+        return job.failed(
+            RunError(f"pretokenize failed: {pipeline_error(exc)}"),
             f"no manifest was written; {unchanged}",
-            *notes,
+            traceback_of=exc if local else None,  # the traceback goes where the pipeline's log would have it
         )
     nothing = os.path.join(ctx.tmp, stages.NOTHING_ENCODED)
     if storage.exists(nothing):  # no row could be encoded: no dataset, no manifest (see stages.finalize)
         counts = storage.read_json(nothing)
-        storage.rmtree(ctx.tmp)
-        _remove_log_dir(log_dir, ctx)
+        job.finished()
         reasons = ", ".join(f"{k} {v:,}" for k, v in counts["by_reason"].items())
         where = os.path.join(options.output, stages.REJECTED_DIR)
         return report(
             RunError(f"no row could be encoded: all {counts['read']:,} rows were rejected ({reasons})"),
             f"the rows and their reasons are in {where}; no manifest was written" + ("" if ctx.version == 1 else f"; {unchanged}"),
         )
-    _remove_log_dir(log_dir, ctx)
+    job.finished()
     try:
         manifest = manifest_lib.read_manifest(options.output)
     except manifest_lib.ManifestError as exc:
-        return report(RunError(f"the pipeline finished without writing a manifest ({exc})"))
+        return no_manifest(exc)
     seconds = time.monotonic() - started
     if ctx.version > 1:
         mine = manifest_lib.dataset_versions(manifest)[-1]
@@ -593,19 +555,6 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
         seconds = None  # the totals' rows were not all read by this run
     print(format_summary(manifest, seconds))
     return 0
-
-
-def _remove_scratch(scratch: str) -> None:
-    """Remove the scratch folder after a failure (best effort: the failure is what the user must see)."""
-    try:
-        storage.rmtree(scratch)
-    except (OSError, InputError) as exc:
-        print(f"warning: could not remove the scratch files under {scratch} ({exc})", file=sys.stderr)
-
-
-def _remove_log_dir(log_dir: str, ctx: stages.JobContext) -> None:
-    if log_dir != ctx.tmp:
-        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

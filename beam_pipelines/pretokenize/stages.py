@@ -23,12 +23,13 @@ import itertools
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import lifecycle, storage
 from beam_pipelines.common.memory import keep_freed_memory
 from beam_pipelines.common.parquet import BATCH_ROWS, ReadTask, parquet_file, plain_batch, read_task
 from beam_pipelines.common.progress import write_marker
@@ -64,11 +65,13 @@ _PART_SCHEMA = pa.schema(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class JobContext:
-    """Everything a worker needs to know about the job (small and picklable)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobContext(lifecycle.JobContext):
+    """Everything a pretokenize worker needs to know about the job (small and picklable); the fields every
+    job shares (output, scratch, storage options, version) are :class:`~beam_pipelines.common.lifecycle.JobContext`'s."""
 
-    output: str
+    TMP_DIR: ClassVar[str] = TMP_DIR
+
     seq_len: int
     fractions: tuple[float, float, float]
     split_by: str  # "src" or "time"
@@ -79,33 +82,19 @@ class JobContext:
     inputs: tuple[dict, ...]  # path, bytes, rows, sha256 per input file
     options: dict  # the options that shape the output (recorded in the manifest)
     fingerprint: str
-    scratch: str = ""  # the scratch folder (a URL too); "" means OUT/_tmp
-    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options, for the workers
-    version: int = 1  # the dataset version this job writes (> 1: an append)
-    previous_fingerprint: str | None = None  # an append: the fingerprint of the version it adds to
-    created: str | None = None  # the version's creation time (manifest.created_now), fixed when planned
     tokenizer: str = "v1"  # the tokenizer scheme's name (tokenizer.get_scheme)
 
     @property
     def scheme(self):
         return get_scheme(self.tokenizer)
 
-    @property
-    def tmp(self) -> str:
-        return self.scratch or os.path.join(self.output, TMP_DIR)
-
     def bucket_dir(self, bucket: int) -> str:
         return os.path.join(self.tmp, "buckets", f"{bucket:05d}")
-
-    def configure_storage(self) -> None:
-        """Give this worker's :mod:`~beam_pipelines.common.storage` the job's object-store options (a Dask worker has none)."""
-        if self.fs_options:
-            storage.configure(self.fs_options)
 
     def prepare_worker(self) -> None:
         """Set up the process that runs a stage: the job's storage options, and freed array memory kept
         for the next batch (:func:`beam_pipelines.common.memory.keep_freed_memory`)."""
-        self.configure_storage()
+        super().prepare_worker()
         keep_freed_memory()
 
     def progress(self, name: str, payload: dict) -> None:

@@ -13,19 +13,16 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common.transforms import GatherAll, create_spread
+from beam_pipelines.common.transforms import StageFn, WriteManifest, create_spread
 from beam_pipelines.pretokenize import stages
 
 
-class _EncodeTaskFn(beam.DoFn):
+class _EncodeTaskFn(StageFn):
     def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
+        super().__init__(ctx)
         self._rows = Metrics.counter("pretokenize", "rows_read")
         self._accepted = Metrics.counter("pretokenize", "rows_accepted")
         self._rejected = Metrics.counter("pretokenize", "rows_rejected")
-
-    def setup(self):
-        self._ctx.prepare_worker()
 
     def process(self, task):
         summary = stages.encode_task(task, self._ctx)
@@ -35,13 +32,10 @@ class _EncodeTaskFn(beam.DoFn):
         yield summary
 
 
-class _PackBucketFn(beam.DoFn):
+class _PackBucketFn(StageFn):
     def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
+        super().__init__(ctx)
         self._measurements = Metrics.counter("pretokenize", "measurements_packed")
-
-    def setup(self):
-        self._ctx.prepare_worker()
 
     def process(self, element):
         bucket, paths = element
@@ -50,14 +44,11 @@ class _PackBucketFn(beam.DoFn):
             yield bucket, split, result
 
 
-class _WriteRecordsFn(beam.DoFn):
+class _WriteRecordsFn(StageFn):
     def __init__(self, ctx: stages.JobContext):
-        self._ctx = ctx
+        super().__init__(ctx)
         self._records = Metrics.counter("pretokenize", "records_written")
         self._pad = Metrics.counter("pretokenize", "pad_tokens")
-
-    def setup(self):
-        self._ctx.prepare_worker()
 
     def process(self, element):
         bucket, split, result = element
@@ -98,22 +89,6 @@ def WriteArrayRecords(packed, ctx: stages.JobContext):
     return packed | "WriteBucketRecords" >> beam.ParDo(_WriteRecordsFn(ctx))
 
 
-@ptransform_fn
-def WriteManifest(pcolls, ctx: stages.JobContext):
-    """All summaries -> the rejected rows gathered and the manifest, written last.
-
-    It depends on every branch (encode summaries carry the rejected files, record summaries the
-    outputs), which also makes it the one sink that runners computing only the last transform's
-    graph (the DaskRunner) must execute in full.
-    """
-    return (
-        pcolls
-        | "FlattenSummaries" >> beam.Flatten()
-        | "GatherSummaries" >> GatherAll()
-        | "Finalize" >> beam.Map(stages.finalize, ctx)
-    )
-
-
 def build_pipeline(pipeline: beam.Pipeline, tasks, ctx: stages.JobContext):
     """Attach the pretokenize stages to ``pipeline``; returns the manifest PCollection."""
     summaries = pipeline | "ReadAndEncode" >> ReadAndEncode(tasks, ctx)
@@ -123,6 +98,8 @@ def build_pipeline(pipeline: beam.Pipeline, tasks, ctx: stages.JobContext):
         | "PackRecords" >> PackRecords(ctx)
         | "WriteArrayRecords" >> WriteArrayRecords(ctx)
     )
-    return (summaries, written) | "WriteManifest" >> WriteManifest(ctx)
+    # The manifest stage depends on every branch: encode summaries carry the rejected files, record
+    # summaries the outputs.
+    return (summaries, written) | "WriteManifest" >> WriteManifest(stages.finalize, ctx)
 
 

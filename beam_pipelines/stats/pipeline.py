@@ -33,22 +33,26 @@ import math
 import multiprocessing
 import os
 import pickle
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog, storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
-from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.errors import InputError, RunError, UsageError
 from beam_pipelines.common.files import atomic_path
-from beam_pipelines.common.options import beam_options
-from beam_pipelines.common.output import OutputDir
+from beam_pipelines.common.lifecycle import (
+    LOG_NAME,
+    JobRun,
+    beam_storage_options,
+    locked_output,
+    run_job,
+    scratch_under,
+)
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
 from beam_pipelines.common.transforms import ReadParquetBatches
@@ -191,7 +195,7 @@ def raw_stats(
             joblog.run_pipeline(
                 beam_args,
                 lambda pipeline: build_pipeline(pipeline, tasks, limits, summary_path, progress_dir, fs_options),
-                log or os.path.join(tmp, joblog.LOG_NAME),
+                log or os.path.join(tmp, LOG_NAME),
             )
     except Exception as exc:
         # Bad input found only while reading (a damaged row group) is still bad input, not a crash.
@@ -263,8 +267,6 @@ def dataset_stats(directory: str, workers: int, version: int | None = None) -> t
 
 def _merge_sources(sources: dict, version: int, split: str, stats) -> None:
     """Union of one file's distinct sources into its (version, split)'s."""
-    import numpy as np
-
     key = (version, split)
     sources[key] = stats.sources if key not in sources else np.union1d(sources[key], stats.sources)
 
@@ -394,83 +396,45 @@ def parse_args(argv):
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 done, 1 failed, 2 bad input or options)."""
-    started = time.monotonic()
-    try:
-        args, beam_args = parse_args(argv)
-        temp_location = _configure_storage(beam_args)
-        with OutputDir(args.output):
-            return _report(args, beam_args, started, temp_location)
-    except (UsageError, InputError) as exc:
-        return report(exc)
+    return run_job(argv, parse_args, _run)
 
 
-def _configure_storage(beam_args: list[str]) -> str:
-    """Hand the job's filesystem options (S3 endpoint and keys, GCS project, ...) to :mod:`~beam_pipelines.common.storage`
-    (fsspec); returns ``--temp_location``."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    options = beam_options(beam_args)
-    storage.configure(storage.filesystem_options(options))
-    temp_location = options.view_as(GoogleCloudOptions).temp_location or ""
-    if temp_location:
-        storage.check_location(temp_location)
-    return temp_location
+def _run(args, beam_args: list[str], started: float) -> int:
+    temp_location, fs_options = beam_storage_options(beam_args)
+    with locked_output(args.output, fs_options, temp_location):
+        return _report(args, beam_args, started, temp_location)
 
 
 def _report(args, beam_args: list[str], started: float, temp_location: str = "") -> int:
     """Compute and write the reports into a locked ``--output``; returns the exit status."""
     output = args.output
-    if temp_location:
-        tmp = storage.join(temp_location.rstrip("/"), f"stats-{uuid.uuid4().hex[:12]}")
-    elif storage.is_remote(output):
-        tmp = storage.join(output, _TMP_DIR)
-    else:
-        # Absolute: workers (other processes, maybe another working directory) write the summary here.
-        tmp = os.path.abspath(os.path.join(output, _TMP_DIR))
-    # Beam's log is written by this process: beside local scratch as before, else in a local folder.
-    separate = bool(temp_location) or storage.is_remote(tmp)
-    log_dir = tempfile.mkdtemp(prefix="ping-llm-stats-log-") if separate else tmp
-    log = os.path.join(log_dir, joblog.LOG_NAME)
-    storage.rmtree(tmp)
-    storage.makedirs(tmp)
+    tmp = scratch_under(temp_location, "stats")
+    if not tmp:
+        # Absolute when local: workers (other processes, maybe another working directory) write the
+        # summary there.
+        tmp = storage.join(output, _TMP_DIR) if storage.is_remote(output) else os.path.abspath(os.path.join(output, _TMP_DIR))
+    job = JobRun("stats", tmp, separate_log=bool(temp_location))
     no_report = f"no report was written to {output}"
-    failed = True
     try:
         if args.input is not None:
             limits = stats_core.Limits(distinct=args.distinct_limit, quantile=args.quantile_limit, top=args.top)
-            result, units = raw_stats(args.input, tmp, beam_args, limits, log)
+            result, units = raw_stats(args.input, tmp, beam_args, limits, job.log)
             unit = "rows"
         else:
             result, units = dataset_stats(args.dataset, args.workers, args.version)
             unit = "records"
         result = _json_safe(result)
         written = write_reports(result, output, html=not args.no_html)
-        failed = False
     except InputError as exc:
-        return report(exc, no_report, *joblog.log_notes(log))
+        return job.failed(exc, no_report)
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback through Beam
         text = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
-        return report(RunError(f"stats failed: {text}"), no_report, *joblog.log_notes(log))
-    finally:
-        if separate:
-            _remove_quietly(tmp)
-            if not failed:
-                shutil.rmtree(log_dir, ignore_errors=True)
-        elif failed:
-            joblog.keep_only_log(tmp, log)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        return job.failed(RunError(f"stats failed: {text}"), no_report)
+    job.finished()
     seconds = time.monotonic() - started
     print(summary_line(result))
     print(f"{units:,} {unit} in {seconds:,.1f} s ({units / seconds:,.0f} {unit}/s); wrote {', '.join(written)}")
     return 0
-
-
-def _remove_quietly(scratch: str) -> None:
-    try:
-        storage.rmtree(scratch)
-    except (OSError, InputError) as exc:
-        print(f"warning: could not remove the scratch files under {scratch} ({exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

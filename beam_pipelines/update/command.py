@@ -31,8 +31,11 @@ import time
 
 from beam_pipelines.common import storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
-from beam_pipelines.common.errors import InputError, RunError, UsageError, report
+from beam_pipelines.common.errors import InputError, RunError, UsageError
+from beam_pipelines.common.lifecycle import beam_storage_options, run_job
 from beam_pipelines.common.output import WriterLock
+from beam_pipelines.dataset import manifest as manifest_lib
+from beam_pipelines.pretokenize import pipeline as pretokenize
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial")  # downloads not finished yet: not dump files
 INGEST_OPTIONS = ("rtt", "src", "shard_rows")
@@ -91,24 +94,18 @@ def _given(args: argparse.Namespace, names) -> list[str]:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the update; returns the exit code (0 done or up to date, 1 a step failed, 2 bad options or input)."""
-    started = time.monotonic()
-    try:
-        args, beam_args = parse_args(argv)
-    except SystemExit as exc:  # argparse's --help: an exit code, not an exit
-        return exc.code if isinstance(exc.code, int) else 2
-    except UsageError as exc:  # an unknown or bad option: nothing is read or written
-        return report(exc)
-    try:
-        from beam_pipelines.common.options import beam_options
+    return run_job(argv, parse_args, _run, errors=(UsageError, InputError, RunError))
 
-        storage.configure(storage.filesystem_options(beam_options(beam_args)))
-        with update_lock(args.parquet):
-            return _update(args, beam_args, started)
-    except (UsageError, InputError, RunError) as exc:
-        return report(exc)
+
+def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
+    storage.configure(beam_storage_options(beam_args)[1])
+    with update_lock(args.parquet):
+        return _update(args, beam_args, started)
 
 
 def _update(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
+    # ingest_atlas imported here, not at the top: it imports Beam (1.5-2.6 s of start-up), which an update
+    # whose pretokenize step runs --in_process, or that has nothing to do, never needs.
     from beam_pipelines.ingest_atlas import append as ingest_append
     from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 
@@ -142,8 +139,6 @@ def _update(args: argparse.Namespace, beam_args: list[str], started: float) -> i
     how = "--append" if dataset is not None else "(creates it)"
     _say(f"[2/2] pretokenize {how}: {len(new)} new shard(s), {sum(s['rows'] for s in new):,} rows -> {args.dataset}")
     argv = ["--input", args.parquet, "--output", args.dataset, *(["--append"] if dataset is not None else [])]
-    from beam_pipelines.pretokenize import pipeline as pretokenize
-
     rows = sum(s["rows"] for s in new)
     if rows < pretokenize.SMALL_INPUT_ROWS and not any(a.startswith(pretokenize.RUNNER_OPTIONS) for a in beam_args):
         # An hour of new data: Beam's start-up would be most of the job's time (docs/performance.md).
@@ -175,8 +170,6 @@ def _check_no_unlisted_shards(parquet: str, manifest: dict) -> None:
 
 def _dataset_manifest(dataset: str) -> dict | None:
     """The complete dataset's manifest in ``dataset``, or None when there is none yet."""
-    from beam_pipelines.dataset import manifest as manifest_lib
-
     if not storage.exists(storage.join(dataset, manifest_lib.MANIFEST_NAME)):
         return None
     try:
@@ -187,8 +180,6 @@ def _dataset_manifest(dataset: str) -> dict | None:
 
 def _input_hashes(manifest: dict) -> set[str]:
     """The sha256 of every input of every version of a dataset."""
-    from beam_pipelines.dataset import manifest as manifest_lib
-
     found = {i.get("sha256") for i in manifest.get("inputs", [])}
     for v in manifest_lib.dataset_versions(manifest):
         found.update(i.get("sha256") for i in v.get("inputs", []))

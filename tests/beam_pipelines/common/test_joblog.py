@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import apache_beam as beam
 import pytest
 
 from beam_pipelines.common import joblog
+from beam_pipelines.common.lifecycle import LOG_NAME
 from beam_pipelines.common.errors import InputError
 
 IN_MEMORY = "--direct_running_mode=in_memory"
@@ -72,7 +72,7 @@ def _fails(x):
 
 @pytest.mark.slow
 def test_run_pipeline_logs_the_traceback_of_a_failure(tmp_path, capsys):
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     with pytest.raises(Exception) as info:
         joblog.run_pipeline([IN_MEMORY], lambda p: p | beam.Create(range(5)) | beam.Map(_fails), str(log))
     assert joblog.pipeline_error(info.value) == "input 3: unreadable"
@@ -83,14 +83,14 @@ def test_run_pipeline_logs_the_traceback_of_a_failure(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_run_pipeline_success_leaves_the_log_quiet(tmp_path):
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     joblog.run_pipeline([IN_MEMORY], lambda p: p | beam.Create([1, 2]) | beam.Map(lambda x: x), str(log))
     assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.slow
 def test_worker_processes_write_their_stderr_to_the_log(tmp_path, capfd):
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     with pytest.raises(Exception) as info:
         joblog.run_pipeline(
             ["--direct_num_workers=2"], lambda p: p | beam.Create(range(5)) | beam.Map(_fails), str(log)
@@ -100,19 +100,3 @@ def test_worker_processes_write_their_stderr_to_the_log(tmp_path, capfd):
     assert "apitools" not in err and "Logging handler" not in err and "Traceback" not in err, err
     text = log.read_text()
     assert "Logging handler created" in text and "input 3: unreadable" in text  # the workers' own stderr
-
-
-def test_keep_only_log(tmp_path):
-    scratch = tmp_path / "_tmp"
-    (scratch / "buckets" / "00000").mkdir(parents=True)
-    (scratch / "progress.json").write_text("{}")
-    (scratch / joblog.LOG_NAME).write_text("traceback")
-    joblog.keep_only_log(str(scratch), str(scratch / joblog.LOG_NAME))
-    assert os.listdir(scratch) == [joblog.LOG_NAME]
-    assert joblog.log_notes(str(scratch / joblog.LOG_NAME)) == (
-        f"Beam's log, with the workers' tracebacks: {scratch / joblog.LOG_NAME}",
-    )
-    os.remove(scratch / joblog.LOG_NAME)
-    (scratch / "left").write_text("x")
-    joblog.keep_only_log(str(scratch), str(scratch / joblog.LOG_NAME))  # no log: the scratch area goes
-    assert not scratch.exists() and joblog.log_notes(str(scratch / joblog.LOG_NAME)) == ()

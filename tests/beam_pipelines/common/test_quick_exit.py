@@ -14,6 +14,7 @@ import apache_beam as beam
 import pytest
 
 from beam_pipelines.common import joblog, worker_main
+from beam_pipelines.common.lifecycle import LOG_NAME
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -73,7 +74,7 @@ def _write_lines(lines, path):
 
 @pytest.mark.slow
 def test_multi_process_workers_run_worker_main(tmp_path):
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     out = tmp_path / "names.txt"
 
     def build_to_file(p):
@@ -127,7 +128,7 @@ def test_warm_workers_only_where_the_runner_will_use_worker_processes_on_linux(t
 def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count):
     """Two workers asked for: each runs in a warm worker while there is one (``--warm`` in its arguments);
     with one warm worker, the second claim finds none and runs the worker itself."""
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     out = tmp_path / "flags.txt"
     warm = worker_main.WarmWorkers(warm_count, str(log), ["colorsys"])  # a module nothing else imports
     try:
@@ -151,7 +152,7 @@ def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count
 
 @pytest.mark.slow
 def test_a_failing_pipeline_on_warm_workers_reports_the_error_and_ends_them(tmp_path):
-    log = tmp_path / joblog.LOG_NAME
+    log = tmp_path / LOG_NAME
     warm = worker_main.WarmWorkers(2, str(log))
     try:
         with pytest.raises(Exception) as info:
