@@ -37,11 +37,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pyarrow.parquet as pq
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
 
@@ -110,14 +109,12 @@ def main(argv=None) -> int:
     # Every run's manifest gets the same `created`, so the two appends' manifests can be compared byte for byte.
     os.environ.setdefault("SOURCE_DATE_EPOCH", str(int(time.time())))
 
-    work = args.workdir or tempfile.mkdtemp(prefix="append-bench-")
-    os.makedirs(work, exist_ok=True)
-    try:
-        print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with scratch_folder(args.workdir, "append-bench-") as work:
+        print(f"machine: {machine()}; load average before: {load_average()}")
         if args.mode_rows:
             mode_table([int(n) for n in args.mode_rows.split(",")], args.repeat, work)
             if args.mode_only:
-                print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                print(f"load average after: {load_average()}")
                 return 0
         inputs = os.path.join(work, "in")
         old, new = make_inputs(args.rows, args.fraction, inputs)
@@ -168,7 +165,7 @@ def main(argv=None) -> int:
                 f"  {s:<5} append {a['splits'][s]['context_continuity']:.4f} (version 2 alone "
                 f"{v2['splits'][s]['context_continuity']:.4f}), rebuild {r['splits'][s]['context_continuity']:.4f}"
             )
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"load average after: {load_average()}")
         result = {
             "rows": args.rows,
             "new_rows": new_rows,
@@ -184,9 +181,6 @@ def main(argv=None) -> int:
             },
         }
         print(json.dumps(result))
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -24,15 +24,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+import pyarrow.parquet as pq
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
-
-def _load() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+from beam_pipelines.make_sample import synth
+from beam_pipelines.pretokenize import pipeline as pretokenize
+from beam_pipelines.stats import pipeline as stats
+from trainer.eval import evaluate
 
 
 def main(argv=None) -> int:
@@ -42,20 +42,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from beam_pipelines.stats import pipeline as stats
-    from trainer.eval import evaluate
-
-    work = args.workdir or tempfile.mkdtemp(prefix="eval_bench_")
-    os.makedirs(work, exist_ok=True)
-    ds = os.path.join(work, f"dataset_{args.rows}")
-    try:
-        print(f"machine: {machine()}; load average {_load()}")
+    with scratch_folder(args.workdir, "eval_bench_") as work:
+        ds = os.path.join(work, f"dataset_{args.rows}")
+        print(f"machine: {machine()}; load average {load_average()}")
         if not os.path.exists(os.path.join(ds, "manifest.json")):
-            import pyarrow.parquet as pq
-
-            from beam_pipelines.make_sample import synth
-            from beam_pipelines.pretokenize import pipeline as pretokenize
-
             t = time.perf_counter()
             path = os.path.join(work, f"rows_{args.rows}.parquet")
             pq.write_table(synth.generate(args.rows, seed=0), path, row_group_size=1 << 17, compression="zstd")
@@ -84,7 +74,7 @@ def main(argv=None) -> int:
                 with open(os.path.join(out, "report.json")) as f:
                     phases = json.load(f)["meta"]["timings"]
             print(f"round {i + 1}: stats --dataset {best['stats']:.1f} s, evaluate --baselines_only {wall:.1f} s; "
-                  f"load average {_load()}")
+                  f"load average {load_average()}")
         print("evaluation phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
         out = os.path.join(work, "eval_report_rss")
         shutil.rmtree(out, ignore_errors=True)
@@ -93,14 +83,11 @@ def main(argv=None) -> int:
                                "--no-progress"], capture_output=True, text=True, check=True)
         kb = int(proc.stderr.strip().splitlines()[-1].split()[-1])
         print(f"peak RSS of the evaluation as its own process: {kb / 2**20:.2f} GiB; train measurements "
-              f"{splits['train']['measurements']:,}; load average {_load()}")
+              f"{splits['train']['measurements']:,}; load average {load_average()}")
         ratio = best["evaluate"] / best["stats"]
         print(f"RESULT {args.rows:,} rows: evaluate --baselines_only (test split, every measurement) "
               f"{best['evaluate']:.1f} s vs stats --dataset {best['stats']:.1f} s: {ratio:.2f}x "
-              f"(target <= 3x: {'met' if ratio <= 3 else 'NOT met'}); load average {_load()}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+              f"(target <= 3x: {'met' if ratio <= 3 else 'NOT met'}); load average {load_average()}")
     return 0
 
 

@@ -13,13 +13,7 @@ set -u
 data=${1:?usage: gpu_input_session.sh DATA_DIR OUT_DIR}
 out=${2:?usage: gpu_input_session.sh DATA_DIR OUT_DIR}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-py=${PYTHON:-python3}
-# Without a GPU backend every figure below would be a CPU figure: stop at once and say how to get one.
-if ! "$py" -c 'import sys, jax; sys.exit(jax.default_backend() != "gpu")' 2>/dev/null; then
-  echo "gpu_input_session.sh: jax has no GPU backend here; install the gpu extra: pip install -c constraints.txt -e '.[gpu]'" >&2
-  exit 2
-fi
+. "$(dirname "$0")/gpu_check.sh"  # $py, and exit 2 without a GPU backend
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; echo "cores: $(nproc)"; } > "$out/bench_100m.log" 2>&1
 timeout 170 $py benchmarks/train_bench.py 100m "data_dir=$data" --steps 15 --input_batches 50 \

@@ -14,13 +14,7 @@ data=${1:?usage: gpu_session.sh DATA_DIR OUT_DIR [STEPS_20M]}
 out=${2:?usage: gpu_session.sh DATA_DIR OUT_DIR [STEPS_20M]}
 steps=${3:-400}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-py=${PYTHON:-python3}
-# Without a GPU backend every figure below would be a CPU figure: stop at once and say how to get one.
-if ! "$py" -c 'import sys, jax; sys.exit(jax.default_backend() != "gpu")' 2>/dev/null; then
-  echo "gpu_session.sh: jax has no GPU backend here; install the gpu extra: pip install -c constraints.txt -e '.[gpu]'" >&2
-  exit 2
-fi
+. "$(dirname "$0")/gpu_check.sh"  # $py, and exit 2 without a GPU backend
 log="$out/bench_100m.log"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$log"

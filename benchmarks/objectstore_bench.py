@@ -20,23 +20,17 @@ no network latency or bandwidth limit: this measures the job's own cost of going
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-import boto3
 import pyarrow.parquet as pq
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
-from moto.server import ThreadedMotoServer
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
+from s3_server import KEY_ID, REGION, SECRET, s3_server
 
 from beam_pipelines.make_sample import synth
-
-KEY_ID, SECRET, REGION = "bench-key", "bench-secret", "us-east-1"
 
 
 def make_input(rows: int, directory: str, seed: int = 1) -> list[str]:
@@ -68,22 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--tree", action="append", default=[], help="another checkout whose s3 -> s3 run is timed too")
     args = parser.parse_args(argv)
-    work = args.workdir or tempfile.mkdtemp(prefix="objectstore-bench-")
-    os.makedirs(work, exist_ok=True)
-    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name=REGION
-        )
-        client.create_bucket(Bucket="bench")
+    print(f"machine: {machine()}; load average before: {load_average()}")
+    with scratch_folder(args.workdir, "objectstore-bench-") as work, s3_server("bench") as (endpoint, client):
         raw = os.path.join(work, "raw")
         paths = make_input(args.rows, raw)
         for p in paths:
@@ -118,11 +98,7 @@ def main(argv=None) -> int:
               f"(best of {args.repeat}); records byte-identical: {same}")
         for tree, times in tree_times.items():
             print(f"s3 -> s3 with {tree}: {min(times):.1f} s, {min(times) / local:.2f}x local (best of {args.repeat})")
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        server.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        print(f"load average after: {load_average()}")
     return 0
 
 

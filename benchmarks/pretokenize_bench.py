@@ -34,15 +34,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pyarrow.parquet as pq
 from array_record.python.array_record_module import ArrayRecordWriter
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
+from beam_pipelines.pretokenize import pipeline, stages
 from beam_pipelines.pretokenize.pipeline import DEFAULT_COMPRESSION
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
 
@@ -129,8 +129,6 @@ def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) 
 
 def stage_costs(input_dir: str, output: str, tokenizer: str = "v1") -> dict[str, float]:
     """CPU seconds per row of each stage, the job's own stage functions run in this process, one after the other."""
-    from beam_pipelines.pretokenize import pipeline, stages
-
     shutil.rmtree(output, ignore_errors=True)
     options, _ = pipeline.parse_args(["--input", input_dir, "--output", output, "--tokenizer", tokenizer])
     tasks, ctx, _ = pipeline.plan(options)  # (tasks, job context, inputs skipped by an append)
@@ -229,9 +227,13 @@ def main(argv=None) -> int:
     parser.add_argument("--schemes_only", action="store_true", help="only the scheme comparison (needs --schemes)")
     parser.add_argument("--input", default=None, help="--schemes: a directory of Parquet files to use as input")
     args = parser.parse_args(argv)
-    work = args.workdir or tempfile.mkdtemp(prefix="pretok-bench-")
-    os.makedirs(work, exist_ok=True)
-    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with scratch_folder(args.workdir, "pretok-bench-") as work:
+        return _run(args, work)
+
+
+def _run(args, work: str) -> int:
+    """Everything :func:`main` measures, in the scratch folder ``work``."""
+    print(f"machine: {machine()}; load average before: {load_average()}")
 
     if args.stages:
         costs = stage_costs(
@@ -245,17 +247,13 @@ def main(argv=None) -> int:
             flush=True,
         )
         if args.stages_only:
-            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            if not args.workdir:
-                shutil.rmtree(work, ignore_errors=True)
+            print(f"load average after: {load_average()}")
             return 0
 
     if args.schemes:
         scheme_comparison(args, work)
         if args.schemes_only:
-            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            if not args.workdir:
-                shutil.rmtree(work, ignore_errors=True)
+            print(f"load average after: {load_average()}")
             return 0
 
     main_input = make_input(args.rows, os.path.join(work, f"in-{args.rows}"))
@@ -316,9 +314,7 @@ def main(argv=None) -> int:
     for tree, rows, m_wall, m_peak in memory:
         print(f"| peak RSS of any job process ({label(tree)}), {rows:,} rows | {m_peak:,} MiB ({rows / m_wall:,.0f} rows/s) |")
     print(f"| projected wall time for the seed's 100M rows | {100e6 / rate / 60:.1f} min |")
-    print(f"\nmachine: {machine()}; load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nmachine: {machine()}; load average after: {load_average()}")
     return 0
 
 

@@ -22,11 +22,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import pyarrow.parquet as pq
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
 
@@ -74,10 +73,14 @@ def main(argv=None) -> int:
     parser.add_argument("--tree", action="append", default=[], help="another checkout to time on the same inputs")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
-    work = args.workdir or tempfile.mkdtemp(prefix="pretok-layout-")
-    os.makedirs(work, exist_ok=True)
+    with scratch_folder(args.workdir, "pretok-layout-") as work:
+        return _run(args, work)
+
+
+def _run(args, work: str) -> int:
+    """Everything :func:`main` measures, in the scratch folder ``work``."""
     print(f"machine: {machine()}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {load_average()}")
     layouts = make_layouts(args.rows, os.path.join(work, "in"))
 
     results = {}  # (tree, layout) -> median wall seconds
@@ -104,10 +107,8 @@ def main(argv=None) -> int:
         for name in layouts:
             print(f"| {label} | {name} | {results[tree, name]:.2f} s | {results[tree, name] / base:.2f}x |")
     print(f"\nrows: {args.rows:,}; records identical across layouts: yes")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load_average()}")
     print(f"machine: {machine()}")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -31,12 +31,7 @@ import sys
 import tempfile
 import time
 
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
-
-
-def _load() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+from common import load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 
 def main(argv=None) -> int:
@@ -67,7 +62,7 @@ def main(argv=None) -> int:
 
     work = None
     try:
-        print(f"machine: {machine()}; JAX {jax.__version__} on {jax.default_backend()}; load average {_load()}")
+        print(f"machine: {machine()}; JAX {jax.__version__} on {jax.default_backend()}; load average {load_average()}")
         ds = args.data_dir
         if ds is None:
             from beam_pipelines.pretokenize import pipeline as pretokenize
@@ -125,17 +120,17 @@ def main(argv=None) -> int:
                 wall, used = time.perf_counter() - t, time.process_time() - c
                 best[name], cpu[name] = min(best[name], wall), min(cpu[name], used)
                 row.append(f"{name} {wall:.1f} s ({used:.1f} s CPU)")
-            print(f"round {i + 1}{' (compiles)' if i == 0 else ''}: " + ", ".join(row) + f"; load average {_load()}",
+            print(f"round {i + 1}{' (compiles)' if i == 0 else ''}: " + ", ".join(row) + f"; load average {load_average()}",
                   flush=True)
         if args.samples == 0:
             print(f"RESULT {len(prompts)} measurements: descent ({len(levels)} quantiles + the true RTT) "
-                  f"{best['descent']:.1f} s ({cpu['descent']:.1f} s CPU), no sampling baseline; load average {_load()}")
+                  f"{best['descent']:.1f} s ({cpu['descent']:.1f} s CPU), no sampling baseline; load average {load_average()}")
             return 0
         ratio, cpu_ratio = best["sampling"] / best["descent"], cpu["sampling"] / cpu["descent"]
         print(f"RESULT {len(prompts)} measurements: descent ({len(levels)} quantiles + the true RTT) "
               f"{best['descent']:.1f} s vs {args.samples} samples {best['sampling']:.1f} s: {ratio:.1f}x faster "
               f"(CPU time {cpu['descent']:.1f} s vs {cpu['sampling']:.1f} s: {cpu_ratio:.1f}x; target >= 5x: "
-              f"{'met' if ratio >= 5 else 'NOT met'}); load average {_load()}")
+              f"{'met' if ratio >= 5 else 'NOT met'}); load average {load_average()}")
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)

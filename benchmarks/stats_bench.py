@@ -12,16 +12,16 @@ With ``--dataset`` it also pretokenizes the rows and times ``--dataset`` on the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import pyarrow.parquet as pq
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
+from beam_pipelines.pretokenize import pipeline as pretokenize
 from beam_pipelines.stats import pipeline as stats
 from beam_pipelines.stats import raw as stats_core
 
@@ -34,9 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", action="store_true", help="also pretokenize and time the --dataset report")
     args = parser.parse_args(argv)
 
-    work = args.workdir or tempfile.mkdtemp(prefix="stats_bench_")
-    os.makedirs(work, exist_ok=True)
-    try:
+    with scratch_folder(args.workdir, "stats_bench_") as work:
         print(f"machine: {machine()}")
         t = time.perf_counter()
         table = synth.generate(args.rows, seed=0)
@@ -67,8 +65,6 @@ def main(argv=None) -> int:
         )
 
         if args.dataset:
-            from beam_pipelines.pretokenize import pipeline as pretokenize
-
             ds = os.path.join(work, "dataset")
             t = time.perf_counter()
             assert pretokenize.run(["--input", path, "--output", ds, "--overwrite"]) == 0
@@ -76,17 +72,12 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             assert stats.run(["--dataset", ds, "--output", os.path.join(work, "dataset_report")]) == 0
             wall = time.perf_counter() - t
-            import json
-
             with open(os.path.join(work, "dataset_report", "report.json")) as f:
                 records = json.load(f)["totals"]["records"]
             print(
                 f"RESULT stats --dataset, {os.cpu_count()} processes: {records / wall:,.0f} records/s "
                 f"({records * 1024 / wall / 1e6:,.1f} M tokens/s, {wall:.1f} s wall)"
             )
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

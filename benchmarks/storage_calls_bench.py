@@ -19,27 +19,21 @@ Loopback has no network latency: this measures each layer's own cost per call, n
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import socket
 import statistics
 import sys
 import time
 
-import boto3
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
-from moto.server import ThreadedMotoServer
+from apache_beam.io.aws import s3io
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from common import load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
+from s3_server import KEY_ID, REGION, SECRET, s3_server
 
 from beam_pipelines.common import storage
 
-KEY_ID, SECRET, REGION = "bench-key", "bench-secret", "us-east-1"
-
 
 def _beam_calls(options: dict, base: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     FileSystems.set_options(PipelineOptions.from_dictionary(options))
     raw = CompressionTypes.UNCOMPRESSED
 
@@ -64,9 +58,6 @@ def _beam_calls(options: dict, base: str):
 
 def _s3io_calls(options: dict, base: str):
     """One Beam ``S3IO`` object (and so one boto3 client) kept and reused: what the jobs did before fsspec."""
-    from apache_beam.io.aws import s3io
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     io = s3io.S3IO(options=PipelineOptions.from_dictionary(options))
 
     def write(i):
@@ -105,17 +96,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=40, help="repetitions of each call through each API")
     args = parser.parse_args(argv)
-    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.session.Session().client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
-                                       aws_secret_access_key=SECRET, region_name=REGION).create_bucket(Bucket="bench")
+    print(f"machine: {machine()}; load average before: {load_average()}")
+    with s3_server("bench") as (endpoint, _):
         options = {"s3_endpoint_url": endpoint, "s3_access_key_id": KEY_ID, "s3_secret_access_key": SECRET,
                    "s3_region_name": REGION}
         apis = {"beam": _beam_calls(options, "s3://bench"), "s3io": _s3io_calls(options, "s3://bench"),
@@ -132,9 +114,7 @@ def main(argv=None) -> int:
         for name in apis["beam"]:
             beam, s3io, fs = (statistics.median(times[api][name]) * 1000 for api in ("beam", "s3io", "fsspec"))
             print(f"{name:28} {beam:17.1f} {s3io:14.1f} {fs:17.1f}")
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        server.stop()
+        print(f"load average after: {load_average()}")
     return 0
 
 
