@@ -1,7 +1,7 @@
 """One job run's lifecycle, the same for every job that writes an output directory.
 
 0. :func:`run_job`: the options parsed, bad options or input reported as one ``error:`` line (exit 2).
-1. :func:`locked_output`: the job's filesystem options handed to :mod:`~beam_pipelines.common.storage`,
+1. :func:`locked_output` (:func:`run_output_job` for a job that writes ``--output``): the job's filesystem options handed to :mod:`~beam_pipelines.common.storage`,
    Beam's ``--temp_location`` checked, and ``--output`` entered through
    :class:`~beam_pipelines.common.output.OutputDir` (the writer lock: a second writer is refused before any
    input is read).
@@ -58,6 +58,18 @@ def run_job(
         return body(options, beam_args, started)
     except errors as exc:
         return report(exc)
+
+
+def run_output_job(argv: list[str] | None, parse: Callable[[list[str] | None], tuple], body: Callable[..., int]) -> int:
+    """:func:`run_job` for a job that writes ``options.output``: ``body(options, beam_args, started, out_dir)``
+    runs inside :func:`locked_output` (``options.fs_options``, ``options.temp_location``), so a second writer
+    is refused before any input is read."""
+
+    def locked(options, beam_args: list[str], started: float) -> int:
+        with locked_output(options.output, options.fs_options, options.temp_location) as out_dir:
+            return body(options, beam_args, started, out_dir)
+
+    return run_job(argv, parse, locked)
 
 
 def beam_storage_options(beam_args: list[str]) -> tuple[str, dict]:

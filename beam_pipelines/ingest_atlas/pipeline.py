@@ -46,12 +46,11 @@ from beam_pipelines.common.errors import RunError, UsageError
 from beam_pipelines.common.lifecycle import (
     JobRun,
     beam_storage_options,
-    locked_output,
     no_manifest,
-    run_job,
+    run_output_job,
     scratch_under,
 )
-from beam_pipelines.common.output import OutputRules
+from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.transforms import GatherAll, StageFn, WriteManifest, create_spread
 from beam_pipelines.ingest_atlas import append, discovery, read_unit, shards
@@ -348,18 +347,16 @@ def format_summary(manifest: dict, seconds: float | None = None) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 the pipeline failed, 2 bad options or inputs)."""
-    return run_job(argv, parse_args, _run)
+    return run_output_job(argv, parse_args, _run)
 
 
-def _run(options: Options, beam_args: list[str], started: float) -> int:
-    # A second writer is refused before any input is read.
-    with locked_output(options.output, options.fs_options, options.temp_location) as out_dir:
-        previous = append.read_complete(options.output) if options.append else None
-        if previous is None:  # a plain run, or the first --append into an output holding no result yet
-            units, ctx = plan(options)
-            out_dir.prepare(output_rules(options), options.overwrite)
-            return _write(options, beam_args, units, ctx, started)
-        return _append(options, beam_args, previous, started)
+def _run(options: Options, beam_args: list[str], started: float, out_dir: OutputDir) -> int:
+    previous = append.read_complete(options.output) if options.append else None
+    if previous is None:  # a plain run, or the first --append into an output holding no result yet
+        units, ctx = plan(options)
+        out_dir.prepare(output_rules(options), options.overwrite)
+        return _write(options, beam_args, units, ctx, started)
+    return _append(options, beam_args, previous, started)
 
 
 def _append(options: Options, beam_args: list[str], previous: dict, started: float) -> int:

@@ -43,12 +43,11 @@ from beam_pipelines.common.errors import RunError, UsageError, report
 from beam_pipelines.common.lifecycle import (
     JobRun,
     beam_storage_options,
-    locked_output,
     no_manifest,
-    run_job,
+    run_output_job,
     scratch_under,
 )
-from beam_pipelines.common.output import OutputRules
+from beam_pipelines.common.output import OutputDir, OutputRules
 from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.worker_main import start_warm_workers
@@ -432,21 +431,19 @@ def format_summary(manifest: dict, seconds: float | None) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the process exit code (0 done or up to date, 1 failed, 2 bad input/options)."""
-    return run_job(argv, parse_args, _run)
+    return run_output_job(argv, parse_args, _run)
 
 
-def _run(options: Options, beam_args: list[str], started: float) -> int:
-    # A second writer is refused before any input is read.
-    with locked_output(options.output, options.fs_options, options.temp_location) as out_dir:
-        if options.append:
-            return _append(options, beam_args, started)
-        tasks, ctx, _ = plan(options)
-        skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
-        if skip:
-            print(skip)
-            print(format_summary(manifest_lib.read_manifest(options.output), None))
-            return 0
-        return _write(options, beam_args, tasks, ctx, started)
+def _run(options: Options, beam_args: list[str], started: float, out_dir: OutputDir) -> int:
+    if options.append:
+        return _append(options, beam_args, started)
+    tasks, ctx, _ = plan(options)
+    skip = out_dir.prepare(output_rules(options, ctx.fingerprint), options.overwrite)
+    if skip:
+        print(skip)
+        print(format_summary(manifest_lib.read_manifest(options.output), None))
+        return 0
+    return _write(options, beam_args, tasks, ctx, started)
 
 
 def _append(options: Options, beam_args: list[str], started: float) -> int:

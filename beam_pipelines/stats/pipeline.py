@@ -49,10 +49,10 @@ from beam_pipelines.common.lifecycle import (
     LOG_NAME,
     JobRun,
     beam_storage_options,
-    locked_output,
-    run_job,
+    run_output_job,
     scratch_under,
 )
+from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.common.progress import Progress, sum_markers, write_marker
 from beam_pipelines.common.transforms import ReadParquetBatches
@@ -391,23 +391,19 @@ def parse_args(argv):
         raise UsageError(f"unknown option(s) {' '.join(beam_args)} (Beam options apply to --input only)")
     if args.distinct_limit < 1 or args.quantile_limit < 2 or args.top < 0 or args.workers < 0:
         raise UsageError("--distinct_limit must be >= 1, --quantile_limit >= 2, --top and --workers >= 0")
+    args.temp_location, args.fs_options = beam_storage_options(beam_args)
     return args, beam_args
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 done, 1 failed, 2 bad input or options)."""
-    return run_job(argv, parse_args, _run)
+    return run_output_job(argv, parse_args, _report)
 
 
-def _run(args, beam_args: list[str], started: float) -> int:
-    temp_location, fs_options = beam_storage_options(beam_args)
-    with locked_output(args.output, fs_options, temp_location):
-        return _report(args, beam_args, started, temp_location)
-
-
-def _report(args, beam_args: list[str], started: float, temp_location: str = "") -> int:
-    """Compute and write the reports into a locked ``--output``; returns the exit status."""
+def _report(args, beam_args: list[str], started: float, out_dir: OutputDir) -> int:
+    """Compute and write the reports into the locked ``out_dir``; returns the exit status."""
     output = args.output
+    temp_location = args.temp_location
     tmp = scratch_under(temp_location, "stats")
     if not tmp:
         # Absolute when local: workers (other processes, maybe another working directory) write the
