@@ -42,8 +42,9 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.make_sample import synth
-from beam_pipelines.pretokenize import pipeline, stages
-from beam_pipelines.pretokenize.pipeline import DEFAULT_COMPRESSION
+from beam_pipelines.pretokenize import options as pretokenize_options
+from beam_pipelines.pretokenize import planning, stages
+from beam_pipelines.pretokenize.options import DEFAULT_COMPRESSION
 from tokenizer import PAD, InvalidMeasurement, encode_measurement
 
 # Runs a command and reports the largest resident set among all the processes it waited for.
@@ -130,8 +131,8 @@ def naive_baseline(input_dir: str, rows: int, output: str, seq_len: int = 1024) 
 def stage_costs(input_dir: str, output: str, tokenizer: str = "v1") -> dict[str, float]:
     """CPU seconds per row of each stage, the job's own stage functions run in this process, one after the other."""
     shutil.rmtree(output, ignore_errors=True)
-    options, _ = pipeline.parse_args(["--input", input_dir, "--output", output, "--tokenizer", tokenizer])
-    tasks, ctx, _ = pipeline.plan(options)  # (tasks, job context, inputs skipped by an append)
+    options, _ = pretokenize_options.parse_args(["--input", input_dir, "--output", output, "--tokenizer", tokenizer])
+    tasks, ctx, _ = planning.plan(options)  # (tasks, job context, inputs skipped by an append)
     rows = sum(f["rows"] for f in ctx.inputs)
     ctx.prepare_worker()  # as each stage's worker process does
     costs = {}

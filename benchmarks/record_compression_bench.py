@@ -27,7 +27,7 @@ from common import machine  # benchmarks/common.py (the script's folder is on sy
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.records import read_records, writer_options
 from beam_pipelines.pretokenize import pipeline as pretokenize
-from beam_pipelines.pretokenize.pipeline import DEFAULT_COMPRESSION
+from beam_pipelines.pretokenize.options import DEFAULT_COMPRESSION
 
 CODECS = ("snappy", "zstd:1", "zstd:3", "zstd:-3", "brotli:1", "uncompressed")
 READ_BATCH = 64

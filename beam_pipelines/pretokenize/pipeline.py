@@ -19,6 +19,11 @@ about 1M on many; always on one core), else with one worker process per core. ``
 Beam (:mod:`beam_pipelines.pretokenize.local`; same bytes, no start-up cost): for small appends, such as
 the hourly update's (``beam_pipelines.update`` chooses it).
 
+This module runs the job (:func:`run`); :mod:`~beam_pipelines.pretokenize.options` parses its options,
+:mod:`~beam_pipelines.pretokenize.planning` plans it and :mod:`~beam_pipelines.pretokenize.append` prepares
+an append; the run's lifecycle (writer lock, scratch, Beam's log, the failure report) is
+:mod:`beam_pipelines.common.lifecycle`'s.
+
 Every input, the output and the scratch location may be object-store URLs (``s3://``, ``gs://``; see
 docs/object-storage.md). Scratch goes to ``OUT/_tmp``, or under Beam's ``--temp_location`` when given,
 and is removed at the end whether the job succeeded or failed.
@@ -26,379 +31,32 @@ and is removed at the end whether the job succeeded or failed.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
 import sys
 import time
 
-import numpy as np
-import pyarrow as pa
-
 from beam_pipelines.common import storage
-from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.cores import usable_cores
-from beam_pipelines.common.errors import RunError, UsageError, report
-from beam_pipelines.common.lifecycle import (
-    JobRun,
-    beam_storage_options,
-    no_manifest,
-    run_output_job,
-    scratch_under,
-)
-from beam_pipelines.common.output import OutputDir, OutputRules
-from beam_pipelines.common.parquet import parquet_file, plan_tasks, resolve_inputs
+from beam_pipelines.common.errors import RunError, report
+from beam_pipelines.common.lifecycle import JobRun, no_manifest, run_output_job
+from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.progress import Progress, sum_markers
 from beam_pipelines.common.worker_main import start_warm_workers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
-from beam_pipelines.dataset.records import check_compression
 from beam_pipelines.pretokenize import stages
+from beam_pipelines.pretokenize.append import dataset_to_append_to, inherit_options, remove_leftovers
 from beam_pipelines.pretokenize.local import run_stages
-from beam_pipelines.pretokenize.splitting import parse_fractions, time_cut_points
-from tokenizer import TOKENIZER_NAME, TokenizerMismatch, check_tokenizer, get_scheme, scheme_names
+from beam_pipelines.pretokenize.options import RUNNER_OPTIONS, Options, parse_args
+from beam_pipelines.pretokenize.planning import output_rules, plan
 
-# The bundled sample, beside the package in a checkout: beam_pipelines/pretokenize/pipeline.py -> repo root.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_INPUT = os.path.join(_REPO_ROOT, "data", "sample", "*.parquet")
-DEFAULT_BUCKET_ROWS = 1_000_000
 # The scale of the DirectRunner's mode choice (one_process_rows): starting the worker processes of the
 # multi-process mode costs about 3 s of wall time on 2 cores, what about 1M rows of per-row work take
 # (docs/performance.md). The hourly update also uses it to choose --in_process for its appends.
 SMALL_INPUT_ROWS = 1_000_000
-RUNNER_OPTIONS = ("--runner", "--direct_running_mode", "--direct_num_workers")
-_OWN_ENTRIES = {*SPLIT_NAMES, stages.REJECTED_DIR, stages.TMP_DIR, manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"}
 
-
-
-# --- planning --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Parsed job options (the non-Beam ones)."""
-
-    input: str
-    output: str
-    seq_len: int
-    split: tuple[float, float, float]
-    split_by: str
-    compression: str
-    tmp_compression: str
-    overwrite: bool
-    bucket_rows: int
-    append: bool = False  # add a version to the dataset in --output (shaping options taken from it)
-    in_process: bool = False  # run the stages in this process without Beam (local.py)
-    given: frozenset = frozenset()  # the shaping options given on the command line (SHAPING_OPTIONS names)
-    temp_location: str = ""  # Beam's --temp_location (scratch goes there when given)
-    fs_options: dict = dataclasses.field(default_factory=dict)  # Beam's filesystem options (S3, GCS)
-    tokenizer: str = TOKENIZER_NAME  # tokenizer scheme (tokenizer.get_scheme); an append takes the dataset's
-    tokenizer_given: bool = False  # --tokenizer was on the command line (an append refuses another scheme)
-
-
-# snappy rather than zstd:3: a third of the CPU of writing 2 KB records (one chunk each) and cheaper to read
-# back in training, for files about a third larger (docs/performance.md, "Record compression").
-DEFAULT_COMPRESSION = "snappy"
-# The options that shape the output, with their defaults: an append takes them from the dataset and
-# refuses a given value that differs (a default is applied only when the option is not given).
-SHAPING_DEFAULTS = {"seq_len": 1024, "split": "80,10,10", "split_by": "src", "compression": DEFAULT_COMPRESSION, "bucket_rows": DEFAULT_BUCKET_ROWS}
-
-
-def parse_args(argv):
-    parser = StrictArgumentParser(
-        prog="python -m beam_pipelines.pretokenize",
-        description="Pack Parquet ping measurements into seq_len-token ArrayRecord splits with a manifest. "
-        "Apache Beam's own options (e.g. --runner, --direct_num_workers) are passed to Beam; any other "
-        "option is refused (exit 2).",
-    )
-    parser.add_argument("--input", default=DEFAULT_INPUT, help="Parquet file, directory or glob (default: the bundled sample)")
-    parser.add_argument("--output", default="out", help="output directory (default ./out)")
-    parser.add_argument("--seq_len", type=int, help="tokens per record (default 1024)")
-    parser.add_argument(
-        "--tokenizer",
-        choices=scheme_names(),
-        help="tokenizer scheme (docs/tokenizer.md): v1, the seed's (default), or v2, the compact one; an "
-        "append keeps the dataset's",
-    )
-    parser.add_argument("--split", help="train,val,test shares (default 80,10,10)")
-    parser.add_argument("--split_by", choices=("src", "time"), help="split by source address (default) or by time")
-    parser.add_argument("--compression", help="ArrayRecord compression: snappy (default), zstd[:LEVEL] (smaller files, about 3x the CPU to write), brotli[:LEVEL] or uncompressed")
-    parser.add_argument(
-        "--tmp_compression",
-        choices=("none", "lz4", "zstd"),
-        default=None,
-        help="compression of the temporary bucket files: none (fastest, about 156 bytes per row of scratch "
-        "space), lz4 (about 72) or zstd (default none; lz4 when the scratch is in an object store, where "
-        "every byte goes up and comes back over the network)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in --output")
-    parser.add_argument(
-        "--append",
-        action="store_true",
-        help="add the inputs that the dataset in --output does not hold yet as a new version (its files are "
-        "left as they are; shaping options are taken from the dataset)",
-    )
-    parser.add_argument(
-        "--in_process",
-        action="store_true",
-        help="run the stages in this process without Apache Beam (same output; no runner start-up, one core): "
-        "for small inputs such as an hourly append; cannot be combined with a runner option",
-    )
-    parser.add_argument(
-        "--bucket_rows",
-        type=int,
-        help="about this many rows per grouping bucket; bounds each worker's memory (default 1000000)",
-    )
-    args, beam_args = parse_job_args(parser, argv)
-    given = frozenset(k for k in SHAPING_DEFAULTS if getattr(args, k) is not None)
-    for key, default in SHAPING_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, default)
-    try:
-        if args.append and args.overwrite:
-            raise UsageError(
-                "--append and --overwrite cannot be combined: --append adds a version to the dataset in "
-                "--output, --overwrite replaces it"
-            )
-        if args.in_process and any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
-            chosen = " ".join(a for a in beam_args if a.startswith(RUNNER_OPTIONS))
-            raise UsageError(f"--in_process runs without Apache Beam; it cannot be combined with {chosen}")
-        scheme = get_scheme(args.tokenizer or TOKENIZER_NAME)
-        if args.seq_len < scheme.min_seq_len or args.seq_len > 65536:
-            raise UsageError(
-                f"--seq_len {args.seq_len}: must be between {scheme.min_seq_len} (the longest {scheme.name} "
-                "measurement) and 65536"
-            )
-        if args.bucket_rows < 1:
-            raise UsageError("--bucket_rows must be positive")
-        temp_location, fs_options = beam_storage_options(beam_args)
-        tmp_compression = args.tmp_compression or ("lz4" if storage.is_remote(temp_location or args.output) else "none")
-        options = Options(
-            input=args.input,
-            output=args.output,
-            seq_len=args.seq_len,
-            split=parse_fractions(args.split),
-            split_by=args.split_by,
-            compression=check_compression(args.compression),
-            tmp_compression=tmp_compression,
-            overwrite=args.overwrite,
-            bucket_rows=args.bucket_rows,
-            append=args.append,
-            in_process=args.in_process,
-            given=given,
-            temp_location=temp_location,
-            fs_options=fs_options,
-            tokenizer=scheme.name,
-            tokenizer_given=args.tokenizer is not None,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    return options, beam_args
-
-
-def _second_counts(files):
-    """(unique epoch seconds, counts) per row group, reading only the event_time column."""
-    for f in files:
-        with parquet_file(f.path) as pf:
-            yield from _file_second_counts(pf)
-
-
-def _file_second_counts(pf):
-    for rg in range(pf.metadata.num_row_groups):
-        col = pf.read_row_group(rg, columns=["event_time"]).column(0).combine_chunks()
-        if pa.types.is_null(col.type):
-            continue
-        col = col.drop_null()
-        unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[col.type.unit]
-        secs = np.floor_divide(col.cast(pa.int64()).to_numpy(), unit)
-        yield np.unique(secs, return_counts=True)
-
-
-def output_rules(options: Options, fingerprint: str) -> OutputRules:
-    """What this job may find in ``--output``: the same dataset is left alone, another one is replaced
-    only with ``--overwrite``, and a directory holding other files is refused unless ``--overwrite``."""
-    out = options.output
-
-    def complete(overwrite: bool) -> str | None:
-        try:
-            existing = manifest_lib.read_manifest(out)
-        except manifest_lib.ManifestError:
-            existing = None
-        if existing and existing.get("fingerprint") == fingerprint and not overwrite:
-            return f"{out} already holds this dataset (fingerprint {fingerprint[:12]}); nothing to do"
-        if not overwrite:
-            raise UsageError(
-                f"{out} holds a different dataset (fingerprint {(existing or {}).get('fingerprint', '?')[:12]}, "
-                f"this job's is {fingerprint[:12]}); pass --overwrite to replace it, or --append to add the inputs "
-                f"it does not hold as a new version"
-            )
-        return None
-
-    return OutputRules(
-        is_own=_OWN_ENTRIES.__contains__,
-        markers=(manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp"),
-        complete=complete,
-        foreign="{out} is not empty and is not a ping-llm dataset (it holds {names}); choose another --output",
-    )
-
-
-def bucket_count(rows: int, bucket_rows: int) -> int:
-    """Buckets for ``rows`` input rows: the smallest power of two that holds at most ``bucket_rows`` rows
-    per bucket on average.
-
-    A power of two so that the buckets, which are packed one per worker at a time, divide evenly among 2,
-    4, 8 or 16 workers (three buckets on two workers leave one idle for a third of the stage); it depends
-    only on the input and the options, never on the machine, so the output does not either.
-    """
-    need = max(1, math.ceil(rows / bucket_rows))
-    return 1 << (need - 1).bit_length()
-
-
-def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.JobContext | None, int]:
-    """Validate inputs and fix everything the workers need: tasks, buckets, cut points, fingerprint.
-
-    With ``existing`` (the manifest of the dataset an append adds to) the inputs it already holds (same
-    content sha256, in any version) are left out, the time cut points are the dataset's, and the context
-    describes the next version. Returns ``(tasks, context, inputs skipped)``; the context is None when an
-    append has no new input.
-    """
-    files = resolve_inputs(options.input)
-    skipped = 0
-    version, previous = 1, None
-    if existing is not None:
-        known = {i["sha256"] for i in existing.get("inputs", [])}
-        new = [f for f in files if f.sha256 not in known]
-        skipped = len(files) - len(new)
-        if not new:
-            return [], None, skipped
-        # A job's tasks index its files: the new inputs are this version's files 0..n-1.
-        files = new
-        version, previous = existing.get("version", 1) + 1, existing["fingerprint"]
-    tasks = plan_tasks(files)
-    total_rows = sum(f.rows for f in files)
-    num_buckets = bucket_count(total_rows, options.bucket_rows)
-    cut_points: tuple[int, ...] = ()
-    shaping = {
-        "seq_len": options.seq_len,
-        "split": list(options.split),
-        "split_by": options.split_by,
-        "compression": options.compression,
-        "bucket_rows": options.bucket_rows,
-        "num_buckets": num_buckets,
-    }
-    if options.split_by == "time":
-        if existing is not None:  # the dataset's cuts: a row's split is a function of its time, in every version
-            cut_points = tuple(_dataset_options(existing)["time_cut_points"])
-        else:
-            cut_points = tuple(time_cut_points(_second_counts(files), options.split))
-        shaping["time_cut_points"] = list(cut_points)
-    inputs = tuple({"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256} for f in files)
-    if previous is None:
-        fp = manifest_lib.fingerprint(inputs, shaping, options.tokenizer)
-    else:
-        fp = manifest_lib.version_fingerprint(previous, inputs, shaping, options.tokenizer)
-    ctx = stages.JobContext(
-        output=options.output,
-        seq_len=options.seq_len,
-        fractions=options.split,
-        split_by=options.split_by,
-        cut_points=cut_points,
-        num_buckets=num_buckets,
-        compression=options.compression,
-        tmp_compression=options.tmp_compression,
-        inputs=inputs,
-        options=shaping,
-        fingerprint=fp,
-        scratch=scratch_under(options.temp_location, "pretokenize"),
-        fs_options=options.fs_options,
-        version=version,
-        previous_fingerprint=previous,
-        created=manifest_lib.created_now(),
-        tokenizer=options.tokenizer,
-    )
-    return tasks, ctx, skipped
-
-
-# --- appending a version ---------------------------------------------------------------------------
-
-
-def _dataset_options(manifest: dict) -> dict:
-    """The shaping options of the dataset's latest version (they are the same in every version, save
-    ``num_buckets``)."""
-    return manifest_lib.dataset_versions(manifest)[-1].get("options") or manifest.get("options") or {}
-
-
-def dataset_to_append_to(out: str) -> dict:
-    """The manifest of the complete dataset in ``out``; :class:`UsageError` when there is none."""
-    if not storage.exists(storage.join(out, manifest_lib.MANIFEST_NAME)):
-        raise UsageError(f"{out} holds no dataset to append to; run without --append to create it")
-    return manifest_lib.read_manifest(out)
-
-
-def inherit_options(options: Options, manifest: dict) -> Options:
-    """``options`` with the dataset's shaping options; a given option that differs is refused, both values
-    named (an append must shape its records exactly as the dataset's earlier versions)."""
-    out = options.output
-    try:
-        scheme = check_tokenizer(manifest["tokenizer"])
-    except TokenizerMismatch as exc:
-        known = " or ".join(str(get_scheme(name).info()) for name in scheme_names())
-        raise UsageError(
-            f"{out} was written with tokenizer {manifest['tokenizer']}, this code writes {known} ({exc}); an "
-            "append must use the dataset's tokenizer (rebuild it instead)"
-        ) from exc
-    if options.tokenizer_given and options.tokenizer != scheme.name:
-        raise UsageError(
-            f"--tokenizer {options.tokenizer} differs from the dataset's tokenizer {scheme.name} in {out}; an "
-            f"append keeps the dataset's scheme (leave --tokenizer out, or rebuild the dataset without --append)"
-        )
-    options = dataclasses.replace(options, tokenizer=scheme.name)
-    ds = {**_dataset_options(manifest), "seq_len": manifest["seq_len"]}
-    values = {
-        "seq_len": options.seq_len,
-        "split": list(options.split),
-        "split_by": options.split_by,
-        "compression": options.compression,
-        "bucket_rows": options.bucket_rows,
-    }
-    for key in sorted(options.given):
-        if key in ds and values[key] != ds[key]:
-            raise UsageError(
-                f"--{key} {values[key]} differs from the dataset's {key} {ds[key]} in {out}; an append keeps "
-                f"the dataset's shaping options (leave --{key} out, or rebuild the dataset without --append)"
-            )
-    taken = {k: ds[k] for k in values if k in ds}
-    if "split" in taken:
-        taken["split"] = tuple(taken["split"])
-    return dataclasses.replace(options, **taken)
-
-
-def remove_leftovers(out: str, manifest: dict) -> list[str]:
-    """Remove what an interrupted run left in ``out`` beside the complete dataset: the scratch folder, a
-    half-written manifest, and files in the dataset's folders that the manifest does not list (an append
-    killed after it gave its new files their final names). Listed files are never touched. Returns the
-    removed files' paths relative to ``out``."""
-    listed = {f["path"] for v in manifest_lib.dataset_versions(manifest) for s in v.get("splits", {}).values() for f in s["files"]}
-    listed |= {p for v in manifest_lib.dataset_versions(manifest) for p in (v.get("rejected") or {}).get("files", [])}
-    listed |= {f["path"] for s in manifest["splits"].values() for f in s["files"]}
-    removed = []
-    for name in storage.listdir(out):
-        path = storage.join(out, name)
-        if name in (stages.TMP_DIR, manifest_lib.MANIFEST_NAME + ".tmp"):
-            storage.rmtree(path)
-            removed.append(name)
-        elif name in (*SPLIT_NAMES, stages.REJECTED_DIR):
-            base = path.rstrip("/") + "/"
-            for file in storage.list_files(path):
-                rel = f"{name}/{file[len(base):]}"
-                if rel not in listed:
-                    storage.remove(file)
-                    removed.append(rel)
-    return removed
-
-
-# --- progress and summary --------------------------------------------------------------------------
 
 
 def format_summary(manifest: dict, seconds: float | None) -> str:

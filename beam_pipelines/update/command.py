@@ -36,6 +36,7 @@ from beam_pipelines.common.lifecycle import beam_storage_options, run_job
 from beam_pipelines.common.output import WriterLock
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.pretokenize import pipeline as pretokenize
+from beam_pipelines.pretokenize.options import RUNNER_OPTIONS
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial")  # downloads not finished yet: not dump files
 INGEST_OPTIONS = ("rtt", "src", "shard_rows")
@@ -140,7 +141,7 @@ def _update(args: argparse.Namespace, beam_args: list[str], started: float) -> i
     _say(f"[2/2] pretokenize {how}: {len(new)} new shard(s), {sum(s['rows'] for s in new):,} rows -> {args.dataset}")
     argv = ["--input", args.parquet, "--output", args.dataset, *(["--append"] if dataset is not None else [])]
     rows = sum(s["rows"] for s in new)
-    if rows < pretokenize.SMALL_INPUT_ROWS and not any(a.startswith(pretokenize.RUNNER_OPTIONS) for a in beam_args):
+    if rows < pretokenize.SMALL_INPUT_ROWS and not any(a.startswith(RUNNER_OPTIONS) for a in beam_args):
         # An hour of new data: Beam's start-up would be most of the job's time (docs/performance.md).
         argv.append("--in_process")
     rc = pretokenize.run([*argv, *_given(args, PRETOKENIZE_OPTIONS), *beam_args])

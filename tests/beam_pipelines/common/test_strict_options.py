@@ -15,6 +15,7 @@ from beam_pipelines.common import cli
 from beam_pipelines.common.errors import UsageError
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from beam_pipelines.make_sample import shards as make_sample
+from beam_pipelines.pretokenize import options as pretokenize_options
 from beam_pipelines.pretokenize import pipeline as pretokenize
 from beam_pipelines.stats import pipeline as stats
 from beam_pipelines.update import command as update
@@ -115,7 +116,7 @@ def test_beam_options_pass_through_and_work(workspace, monkeypatch):
     from beam_pipelines.common.options import beam_options
 
     given = ["--direct_num_workers=1", "--s3_endpoint_url", "http://127.0.0.1:9", "--temp_location=/tmp/x", "--no_use_public_ips"]
-    options, beam_args = pretokenize.parse_args(["--input", "in/pings.parquet", "--output", "X", *given])
+    options, beam_args = pretokenize_options.parse_args(["--input", "in/pings.parquet", "--output", "X", *given])
     assert beam_args == given and options.output == "X" and options.temp_location == "/tmp/x"
     view = beam_options(beam_args)
     assert view.view_as(DirectOptions).direct_num_workers == 1
@@ -132,7 +133,7 @@ def test_beam_options_pass_through_and_work(workspace, monkeypatch):
 def test_runner_options_outside_beams_options_module_pass_when_the_runner_is_installed(workspace, capsys):
     pytest.importorskip("distributed")  # the 'dask' extra
     argv = ["--input", "in/pings.parquet", "--output", "X", "--runner=DaskRunner", "--dask_client_address=127.0.0.1:9"]
-    assert pretokenize.parse_args(argv)[1] == argv[4:]
+    assert pretokenize_options.parse_args(argv)[1] == argv[4:]
     # Without --runner the DaskRunner's module is imported on demand, so its options are known too.
     assert stats.parse_args(["--input", "in/pings.parquet", "--output", "X", "--dask_client_address=h:1"])[1] == ["--dask_client_address=h:1"]
     assert_refused(
@@ -161,7 +162,7 @@ def test_the_dask_runner_without_its_extra_is_refused(workspace, capsys, monkeyp
 def test_in_process_runs_without_importing_beam_to_check_options():
     # The job's own options are checked without Beam (pretokenize --in_process and update start fast).
     code = (
-        "import sys; from beam_pipelines.pretokenize import pipeline as p; "
+        "import sys; from beam_pipelines.pretokenize import pipeline, options as p; "
         "p.parse_args(['--input', 'x.parquet', '--output', 'o', '--in_process', '--split', '80,10,10']); "
         "print('apache_beam' in sys.modules)"
     )

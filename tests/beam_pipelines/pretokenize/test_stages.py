@@ -14,7 +14,7 @@ import pytest
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.make_sample import synth
 from beam_pipelines.pretokenize import pipeline as pretokenize
-from beam_pipelines.pretokenize import stages
+from beam_pipelines.pretokenize import planning, stages
 from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest
 from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 
@@ -287,9 +287,9 @@ def test_bucket_batches_copy_each_rows_tokens_whole(tmp_path):
 
 
 def test_bucket_count_is_the_smallest_power_of_two_within_bucket_rows():
-    assert pretokenize.bucket_count(0, 1_000_000) == 1
-    assert pretokenize.bucket_count(1_000_000, 1_000_000) == 1
-    assert pretokenize.bucket_count(1_000_001, 1_000_000) == 2
-    assert pretokenize.bucket_count(2_500_000, 1_000_000) == 4  # not 3: two workers pack two each
-    assert pretokenize.bucket_count(10_000_000, 1_000_000) == 16
-    assert pretokenize.bucket_count(9, 1) == 16
+    assert planning.bucket_count(0, 1_000_000) == 1
+    assert planning.bucket_count(1_000_000, 1_000_000) == 1
+    assert planning.bucket_count(1_000_001, 1_000_000) == 2
+    assert planning.bucket_count(2_500_000, 1_000_000) == 4  # not 3: two workers pack two each
+    assert planning.bucket_count(10_000_000, 1_000_000) == 16
+    assert planning.bucket_count(9, 1) == 16
