@@ -15,6 +15,7 @@ from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.make_sample import synth
 from beam_pipelines.pretokenize import pipeline as pretokenize
 from beam_pipelines.pretokenize import planning, stages
+from beam_pipelines.pretokenize.stages import encode, grouping
 from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest
 from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
 
@@ -231,22 +232,22 @@ def _columns(rng, n: int, ipv6: bool, ts_span: int, in_order: bool) -> dict:
 def test_source_time_order_equals_the_five_key_sort(ipv6, ts_span, in_order):
     rng = np.random.default_rng(ts_span + 2 * ipv6 + in_order)
     cols = _columns(rng, 5000, ipv6, ts_span, in_order)
-    assert stages._in_read_order(cols["file"], cols["row"]) is in_order
+    assert grouping._in_read_order(cols["file"], cols["row"]) is in_order
     for split in range(3):
         sel = np.flatnonzero(cols["split"] == split)
         keys = tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi"))
-        np.testing.assert_array_equal(stages._source_time_order(cols, sel), np.lexsort(keys))
+        np.testing.assert_array_equal(grouping._source_time_order(cols, sel), np.lexsort(keys))
 
 
 def test_in_read_order_needs_strictly_increasing_file_then_row():
-    assert stages._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 9, 0, 3]))
-    assert not stages._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 5, 0, 3]))  # a repeated row
-    assert not stages._in_read_order(np.array([0, 1, 0]), np.array([0, 0, 1]))  # back to file 0
+    assert grouping._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 9, 0, 3]))
+    assert not grouping._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 5, 0, 3]))  # a repeated row
+    assert not grouping._in_read_order(np.array([0, 1, 0]), np.array([0, 0, 1]))  # back to file 0
 
 
 def test_part_files_sort_by_task_index_not_by_name():
     paths = [f"/s/buckets/00001/{t}.arrow" for t in ("100000", "00002", "99999", "00010")]
-    assert [os.path.basename(p) for p in sorted(paths, key=stages._task_order)] == [
+    assert [os.path.basename(p) for p in sorted(paths, key=grouping._task_order)] == [
         "00002.arrow",
         "00010.arrow",
         "99999.arrow",
@@ -259,7 +260,7 @@ def test_bucket_family_order_equals_lexsort(num_buckets):
     rng = np.random.default_rng(num_buckets)
     bucket = rng.integers(0, num_buckets, 4000).astype(np.int64)
     family = np.where(rng.random(4000) < 0.3, 6, 4).astype(np.int8)
-    np.testing.assert_array_equal(stages._bucket_family_order(bucket, family), np.lexsort((family, bucket)))
+    np.testing.assert_array_equal(encode._bucket_family_order(bucket, family), np.lexsort((family, bucket)))
 
 
 def test_bucket_batches_copy_each_rows_tokens_whole(tmp_path):
@@ -272,13 +273,13 @@ def test_bucket_batches_copy_each_rows_tokens_whole(tmp_path):
         start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         tokens = rng.integers(0, 266, int(lengths.sum())).astype(np.uint16)
         bucket = rng.integers(0, 3, 50)
-        part = {k: np.full(50, p) for k in stages._PART_COLUMNS}
+        part = {k: np.full(50, p) for k in encode._PART_COLUMNS}
         part.update(family=family, row=np.arange(50) + 100 * p, bucket=bucket, tokens=tokens, start=start)
         parts.append(part)
         for i in range(50):
             expected[(int(bucket[i]), 100 * p + i)] = (int(family[i]), tokens[start[i] : start[i] + lengths[i]].tolist())
     found = {}
-    for bucket, batch in stages._bucket_batches(parts):
+    for bucket, batch in encode._bucket_batches(parts):
         families = batch.column("family").to_pylist()
         assert families == sorted(families)  # IPv4 rows first
         for row, fam, toks in zip(batch.column("row").to_pylist(), families, batch.column("tokens").to_pylist()):
