@@ -129,7 +129,8 @@ def index_bz2(path: str) -> tuple[int, tuple[tuple[int, int], ...], bytes]:
 
 
 def open_stream(path: str, compression: str | None, blocks=None):
-    """A binary file object of the decompressed contents (a URL is streamed through :mod:`~beam_pipelines.common.storage`).
+    """A binary file object of the decompressed contents (a URL is streamed through
+    :mod:`~beam_pipelines.common.storage`).
 
     bz2 is decoded by ``indexed_bzip2`` on every core when it is installed and this process may use more
     than one, else by the standard library (on one core it is the faster of the two, as indexed_bzip2's

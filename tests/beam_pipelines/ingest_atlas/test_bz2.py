@@ -96,7 +96,8 @@ def test_bz2_gives_the_plain_files_shards(tmp_path, request, text, kind, split, 
 
     src.write_bytes(bz2.compress(data, 1) if kind == "single" else _pbzip2_like(data, 150_001))
     files = discovery.inspect_inputs([str(src)])
-    planned = discovery.plan_units(discovery.index_bz2_files(files, split or discovery.BZ2_SPLIT_BYTES), split or 1 << 40)
+    indexed = discovery.index_bz2_files(files, split or discovery.BZ2_SPLIT_BYTES)
+    planned = discovery.plan_units(indexed, split or 1 << 40)
     if decoder == "indexed_bzip2" and split:
         assert len(planned) == -(-len(data) // split) > 1 and all(u.blocks for u in planned)
     else:
