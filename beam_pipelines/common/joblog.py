@@ -82,7 +82,7 @@ def run_pipeline(
 
     Everything Beam prints goes to ``log_path`` (its directory must exist). A failure is re-raised after
     its traceback is appended to the log. ``warm_workers``: worker processes started ahead for the
-    LocalRunner (:func:`beam_pipelines.common.worker_main.start_warm_workers`).
+    LocalRunner (:func:`beam_pipelines.common.tricks.start_warm_workers`).
     """
     with beam_logs_to(log_path):
         try:

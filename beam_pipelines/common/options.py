@@ -7,14 +7,12 @@ import contextlib
 import importlib
 import io
 import re
-import shlex
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_pipelines.common.errors import UsageError, unknown_option
-from beam_pipelines.common.tricks import PLAIN_RUNNER, plain
-from beam_pipelines.common.worker_main import worker_command
+from beam_pipelines.common.tricks import PLAIN_RUNNER, plain, run_on_fn_api_runner
 
 # Beam only knows the DaskRunner by its full name; accept the short one the docs use.
 _RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -121,11 +119,10 @@ class BeamOptionNames:
 class LocalRunner(PipelineRunner):
     """The DirectRunner's batch engine (Beam's FnApiRunner), chosen without trying Prism first.
 
-    Since Beam 2.6x the DirectRunner first tries the Prism runner, a Go binary it downloads from
-    GitHub at run time: offline that costs a failed download and leaks a temporary folder per run, and
-    online it would run our jobs on another engine that ignores ``--direct_running_mode`` and
-    ``--direct_num_workers``. The jobs' default is this runner, which does what the DirectRunner
-    does after that attempt for a batch pipeline; ``--runner=DirectRunner`` still gets Beam's own.
+    Since Beam 2.6x the DirectRunner first tries the Prism runner, a Go binary it downloads from GitHub at
+    run time; this runner does what the DirectRunner does after that attempt for a batch pipeline
+    (:func:`beam_pipelines.common.tricks.run_on_fn_api_runner`, which says why and on which private API);
+    ``--runner=DirectRunner`` still gets Beam's own, and so does every job with ``PING_LLM_PLAIN_RUNNER=1``.
 
     ``worker_log`` (set by :func:`run_to_completion`): a file that the worker processes' stderr is
     appended to in multi-process mode, instead of the launcher's terminal. Each worker prints there, before
@@ -134,40 +131,18 @@ class LocalRunner(PipelineRunner):
     """
 
     worker_log: str | None = None
-    warm_workers = None  # worker processes the job started ahead (worker_main.WarmWorkers), or None
+    warm_workers = None  # worker processes the job started ahead (tricks.WarmWorkers), or None
 
     def run_pipeline(self, pipeline, options):
-        # Imported here, as the DirectRunner does, so that merely importing this module stays cheap.
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.runners.portability.portable_runner import JobServiceHandle
-        from apache_beam.transforms.environments import SubprocessSDKEnvironment
-
-        # SDK workers read the pipeline options (e.g. their log level) from the provision info.
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-        info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        direct = options.view_as(DirectOptions)
-        if not self.worker_log or direct.direct_running_mode != "multi_processing":
-            return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
-        # Beam's own worker (FnApiRunner.run_pipeline, multi_processing) through worker_main, which skips
-        # the interpreter's teardown once the worker is done; run by a shell, with stderr appended to the
-        # log. FnApiRunner replaces a given environment only for a running mode it knows, so the mode is
-        # unset while it starts (the workers got the options above already).
-        worker = self.warm_workers.command() if self.warm_workers else worker_command()
-        command = f"{shlex.join(worker)} 2>>{shlex.quote(self.worker_log)}"
-        environment = SubprocessSDKEnvironment.from_command_string(command_string=command)
-        direct.direct_running_mode = None
-        try:
-            return fn_runner.FnApiRunner(default_environment=environment, provision_info=info).run_pipeline(pipeline, options)
-        finally:
-            direct.direct_running_mode = "multi_processing"
+        return run_on_fn_api_runner(pipeline, options, self.worker_log, self.warm_workers)
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options from the pass-through arguments.
 
     Defaults, each only when the user said nothing about it: :class:`LocalRunner` (the DirectRunner's
-    batch engine) in multi-process mode with one worker per core; worker logs at ERROR (the SDK harness
+    batch engine; Beam's ``DirectRunner`` with ``PING_LLM_PLAIN_RUNNER=1``) in multi-process mode with one
+    worker per core; worker logs at ERROR (the SDK harness
     otherwise prints dozens of INFO lines per worker); and, on Dask, one created element per partition
     so every task can run on its own worker.
     """
@@ -204,7 +179,7 @@ def run_to_completion(pipeline, worker_log: str | None = None, warm_workers=None
     local cluster behind it) and leaves both open; left alone they outlive the job and log errors at
     interpreter exit. The client is closed whether the pipeline succeeded or not. ``worker_log``: where
     the :class:`LocalRunner`'s worker processes write their stderr; ``warm_workers``: the
-    :class:`~beam_pipelines.common.worker_main.WarmWorkers` it uses as its worker processes (other runners
+    :class:`~beam_pipelines.common.tricks.WarmWorkers` it uses as its worker processes (other runners
     ignore both).
     """
     if isinstance(pipeline.runner, LocalRunner):

@@ -43,7 +43,7 @@ from beam_pipelines.common.errors import RunError, report
 from beam_pipelines.common.lifecycle import JobRun, no_manifest, run_output_job
 from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.common.worker_main import start_warm_workers
+from beam_pipelines.common.tricks import start_warm_workers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.pretokenize import stages
@@ -166,7 +166,7 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
             else:
                 args = runner_args(beam_args, total_rows)
                 # The LocalRunner's worker processes, when it will use them, start now: they import Beam
-                # while this process does (common/worker_main.py).
+                # while this process does (common/tricks.py).
                 warm = start_warm_workers(args, job.log, ["beam_pipelines.pretokenize.transforms"])
                 try:
                     # Beam imported here, not at the top: the 1.5-2.6 s of start-up that --in_process saves.

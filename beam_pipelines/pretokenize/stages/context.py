@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from beam_pipelines.common import lifecycle, storage
 from beam_pipelines.common.progress import write_marker
-from beam_pipelines.common.memory import keep_freed_memory
+from beam_pipelines.common.tricks import keep_freed_memory
 from tokenizer import get_scheme
 
 TMP_DIR = "_tmp"
@@ -48,7 +48,7 @@ class JobContext(lifecycle.JobContext):
 
     def prepare_worker(self) -> None:
         """Set up the process that runs a stage: the job's storage options, and freed array memory kept
-        for the next batch (:func:`beam_pipelines.common.memory.keep_freed_memory`)."""
+        for the next batch (:func:`beam_pipelines.common.tricks.keep_freed_memory`)."""
         super().prepare_worker()
         keep_freed_memory()
 
