@@ -65,8 +65,37 @@ class GrammarError(ValueError):
     """A token that the grammar does not allow at that point."""
 
 
+class BatchState:
+    """What a grammar's state (v1's :class:`State`, :class:`tokenizer.grammar_v2.State`) has in common: a
+    frozen dataclass whose fields are (B,) arrays, one entry per row of the batch."""
+
+    def __len__(self) -> int:
+        return len(getattr(self, dataclasses.fields(self)[0].name))
+
+    def take(self, index):
+        """Rows ``index`` of the state (e.g. ``np.repeat(np.arange(B), S)`` to repeat each row S times)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+def read_prefix(state: BatchState, advance, prefix: Sequence[int]) -> BatchState:
+    """The state of a batch of one after ``advance`` reads ``prefix`` from ``state``, one token at a time;
+    :class:`GrammarError` where ``prefix`` breaks the grammar."""
+    for token in prefix:
+        state = advance(state, np.array([token]))
+    return state
+
+
+def ends_done(state_of, tokens: Sequence[int]) -> bool:
+    """Whether the batch-of-one state ``state_of(tokens)`` is done (False where ``tokens`` break the grammar)."""
+    try:
+        state = state_of(tokens)
+    except GrammarError:
+        return False
+    return bool(state.done[0])
+
+
 @dataclasses.dataclass(frozen=True)
-class State:
+class State(BatchState):
     """Grammar state of a batch of rows; every field is a (B,) array."""
 
     started: np.ndarray  # bool: MeasurementStart read
@@ -82,13 +111,6 @@ class State:
     def done(self) -> np.ndarray:
         """(B,) bool: every block read completely."""
         return (self.seen == ALL_BLOCKS) & (self.remaining == 0) & ~self.need_family
-
-    def __len__(self) -> int:
-        return len(self.started)
-
-    def take(self, index) -> State:
-        """Rows ``index`` of the state (e.g. ``np.repeat(np.arange(B), S)`` to repeat each row S times)."""
-        return State(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
 
 def initial(batch: int) -> State:
@@ -211,19 +233,12 @@ def state_of(prefix: Sequence[int]) -> State:
 
     Raises :class:`GrammarError` when ``prefix`` breaks the grammar.
     """
-    state = initial(1)
-    for token in prefix:
-        state = advance(state, np.array([token]))
-    return state
+    return read_prefix(initial(1), advance, prefix)
 
 
 def is_complete(tokens: Sequence[int]) -> bool:
     """Whether ``tokens`` is exactly one whole measurement under the grammar."""
-    try:
-        state = state_of(tokens)
-    except GrammarError:
-        return False
-    return bool(state.done[0])
+    return ends_done(state_of, tokens)
 
 
 def describe(state: State, row: int = 0) -> str:

@@ -37,42 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tokenizer.grammar import GrammarError
-from tokenizer.vocab_v2 import (
-    DELTA16,
-    DELTA_BASE,
-    DELTA_COUNT,
-    DST4,
-    DST6,
-    DST_LEN,
-    ERR_BASE,
-    ERR_COUNT,
-    FOLLOW,
-    K_DELTA,
-    K_DST,
-    K_ERR,
-    K_RTT,
-    K_SIZE,
-    K_SRC,
-    K_TIME_ABS,
-    KIND,
-    NUM_BYTES,
-    RTT_COARSE,
-    RTT_COARSE_BASE,
-    RTT_EXACT,
-    RTT_FAIL,
-    RTT_FINE,
-    RTT_FINE_BASE,
-    SIZE16,
-    SIZE_BASE,
-    SIZE_COUNT,
-    SRC4,
-    SRC6,
-    SRC_LEN,
-    TIME32,
-    TIME64,
-    VOCAB_SIZE,
-)
+from tokenizer import vocab_v2 as vocab
+from tokenizer.grammar import BatchState, GrammarError, ends_done, read_prefix
 
 __all__ = ["GrammarError", "State", "initial", "allowed", "advance", "tokens_left", "state_of", "is_complete",
            "describe", "RECORD_START", "NEED_TIME", "BETWEEN", "IN_MEASUREMENT"]
@@ -81,41 +47,41 @@ RECORD_START, NEED_TIME, BETWEEN, IN_MEASUREMENT = range(4)
 _PHASE_NAMES = ("record start", "absolute time due", "between measurements", "in a measurement")
 FIELDS = 4  # dst, size, errors, rtt: bits 0..3 of ``seen``
 ALL_FIELDS = (1 << FIELDS) - 1
-_FIELD_OFKIND = {K_DST: 0, K_SIZE: 1, K_ERR: 2, K_RTT: 3}
-_FIELD_BIT = np.zeros(len(KIND), np.int64)  # id -> the field bit it opens (0: none)
+_FIELD_OFKIND = {vocab.K_DST: 0, vocab.K_SIZE: 1, vocab.K_ERR: 2, vocab.K_RTT: 3}
+_FIELD_BIT = np.zeros(len(vocab.KIND), np.int64)  # id -> the field bit it opens (0: none)
 for _k, _bit in _FIELD_OFKIND.items():
-    _FIELD_BIT[KIND == _k] = 1 << _bit
-_FIELD_BIT = _FIELD_BIT[:VOCAB_SIZE]
-KIND_V = KIND[:VOCAB_SIZE].astype(np.int64)
-FOLLOW_V = FOLLOW[:VOCAB_SIZE].astype(np.int64)
-_IS_COARSE = np.zeros(VOCAB_SIZE, bool)
-_IS_COARSE[RTT_COARSE_BASE : RTT_COARSE_BASE + RTT_COARSE] = True
+    _FIELD_BIT[vocab.KIND == _k] = 1 << _bit
+_FIELD_BIT = _FIELD_BIT[:vocab.VOCAB_SIZE]
+KIND_V = vocab.KIND[:vocab.VOCAB_SIZE].astype(np.int64)
+FOLLOW_V = vocab.FOLLOW[:vocab.VOCAB_SIZE].astype(np.int64)
+_IS_COARSE = np.zeros(vocab.VOCAB_SIZE, bool)
+_IS_COARSE[vocab.RTT_COARSE_BASE : vocab.RTT_COARSE_BASE + vocab.RTT_COARSE] = True
 
 # --- the masks of allowed ids, one per row class (built once) ----------------------------------------
 
 
 def _ids(*ranges) -> np.ndarray:
-    mask = np.zeros(VOCAB_SIZE, bool)
+    mask = np.zeros(vocab.VOCAB_SIZE, bool)
     for r in ranges:
         mask[r] = True
     return mask
 
 
-_BYTES = _ids(slice(0, NUM_BYTES))
-_FINE = _ids(slice(RTT_FINE_BASE, RTT_FINE_BASE + RTT_FINE))
-_SRC = _ids([SRC4, SRC6])
-_ABS_TIME = _ids([TIME32, TIME64])
-_ANY_TIME = _ABS_TIME | _ids([DELTA16], slice(DELTA_BASE, DELTA_BASE + DELTA_COUNT))
+_BYTES = _ids(slice(0, vocab.NUM_BYTES))
+_FINE = _ids(slice(vocab.RTT_FINE_BASE, vocab.RTT_FINE_BASE + vocab.RTT_FINE))
+_SRC = _ids([vocab.SRC4, vocab.SRC6])
+_ABS_TIME = _ids([vocab.TIME32, vocab.TIME64])
+_ANY_TIME = _ABS_TIME | _ids([vocab.DELTA16], slice(vocab.DELTA_BASE, vocab.DELTA_BASE + vocab.DELTA_COUNT))
 _FIELD_MASKS = {  # field bit -> ids that open it, per family (the destination must be the run's family)
-    4: (_ids([DST4]), _ids([SIZE16], slice(SIZE_BASE, SIZE_BASE + SIZE_COUNT)),
-        _ids(slice(ERR_BASE, ERR_BASE + ERR_COUNT)),
-        _ids([RTT_FAIL, RTT_EXACT], slice(RTT_COARSE_BASE, RTT_COARSE_BASE + RTT_COARSE))),
+    4: (_ids([vocab.DST4]), _ids([vocab.SIZE16], slice(vocab.SIZE_BASE, vocab.SIZE_BASE + vocab.SIZE_COUNT)),
+        _ids(slice(vocab.ERR_BASE, vocab.ERR_BASE + vocab.ERR_COUNT)),
+        _ids([vocab.RTT_FAIL, vocab.RTT_EXACT]) | _IS_COARSE),
 }
-_FIELD_MASKS[6] = (_ids([DST6]), *_FIELD_MASKS[4][1:])
+_FIELD_MASKS[6] = (_ids([vocab.DST6]), *_FIELD_MASKS[4][1:])
 # Classes: 0 payload byte due, 1 fine token due, 2 + phase for the phases other than IN_MEASUREMENT, then
 # IN_MEASUREMENT by family (4, 6) and fields seen (16 each).
 _C_BYTE, _C_FINE, _C_PHASE, _C_MEAS = 0, 1, 2, 2 + 4
-_TABLE = np.zeros((_C_MEAS + 2 * (1 << FIELDS), VOCAB_SIZE), bool)
+_TABLE = np.zeros((_C_MEAS + 2 * (1 << FIELDS), vocab.VOCAB_SIZE), bool)
 _TABLE[_C_BYTE] = _BYTES
 _TABLE[_C_FINE] = _FINE
 _TABLE[_C_PHASE + RECORD_START] = _SRC
@@ -131,7 +97,7 @@ for _f, _family in enumerate((4, 6)):
 
 
 @dataclasses.dataclass(frozen=True)
-class State:
+class State(BatchState):
     """Grammar state of a batch of rows; every field is a (B,) array."""
 
     phase: np.ndarray  # int64: RECORD_START .. IN_MEASUREMENT, the phase once the current payload is read
@@ -144,13 +110,6 @@ class State:
     def done(self) -> np.ndarray:
         """(B,) bool: the last measurement read is complete (and nothing of a next one begun)."""
         return (self.phase == BETWEEN) & (self.remaining == 0) & ~self.fine
-
-    def __len__(self) -> int:
-        return len(self.phase)
-
-    def take(self, index) -> State:
-        """Rows ``index`` of the state (e.g. ``np.repeat(np.arange(B), S)`` to repeat each row S times)."""
-        return State(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
 
 def initial(batch: int) -> State:
@@ -184,7 +143,7 @@ def advance(state: State, tokens: np.ndarray, active: np.ndarray | None = None) 
     tokens = np.asarray(tokens, dtype=np.int64)
     b = len(state)
     active = np.ones(b, bool) if active is None else np.asarray(active, bool)
-    in_vocab = (tokens >= 0) & (tokens < VOCAB_SIZE)
+    in_vocab = (tokens >= 0) & (tokens < vocab.VOCAB_SIZE)
     t = np.where(in_vocab, tokens, 0)
     ok = in_vocab & _TABLE[_classes(state), t]
     bad = active & ~ok
@@ -201,10 +160,10 @@ def advance(state: State, tokens: np.ndarray, active: np.ndarray | None = None) 
     follow = np.where(_IS_COARSE[t], 0, FOLLOW_V[t])  # the fine token is tracked by ``fine``, not bytes
     remaining[opens] = np.maximum(follow[opens], 0)
     fine[opens] = _IS_COARSE[t][opens]
-    src = opens & (kind == K_SRC)
-    family[src] = np.where(t[src] == SRC4, 4, 6)
+    src = opens & (kind == vocab.K_SRC)
+    family[src] = np.where(t[src] == vocab.SRC4, 4, 6)
     phase[src] = NEED_TIME
-    time = opens & ((kind == K_TIME_ABS) | (kind == K_DELTA))
+    time = opens & ((kind == vocab.K_TIME_ABS) | (kind == vocab.K_DELTA))
     phase[time] = IN_MEASUREMENT
     seen[time] = 0
     field = opens & (_FIELD_BIT[t] > 0)
@@ -213,7 +172,7 @@ def advance(state: State, tokens: np.ndarray, active: np.ndarray | None = None) 
     return State(phase, seen, remaining, fine, family)
 
 
-_FIELD_MAX = {4: (DST_LEN[4], 3, 1, 9), 6: (DST_LEN[6], 3, 1, 9)}  # most tokens of each field, by family
+_FIELD_MAX = {4: (vocab.DST_LEN[4], 3, 1, 9), 6: (vocab.DST_LEN[6], 3, 1, 9)}  # most tokens of each field, by family
 
 
 def tokens_left(state: State) -> np.ndarray:
@@ -226,7 +185,7 @@ def tokens_left(state: State) -> np.ndarray:
     fields_due = np.where(np.isin(state.phase, (RECORD_START, NEED_TIME)), v6.sum(), fields_due)
     fields_due = np.where((state.phase == NEED_TIME) & (state.family == 4), v4.sum(), fields_due)
     time_due = np.where(np.isin(state.phase, (RECORD_START, NEED_TIME)), 9, 0)
-    src_due = np.where(state.phase == RECORD_START, SRC_LEN[6], 0)
+    src_due = np.where(state.phase == RECORD_START, vocab.SRC_LEN[6], 0)
     return src_due + time_due + fields_due + state.remaining + state.fine
 
 
@@ -235,19 +194,12 @@ def state_of(prefix: Sequence[int]) -> State:
 
     Raises :class:`~tokenizer.grammar.GrammarError` when ``prefix`` breaks the grammar.
     """
-    state = initial(1)
-    for token in prefix:
-        state = advance(state, np.array([token]))
-    return state
+    return read_prefix(initial(1), advance, prefix)
 
 
 def is_complete(tokens: Sequence[int]) -> bool:
     """Whether ``tokens`` is the beginning of a record that ends with a whole measurement."""
-    try:
-        state = state_of(tokens)
-    except GrammarError:
-        return False
-    return bool(state.done[0])
+    return ends_done(state_of, tokens)
 
 
 def describe(state: State, row: int = 0) -> str:

@@ -1,10 +1,13 @@
 """Scheme ``v2``'s vocabulary: the ids, the RTT scale, and what each id opens (layout in :mod:`tokenizer.v2`).
 
-Shared by the scheme (:mod:`tokenizer.v2`) and its record grammar (:mod:`tokenizer.grammar_v2`), which both
-read a stream by these tables; neither imports the other for them.
+Shared by the scheme's modules (:mod:`tokenizer.v2` and the ``tokenizer.v2_*`` modules it is made of) and its
+record grammar (:mod:`tokenizer.grammar_v2`), which all read a stream by these tables. They import this module
+(``from tokenizer import vocab_v2 as vocab``) rather than its names one by one.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 
@@ -32,6 +35,26 @@ _EXPONENTS = np.arange(RTT_LEVELS + 1, dtype=np.float64)
 RTT_EDGES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS)  # (levels + 1,) level k is [edge k, edge k + 1)
 RTT_CENTRES = RTT_LO * np.power(RTT_RATIO, _EXPONENTS[:-1] + 0.5)  # (levels,)
 RTT_HI = float(RTT_EDGES[-1])
+_EDGE_LIST = RTT_EDGES.tolist()  # bisect on a list: faster than numpy for one value
+
+
+def rtt_level(rtt: float) -> int | None:
+    """The scale level of a positive RTT in [RTT_LO, RTT_HI), else None (failure or escape)."""
+    if not RTT_LO <= rtt < RTT_HI:
+        return None
+    return bisect.bisect_right(_EDGE_LIST, rtt) - 1
+
+
+def rtt_levels(rtt: np.ndarray) -> np.ndarray:
+    """Vectorized :func:`rtt_level`: -1 where the value is off the scale."""
+    level = np.searchsorted(RTT_EDGES, rtt, side="right") - 1
+    return np.where((rtt >= RTT_LO) & (rtt < RTT_HI), level, -1)
+
+
+def rtt_scale_tokens(level):
+    """The ``(RttCoarse_c, RttFine_f)`` ids of a scale level (an int, or an int array: two arrays)."""
+    return RTT_COARSE_BASE + level // RTT_FINE, RTT_FINE_BASE + level % RTT_FINE
+
 
 SRC_LEN = {4: 5, 6: 17}
 DST_LEN = {4: 5, 6: 17}

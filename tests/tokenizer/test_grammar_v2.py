@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests.tokenizer.test_v2 import _items, _pack, _row, tables
 from tokenizer import DecodeError, get_scheme
 from tokenizer import grammar_v2 as g
-from tokenizer import v2
-from tests.tokenizer.test_v2 import _items, _pack, _row, tables
+from tokenizer import vocab_v2 as vocab
 
 SCHEME = get_scheme("v2")
 
@@ -33,7 +33,7 @@ def _walk(record) -> tuple[bool, list]:
 def _content(record) -> np.ndarray:
     """A record's tokens before its PAD suffix (PAD is not a token of the grammar)."""
     record = np.asarray(record, np.int64)
-    return record[: int(np.sum(record != v2.PAD))]
+    return record[: int(np.sum(record != vocab.PAD))]
 
 
 def _accepts_in_batch(records: np.ndarray) -> bool:
@@ -41,7 +41,7 @@ def _accepts_in_batch(records: np.ndarray) -> bool:
     records = np.asarray(records, np.int64)
     state = g.initial(len(records))
     for t in records.T:
-        active = t != v2.PAD
+        active = t != vocab.PAD
         if not (g.allowed(state)[np.arange(len(records)), np.where(active, t, 0)] | ~active).all():
             return False
         state = g.advance(state, t, active)
@@ -108,7 +108,7 @@ def _draw(rng, prefix, n, steps=80):
         active = ~state.done
         if not active.any():
             break
-        logits = np.where(g.allowed(state), rng.normal(size=(n, v2.VOCAB_SIZE)) * 3, -np.inf)
+        logits = np.where(g.allowed(state), rng.normal(size=(n, vocab.VOCAB_SIZE)) * 3, -np.inf)
         tokens = np.argmax(logits, axis=1)
         for i in np.flatnonzero(active):
             out[i].append(int(tokens[i]))
@@ -118,18 +118,18 @@ def _draw(rng, prefix, n, steps=80):
 
 
 _RECORD = _sample_records()[0]
-_RECORD = _RECORD[_RECORD != v2.PAD]
+_RECORD = _RECORD[_RECORD != vocab.PAD]
 
 
 @pytest.mark.parametrize(
     "prefix",
     [
         [],  # a record's start: source, time and all four fields to draw
-        [v2.SRC6, *[7] * 5],  # an IPv6 source begun: the destination must be IPv6
-        [v2.SRC4, 192, 0, 2, 1, v2.TIME32, 0, 0, 3],  # inside the first, absolute time
+        [vocab.SRC6, *[7] * 5],  # an IPv6 source begun: the destination must be IPv6
+        [vocab.SRC4, 192, 0, 2, 1, vocab.TIME32, 0, 0, 3],  # inside the first, absolute time
         _RECORD.tolist(),  # after whole measurements: a new run, a delta or an absolute time
-        [v2.SRC4, 192, 0, 2, 1, v2.TIME32, 0, 0, 3, 232, v2.DST4, 8, 8, 8, 8, v2.SIZE_BASE + 64],  # RTT and errors due
-        [v2.SRC4, 192, 0, 2, 1, v2.TIME32, 0, 0, 3, 232, v2.RTT_COARSE_BASE + 9],  # a fine token due
+        [vocab.SRC4, 192, 0, 2, 1, vocab.TIME32, 0, 0, 3, 232, vocab.DST4, 8, 8, 8, 8, vocab.SIZE_BASE + 64],  # RTT and errors due
+        [vocab.SRC4, 192, 0, 2, 1, vocab.TIME32, 0, 0, 3, 232, vocab.RTT_COARSE_BASE + 9],  # a fine token due
     ],
 )
 def test_random_draws_under_the_grammar_always_decode(prefix):
@@ -138,10 +138,10 @@ def test_random_draws_under_the_grammar_always_decode(prefix):
     left = int(g.tokens_left(g.state_of(prefix))[0]) if not g.state_of(prefix).done[0] else 56
     for tokens in _draw(rng, prefix, 150):
         assert tokens[: len(prefix)] == prefix
-        rows = SCHEME.decode_record(np.array(tokens + [v2.PAD] * 3, np.uint16))  # raises unless well-formed
+        rows = SCHEME.decode_record(np.array(tokens + [vocab.PAD] * 3, np.uint16))  # raises unless well-formed
         assert len(rows) >= max(len(base), 1)
         assert len(tokens) - len(prefix) <= left
-        if prefix[:1] == [v2.SRC6]:
+        if prefix[:1] == [vocab.SRC6]:
             assert ":" in rows[-1]["dst_addr"]
 
 
@@ -155,27 +155,25 @@ def test_a_done_row_has_nothing_left_and_a_fresh_row_the_longest_measurement():
 def test_advance_refuses_a_forbidden_token_and_names_the_state():
     state = g.initial(2)
     with pytest.raises(g.GrammarError, match="record start"):
-        g.advance(state, np.array([v2.SRC4, v2.DST4]))
+        g.advance(state, np.array([vocab.SRC4, vocab.DST4]))
     # an inactive row keeps its state whatever it is fed
-    after = g.advance(state, np.array([v2.SRC4, v2.DST4]), active=np.array([True, False]))
+    after = g.advance(state, np.array([vocab.SRC4, vocab.DST4]), active=np.array([True, False]))
     assert after.phase.tolist() == [g.NEED_TIME, g.RECORD_START] and after.remaining.tolist() == [4, 0]
     with pytest.raises(g.GrammarError):
-        g.state_of([v2.SRC4, 1, 2, 3, 4, v2.DELTA_BASE])  # a run must start with an absolute time
+        g.state_of([vocab.SRC4, 1, 2, 3, 4, vocab.DELTA_BASE])  # a run must start with an absolute time
     with pytest.raises(g.GrammarError):
-        g.state_of([v2.SRC4, 1, 2, 3, 4, v2.TIME32, 0, 0, 0, 0, v2.DST6])  # the run's family is IPv4
+        g.state_of([vocab.SRC4, 1, 2, 3, 4, vocab.TIME32, 0, 0, 0, 0, vocab.DST6])  # the run's family is IPv4
     with pytest.raises(g.GrammarError):
-        g.state_of([v2.SRC4, 1, 2, 3, 4, v2.TIME32, 0, 0, 0, 0, v2.ERR_BASE, v2.ERR_BASE])  # errors twice
+        g.state_of([vocab.SRC4, 1, 2, 3, 4, vocab.TIME32, 0, 0, 0, 0, vocab.ERR_BASE, vocab.ERR_BASE])  # errors twice
 
 
 @pytest.mark.slow
-def test_every_record_of_the_sample_dataset_is_grammatical(sample_dir, tmp_path_factory):
-    """``pretokenize --tokenizer v2`` on the bundled sample: every record of every split passes, token by token."""
+def test_every_record_of_the_sample_dataset_is_grammatical(sample_dataset_v2):
+    """``pretokenize --tokenizer v2`` on the bundled sample (the session's, tests/conftest.py): every record of
+    every split passes, token by token."""
     from beam_pipelines.dataset import iter_record_blocks
-    from beam_pipelines.pretokenize import pipeline as pretokenize
 
-    out = tmp_path_factory.mktemp("grammar_v2") / "ds"
-    assert pretokenize.run(["--tokenizer", "v2", "--input", str(sample_dir / "*.parquet"), "--output", str(out),
-                            "--direct_running_mode=in_memory"]) == 0
+    out = sample_dataset_v2
     manifest = json.loads((out / "manifest.json").read_text())
     total = 0
     for split in manifest["splits"].values():
@@ -201,7 +199,7 @@ def test_rtt_prompts_are_the_records_tokens_up_to_the_rtt_and_the_grammar_expect
             assert SCHEME.rtt_prompt_at(record, start, end).tolist() == want.tolist()
             assert SCHEME.rtt_prompt(record[:start], rows[i]).tolist() == want.tolist()
             state = SCHEME.sample_state(want)
-            assert (g.allowed(state)[0] == np.isin(np.arange(v2.VOCAB_SIZE), SCHEME.rtt.grammar_tokens(0))).all()
+            assert (g.allowed(state)[0] == np.isin(np.arange(vocab.VOCAB_SIZE), SCHEME.rtt.grammar_tokens(0))).all()
             checked += 1
     assert checked > 20
     # a field order other than evaluation's is put back into it
@@ -222,8 +220,8 @@ def test_decode_sample_gives_the_measurement_a_prompt_ends_in():
     rows = SCHEME.decode_record(record)
     p = SCHEME.parse_records(record[None])
     last_rtt = int(p.rtt_pos[-1])
-    generated = np.concatenate([record[last_rtt:], [v2.PAD, v2.PAD]])
+    generated = np.concatenate([record[last_rtt:], [vocab.PAD, vocab.PAD]])
     assert SCHEME.decode_sample(record[:last_rtt], generated) == rows[-1]
-    assert SCHEME.current_measurement(record[:last_rtt])[0] in (v2.SRC4, v2.SRC6)
+    assert SCHEME.current_measurement(record[:last_rtt])[0] in (vocab.SRC4, vocab.SRC6)
     with pytest.raises(g.GrammarError):
         SCHEME.current_measurement(record[5:12])  # no source header

@@ -12,16 +12,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipelines.pretokenize.packing import plan_runs
-from tokenizer import DecodeError, get_scheme
-from tokenizer import v2
 from tests.tokenizer.test_table import COLUMNS, SEED_TYPES, make_table
+from tokenizer import DecodeError, get_scheme, v2, v2_encode, v2_reference
+from tokenizer import vocab_v2 as vocab
+from tokenizer.table import encode_table as encode_v1
 
 UTC = dt.timezone.utc
 
 
 def _items(table: pa.Table):
     """Encode ``table`` with v2's vectorized encoder and put the accepted rows in (source, time, row) order."""
-    enc = v2.encode_table(table)
+    enc = v2_encode.encode_table(table)
     w = enc.src_words
     order = np.lexsort((enc.accepted, enc.timestamp, w[:, 1], w[:, 0]))
     ws = w[order]
@@ -31,16 +32,16 @@ def _items(table: pa.Table):
     off = np.zeros(len(order) + 1, np.int64)
     np.cumsum(body_len, out=off[1:])
     idx = np.repeat(enc.offsets[:-1][order] - off[:-1], body_len) + np.arange(off[-1])
-    items = v2.Items(body=enc.tokens[idx], offsets=off, source=np.cumsum(new) - 1, family=enc.ip_version[order],
+    items = v2_encode.Items(body=enc.tokens[idx], offsets=off, source=np.cumsum(new) - 1, family=enc.ip_version[order],
                      src_words=ws, timestamp=enc.timestamp[order])
     return enc, order, items
 
 
 def _pack(items, seq_len):
-    _, start, cont = v2.head_lengths(items)
+    _, start, cont = v2_encode.head_lengths(items)
     body = np.diff(items.offsets)
     bounds = plan_runs(start + body, cont + body, seq_len)
-    return v2.assemble(items, seq_len, bounds)
+    return v2_encode.assemble(items, seq_len, bounds)
 
 
 def _rows_in_order(table, enc, order):
@@ -80,23 +81,21 @@ def tables(draw):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables(), st.sampled_from([64, 100, 1024]))
 def test_vectorized_encoder_and_assembly_equal_the_per_row_reference(table, seq_len):
-    from tokenizer.table import encode_table as encode_v1
-
     enc, order, items = _items(table)
     v1 = encode_v1(table)
     assert enc.accepted.tolist() == v1.accepted.tolist()  # the same rows rejected, for the same reasons
     assert enc.reasons.tolist() == v1.reasons.tolist()
     rows = table.to_pylist()
     for k, i in enumerate(enc.accepted.tolist()):  # every body, row for row
-        assert enc.tokens[enc.offsets[k] : enc.offsets[k + 1]].tolist() == v2.reference_body(rows[i])
+        assert enc.tokens[enc.offsets[k] : enc.offsets[k + 1]].tolist() == v2_reference.reference_body(rows[i])
     if not len(enc.accepted):
         return
     records = _pack(items, seq_len)
-    want = v2.reference_records(_rows_in_order(table, enc, order), seq_len)
+    want = v2_reference.reference_records(_rows_in_order(table, enc, order), seq_len)
     assert len(records) == len(want)
     for got, expected in zip(records, want):
         assert got[: len(expected)].tolist() == expected
-        assert (got[len(expected) :] == v2.PAD).all()
+        assert (got[len(expected) :] == vocab.PAD).all()
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -117,7 +116,7 @@ def test_decode_record_gives_the_accepted_rows_back(table):
         assert g["event_time"] == int(w["event_time"].timestamp() // 1)
         assert g["size"] == w["size"] and g["packet_error_count"] == w["packet_error_count"]
         assert "msm_id" not in g
-        if w["rtt"] == -1.0 or not v2.RTT_LO <= w["rtt"] < v2.RTT_HI:
+        if w["rtt"] == -1.0 or not vocab.RTT_LO <= w["rtt"] < vocab.RTT_HI:
             assert np.float64(g["rtt"]).tobytes() == np.float64(w["rtt"]).tobytes()  # failure, escape: exact
         else:
             assert abs(g["rtt"] / w["rtt"] - 1) <= 0.001
@@ -129,9 +128,9 @@ def test_rtt_scale_meets_its_bounds():
     assert tokens.shape == (len(x), 2)
     back = v2.V2.rtt.decode(tokens)
     assert np.max(np.abs(back / x - 1)) <= 0.001
-    coarse = (tokens[:, 0] - v2.RTT_COARSE_BASE) * v2.RTT_FINE + v2.RTT_FINE // 2  # the coarse token's middle
-    assert np.max(np.abs(v2.RTT_CENTRES[coarse] / x - 1)) <= 0.10
-    assert v2.RTT_HI >= 302_281.0
+    coarse = (tokens[:, 0] - vocab.RTT_COARSE_BASE) * vocab.RTT_FINE + vocab.RTT_FINE // 2  # the coarse token's middle
+    assert np.max(np.abs(vocab.RTT_CENTRES[coarse] / x - 1)) <= 0.10
+    assert vocab.RTT_HI >= 302_281.0
     # value order: the token pairs sort as the values
     assert np.all(np.diff(tokens[:, 0]) >= 0)
     same = tokens[1:, 0] == tokens[:-1, 0]
@@ -151,25 +150,25 @@ def test_time_is_a_delta_where_shorter_and_sources_head_runs():
     records = _records_of([_row(1000), _row(1010), _row(1010 + 300), _row(1010 + 300 + 70_000),
                            _row(5, src="192.0.2.9")])
     rec = records[0].tolist()
-    assert rec[:10] == [v2.SRC4, 192, 0, 2, 1, v2.TIME32, 0, 0, 3, 232]
-    assert rec.count(v2.SRC4) == 2  # one header per source
-    assert v2.DELTA_BASE + 10 in rec and v2.DELTA16 in rec and rec.count(v2.TIME32) == 3
+    assert rec[:10] == [vocab.SRC4, 192, 0, 2, 1, vocab.TIME32, 0, 0, 3, 232]
+    assert rec.count(vocab.SRC4) == 2  # one header per source
+    assert vocab.DELTA_BASE + 10 in rec and vocab.DELTA16 in rec and rec.count(vocab.TIME32) == 3
 
 
 def test_parser_refuses_malformed_records():
     rec = _records_of([_row(1000), _row(1010)])[0]
     scheme = get_scheme("v2")
     bad = rec.copy()
-    bad[0] = v2.DST4  # no source header
+    bad[0] = vocab.DST4  # no source header
     with pytest.raises(DecodeError):
         scheme.parse_records(bad[None])
     bad = rec.copy()
-    bad[5] = v2.DELTA_BASE  # a run that starts with a delta
+    bad[5] = vocab.DELTA_BASE  # a run that starts with a delta
     with pytest.raises(DecodeError):
         scheme.parse_records(bad[None])
     bad = rec.copy()
-    end = int(np.flatnonzero(rec == v2.PAD)[0])
-    bad[end + 3] = v2.ERR_BASE  # PAD not a suffix
+    end = int(np.flatnonzero(rec == vocab.PAD)[0])
+    bad[end + 3] = vocab.ERR_BASE  # PAD not a suffix
     with pytest.raises(DecodeError, match="PAD"):
         scheme.parse_records(bad[None])
     bad = rec.copy()
