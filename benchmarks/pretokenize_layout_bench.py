@@ -73,14 +73,16 @@ def main(argv=None) -> int:
     parser.add_argument("--tree", action="append", default=[], help="another checkout to time on the same inputs")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
-    with scratch_folder(args.workdir, "pretok-layout-") as work:
-        return _run(args, work)
-
-
-def _run(args, work: str) -> int:
-    """Everything :func:`main` measures, in the scratch folder ``work``."""
     print(f"machine: {machine()}")
     print(f"load average before: {load_average()}")
+    with scratch_folder(args.workdir, "pretok-layout-") as work:
+        _run(args, work)
+    print(f"load average after: {load_average()}; machine: {machine()}")
+    return 0
+
+
+def _run(args, work: str) -> None:
+    """Every layout made in the scratch folder ``work`` and timed, then the table."""
     layouts = make_layouts(args.rows, os.path.join(work, "in"))
 
     results = {}  # (tree, layout) -> median wall seconds
@@ -107,9 +109,6 @@ def _run(args, work: str) -> int:
         for name in layouts:
             print(f"| {label} | {name} | {results[tree, name]:.2f} s | {results[tree, name] / base:.2f}x |")
     print(f"\nrows: {args.rows:,}; records identical across layouts: yes")
-    print(f"load average after: {load_average()}")
-    print(f"machine: {machine()}")
-    return 0
 
 
 if __name__ == "__main__":
