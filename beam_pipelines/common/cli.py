@@ -13,6 +13,9 @@ which dropped it with a warning, and the job wrote to the default output instead
   it (:class:`beam_pipelines.common.options.BeamOptionNames`, through Beam's public options API);
   anything else is refused. Beam is imported only when such an option is given, so a job run with its
   own options alone (``pretokenize --in_process``) starts without importing Beam.
+* :func:`add_output_modes`: ``--overwrite`` and ``--append``, the two ways a job may treat an earlier output.
+* :func:`fields_from`: a job's typed options from the parsed arguments (and its job context from its
+  options), each field taken from the attribute of the same name unless given.
 
 No Apache Beam import at module level: the trainer uses this module too.
 """
@@ -20,6 +23,7 @@ No Apache Beam import at module level: the trainer uses this module too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +32,21 @@ from beam_pipelines.common.errors import UsageError, unknown_option
 
 # argparse reads a token such as "-5" or "-.5" as a value, not an option, when no option looks like one.
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def add_output_modes(parser: argparse.ArgumentParser, overwrite: str, append: str) -> None:
+    """Add ``--overwrite`` (replace the earlier output in ``--output``) and ``--append`` (add the new inputs
+    to it as a version), with the job's help texts."""
+    parser.add_argument("--overwrite", action="store_true", help=overwrite)
+    parser.add_argument("--append", action="store_true", help=append)
+
+
+def fields_from(cls, source, **values):
+    """An instance of the dataclass ``cls``: each field in ``values`` takes that value, every other one the
+    attribute of the same name of ``source`` (parsed arguments, a job's options) when it has one, else its
+    default."""
+    same = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if f.name not in values and hasattr(source, f.name)}
+    return cls(**same, **values)
 
 
 class StrictArgumentParser(argparse.ArgumentParser):

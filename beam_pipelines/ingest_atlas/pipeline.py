@@ -41,7 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
 from beam_pipelines.common import joblog, lifecycle, storage
-from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
+from beam_pipelines.common.cli import StrictArgumentParser, add_output_modes, fields_from, parse_job_args
 from beam_pipelines.common.errors import RunError, UsageError
 from beam_pipelines.common.lifecycle import (
     JobRun,
@@ -216,11 +216,10 @@ def parse_args(argv) -> tuple[Options, list[str]]:
         help="read plain JSON-lines files in ranges of this many bytes, in parallel (default 64 MiB); "
         "no effect on the output",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a previous result in --output")
-    parser.add_argument(
-        "--append",
-        action="store_true",
-        help="convert only the input files --output has not converted before, into a new version "
+    add_output_modes(
+        parser,
+        overwrite="replace a previous result in --output",
+        append="convert only the input files --output has not converted before, into a new version "
         "(creates --output when it holds no result yet)",
     )
     args, beam_args = parse_job_args(parser, argv)
@@ -233,18 +232,8 @@ def parse_args(argv) -> tuple[Options, list[str]]:
     if args.append and args.overwrite:
         raise UsageError("--append and --overwrite cannot be combined: --append never rewrites earlier shards")
     temp_location, fs_options = beam_storage_options(beam_args)
-    options = Options(
-        inputs=tuple(args.input),
-        output=args.output,
-        rtt=args.rtt,
-        src=args.src,
-        shard_rows=args.shard_rows,
-        split_bytes=args.split_bytes,
-        overwrite=args.overwrite,
-        append=args.append,
-        given=given,
-        temp_location=temp_location,
-        fs_options=fs_options,
+    options = fields_from(  # output, rtt, src, shard_rows, split_bytes, overwrite and append as parsed
+        Options, args, inputs=tuple(args.input), given=given, temp_location=temp_location, fs_options=fs_options
     )
     return options, beam_args
 
@@ -273,11 +262,9 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
         for f in files
     )
     version = len(shards.versions(previous)) + 1 if previous else 1
-    ctx = JobContext(
-        output=options.output,
-        rtt=options.rtt,
-        src=options.src,
-        shard_rows=options.shard_rows,
+    ctx = fields_from(  # output, fs_options, rtt, src, shard_rows and append as the options say
+        JobContext,
+        options,
         row_group_rows=shards.ROW_GROUP_ROWS,
         batch_rows=read_unit.BATCH_ROWS,
         inputs=inputs,
@@ -288,9 +275,7 @@ def plan(options: Options, paths: list[str] | None = None, previous: dict | None
             "row_group_rows": shards.ROW_GROUP_ROWS,
         },
         scratch=scratch_under(options.temp_location, "ingest"),
-        fs_options=options.fs_options,
         version=version,
-        append=options.append,
         created=shards.created_now() if options.append else "",
         previous_fingerprint=previous["fingerprint"] if previous else None,
     )

@@ -9,7 +9,7 @@ import dataclasses
 import os
 
 from beam_pipelines.common import storage
-from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
+from beam_pipelines.common.cli import StrictArgumentParser, add_output_modes, fields_from, parse_job_args
 from beam_pipelines.common.errors import UsageError
 from beam_pipelines.common.lifecycle import beam_storage_options
 from beam_pipelines.dataset.records import check_compression
@@ -80,11 +80,10 @@ def parse_args(argv):
         "space), lz4 (about 72) or zstd (default none; lz4 when the scratch is in an object store, where "
         "every byte goes up and comes back over the network)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a different dataset in --output")
-    parser.add_argument(
-        "--append",
-        action="store_true",
-        help="add the inputs that the dataset in --output does not hold yet as a new version (its files are "
+    add_output_modes(
+        parser,
+        overwrite="replace a different dataset in --output",
+        append="add the inputs that the dataset in --output does not hold yet as a new version (its files are "
         "left as they are; shaping options are taken from the dataset)",
     )
     parser.add_argument(
@@ -122,18 +121,12 @@ def parse_args(argv):
             raise UsageError("--bucket_rows must be positive")
         temp_location, fs_options = beam_storage_options(beam_args)
         tmp_compression = args.tmp_compression or ("lz4" if storage.is_remote(temp_location or args.output) else "none")
-        options = Options(
-            input=args.input,
-            output=args.output,
-            seq_len=args.seq_len,
+        options = fields_from(  # input, output, seq_len, split_by, overwrite, bucket_rows, append, in_process as parsed
+            Options,
+            args,
             split=parse_fractions(args.split),
-            split_by=args.split_by,
             compression=check_compression(args.compression),
             tmp_compression=tmp_compression,
-            overwrite=args.overwrite,
-            bucket_rows=args.bucket_rows,
-            append=args.append,
-            in_process=args.in_process,
             given=given,
             temp_location=temp_location,
             fs_options=fs_options,

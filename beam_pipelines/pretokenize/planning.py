@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from beam_pipelines.common.cli import fields_from
 from beam_pipelines.common.errors import UsageError
 from beam_pipelines.common.lifecycle import scratch_under
 from beam_pipelines.common.output import OutputRules
@@ -125,24 +126,19 @@ def plan(options: Options, existing: dict | None = None) -> tuple[list, stages.J
         fp = manifest_lib.fingerprint(inputs, shaping, options.tokenizer)
     else:
         fp = manifest_lib.version_fingerprint(previous, inputs, shaping, options.tokenizer)
-    ctx = stages.JobContext(
-        output=options.output,
-        seq_len=options.seq_len,
+    ctx = fields_from(  # output, fs_options, seq_len, split_by, compression, tmp_compression, tokenizer: the options'
+        stages.JobContext,
+        options,
         fractions=options.split,
-        split_by=options.split_by,
         cut_points=cut_points,
         num_buckets=num_buckets,
-        compression=options.compression,
-        tmp_compression=options.tmp_compression,
         inputs=inputs,
         options=shaping,
         fingerprint=fp,
         scratch=scratch_under(options.temp_location, "pretokenize"),
-        fs_options=options.fs_options,
         version=version,
         previous_fingerprint=previous,
         created=manifest_lib.created_now(),
-        tokenizer=options.tokenizer,
     )
     return tasks, ctx, skipped
 

@@ -3,6 +3,8 @@ reads or writes anything, and passes on to Beam exactly the options Beam knows."
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -228,3 +230,24 @@ def test_help_still_prints_and_exits_0(capsys):
 
 def test_tokens_after_a_double_dash_are_not_options():
     assert cli.option_names_in(["--a=1", "-5", "-.5", "-b", "--", "--c"]) == ["--a", "-b"]
+
+
+def test_fields_from_takes_the_same_named_arguments_unless_given():
+    @dataclasses.dataclass(frozen=True)
+    class Typed:
+        a: int
+        b: str
+        c: int = 7
+
+    parsed = argparse.Namespace(a=1, b="x", d="not a field")
+    assert cli.fields_from(Typed, parsed) == Typed(1, "x", 7)
+    assert cli.fields_from(Typed, parsed, b="y", c=3) == Typed(1, "y", 3)
+    with pytest.raises(TypeError):
+        cli.fields_from(Typed, argparse.Namespace(b="x"))  # a field neither given nor parsed
+
+
+def test_output_modes_are_two_flags_with_the_jobs_help():
+    parser = cli.StrictArgumentParser(prog="job")
+    cli.add_output_modes(parser, overwrite="replace it", append="add a version")
+    assert cli.parse_options(parser, ["--append"]) == argparse.Namespace(overwrite=False, append=True)
+    assert "replace it" in parser.format_help() and "add a version" in parser.format_help()
