@@ -34,6 +34,7 @@ import concurrent.futures
 import dataclasses
 
 import numpy as np
+import scipy.sparse
 
 from trainer.eval.baselines import Prediction, _fill, _find, _keys, group_quantiles
 
@@ -232,21 +233,31 @@ def _unseen_context(record, src, rtt, known, d_row, latest: int = 0) -> tuple[np
     return targets[pick], earlier[pick]
 
 
+def _from_train(src_keys, dst_keys, vectors, scalars, record, src, dst, rtt, context: int) -> tuple:
+    """What both fold-in predictors start from, for measurements of whole records ((n,) each, file order):
+    ``(rtt, d_row, vec, scalar, known, targets, earlier)``: the RTTs as float64, each destination's row in
+    the model (-1: not in train), each train source's vector and scalar (factors and bias, or coordinate and
+    height; zeros for an unseen source), which sources are in train, and the unseen sources' fold-in pairs
+    (:func:`_unseen_context`, the ``context`` latest)."""
+    rtt = np.asarray(rtt, np.float64)
+    n = len(rtt)
+    s_row, d_row = _find(src_keys, _keys(src)), _find(dst_keys, _keys(dst))
+    vec, scalar = np.zeros((n, vectors.shape[1])), np.zeros(n)
+    known = s_row >= 0
+    vec[known], scalar[known] = vectors[s_row[known]], scalars[s_row[known]]
+    return rtt, d_row, vec, scalar, known, *_unseen_context(record, src, rtt, known, d_row, context)
+
+
 def predict_factorization(model: Factorization, record, src, dst, rtt, fallback: Prediction, *,
                           context: int = FOLD_CONTEXT) -> Prediction:
     """Predictions for measurements of whole records ((n,) each, file order): a train source answers from
     its factors; an unseen one from a fold-in on its earlier measurements in the record; else ``fallback``
     (the destination median) answers, one level coarser (``dst_median``), or at its own level beyond."""
-    rtt = np.asarray(rtt, np.float64)
-    n = len(rtt)
-    s_row, d_row = _find(model.src_keys, _keys(src)), _find(model.dst_keys, _keys(dst))
-    rank = model.u.shape[1]
-    u, b = np.zeros((n, rank)), np.zeros(n)
-    known = s_row >= 0
-    u[known], b[known] = model.u[s_row[known]], model.b[s_row[known]]
+    rtt, d_row, u, b, known, targets, earlier = _from_train(model.src_keys, model.dst_keys, model.u, model.b,
+                                                            record, src, dst, rtt, context)
+    n, rank = len(rtt), model.u.shape[1]
     folded = np.zeros(n, bool)
     # Fold-in: unseen sources from their earlier successful measurements to train destinations.
-    targets, earlier = _unseen_context(record, src, rtt, known, d_row, context)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         group = group.reshape(-1)
@@ -310,8 +321,6 @@ def _vivaldi_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, seed, b
     row's entries in column (pair) order from zero, exactly what a ``np.bincount`` per dimension does, so
     the result is bit-identical to it at a fraction of the cost (one pass instead of 2 x (dims + 1)).
     ``np.take`` gathers rows like ``x[i]`` does, faster."""
-    import scipy.sparse  # a declared dependency (pyproject); imported here, where it is used
-
     rng = np.random.default_rng(seed)
     nodes, dims = x.shape
     if len(i) and movable[i].all() and not movable[j].any():
@@ -353,8 +362,6 @@ def _fold_rounds(x, h, i, j, r, w, rounds, step_hi, step_lo, movable, deg, rng):
     sources against fixed train destinations): the same arithmetic, in the same order, restricted to the
     movable nodes, with the fixed ends gathered once. A movable node is never a ``j`` end, so its sum over
     ``j`` is an exact 0.0 (kept in the formulas below so the results stay bit-identical)."""
-    import scipy.sparse
-
     dims = x.shape[1]
     moving = np.flatnonzero(movable)
     local = np.full(len(x), -1, np.int64)
@@ -430,15 +437,10 @@ def predict_vivaldi(model: Vivaldi, record, src, dst, rtt, fallback: Prediction,
                     rounds: int = FOLD_ROUNDS, context: int = FOLD_CONTEXT) -> Prediction:
     """Like :func:`predict_factorization`: a train address answers from its coordinate; an unseen source
     is placed by Vivaldi updates against its earlier measurements' (fixed) destinations in the record."""
-    rtt = np.asarray(rtt, np.float64)
+    rtt, d_row, xs, hs, known, targets, earlier = _from_train(model.keys, model.keys, model.x, model.h,
+                                                              record, src, dst, rtt, context)
     n = len(rtt)
-    s_row, d_row = _find(model.keys, _keys(src)), _find(model.keys, _keys(dst))
-    dims = model.x.shape[1]
-    xs, hs = np.zeros((n, dims)), np.zeros(n)
-    known = s_row >= 0
-    xs[known], hs[known] = model.x[s_row[known]], model.h[s_row[known]]
     folded = np.zeros(n, bool)
-    targets, earlier = _unseen_context(record, src, rtt, known, d_row, context)
     if len(targets):
         group_rows, group = np.unique(targets, return_inverse=True)
         g = len(group_rows)
