@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from common import load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
 from s3_server import KEY_ID, REGION, SECRET, s3_server
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 
 
 def _beam_calls(options: dict, base: str):
@@ -80,15 +80,15 @@ def _s3io_calls(options: dict, base: str):
 
 
 def _fsspec_calls(options: dict, base: str):
-    storage.configure(options)
+    object_store.configure(options)
     return {
-        "write a small object": lambda i: storage.filesystem(base).pipe_file(f"{base}/fsspec/m-{i}", b"marker"),
+        "write a small object": lambda i: object_store.filesystem(base).pipe_file(f"{base}/fsspec/m-{i}", b"marker"),
         "exists": lambda i: storage.exists(f"{base}/fsspec/m-{i}"),
         "size": lambda i: storage.size(f"{base}/fsspec/m-{i}"),
         "read a small object": lambda i: storage.read_bytes(f"{base}/fsspec/m-{i}"),
         "list a prefix (40 objects)": lambda i: len(storage.list_files(f"{base}/fsspec")),
         "glob (40 objects)": lambda i: len(storage.glob(f"{base}/fsspec/*")),
-        "delete": lambda i: storage.filesystem(base).rm_file(f"{base}/fsspec/m-{i}"),
+        "delete": lambda i: object_store.filesystem(base).rm_file(f"{base}/fsspec/m-{i}"),
     }
 
 

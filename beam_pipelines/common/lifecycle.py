@@ -1,10 +1,10 @@
 """One job run's lifecycle, the same for every job that writes an output directory.
 
 0. :func:`run_job`: the options parsed, bad options or input reported as one ``error:`` line (exit 2).
-1. :func:`locked_output` (:func:`run_output_job` for a job that writes ``--output``): the job's filesystem options handed to :mod:`~beam_pipelines.common.storage`,
-   Beam's ``--temp_location`` checked, and ``--output`` entered through
-   :class:`~beam_pipelines.common.output.OutputDir` (the writer lock: a second writer is refused before any
-   input is read).
+1. :func:`locked_output` (:func:`run_output_job` for a job that writes ``--output``): the job's filesystem
+   options handed to :mod:`~beam_pipelines.common.object_store`, Beam's ``--temp_location`` checked, and
+   ``--output`` entered through :class:`~beam_pipelines.common.output.OutputDir` (the writer lock: a second
+   writer is refused before any input is read).
 2. :class:`JobContext`: what every job's workers share (output, scratch, filesystem options, the version
    written); each job subclasses it with its own fields.
 3. :class:`JobRun`: the run's scratch folder, ``<temp_location>/<job>-<12 hex>`` under Beam's
@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.errors import InputError, RunError, UsageError, report
 from beam_pipelines.common.output import OutputDir
 
@@ -84,14 +84,14 @@ def beam_storage_options(beam_args: list[str]) -> tuple[str, dict]:
 
     pipeline_options = beam_options(beam_args)
     temp_location = pipeline_options.view_as(GoogleCloudOptions).temp_location or ""
-    return temp_location, storage.filesystem_options(pipeline_options)
+    return temp_location, object_store.filesystem_options(pipeline_options)
 
 
 @contextlib.contextmanager
 def locked_output(output: str, fs_options: dict, temp_location: str = "") -> Iterator[OutputDir]:
     """Configure storage with ``fs_options``, check ``temp_location`` (when given), then hold ``output``'s
     writer lock while the block runs (see :class:`~beam_pipelines.common.output.OutputDir`)."""
-    storage.configure(fs_options)
+    object_store.configure(fs_options)
     if temp_location:
         storage.check_location(temp_location)
     with OutputDir(output) as out_dir:
@@ -129,10 +129,10 @@ class JobContext:
         return self.scratch or os.path.join(self.output, self.TMP_DIR)
 
     def configure_storage(self) -> None:
-        """Give this worker's :mod:`~beam_pipelines.common.storage` the job's object-store options (a Dask
+        """Give this worker's :mod:`~beam_pipelines.common.object_store` the job's object-store options (a Dask
         worker has none)."""
         if self.fs_options:
-            storage.configure(self.fs_options)
+            object_store.configure(self.fs_options)
 
     def prepare_worker(self) -> None:
         """Set up the process that runs a stage (a job may do more than configure storage)."""

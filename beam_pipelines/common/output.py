@@ -35,7 +35,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.errors import UsageError
 
 LOCK_NAME = "_writer.lock"
@@ -185,7 +185,7 @@ class OutputDir:
 
     def __enter__(self) -> OutputDir:
         if storage.is_remote(self.path):
-            if not storage.key_of(self.path).strip("/"):
+            if not object_store.key_of(self.path).strip("/"):
                 raise UsageError(f"--output {self.path}: name a folder inside the bucket (e.g. {self.path.rstrip('/')}/out)")
             storage.check_location(self.path)  # no bucket, no credentials, access denied: exit 2, nothing written
             if storage.exists(self.path.rstrip("/")):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.common.errors import InputError
 from tokenizer import REQUIRED_COLUMNS, SchemaError, check_schema
@@ -258,7 +258,7 @@ def batches_with_offsets(task: ReadTask, columns, fs_options=None) -> Iterator[t
     """``task``'s record batches, each as ``(task, rows of the task before it, batch)`` (what
     :class:`~beam_pipelines.common.transforms.ReadParquetBatches` emits)."""
     if fs_options:
-        storage.configure(fs_options)  # a worker that did not get the pipeline's options (Dask)
+        object_store.configure(fs_options)  # a worker that did not get the pipeline's options (Dask)
     done = 0
     for _, _, batch, _ in read_task(task, columns):
         yield task, done, batch

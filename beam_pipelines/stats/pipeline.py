@@ -41,7 +41,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.ptransform import ptransform_fn
 
-from beam_pipelines.common import joblog, storage
+from beam_pipelines.common import joblog, object_store, storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.errors import InputError, RunError, UsageError
 from beam_pipelines.common.files import atomic_path
@@ -84,7 +84,7 @@ class _SummarizeBatchFn(beam.DoFn):
 
     def setup(self):
         if self._fs_options:
-            storage.configure(self._fs_options)
+            object_store.configure(self._fs_options)
 
     def process(self, element):
         task, done, batch = element
@@ -148,7 +148,7 @@ def RawParquetStats(pbegin, tasks, limits: stats_core.Limits, progress_dir: str 
 
 def _write_summary(summary, path: str, fs_options: dict | None = None) -> str:
     if fs_options:
-        storage.configure(fs_options)
+        object_store.configure(fs_options)
     # Locally through a temporary name and a rename; in an object store one upload, its size checked.
     storage.write_bytes(path, pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
     return path
@@ -181,7 +181,7 @@ def raw_stats(
 ) -> tuple[dict, int]:
     """Run the Beam pipeline over ``pattern`` (scratch in ``tmp``, Beam's log at ``log``, default in
     ``tmp``); returns (report dict, rows)."""
-    fs_options = storage.current_options()
+    fs_options = object_store.current_options()
     files = resolve_inputs(pattern, fingerprint=False)
     tasks = plan_tasks(files)
     total = sum(f.rows for f in files)

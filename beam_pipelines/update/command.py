@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.cli import StrictArgumentParser, parse_job_args
 from beam_pipelines.common.errors import InputError, RunError, UsageError
 from beam_pipelines.common.lifecycle import beam_storage_options, run_job
@@ -99,7 +99,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
-    storage.configure(beam_storage_options(beam_args)[1])
+    object_store.configure(beam_storage_options(beam_args)[1])
     with update_lock(args.parquet):
         return _update(args, beam_args, started)
 

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.errors import InputError, UsageError
 from beam_pipelines.common.output import LOCK_NAME, OutputDir
 from tests.objectstore.gcs_server import FakeGcs
@@ -29,7 +29,7 @@ WRITERS = 6
 def gcs(monkeypatch):
     with FakeGcs(buckets=("bucket",), upload_delay=0.1) as server:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.endpoint)
-        storage.configure({})
+        object_store.configure({})
         yield server
 
 
@@ -62,7 +62,7 @@ def test_the_race_is_real_without_the_precondition(gcs):
     """Check-then-write (the old best effort on gs://) against the same server: several writers all believe
     they created the lock, which is what the precondition prevents."""
     path = "gs://bucket/out/_writer.lock"
-    fs = storage.filesystem(path)
+    fs = object_store.filesystem(path)
 
     def check_then_write(i):
         if fs.exists(path):
@@ -90,6 +90,6 @@ def test_no_credentials_for_gs_is_one_clear_error(monkeypatch, tmp_path):
     URL (gcsfs alone would fall back to anonymous access and fail later, less clearly)."""
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
-    storage.configure({})
+    object_store.configure({})
     with pytest.raises(InputError, match=r"^gs://bucket/ds: no credentials for gs://"):
         storage.check_location("gs://bucket/ds")

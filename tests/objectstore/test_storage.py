@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from beam_pipelines.common import storage
+from beam_pipelines.common import object_store, storage
 from beam_pipelines.common.errors import UsageError
 from beam_pipelines.common.output import LOCK_NAME, OutputDir
 
@@ -15,11 +15,11 @@ from beam_pipelines.common.output import LOCK_NAME, OutputDir
 @pytest.fixture
 def roots(s3, tmp_path):
     """One local folder and one S3 prefix, with the job options configured as a job would."""
-    storage.configure({"s3_endpoint_url": s3.endpoint, "s3_access_key_id": "test-key",
-                       "s3_secret_access_key": "test-secret", "s3_region_name": "us-east-1"})
+    object_store.configure({"s3_endpoint_url": s3.endpoint, "s3_access_key_id": "test-key",
+                            "s3_secret_access_key": "test-secret", "s3_region_name": "us-east-1"})
     bucket = s3.new_bucket()
     yield [str(tmp_path / "local"), f"s3://{bucket}/prefix"]
-    storage.configure({})
+    object_store.configure({})
 
 
 @pytest.mark.slow  # about 1 s of round trips to the server: the quick set keeps to the error paths
