@@ -7,6 +7,7 @@ a test whose fixture is expensive (a Beam job on real-size data, a model to comp
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -15,7 +16,7 @@ import tempfile
 import pytest
 
 from beam_pipelines.pretokenize import pipeline as pretokenize
-from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, require_atlas_file
+from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, SOURCE_DATE_EPOCH, require_atlas_file
 
 _JAX_CACHE_ENV = {
     "JAX_COMPILATION_CACHE_DIR": None,  # set in pytest_configure
@@ -74,11 +75,30 @@ def atlas_file() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def sample_dataset(sample_dir, tmp_path_factory) -> pathlib.Path:
     """``beam_pipelines.pretokenize`` on the bundled sample (about 6,400 records of 1024 tokens), made once
-    per test session for the trainer and evaluation tests; do not modify."""
+    per test session for the pretokenize, stats, trainer and evaluation tests; do not modify. Its manifest's
+    ``created`` is fixed (SOURCE_DATE_EPOCH) because the pretokenize tests compare their own runs with it byte
+    for byte."""
     out = tmp_path_factory.mktemp("pretokenized") / "sample"
-    rc = pretokenize.run(
-        ["--input", str(sample_dir / "*.parquet"), "--output", str(out), "--direct_running_mode=in_memory"]
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        rc = pretokenize.run(
+            ["--input", str(sample_dir / "*.parquet"), "--output", str(out), "--direct_running_mode=in_memory"]
+        )
     assert rc == 0
     assert (out / "manifest.json").is_file()
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_dataset_v2(sample_dir, tmp_path_factory) -> pathlib.Path:
+    """``beam_pipelines.pretokenize --tokenizer v2`` without ``--input`` (the default: the bundled sample), made
+    once per test session for the pretokenize, grammar, trainer and evaluation tests of the v2 scheme; do not
+    modify."""
+    out = tmp_path_factory.mktemp("pretokenized_v2") / "sample"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        rc = pretokenize.run(["--tokenizer", "v2", "--output", str(out), "--direct_running_mode=in_memory"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(entry["path"] for entry in manifest["inputs"]) == sorted(map(str, sample_dir.glob("*.parquet")))
     return out

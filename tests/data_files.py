@@ -13,6 +13,9 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 ATLAS_FILE = REPO_ROOT.parent / "shared" / "data" / "atlas" / "ping-results.jsonl.gz"
+# When the datasets the tests make say they were created (``created`` in a manifest, from the
+# ``SOURCE_DATE_EPOCH`` environment variable): fixed, so that runs compare byte for byte, manifests included.
+SOURCE_DATE_EPOCH = "1796032800"  # 2026-11-30T10:00:00Z
 
 
 def require_atlas_file(path: pathlib.Path = ATLAS_FILE) -> pathlib.Path:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from beam_pipelines.dataset.records import iter_record_blocks
-from beam_pipelines.pretokenize import pipeline as pretokenize
 from tokenizer import get_scheme
 from trainer import augment, data, train
 from tests.trainer.helpers import MINI, make_config
@@ -18,12 +17,9 @@ RUN = [*MINI, "tokenizer=v2", f"steps={STEPS}", "batch_size=4", "warmup_steps=2"
 
 
 @pytest.fixture(scope="module")
-def v2_dataset(sample_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("v2") / "sample"
-    rc = pretokenize.run(["--tokenizer", "v2", "--input", str(sample_dir / "*.parquet"), "--output", str(out),
-                          "--direct_running_mode=in_memory"])
-    assert rc == 0
-    return out
+def v2_dataset(sample_dataset_v2):
+    """The session's v2 pretokenized sample (tests/conftest.py); do not modify."""
+    return sample_dataset_v2
 
 
 def _records(ds, n=8):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-SOURCE_DATE_EPOCH = "1796032800"  # 2026-11-30T10:00:00Z
+from tests.data_files import SOURCE_DATE_EPOCH
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -18,11 +18,10 @@ from tokenizer import epoch_seconds, get_scheme
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
-    d = tmp_path_factory.mktemp("v2")
-    assert pretokenize.run(["--output", str(d / "v1"), IN_MEMORY]) == 0
-    assert pretokenize.run(["--tokenizer", "v2", "--output", str(d / "v2"), IN_MEMORY]) == 0
-    return load_manifest(d / "v1"), load_manifest(d / "v2"), d
+def both(sample_dataset, sample_dataset_v2):
+    """The session's v1 and v2 datasets of the bundled sample (tests/conftest.py; the v2 one made without
+    ``--input``, which reads the sample); do not modify. (v1 manifest, v2 manifest, v2 directory)."""
+    return load_manifest(sample_dataset), load_manifest(sample_dataset_v2), sample_dataset_v2
 
 
 def test_manifest_names_v2_and_rejects_the_same_rows(both):
@@ -46,11 +45,11 @@ def test_every_record_decodes_to_the_accepted_rows(both):
     got = []
     for split in manifest["splits"].values():
         for f in split["files"]:
-            for block in iter_record_blocks(os.path.join(d / "v2", f["path"]), manifest["seq_len"]):
+            for block in iter_record_blocks(os.path.join(d, f["path"]), manifest["seq_len"]):
                 for record in block:
                     got += scheme.decode_record(record)
     rejected = set()
-    for path in (d / "v2" / "rejected").glob("*.parquet"):
+    for path in (d / "rejected").glob("*.parquet"):
         rejected |= {(r["source_file"], r["source_row"]) for r in pq.read_table(path).to_pylist()}
     want = []
     for entry in manifest["inputs"]:
@@ -79,7 +78,7 @@ def test_stats_reads_a_v2_dataset(both, tmp_path):
     from beam_pipelines.stats import pipeline as stats
 
     _, manifest, d = both
-    assert stats.run(["--dataset", str(d / "v2"), "--output", str(tmp_path / "r"), "--no_html"]) == 0
+    assert stats.run(["--dataset", str(d), "--output", str(tmp_path / "r"), "--no_html"]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["checks"]["manifest_agrees"] and report["checks"]["malformed_records"] == 0
     assert report["totals"]["measurements"] == sum(s["measurements"] for s in manifest["splits"].values())
@@ -104,7 +103,7 @@ def test_stats_refuses_a_dataset_of_an_unknown_scheme(both, tmp_path, capsys):
 
     _, _, d = both
     copy = tmp_path / "ds"
-    shutil.copytree(d / "v2", copy)
+    shutil.copytree(d, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["tokenizer"]["name"] = "v9"
     (copy / "manifest.json").write_text(json.dumps(manifest))

@@ -144,11 +144,8 @@ def test_empty_input(dirty, tmp_path):
 
 
 @pytest.mark.slow
-def test_dataset_report_of_real_pretokenize_matches_decode(sample_dir, tmp_path, helpers):
-    from beam_pipelines.pretokenize import pipeline as pretokenize
-
-    ds = tmp_path / "ds"
-    assert pretokenize.run(["--input", str(sample_dir / "*.parquet"), "--output", str(ds), IN_MEMORY]) == 0
+def test_dataset_report_of_real_pretokenize_matches_decode(sample_dir, sample_dataset, tmp_path, helpers):
+    ds = sample_dataset  # the real job on the bundled sample, run once per session (tests/conftest.py)
     rc, report = run_stats(["--dataset", str(ds)], tmp_path / "report")
     assert rc == 0
     helpers.check_dataset_report(report, str(ds))

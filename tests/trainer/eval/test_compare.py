@@ -10,7 +10,6 @@ import statistics
 import numpy as np
 import pytest
 
-from beam_pipelines.pretokenize import pipeline as pretokenize
 from trainer.eval import choice, compare, evaluate
 
 N = 300
@@ -26,15 +25,12 @@ def _key(row: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def reports(sample_dir, sample_dataset, tmp_path_factory):
-    """Baseline evaluations of N test measurements of v1 and v2 datasets of the sample, chosen by row and by
-    position."""
+def reports(sample_dataset, sample_dataset_v2, tmp_path_factory):
+    """Baseline evaluations of N test measurements of v1 and v2 datasets of the sample (the session's, from
+    tests/conftest.py), chosen by row and by position."""
     d = tmp_path_factory.mktemp("compare")
-    v2 = d / "v2"
-    assert pretokenize.run(["--tokenizer", "v2", "--input", str(sample_dir / "*.parquet"), "--output", str(v2),
-                            "--direct_running_mode=in_memory"]) == 0
     out = {}
-    for name, ds in (("v1", sample_dataset), ("v2", v2)):
+    for name, ds in (("v1", sample_dataset), ("v2", sample_dataset_v2)):
         for by in ("row", "position"):
             out[name, by] = d / f"{name}-{by}"
             assert evaluate.run(["--baselines_only", "--data_dir", str(ds), "--max_measurements", str(N),
