@@ -6,7 +6,6 @@ import math
 import os
 import pickle
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,10 +13,9 @@ import pytest
 from beam_pipelines.common.parquet import plan_tasks, resolve_inputs
 from beam_pipelines.make_sample import synth
 from beam_pipelines.pretokenize import pipeline as pretokenize
-from beam_pipelines.pretokenize import planning, stages
-from beam_pipelines.pretokenize.stages import encode, grouping
+from beam_pipelines.pretokenize import stages
 from tests.beam_pipelines.pretokenize.helpers import IN_MEMORY, load_manifest
-from tokenizer import IPV4_LENGTH, IPV6_LENGTH, encode_table
+from tokenizer import encode_table
 
 ROW_GROUP = 40  # rows per row group of the inputs below: many row groups from few rows
 
@@ -201,96 +199,3 @@ def test_pipeline_keeps_rejected_rows_of_many_row_groups_in_one_file(tmp_path, c
     rows = _rejected_rows(out, manifest["rejected"]["files"])
     assert rows == _expected_rejected([(path, table)], 9)
     assert len(rows) == manifest["rejected"]["total"] == manifest["rows"]["rejected"] == 223
-
-
-# --- the grouping sorts: each fast path gives the order of the plain multi-key sort it replaces -------
-
-
-def _columns(rng, n: int, ipv6: bool, ts_span: int, in_order: bool) -> dict:
-    """Part columns as _family_streams gives them: few sources, many ties in time, (file, row) unique."""
-    sources = rng.integers(0, 40, n).astype(np.uint64)
-    file = np.sort(rng.integers(0, 3, n)).astype(np.int32)
-    row = np.arange(n, dtype=np.int64)
-    if not in_order:
-        perm = rng.permutation(n)
-        file, row = file[perm], row[perm]
-    cols = {
-        "split": rng.integers(0, 3, n).astype(np.int8),
-        "src_hi": (sources * np.uint64(7919) + np.uint64(1)) if ipv6 else np.zeros(n, np.uint64),
-        "src_lo": sources * np.uint64(2654435761) % np.uint64(1 << 32),
-        "timestamp": 1_700_000_000 + rng.integers(0, 5, n) * (ts_span // 4),
-        "file": file,
-        "row": row,
-    }
-    return cols
-
-
-@pytest.mark.parametrize(
-    "ipv6, ts_span, in_order",
-    [(False, 3600, True), (False, 1 << 34, True), (True, 3600, True), (False, 3600, False), (True, 3600, False)],
-)
-def test_source_time_order_equals_the_five_key_sort(ipv6, ts_span, in_order):
-    rng = np.random.default_rng(ts_span + 2 * ipv6 + in_order)
-    cols = _columns(rng, 5000, ipv6, ts_span, in_order)
-    assert grouping._in_read_order(cols["file"], cols["row"]) is in_order
-    for split in range(3):
-        sel = np.flatnonzero(cols["split"] == split)
-        keys = tuple(cols[k][sel] for k in ("row", "file", "timestamp", "src_lo", "src_hi"))
-        np.testing.assert_array_equal(grouping._source_time_order(cols, sel), np.lexsort(keys))
-
-
-def test_in_read_order_needs_strictly_increasing_file_then_row():
-    assert grouping._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 9, 0, 3]))
-    assert not grouping._in_read_order(np.array([0, 0, 1, 1]), np.array([5, 5, 0, 3]))  # a repeated row
-    assert not grouping._in_read_order(np.array([0, 1, 0]), np.array([0, 0, 1]))  # back to file 0
-
-
-def test_part_files_sort_by_task_index_not_by_name():
-    paths = [f"/s/buckets/00001/{t}.arrow" for t in ("100000", "00002", "99999", "00010")]
-    assert [os.path.basename(p) for p in sorted(paths, key=grouping._task_order)] == [
-        "00002.arrow",
-        "00010.arrow",
-        "99999.arrow",
-        "100000.arrow",
-    ]
-
-
-@pytest.mark.parametrize("num_buckets", [3, 1 << 15])
-def test_bucket_family_order_equals_lexsort(num_buckets):
-    rng = np.random.default_rng(num_buckets)
-    bucket = rng.integers(0, num_buckets, 4000).astype(np.int64)
-    family = np.where(rng.random(4000) < 0.3, 6, 4).astype(np.int8)
-    np.testing.assert_array_equal(encode._bucket_family_order(bucket, family), np.lexsort((family, bucket)))
-
-
-def test_bucket_batches_copy_each_rows_tokens_whole(tmp_path):
-    """Rows of both families in several buffered parts: each bucket's batch holds every row's own tokens."""
-    rng = np.random.default_rng(5)
-    parts, expected = [], {}
-    for p in range(3):
-        family = np.where(rng.random(50) < 0.4, 6, 4).astype(np.int8)
-        lengths = np.where(family == 4, IPV4_LENGTH, IPV6_LENGTH)
-        start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        tokens = rng.integers(0, 266, int(lengths.sum())).astype(np.uint16)
-        bucket = rng.integers(0, 3, 50)
-        part = {k: np.full(50, p) for k in encode._PART_COLUMNS}
-        part.update(family=family, row=np.arange(50) + 100 * p, bucket=bucket, tokens=tokens, start=start)
-        parts.append(part)
-        for i in range(50):
-            expected[(int(bucket[i]), 100 * p + i)] = (int(family[i]), tokens[start[i] : start[i] + lengths[i]].tolist())
-    found = {}
-    for bucket, batch in encode._bucket_batches(parts):
-        families = batch.column("family").to_pylist()
-        assert families == sorted(families)  # IPv4 rows first
-        for row, fam, toks in zip(batch.column("row").to_pylist(), families, batch.column("tokens").to_pylist()):
-            found[(bucket, row)] = (fam, toks)
-    assert found == expected
-
-
-def test_bucket_count_is_the_smallest_power_of_two_within_bucket_rows():
-    assert planning.bucket_count(0, 1_000_000) == 1
-    assert planning.bucket_count(1_000_000, 1_000_000) == 1
-    assert planning.bucket_count(1_000_001, 1_000_000) == 2
-    assert planning.bucket_count(2_500_000, 1_000_000) == 4  # not 3: two workers pack two each
-    assert planning.bucket_count(10_000_000, 1_000_000) == 16
-    assert planning.bucket_count(9, 1) == 16
