@@ -13,7 +13,7 @@ what ``trainer.evaluate`` runs for the model's RTT prediction, on the same promp
 * **descent**: :func:`trainer.eval.quantiles.model_distribution` at the evaluation's 7 levels plus the
   true RTT's row (8 rows per measurement, up to 128 measurements per batch: ``--max_rows 1024``), each
   record's tokens before its chosen measurements run once (``shared``), as ``trainer.evaluate`` does;
-* **sampling**: :func:`trainer.eval.evaluate.sample_rtts` with ``--samples`` draws per measurement (8
+* **sampling**: :func:`trainer.eval.model_eval.sample_rtts` with ``--samples`` draws per measurement (8
   measurements per batch at 128 samples: ``--max_rows 1024``), what ``trainer.evaluate`` did before.
 
 ``--samples 0`` times the descent alone and ``--measurements 0`` takes every test measurement. Each is run
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from trainer import config as config_lib
     from trainer import data
     from trainer import model as model_lib
-    from trainer.eval import choice, columns, evaluate, probabilistic, quantiles
+    from trainer.eval import choice, columns, model_eval, probabilistic, quantiles
     from trainer.eval.sampling import Sampler
 
     work = None
@@ -73,10 +73,10 @@ def main(argv=None) -> int:
         scheme = read_manifest(ds)["tokenizer"]
         config = config_lib.load_config(args.preset, [f"data_dir={ds}", "progress=false", f"tokenizer={scheme['name']}"])
         dataset = data.open_dataset(ds, config)
-        records = evaluate.read_records(dataset, "test")
+        records = columns.read_records(dataset, "test")
         cols = columns.decode_block(records, columns.Addresses(), scheme=columns.dataset_scheme(dataset))
         chosen = choice.choose(len(cols), args.measurements, 0)
-        prompts = [evaluate.rtt_prompt(records[r], s, e, scheme)
+        prompts = [model_eval.rtt_prompt(records[r], s, e, scheme)
                    for r, s, e in zip(cols.record[chosen], cols.start[chosen], cols.end[chosen])]
         true = cols.rtt[chosen]
         lengths = np.array([len(p) for p in prompts])
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                                 shared=(cols.record[chosen], cols.start[chosen]))
 
         def sampling():
-            return evaluate.sample_rtts(sampler, prompts, args.samples, seed=0, max_rows=args.max_rows)
+            return model_eval.sample_rtts(sampler, prompts, args.samples, seed=0, max_rows=args.max_rows)
 
         # Wall time, and the process's CPU time (all threads): on a machine shared with other jobs the CPU
         # time is the steadier figure of the work done.

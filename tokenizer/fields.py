@@ -2,7 +2,7 @@
 
 The byte format of every field lives here and nowhere else; the per-row encoder and decoder
 (:mod:`tokenizer.measurement`), the vectorized table encoder (:mod:`tokenizer.table`), the prompts of
-``trainer.eval.predict`` and the RTT decode of ``trainer.eval.evaluate`` all go through these codecs.
+``trainer.eval.predict`` and the RTT decode of ``trainer.eval.model_eval`` all go through these codecs.
 
     src, dst   [SrcIpStart | DestIpStart, Ipv4Start | Ipv6Start, 4 | 16 address bytes]
     rtt        [RttStart, float64 big-endian]        size       [SizeStart, uint16 big-endian]

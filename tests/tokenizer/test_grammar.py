@@ -83,7 +83,7 @@ def test_real_records_are_grammatical(sample_dataset):
     from tests.trainer.helpers import make_config
     from tokenizer import split_measurements
     from trainer import data
-    from trainer.eval.evaluate import read_records
+    from trainer.eval.columns import read_records
 
     dataset = data.open_dataset(str(sample_dataset), make_config(sample_dataset))
     records = read_records(dataset, "val")[:20]

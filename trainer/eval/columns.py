@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 
 import tokenizer
 from beam_pipelines.dataset import DatasetError
+from beam_pipelines.dataset.records import iter_record_blocks
+from beam_pipelines.dataset.records import read_records as read_record_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +152,6 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
     """The items of ``iterator``, produced by a background thread up to ``depth`` items ahead (reading the
     next records while this thread decodes: ArrayRecord's reader and zstd release the GIL). An exception
     in the producer is raised here, at the item where it happened."""
-    import queue
-    import threading
-
     items: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
     done = object()
@@ -185,8 +186,6 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
 
 
 def _blocks(dataset, split: str, block_records: int) -> Iterator[np.ndarray]:
-    from beam_pipelines.dataset.records import iter_record_blocks
-
     for path in dataset.files(split):
         yield from iter_record_blocks(path, dataset.seq_len, block_records)
 
@@ -216,3 +215,27 @@ def iter_split(dataset, split: str, addresses: Addresses, *, block_records: int 
 def decode_split(dataset, split: str, addresses: Addresses, *, block_records: int = 4096) -> Columns:
     """Every measurement of ``split`` as columns (decoded block by block; the columns are kept)."""
     return Columns.concat([c for _, c in iter_split(dataset, split, addresses, block_records=block_records)])
+
+
+def read_records(dataset, split: str) -> np.ndarray:
+    """All records of ``split`` in file order: (records, seq_len) uint16, read through the data contract."""
+    parts = [read_record_file(path, dataset.seq_len) for path in dataset.files(split)]
+    return np.concatenate(parts) if parts else np.zeros((0, dataset.seq_len), np.uint16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spans:
+    """Where each measurement of a split lies: record index and [start, end) token span, (n,) each."""
+
+    record: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+
+def measurement_spans(records: np.ndarray) -> Spans:
+    """The span of every measurement of every record, in file order (vectorized, by :func:`decode_block`)."""
+    cols = decode_block(records, Addresses())
+    return Spans(cols.record, cols.start.astype(np.int64), cols.end.astype(np.int64))

@@ -23,14 +23,18 @@ import json
 import math
 import sys
 
+import jax
 import numpy as np
 
 import tokenizer
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
+from trainer import data
+from trainer.data import make_example
 from trainer.eval import baselines as bl
-from trainer.eval import columns
+from trainer.eval import columns, sampling
+from trainer.train import token_losses
 
 GROUPS = ("pair_before", "pair_after", "new_before", "new_after")
 
@@ -54,11 +58,6 @@ def rtt_byte_bits(loaded, records: np.ndarray, rtt_pos: np.ndarray, batch: int =
                   ) -> np.ndarray:
     """(measurements, width) bits the model spends on each RTT value token (teacher forcing over the stored
     records); ``rtt_pos``: each RTT's first value token (flat), ``width``: value tokens (None: v1's)."""
-    import jax
-
-    from trainer.data import make_example
-    from trainer.train import token_losses
-
     loss = jax.jit(lambda p, x, y: token_losses(loaded.graphdef, p, x, y))
     seq = records.shape[1]
     ce = np.zeros(records.shape, np.float32)
@@ -75,10 +74,6 @@ def rtt_byte_bits(loaded, records: np.ndarray, rtt_pos: np.ndarray, batch: int =
 
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 done, 2 bad arguments, checkpoint or dataset."""
-    from trainer import data
-    from trainer.eval import sampling
-    from trainer.eval.evaluate import read_records
-
     p = StrictArgumentParser(prog="python -m trainer.eval.context_probe", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True)
     p.add_argument("--data_dir", required=True)
@@ -97,7 +92,7 @@ def run(argv: list[str] | None = None) -> int:
         return errors.report(UsageError(str(err)))
     except (UsageError, InputError) as err:
         return errors.report(err)
-    records = read_records(dataset, args.split)[: args.records]
+    records = columns.read_records(dataset, args.split)[: args.records]
     scheme = tokenizer.get_scheme(dataset.manifest["tokenizer"])
     cols, rtt_pos, group = measurement_groups(records, scheme)
     ok = cols.rtt > 0  # a failure's RTT (-1.0) is one fixed pattern: leave it out

@@ -51,6 +51,7 @@ from tokenizer.vocab import (
     BLOCK_TIMESTAMP,
     MEASUREMENT_START,
 )
+from trainer.eval import quantiles, sampling
 
 FIELD_ALIASES = {
     "src_addr": BLOCK_SRC, "src": BLOCK_SRC,
@@ -192,12 +193,10 @@ def summarize(decoded: list[dict], given: dict[int, str], top: int = 5) -> dict:
 
 def _levels(text: str | None) -> tuple[float, ...]:
     """The ``--quantiles`` levels (default 0.1, 0.5, 0.9), each once, in the order given."""
-    from trainer.eval.quantiles import DEFAULT_QUANTILES, parse_quantiles
-
     if text is None:
-        return DEFAULT_QUANTILES
+        return quantiles.DEFAULT_QUANTILES
     try:
-        return tuple(dict.fromkeys(parse_quantiles(text)))
+        return tuple(dict.fromkeys(quantiles.parse_quantiles(text)))
     except ValueError as err:
         raise UsageError(f"--quantiles: {err}") from None
 
@@ -245,8 +244,6 @@ def run(argv: list[str] | None = None) -> int:
         args = parse_options(_parser(), argv)
     except UsageError as err:  # an unknown or bad option: one error line, nothing read or written
         return report(err)
-    from trainer.eval import sampling
-
     items = list(args.given)
     for flag, field in ((args.src, "src_addr"), (args.dst, "dst_addr"), (args.time, "timestamp")):
         if flag is not None:
@@ -264,9 +261,7 @@ def run(argv: list[str] | None = None) -> int:
         levels = _levels(args.quantiles) if rtt_asked else ()
         samples = args.samples if args.samples is not None else (0 if rtt_asked else 256)
         loaded = sampling.load(args.workdir, args.step)
-        from trainer.eval.evaluate import _check_decodable
-
-        _check_decodable(loaded.config.tokenizer, args.workdir)
+        sampling.check_decodable(loaded.config.tokenizer, args.workdir)
     except (UsageError, InputError) as err:  # a CheckpointError is an InputError
         return report(err)
     sampler = sampling.Sampler.from_loaded(loaded)
@@ -281,8 +276,6 @@ def run(argv: list[str] | None = None) -> int:
         "samples": samples,
     }
     if rtt_asked:
-        from trainer.eval import quantiles
-
         code = quantiles.rtt_code_for(loaded.config.tokenizer)
         if code.role is not None:
             prompt = [*prompt, code.role]  # the RTT next: the descent and the samples read the same prompt
@@ -294,12 +287,8 @@ def run(argv: list[str] | None = None) -> int:
         answer.update(summarize(decoded, given))
         if rtt_asked:
             answer["rtt_samples"] = [_sampled_rtt(d["rtt"]) for d in decoded]
-    answer["measurements"] = [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]]
-    if args.json:
-        print(json.dumps(answer, sort_keys=True))
+    if _print_answer(answer, decoded, args):
         return 0
-    print(f"checkpoint step {loaded.step}; {samples} samples; given: "
-          + (", ".join(f"{k}={v}" for k, v in answer["given"].items()) or "nothing"))
     if "rtt_quantiles" in answer:
         print("RTT (ms) by descent: " + "  ".join(f"q{k} {v:.6g}" for k, v in answer["rtt_quantiles"].items())
               + f"   failure probability {answer['failure_probability']:.3f}")
@@ -320,11 +309,22 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _print_answer(answer: dict, decoded: list[dict], args, note: str = "") -> bool:
+    """Put the first ``--show`` decoded samples into ``answer``; with ``--json`` print it as one JSON object
+    and return True (nothing more to print), else print the text answer's first line (checkpoint step,
+    samples, the given fields, then ``note``) and return False."""
+    answer["measurements"] = [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]]
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return True
+    print(f"checkpoint step {answer['checkpoint_step']}; {answer['samples']} samples; given: "
+          + (", ".join(f"{k}={v}" for k, v in answer["given"].items()) or "nothing") + note)
+    return False
+
+
 def _add_descent(answer: dict, sampler, prompt, code, levels) -> None:
     """Put the RTT's quantiles at ``levels`` (by descent over ``code``, ms given success) and P(failure) for
     the one ``prompt`` into ``answer``: what both the v1 any-field query and the run query report."""
-    from trainer.eval import quantiles
-
     dist = quantiles.model_distribution(sampler, [np.asarray(prompt)], code, levels)
     answer["rtt_quantiles"] = {_level_key(q): float(v) for q, v in zip(levels, dist.values[0])}
     answer["failure_probability"] = float(dist.failure_probability[0])
@@ -335,8 +335,6 @@ def _predict_run(args, sampler, loaded, given: dict[int, str], levels, samples: 
     (v2, ``Scheme.rtt_prompt``): the prompt is the source header, the time, then the given destination,
     size and error count; the RTT is asked. Without ``--time`` the time is the model's most likely one
     after the source (drawn at temperature 0, so deterministic), and the answer says so."""
-    from trainer.eval import sampling
-
     scheme = sampler.scheme
     if BLOCK_RTT in given:
         raise UsageError(f"a {scheme.name} checkpoint answers the RTT query only: do not give the rtt")
@@ -370,13 +368,9 @@ def _predict_run(args, sampler, loaded, given: dict[int, str], levels, samples: 
         decoded = [scheme.decode_sample(prompt, g) for g in generated]
         answer.update(summarize(decoded, given))
         answer["rtt_samples"] = [_sampled_rtt(d["rtt"]) for d in decoded]
-    answer["measurements"] = [{k: _jsonable(v) for k, v in d.items()} for d in decoded[: args.show]]
-    if args.json:
-        print(json.dumps(answer, sort_keys=True))
+    note = f"; time {row['event_time']} (the model's most likely)" if "timestamp_from_model" in answer else ""
+    if _print_answer(answer, decoded, args, note):
         return 0
-    print(f"checkpoint step {loaded.step}; {samples} samples; given: "
-          + ", ".join(f"{k}={v}" for k, v in answer["given"].items())
-          + (f"; time {row['event_time']} (the model's most likely)" if "timestamp_from_model" in answer else ""))
     print("RTT (ms) by descent: " + "  ".join(f"q{k} {v:.6g}" for k, v in answer["rtt_quantiles"].items())
           + f"   failure probability {answer['failure_probability']:.3f}")
     for m in answer["measurements"]:

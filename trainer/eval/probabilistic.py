@@ -161,7 +161,7 @@ def train_forecasts(dataset, split: str, addresses: columns.Addresses, picked: c
     """The probabilistic baselines (:data:`BASELINES`, see the module docstring) for the measurements
     ``picked``, from one pass over ``split`` (the train split, read block by block with ``addresses``, the
     evaluation's address ids). ``point`` holds the context baselines' predictions for ``picked`` (from
-    ``trainer.eval.evaluate.score_split``): their value where they answer themselves (level 0)."""
+    ``trainer.eval.scoring.score_split``): their value where they answer themselves (level 0)."""
     levels = tuple(levels)
     total = int(dataset.manifest["splits"][split]["measurements"])
     stride = max(1, -(-total // max(sample_rows, 1)))

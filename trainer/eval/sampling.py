@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from beam_pipelines.common.errors import InputError
+from beam_pipelines.common.errors import InputError, UsageError
 from tokenizer import get_scheme
 from trainer import model as model_lib
+from trainer.checkpoint import Checkpointer
 from trainer.config import Config, from_saved
 
 CHECKPOINT_DIR = "checkpoints"  # as trainer.train writes it
@@ -59,7 +60,6 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
 
     Raises :class:`CheckpointError` when ``workdir`` holds no checkpoint.
     """
-    from trainer.checkpoint import Checkpointer  # Orbax is slow to import; only callers that load pay
     from trainer.train import init_state, make_optimizer
 
     directory = os.path.join(workdir, CHECKPOINT_DIR)
@@ -88,6 +88,16 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
         ckpt.close()
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(config.model, 0)))
     return LoadedModel(config, graphdef, state["params"], int(step), meta.get("fingerprint"))
+
+
+def check_decodable(name: str, workdir: str) -> None:
+    """Refuse (UsageError, exit 2) a checkpoint of a tokenizer scheme without a constrained-decoding grammar:
+    the model's RTT prompts and samples need one (v1 and v2 have theirs)."""
+    if get_scheme(name).grammar is None:
+        raise UsageError(
+            f"{workdir}: the checkpoint's tokenizer {name} has no constrained-decoding grammar yet, which the model's "
+            f"evaluation and prediction need; trainer.evaluate --baselines_only reads {name} datasets"
+        )
 
 
 def _bucket(n: int, size: int = LENGTH_BUCKET) -> int:

@@ -1,4 +1,4 @@
-"""The evaluation: no RTT leakage into the prediction path, context baseline, and an end-to-end run."""
+"""The evaluation: the context baseline, the choice of measurements, end-to-end runs and their errors."""
 
 from __future__ import annotations
 
@@ -15,53 +15,8 @@ from tokenizer import decode_measurement, encode_measurement, split_measurements
 from tokenizer.vocab import PAD, RTT_START
 from trainer import data
 from trainer.eval import baselines as bl
-from trainer.eval import choice, columns, evaluate, sampling, spill
+from trainer.eval import choice, columns, evaluate, scoring, spill
 from trainer.eval import report as report_files
-
-
-@pytest.fixture(scope="module")
-def test_records(eval_dataset) -> np.ndarray:
-    dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
-    return evaluate.read_records(dataset, "test")
-
-
-def _with_rtt(record: np.ndarray, index: int, rtt: float) -> tuple[np.ndarray, int, int]:
-    """A copy of ``record`` whose ``index``-th measurement has another RTT (re-encoded, so its on-disk
-    block order may change too), and that measurement's span."""
-    measurements = split_measurements(record)
-    start = sum(len(m) for m in measurements[:index])
-    end = start + len(measurements[index])
-    row = decode_measurement(measurements[index])
-    tokens = encode_measurement({**row, "rtt": rtt})
-    assert len(tokens) == end - start
-    out = record.copy()
-    out[start:end] = tokens
-    return out, start, end
-
-
-@pytest.mark.slow
-def test_rtt_prediction_sees_nothing_of_the_measurements_own_rtt(test_records, loaded_model):
-    record = test_records[3]
-    index = 5
-    variants = [_with_rtt(record, index, rtt) for rtt in (decode_measurement(split_measurements(record)[index])["rtt"],
-                                                          -1.0, 0.125, 987.654)]
-    orders = {tuple(r[s:e][np.isin(r[s:e], [1, 2, 5, 6, 7, 8, 9])].tolist()) for r, s, e in variants}
-    assert len(orders) > 1  # the on-disk block order moved with the RTT: it must not reach the prompt either
-    prompts = [evaluate.rtt_prompt(r, s, e) for r, s, e in variants]
-    for p in prompts[1:]:
-        np.testing.assert_array_equal(p, prompts[0])
-    _, start, end = variants[0]
-    prompt = prompts[0]
-    assert len(prompt) == end - 8  # the record before the measurement + the measurement minus its 8 RTT bytes
-    np.testing.assert_array_equal(prompt[:start], record[:start])
-    assert prompt[-1] == RTT_START and (prompt[start:] == RTT_START).sum() == 1
-    assert PAD not in prompt
-    # And the model's samples are the same whatever the true RTT.
-    sampler = sampling.Sampler.from_loaded(loaded_model)
-    samples = [evaluate.sample_rtts(sampler, [evaluate.rtt_prompt(r, s, e)], 16, seed=3) for r, s, e in variants]
-    for s in samples[1:]:
-        np.testing.assert_array_equal(s, samples[0])
-    assert samples[0].shape == (1, 16)
 
 
 def _row(src, dst, rtt, minute):
@@ -86,7 +41,7 @@ def test_context_last_uses_only_earlier_measurements_of_the_same_pair():
     record[: len(tokens)] = tokens
     records = np.stack([np.full(1024, PAD, np.uint16), record])
     records[0, :45] = encode_measurement(_row("10.0.0.1", "1.1.1.1", 5.0, 9))  # another record: never context
-    spans = evaluate.measurement_spans(records)
+    spans = columns.measurement_spans(records)
     assert len(spans) == 8 and spans.record.tolist() == [0] + [1] * 7
     cols = columns.decode_block(records, columns.Addresses())
     ctx = bl.pair_context(cols.record, cols.src, cols.dst, cols.rtt)
@@ -124,7 +79,7 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
     metric_keys = {"median_abs_error_ms", "median_abs_log_ratio", "failure_accuracy", "calibration_10_90",
                    "mean_abs_error_ms", "scored", "measurements"}
     assert metric_keys <= set(report["rtt"]["model"])
-    assert set(report["rtt"]["baselines"]) == set(evaluate.ALL_BASELINES)
+    assert set(report["rtt"]["baselines"]) == set(scoring.ALL_BASELINES)
     assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
     assert {"median_abs_error_diff_ms", "ci95", "a_better_share"} <= set(report["rtt"]["model"]["vs"]["global_median"])
     for name, figures in report["rtt"]["baselines"].items():
@@ -151,7 +106,7 @@ def test_evaluate_run_writes_the_report(trained_workdir, eval_dataset, tmp_path,
 
     # The global median's figure from an independent computation: decode every train measurement.
     dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
-    train_rtts = [decode_measurement(m)["rtt"] for r in evaluate.read_records(dataset, "train")
+    train_rtts = [decode_measurement(m)["rtt"] for r in columns.read_records(dataset, "train")
                   for m in split_measurements(r)]
     g = statistics.median([x for x in train_rtts if x >= 0])
     true = [float(r["true_rtt"]) for r in rows]
@@ -187,15 +142,6 @@ def test_evaluate_without_a_checkpoint_exits_2(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_rtt_tokens_decode_as_big_endian_float64():
-    import struct
-
-    values = [0.0, -1.0, 12.345, 1e300]
-    tokens = np.array([[10 + b for b in struct.pack(">d", v)] for v in values])
-    assert evaluate.rtt_from_tokens(tokens).tolist() == values
-    assert evaluate.rtt_from_tokens(tokens.reshape(2, 2, 8)).shape == (2, 2)
-
-
 @pytest.mark.slow
 def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, tmp_path, capsys):
     out = tmp_path / "report"
@@ -207,7 +153,7 @@ def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, t
     n = manifest["splits"]["test"]["measurements"]
     assert report["meta"]["evaluated_measurements"] == report["meta"]["split_measurements"] == n
     assert "model" not in report["rtt"] and "nll" not in report
-    assert set(report["rtt"]["baselines"]) == set(evaluate.ALL_BASELINES)
+    assert set(report["rtt"]["baselines"]) == set(scoring.ALL_BASELINES)
     for name, figures in report["rtt"]["baselines"].items():
         assert figures["measurements"] == n, name
     # --split_by src: every test source is unseen, so the pair baselines fall back for every measurement and
@@ -221,7 +167,7 @@ def test_baselines_only_scores_every_measurement_without_a_model(eval_dataset, t
     assert len(rows) == n
     # The per-row decode gives the same true RTTs and addresses, in file order.
     dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
-    decoded = [decode_measurement(m) for r in evaluate.read_records(dataset, "test") for m in split_measurements(r)]
+    decoded = [decode_measurement(m) for r in columns.read_records(dataset, "test") for m in split_measurements(r)]
     assert [float(r["true_rtt"]) for r in rows] == [d["rtt"] for d in decoded]
     assert [r["src_addr"] for r in rows[:50]] == [d["src_addr"] for d in decoded[:50]]
     # A measurement is placed by the factorisation iff its record holds an earlier successful measurement of it
@@ -247,7 +193,7 @@ def test_spilled_predictions_give_the_same_report_and_csv(eval_dataset, tmp_path
         made.append(real(*a, **k))
         return made[-1]
 
-    monkeypatch.setattr(evaluate, "SPILL_ROWS", 0)
+    monkeypatch.setattr(scoring, "SPILL_ROWS", 0)
     monkeypatch.setattr(spill, "SpilledPredictions", spilled)
     assert evaluate.run([*args, "--output", str(tmp_path / "disk")]) == 0
     n = json.loads((eval_dataset / "manifest.json").read_text())["splits"]["test"]["measurements"]

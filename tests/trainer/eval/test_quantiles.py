@@ -330,19 +330,19 @@ def test_v2_log_scale_code_descent_equals_enumeration():
 def test_shared_record_prefixes_give_each_prompts_own_distribution_and_leak_nothing(loaded_model, eval_dataset):
     """Prompts of one record share its tokens: the shared path runs each record's prefix once, and a
     measurement's own tokens (its RTT among them) inside a longer prompt's prefix never reach it."""
-    from tests.trainer.eval.test_evaluate import _with_rtt
+    from tests.trainer.eval.test_model_eval import _with_rtt
     from tests.trainer.helpers import make_config
     from trainer import data
-    from trainer.eval import evaluate, sampling
+    from trainer.eval import columns, model_eval, sampling
 
     dataset = data.open_dataset(str(eval_dataset), make_config(eval_dataset))
-    records = evaluate.read_records(dataset, "test")[:6]
-    spans = evaluate.measurement_spans(records)
+    records = columns.read_records(dataset, "test")[:6]
+    spans = columns.measurement_spans(records)
     sampler = sampling.Sampler.from_loaded(loaded_model)
     levels = (0.1, 0.5, 0.9)
 
     def run(recs, rows, shared):
-        prompts = [evaluate.rtt_prompt(recs[spans.record[i]], spans.start[i], spans.end[i]) for i in rows]
+        prompts = [model_eval.rtt_prompt(recs[spans.record[i]], spans.start[i], spans.end[i]) for i in rows]
         kw = {"shared": (spans.record[rows], spans.start[rows])} if shared else {}
         truth = np.array([-1.0 if i % 5 == 0 else 20.0 + i for i in rows])
         return qt.model_distribution(sampler, prompts, V1_RTT_CODE, levels, truth=truth, prompts_per_batch=4, **kw)
