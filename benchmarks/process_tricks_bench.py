@@ -1,6 +1,6 @@
 """Benchmark: what each process trick of the jobs gains, each turned off alone, in one run.
 
-    python benchmarks/process_tricks_bench.py [--big DIR] [--repeat 3] [--tree DIR] [--work DIR]
+    python benchmarks/process_tricks_bench.py [--big DIR] [--repeat 3] [--sample_repeat 5] [--tree DIR]
 
 The tricks and their switches are in ``beam_pipelines/common/tricks.py``. For each input (the bundled
 sample, and ``--big``: a folder of Parquet shards, made with ``make_sample --rows 10000000 --shards 16 --seed
@@ -11,7 +11,8 @@ rounds. Each run's wall time is the launcher's, from start to exit; its CPU time
 of the whole process tree: this script is the tree's child subreaper (Linux), so orphaned worker
 processes are reaped here too and counted. Every run's output files must be byte-identical to the first
 run's of the same job and input, or the script fails. Prints medians (wall, CPU) and the gain of each trick:
-(off - on) / off, on the median of the on runs.
+(off - on) / off, of the medians, and the median of each pair's gain (an off run against the all-on run just
+before it, which cancels a load that drifts between rounds).
 
 ``--tree DIR``: the checkout whose code runs (default: this one), so that a copy can be measured while the
 working tree changes.
@@ -23,15 +24,15 @@ import argparse
 import ctypes
 import hashlib
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,14 +40,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The switches (beam_pipelines/common/tricks.py) and the jobs whose processes each trick is in.
 TRICKS = {
     "runner": ("PING_LLM_PLAIN_RUNNER", ("pretokenize", "stats")),
-    "warm workers": ("PING_LLM_PLAIN_WORKERS", ("pretokenize",)),
     "quick exit": ("PING_LLM_PLAIN_EXIT", ("pretokenize", "stats")),
     "mallopt": ("PING_LLM_PLAIN_MALLOC", ("pretokenize",)),
 }
 
 
 def _tree_digest(folder: str) -> str:
-    """One sha256 over every file's relative path and bytes under ``folder``."""
+    """One sha256 over every file's relative path and bytes under ``folder`` (a manifest's ``created`` times left out)."""
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -54,8 +54,10 @@ def _tree_digest(folder: str) -> str:
             path = os.path.join(root, name)
             digest.update(os.path.relpath(path, folder).encode() + b"\0")
             with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+                data = f.read()
+            if name == "manifest.json":  # the one thing that differs from run to run: when it was written
+                data = re.sub(rb'"created": "[^"]*"', b"", data)
+            digest.update(data)
     return digest.hexdigest()
 
 
@@ -79,7 +81,9 @@ def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[floa
             break
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
-        raise SystemExit(f"error: {' '.join(args)} with {switch or 'every trick on'} exited {process.returncode}; see {log}")
+        raise SystemExit(
+            f"error: {' '.join(args)} with {switch or 'every trick on'} exited {process.returncode}; see {log}"
+        )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
@@ -90,16 +94,21 @@ def _job_args(job: str, data: str, out: str) -> list[str]:
     return ["-m", "beam_pipelines.stats", "--input", data, "--output", out, "--no_html"]
 
 
-def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
-    """Every trick of ``job`` off alone, paired with an all-on run, ``repeat`` rounds; the runs by setting."""
+Run = tuple[float, float]  # (wall s, CPU s) of one run
+
+
+def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) -> dict[str, list[tuple[Run, Run]]]:
+    """Every trick of ``job`` off alone, each off run just after an all-on run, ``repeat`` rounds; the
+    (all on, off) pairs by trick."""
     tricks = [name for name, (_, jobs) in TRICKS.items() if job in jobs]
-    runs: dict[str, list[tuple[float, float]]] = {"all on": []} | {name: [] for name in tricks}
+    pairs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in tricks}
     out = os.path.join(work, f"{job}-{size}-out")
     log = os.path.join(work, f"{job}-{size}.log")
     expected = None
     for r in range(repeat):
         order = tricks[r % len(tricks) :] + tricks[: r % len(tricks)]
         for name in order:
+            pair = []
             for setting in ("all on", name):
                 shutil.rmtree(out, ignore_errors=True)
                 switch = None if setting == "all on" else TRICKS[setting][0]
@@ -109,23 +118,28 @@ def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) 
                     expected = digest
                 elif digest != expected:
                     raise SystemExit(f"error: {job} on {size} with {setting} off wrote other bytes than the first run")
-                runs[setting].append((wall, cpu))
+                pair.append((wall, cpu))
                 print(f"  {job} {size} round {r + 1} {setting:>12}: wall {wall:6.2f} s, CPU {cpu:6.2f} s", flush=True)
+            pairs[name].append((pair[0], pair[1]))
     shutil.rmtree(out, ignore_errors=True)
-    return runs
+    return pairs
 
 
-def _report(job: str, size: str, runs: dict[str, list[tuple[float, float]]]) -> list[str]:
-    on_wall = statistics.median(w for w, _ in runs["all on"])
-    on_cpu = statistics.median(c for _, c in runs["all on"])
-    lines = [f"| {job} | {size} | all on | {on_wall:.2f} | {on_cpu:.2f} | | |"]
-    for name, pairs in runs.items():
-        if name == "all on":
-            continue
-        wall = statistics.median(w for w, _ in pairs)
-        cpu = statistics.median(c for _, c in pairs)
+def _report(job: str, size: str, pairs: dict[str, list[tuple[Run, Run]]]) -> list[str]:
+    """Table rows: medians of all the all-on runs, then per trick the medians of its off runs, the gain of
+    the medians, (off - on) / off, and the median of the gains of its pairs (each off run against the
+    all-on run just before it, which cancels a load that drifts between rounds)."""
+    on = [run for runs in pairs.values() for run, _ in runs]
+    on_wall, on_cpu = statistics.median(w for w, _ in on), statistics.median(c for _, c in on)
+    lines = [f"| {job} | {size} | all on | {on_wall:.2f} | {on_cpu:.2f} | | | | |"]
+    for name, runs in pairs.items():
+        wall = statistics.median(off[0] for _, off in runs)
+        cpu = statistics.median(off[1] for _, off in runs)
+        pair_wall = statistics.median((off[0] - first[0]) / off[0] for first, off in runs)
+        pair_cpu = statistics.median((off[1] - first[1]) / off[1] for first, off in runs)
         lines.append(
-            f"| {job} | {size} | {name} off | {wall:.2f} | {cpu:.2f} | {(wall - on_wall) / wall:+.1%} | {(cpu - on_cpu) / cpu:+.1%} |"
+            f"| {job} | {size} | {name} off | {wall:.2f} | {cpu:.2f} | {(wall - on_wall) / wall:+.1%} "
+            f"| {(cpu - on_cpu) / cpu:+.1%} | {pair_wall:+.1%} | {pair_cpu:+.1%} |"
         )
     return lines
 
@@ -134,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--big", default="/tmp/h7_10m", help="Parquet folder of the large input (made when missing)")
     parser.add_argument("--big_rows", type=int, default=10_000_000, help="rows of --big when it is made")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (each trick off once per round)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds on --big (each trick off once per round)")
+    parser.add_argument("--sample_repeat", type=int, default=5, help="rounds on the bundled sample")
     parser.add_argument("--tree", default=REPO, help="the checkout whose code runs")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--jobs", default="pretokenize,stats", help="jobs to time, comma-separated")
@@ -142,26 +157,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not sys.platform.startswith("linux"):
-        raise SystemExit("error: this benchmark counts the CPU time of orphaned workers through Linux's child subreaper")
+        raise SystemExit(
+            "error: this benchmark counts the CPU time of orphaned workers through Linux's child subreaper"
+        )
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1)
     tree = os.path.abspath(args.tree)
-    work = args.work or tempfile.mkdtemp(prefix="process_tricks_bench_")
-    os.makedirs(work, exist_ok=True)
-    print(f"machine: {machine()}; load average {os.getloadavg()}; code: {tree}", flush=True)
+    print(f"machine: {machine()}; load average before: {load_average()}; code: {tree}", flush=True)
     inputs = {"sample": os.path.join(tree, "data", "sample"), "big": args.big}
     if "big" in args.sizes and not os.path.isdir(args.big):
-        make = ["-m", "beam_pipelines.make_sample", "--rows", str(args.big_rows), "--shards", "16", "--output", args.big, "--seed", "0"]
+        make = ["-m", "beam_pipelines.make_sample", "--rows", str(args.big_rows), "--shards", "16", "--seed", "0"]
+        make += ["--output", args.big]
         subprocess.run([sys.executable, *make], cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True)
-    table = ["| job | input | setting | wall s (median) | CPU s (median) | wall gain | CPU gain |", "|---|---|---|---:|---:|---:|---:|"]
+    with scratch_folder(args.work, "process_tricks_bench_") as work:
+        table = _table(args, tree, inputs, work)
+    print(f"load average after: {load_average()}")
+    print("\n".join(table))
+    return 0
+
+
+def _table(args, tree: str, inputs: dict[str, str], work: str) -> list[str]:
+    """Every job and input of ``args`` measured (:func:`_measure`): the rows of the closing table."""
+    table = [
+        "| job | input | setting | wall s (median) | CPU s (median) | wall gain | CPU gain | wall gain, pairs | CPU gain, pairs |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for size in args.sizes.split(","):
         for job in args.jobs.split(","):
-            runs = _measure(tree, job, size, inputs[size], work, args.repeat)
+            runs = _measure(
+                tree, job, size, inputs[size], work, args.sample_repeat if size == "sample" else args.repeat
+            )
             table += _report(job, size, runs)
-    print(f"load average after: {os.getloadavg()}")
-    print("\n".join(table))
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return table
 
 
 if __name__ == "__main__":

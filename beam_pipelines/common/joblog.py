@@ -75,20 +75,17 @@ def beam_logs_to(path: str) -> Iterator[None]:
         handler.close()
 
 
-def run_pipeline(
-    beam_args: list[str], build: Callable[[beam.Pipeline], object], log_path: str, warm_workers=None
-) -> None:
+def run_pipeline(beam_args: list[str], build: Callable[[beam.Pipeline], object], log_path: str) -> None:
     """Make a pipeline from the Beam options, ``build(pipeline)`` its stages, run it to completion.
 
     Everything Beam prints goes to ``log_path`` (its directory must exist). A failure is re-raised after
-    its traceback is appended to the log. ``warm_workers``: worker processes started ahead for the
-    LocalRunner (:func:`beam_pipelines.common.tricks.start_warm_workers`).
+    its traceback is appended to the log.
     """
     with beam_logs_to(log_path):
         try:
             pipeline = beam.Pipeline(options=beam_options(beam_args))
             build(pipeline)
-            run_to_completion(pipeline, worker_log=log_path, warm_workers=warm_workers)
+            run_to_completion(pipeline, worker_log=log_path)
         except BaseException as exc:
             with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as f:
                 f.write("\nThe pipeline failed:\n")

@@ -131,10 +131,9 @@ class LocalRunner(PipelineRunner):
     """
 
     worker_log: str | None = None
-    warm_workers = None  # worker processes the job started ahead (tricks.WarmWorkers), or None
 
     def run_pipeline(self, pipeline, options):
-        return run_on_fn_api_runner(pipeline, options, self.worker_log, self.warm_workers)
+        return run_on_fn_api_runner(pipeline, options, self.worker_log)
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -172,19 +171,16 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def run_to_completion(pipeline, worker_log: str | None = None, warm_workers=None) -> None:
+def run_to_completion(pipeline, worker_log: str | None = None) -> None:
     """Run ``pipeline``, wait for it, and release what the runner opened for it.
 
     The DaskRunner opens a ``distributed.Client`` of its own (and, without ``--dask_client_address``, a
     local cluster behind it) and leaves both open; left alone they outlive the job and log errors at
     interpreter exit. The client is closed whether the pipeline succeeded or not. ``worker_log``: where
-    the :class:`LocalRunner`'s worker processes write their stderr; ``warm_workers``: the
-    :class:`~beam_pipelines.common.tricks.WarmWorkers` it uses as its worker processes (other runners
-    ignore both).
+    the :class:`LocalRunner`'s worker processes write their stderr (other runners ignore it).
     """
     if isinstance(pipeline.runner, LocalRunner):
         pipeline.runner.worker_log = worker_log
-        pipeline.runner.warm_workers = warm_workers
     result = pipeline.run()
     try:
         result.wait_until_finish()

@@ -43,7 +43,6 @@ from beam_pipelines.common.errors import RunError, report
 from beam_pipelines.common.lifecycle import JobRun, no_manifest, run_output_job
 from beam_pipelines.common.output import OutputDir
 from beam_pipelines.common.progress import Progress, sum_markers
-from beam_pipelines.common.tricks import start_warm_workers
 from beam_pipelines.dataset import manifest as manifest_lib
 from beam_pipelines.dataset.manifest import SPLIT_NAMES
 from beam_pipelines.pretokenize import stages
@@ -165,18 +164,11 @@ def _write(options: Options, beam_args: list[str], tasks, ctx: stages.JobContext
                 run_stages(tasks, ctx)
             else:
                 args = runner_args(beam_args, total_rows)
-                # The LocalRunner's worker processes, when it will use them, start now: they import Beam
-                # while this process does (common/tricks.py).
-                warm = start_warm_workers(args, job.log, ["beam_pipelines.pretokenize.transforms"])
-                try:
-                    # Beam imported here, not at the top: the 1.5-2.6 s of start-up that --in_process saves.
-                    from beam_pipelines.common import joblog
-                    from beam_pipelines.pretokenize.transforms import build_pipeline
+                # Beam imported here, not at the top: the 1.5-2.6 s of start-up that --in_process saves.
+                from beam_pipelines.common import joblog
+                from beam_pipelines.pretokenize.transforms import build_pipeline
 
-                    joblog.run_pipeline(args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), job.log, warm)
-                finally:
-                    if warm is not None:
-                        warm.close()
+                joblog.run_pipeline(args, lambda pipeline: build_pipeline(pipeline, tasks, ctx), job.log)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure ends the job the same way
         from beam_pipelines.common.joblog import pipeline_error  # Beam too; a failure's cost does not matter
 

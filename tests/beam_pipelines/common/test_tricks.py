@@ -7,13 +7,10 @@ from __future__ import annotations
 import atexit
 import ctypes
 import inspect
-import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import apache_beam as beam
 import pytest
@@ -24,7 +21,7 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.runners.worker import sdk_worker_main
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from beam_pipelines.common import joblog, options, tricks
+from beam_pipelines.common import options, tricks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 LINUX = sys.platform.startswith("linux")
@@ -220,127 +217,3 @@ def test_multi_process_workers_run_tricks_main_with_stderr_in_the_log(tmp_path):
     options.run_to_completion(pipeline, worker_log=str(log))
     assert set(out.read_text().split("\n")) == {"beam_pipelines.common.tricks"}
     assert "Logging handler created" in log.read_text()  # each worker's own stderr went to the log
-
-
-# --- warm workers: started ahead of the runner, claimed by its worker command -----------------------------
-
-
-def _argv_flag(_):
-    """How this worker was started, and whether it had imported the warm workers' extra module."""
-    return (sys.argv[1] if len(sys.argv) > 1 else "") + (" colorsys" if "colorsys" in sys.modules else "")
-
-
-def _fails_on_three(x):
-    if x == 3:
-        raise ValueError("input 3: unreadable")
-    return x
-
-
-def test_local_worker_count_reads_the_runner_options_without_beam():
-    cores = multiprocessing.cpu_count()
-    assert tricks.local_worker_count([]) == cores
-    assert tricks.local_worker_count(["--direct_num_workers=3"]) == 3
-    assert tricks.local_worker_count(["--direct_num_workers", "2", "--direct_running_mode=multi_processing"]) == 2
-    assert tricks.local_worker_count(["--direct_num_workers=0"]) == cores
-    for args in (["--direct_running_mode=in_memory"], ["--runner=DaskRunner"], ["--runner", "DirectRunner"],
-                 ["--direct_running_mode", "multi_threading"], ["--direct_num_workers=two"]):  # fmt: skip
-        assert tricks.local_worker_count(args) is None, args
-
-
-def test_warm_workers_only_where_the_runner_will_use_worker_processes_on_linux(tmp_path, monkeypatch):
-    log = str(tmp_path / "log")
-    assert tricks.start_warm_workers(["--direct_running_mode=in_memory"], log) is None
-    monkeypatch.setattr(sys, "platform", "darwin")
-    assert tricks.start_warm_workers(["--direct_num_workers=2"], log) is None
-    monkeypatch.setattr(sys, "platform", "linux")
-    for switch in (tricks.PLAIN_WORKERS, tricks.PLAIN_RUNNER):  # no warm workers, or no runner to claim them
-        monkeypatch.setenv(switch, "1")
-        assert tricks.start_warm_workers(["--direct_num_workers=2"], log) is None
-        monkeypatch.delenv(switch)
-    warm = tricks.start_warm_workers(["--direct_num_workers=2"], log)
-    try:
-        assert warm is not None and len(warm._processes) == 2
-    finally:
-        warm.close()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("warm_count", [2, 1])
-def test_the_runner_claims_warm_workers_and_starts_the_rest(tmp_path, warm_count):
-    """Two workers asked for: each runs in a warm worker while there is one (``--warm`` in its arguments);
-    with one warm worker, the second claim finds none and runs the worker itself."""
-    log = tmp_path / "pipeline.log"
-    out = tmp_path / "flags.txt"
-    warm = tricks.WarmWorkers(warm_count, str(log), ["colorsys"])  # a module nothing else imports
-    try:
-
-        def build(p):
-            flags = p | beam.Create(range(40)) | beam.Reshuffle() | beam.Map(_argv_flag)
-            flags | beam.combiners.ToList() | beam.Map(_write_lines, str(out))
-
-        joblog.run_pipeline(["--direct_num_workers=2"], build, str(log), warm)
-    finally:
-        warm.close()
-    flags = out.read_text().split("\n")
-    assert len(flags) == 40 and set(flags) <= {"--warm colorsys", "--claim"}
-    assert "--warm colorsys" in flags
-    if warm_count == 2:
-        assert "--claim" not in flags  # both workers were warm ones
-    else:
-        assert "--claim" in flags  # the second claim found none waiting and ran the worker itself
-    assert not os.path.exists(warm.directory)
-
-
-@pytest.mark.slow
-def test_a_failing_pipeline_on_warm_workers_reports_the_error_and_ends_them(tmp_path):
-    log = tmp_path / "pipeline.log"
-    warm = tricks.WarmWorkers(2, str(log))
-    try:
-        with pytest.raises(Exception) as info:
-            joblog.run_pipeline(
-                ["--direct_num_workers=2"],
-                lambda p: p | beam.Create(range(5)) | beam.Map(_fails_on_three),
-                str(log),
-                warm,
-            )
-    finally:
-        warm.close()
-    assert joblog.pipeline_error(info.value).endswith("input 3: unreadable")
-    assert "Logging handler created" in log.read_text()  # the warm workers' own stderr went to the log
-    assert all(p.poll() is not None for _, p in warm._processes)
-
-
-def test_warm_workers_never_claimed_end_at_close(tmp_path):
-    warm = tricks.WarmWorkers(2, str(tmp_path / "log"))
-    processes = [p for _, p in warm._processes]
-    assert all(p.poll() is None for p in processes)
-    warm.close()
-    assert all(p.poll() is not None for p in processes)
-    assert not os.path.exists(warm.directory)
-
-
-def test_warm_workers_end_with_a_launcher_that_was_killed(tmp_path):
-    """A launcher killed before it could close its warm workers does not leave them waiting forever."""
-    code = """
-        import os, signal
-        from beam_pipelines.common.tricks import WarmWorkers
-        warm = WarmWorkers(2, "log")
-        print(" ".join(str(p.pid) for _, p in warm._processes), flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-    """
-    done = _python(code, tmp_path)
-    assert done.returncode == -signal.SIGKILL
-    pids = [int(p) for p in done.stdout.split()]
-    assert len(pids) == 2
-    deadline = time.monotonic() + 60
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_running(pid) for pid in pids)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
