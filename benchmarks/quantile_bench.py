@@ -31,7 +31,17 @@ import sys
 import tempfile
 import time
 
+import jax
+import numpy as np
 from common import load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
+from flax import nnx
+
+from beam_pipelines.dataset import read_manifest
+from beam_pipelines.pretokenize import pipeline as pretokenize
+from trainer import config as config_lib
+from trainer import data
+from trainer import model as model_lib
+from trainer.eval import choice, columns, model_eval, probabilistic, quantiles, sampling
 
 
 def main(argv=None) -> int:
@@ -49,24 +59,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max_rows", type=int, default=1024)
     args = parser.parse_args(argv)
 
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from beam_pipelines.dataset import read_manifest
-    from trainer import config as config_lib
-    from trainer import data
-    from trainer import model as model_lib
-    from trainer.eval import choice, columns, model_eval, probabilistic, quantiles
-    from trainer.eval.sampling import Sampler
-
     work = None
     try:
         print(f"machine: {machine()}; JAX {jax.__version__} on {jax.default_backend()}; load average {load_average()}")
         ds = args.data_dir
         if ds is None:
-            from beam_pipelines.pretokenize import pipeline as pretokenize
-
             work = tempfile.mkdtemp(prefix="quantile_bench_")
             ds = os.path.join(work, "sample")
             assert pretokenize.run(["--output", ds, "--tokenizer", args.tokenizer]) == 0
@@ -83,18 +80,16 @@ def main(argv=None) -> int:
         print(f"{len(prompts)} test measurements of {ds}; prompt length mean {lengths.mean():.0f}, "
               f"max {lengths.max()} tokens")
         if args.workdir:
-            from trainer.eval import sampling
-
             loaded = sampling.load(args.workdir)
             if loaded.config.tokenizer != scheme["name"]:
                 parser.error(f"--workdir {args.workdir} is a {loaded.config.tokenizer} model; the data is {scheme['name']}")
-            sampler = Sampler.from_loaded(loaded)
+            sampler = sampling.Sampler.from_loaded(loaded)
             print(f"model: {args.workdir} step {loaded.step} ({loaded.config.model.num_layers} layers x width "
                   f"{loaded.config.model.width}), trained weights")
         else:
             model = model_lib.create(config.model, 0)
             graphdef, state = nnx.split(model)
-            sampler = Sampler(graphdef, nnx.to_pure_dict(state), scheme["name"])
+            sampler = sampling.Sampler(graphdef, nnx.to_pure_dict(state), scheme["name"])
             print(f"model: preset {args.preset} ({config.model.num_layers} layers x width {config.model.width}), "
                   f"random weights")
         code = quantiles.rtt_code_for(dataset.manifest["tokenizer"])
@@ -105,7 +100,7 @@ def main(argv=None) -> int:
             return quantiles.model_distribution(sampler, prompts, code, levels, truth=true, prompts_per_batch=per_batch,
                                                 shared=(cols.record[chosen], cols.start[chosen]))
 
-        def sampling():
+        def draw_samples():
             return model_eval.sample_rtts(sampler, prompts, args.samples, seed=0, max_rows=args.max_rows)
 
         # Wall time, and the process's CPU time (all threads): on a machine shared with other jobs the CPU
@@ -114,7 +109,7 @@ def main(argv=None) -> int:
         cpu = {"descent": float("inf"), "sampling": float("inf")}
         for i in range(args.repeats):
             row = []
-            for name, fn in (("descent", descent), ("sampling", sampling))[: 1 if args.samples == 0 else 2]:
+            for name, fn in (("descent", descent), ("sampling", draw_samples))[: 1 if args.samples == 0 else 2]:
                 t, c = time.perf_counter(), time.process_time()
                 fn()
                 wall, used = time.perf_counter() - t, time.process_time() - c
