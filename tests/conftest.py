@@ -15,6 +15,7 @@ import tempfile
 
 import pytest
 
+from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from beam_pipelines.pretokenize import pipeline as pretokenize
 from tests.data_files import ATLAS_FILE, REPO_ROOT, SAMPLE_DIR, SOURCE_DATE_EPOCH, require_atlas_file
 
@@ -70,6 +71,15 @@ def sample_dir() -> pathlib.Path:
 def atlas_file() -> pathlib.Path:
     """The real RIPE Atlas file; every test that needs it skips, with the reason, where it is absent."""
     return require_atlas_file(ATLAS_FILE)
+
+
+@pytest.fixture(scope="session")
+def atlas_ingested(atlas_file, tmp_path_factory) -> pathlib.Path:
+    """``beam_pipelines.ingest_atlas`` on the real RIPE Atlas file with the default options (``--rtt min --src
+    from``), made once per test session for the real-file and object-store tests; do not modify."""
+    out = tmp_path_factory.mktemp("ingest_min") / "out"
+    assert ingest_atlas.run(["--input", str(atlas_file), "--output", str(out), "--direct_running_mode=in_memory"]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -69,9 +69,10 @@ def _ingest(tmp_path_factory, atlas_file, name, *extra) -> str:
 
 
 @pytest.fixture(scope="session")
-def ingested(tmp_path_factory, atlas_file):
-    """(output dir, rows, rejected, manifest) of the default run (--rtt min --src from)."""
-    out = _ingest(tmp_path_factory, atlas_file, "ingest_min")
+def ingested(atlas_ingested):
+    """(output dir, rows, rejected, manifest) of the default run (--rtt min --src from): the session's
+    (tests/conftest.py)."""
+    out = str(atlas_ingested)
     return out, read_rows(out), read_rejected(out), load_manifest(out)
 
 
