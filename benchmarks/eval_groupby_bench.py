@@ -18,13 +18,17 @@ Prints the wall time of each and how many per-pair medians equal the exact ones.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
 from common import machine  # benchmarks/common.py (the script's folder is on sys.path)
+
+from trainer import data
+from trainer.eval import baselines as bl
+from trainer.eval import columns, fitting
 
 
 def main(argv=None) -> int:
@@ -34,13 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", default="buckets,acero,duckdb", help="comma-separated: which to time")
     args = parser.parse_args(argv)
 
-    import pyarrow as pa
-
-    from trainer.eval import baselines as bl
-    from trainer.eval import columns, evaluate, fitting
-
     print(f"machine: {machine()}")
-    dataset = evaluate.open_dataset(args.data_dir)
+    dataset = data.open_dataset(args.data_dir)
     t = time.perf_counter()
     train = columns.decode_split(dataset, "train", columns.Addresses())
     print(f"decoded {len(train):,} train measurements in {time.perf_counter() - t:.1f} s (not counted)")
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     if "duckdb" not in engines:
         return 0
     try:
-        import duckdb
+        import duckdb  # optional: not a dependency of the project; timed only where installed
     except ImportError:
         print("duckdb: not installed")
         return 0

@@ -3,14 +3,14 @@
     python benchmarks/train_bench.py [CONFIG|PRESET] [key=value ...] [--steps 10] [--input_batches 200]
         [--peak_flops F] [--json OUT.json] [--input_only]
 
-* trainer: the jitted ``train_step`` of ``trainer.train`` on one real batch, repeated (compute only, on all
+* trainer: the jitted ``train_step`` of ``trainer.steps`` on one real batch, repeated (compute only, on all
   local devices), after two warm-up steps (compilation). Reports the median step time, tokens/s, records/s.
 * MFU: ``flops_per_token * tokens/s / peak``. ``flops_per_token`` is ``trainer.model.flops_per_token``
   (6 x matmul parameters + 12 x layers x seq x width). ``peak`` is, in this order: ``--peak_flops``; the
   datasheet dense bf16 (or tf32 for float32) peak of a known GPU, times the device count; else *measured*:
   the best rate of a jitted 2048x2048 matmul in the model's compute dtype on this backend (on CPU that is
   the only honest peak there is, so CPU MFU is relative to what XLA's matmul reaches on the same cores).
-* input: ``trainer.data.train_iterator`` with the config's prefetch settings and augmentation, batches
+* input: ``trainer.train_stream.train_iterator`` with the config's prefetch settings and augmentation, batches
   pulled as fast as possible; records/s and the ratio to what the trainer consumes (must be >= 10).
 * ``--input_only``: the input pipeline alone, against a naive loop measured in the same run (one record at
   a time through ``ArrayRecordDataSource``, parsed with ``numpy.frombuffer``, no augmentation), with the
@@ -42,9 +42,10 @@ from jax.sharding import PartitionSpec as P
 
 from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.dataset import MANIFEST_NAME
-from trainer import augment, data, train
+from trainer import augment, data, example, prefetch, record_reader, train_state, train_stream
 from trainer import model as model_lib
 from trainer.config import load_config
+from trainer.steps import make_train_step
 
 # Dense peak FLOP/s per device from datasheets (SXM parts), by compute dtype.
 _PEAKS = {
@@ -98,17 +99,17 @@ def bench_trainer(config, dataset, steps: int) -> dict:
     mesh = Mesh(np.array(jax.devices()), ("data",))
     batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(config.model, config.seed)))
-    tx, schedule = train.make_optimizer(config)
-    init_state = functools.partial(train.init_state, config, tx)
+    tx, schedule = train_state.make_optimizer(config)
+    init_state = functools.partial(train_state.init_state, config, tx)
     state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init_state))
     state = jax.jit(init_state, out_shardings=state_sharding)()
     step = jax.jit(
-        train.make_train_step(graphdef, tx, schedule, config),
+        make_train_step(graphdef, tx, schedule, config),
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )
-    iterator = data.train_iterator(dataset, config)
+    iterator = train_stream.train_iterator(dataset, config)
     batch = next(iterator)
     if hasattr(iterator, "close"):
         iterator.close()  # worker processes
@@ -168,7 +169,7 @@ def _cpu_seconds(pid: int | None = None) -> tuple[float, float]:
 
 
 def bench_input(config, dataset, batches: int) -> dict:
-    iterator = data.train_iterator(dataset, config)
+    iterator = train_stream.train_iterator(dataset, config)
     try:
         # Start the threads or worker processes: three Grain elements (getattr: the same script also runs
         # on a checkout from before elements held several batches, for a same-run comparison).
@@ -184,7 +185,7 @@ def bench_input(config, dataset, batches: int) -> dict:
         iterator.close()
     records = batches * config.batch_size
     return {"records_per_sec": records / elapsed, "batches": batches,
-            "num_workers": data.resolve_workers(config), "num_threads": config.num_threads,
+            "num_workers": prefetch.resolve_workers(config), "num_threads": config.num_threads,
             "training_process_cpu_us_per_record": 1e6 * (cpu1[0] - cpu0[0]) / records,
             "worker_cpu_us_per_record": 1e6 * (cpu1[1] - cpu0[1]) / records}
 
@@ -207,7 +208,7 @@ def bench_naive(dataset, split: str, records: int, seed: int = 0) -> dict:
 
 def bench_stages(config, dataset, batches: int) -> dict:
     """Read and augment time per record, each stage alone in this process (one core)."""
-    read = data.batch_reader(dataset, config.train_split, config.batch_size, seed=config.seed)
+    read = record_reader.batch_reader(dataset, config.train_split, config.batch_size, seed=config.seed)
     t_read = t_aug = 0.0
     done = 0
     for j in range(batches):
@@ -220,7 +221,7 @@ def bench_stages(config, dataset, batches: int) -> dict:
         done += len(batch["tokens"])
     t0 = time.perf_counter()
     for j in range(batches):
-        data.make_example(batch["tokens"], dataset.pad_id)
+        example.make_example(batch["tokens"], dataset.pad_id)
     t_finish = time.perf_counter() - t0
     return {"read_us_per_record": 1e6 * t_read / done, "augment_us_per_record": 1e6 * t_aug / done,
             "shift_weights_us_per_record": 1e6 * t_finish / done}

@@ -29,7 +29,7 @@ NUM_ORDERS = len(_V1.field_orders)  # v1's 5040 orders of seven blocks
 # The data-order scheme, recorded in every checkpoint: a run never changes its data order silently.
 # "hash-v1": the order of measurement k of the record at global read index i is
 # splitmix64(splitmix64(splitmix64(seed) ^ i) ^ k) mod 5040 (all modulo 2**64), and the global shuffle is
-# trainer.data.shuffled_keys (one numpy permutation per epoch, computed for a batch by a gather). The scheme before it (Grain's per-record
+# trainer.shuffle.shuffled_keys (one numpy permutation per epoch, computed for a batch by a gather). The scheme before it (Grain's per-record
 # shuffle, a numpy Generator per record; checkpoints without a recorded scheme) is not kept.
 AUGMENT_SCHEME = "hash-v1"
 

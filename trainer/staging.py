@@ -11,7 +11,7 @@ time (``config.data_version``: the files of versions 1..N only). Reading goes th
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...; application-default credentials for GCS).
 ``workdir`` stays local.
 
-``trainer.data.open_dataset`` calls this first, so train, evaluate and predict all accept a remote
+``trainer.data.open_dataset`` calls this first, so train, evaluate, tune and predict all accept a remote
 ``data_dir``. A local ``data_dir`` is used where it is, as before. The work is in
 :mod:`beam_pipelines.dataset.staging` (shared with ``stats --dataset``).
 """

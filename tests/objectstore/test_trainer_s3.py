@@ -14,7 +14,7 @@ from beam_pipelines.dataset import DatasetError, select_version
 from beam_pipelines.dataset.staging import STAGED_MARKER, stage_dataset
 from tests.objectstore.helpers import file_bytes, upload_tree
 from tests.trainer.helpers import MINI, make_config
-from trainer import data, train
+from trainer import data, metrics_log, train
 from trainer.eval import evaluate
 
 RUN = [*MINI, "steps=6", "batch_size=4", "warmup_steps=2", "log_every=1", "checkpoint_every=6", "eval_every=6",
@@ -51,8 +51,8 @@ def test_training_on_s3_stages_once_and_reuses_the_cache(s3, remote_sample, samp
             s3.client.delete_object(Bucket=bucket, Key=key)
     second = train.train_and_evaluate(make_config(url, *RUN, f"cache_dir={cache}"), str(tmp_path / "w2"))
     assert "using the verified local copy" in capsys.readouterr().err
-    losses = [(r["step"], r["loss"]) for r in train.read_metrics(str(tmp_path / "w1"))]
-    assert losses == [(r["step"], r["loss"]) for r in train.read_metrics(str(tmp_path / "w2"))]
+    losses = [(r["step"], r["loss"]) for r in metrics_log.read_metrics(str(tmp_path / "w1"))]
+    assert losses == [(r["step"], r["loss"]) for r in metrics_log.read_metrics(str(tmp_path / "w2"))]
     assert second["step"] == 6
 
 

@@ -62,7 +62,8 @@ def test_the_data_contract_and_storage_import_no_beam():
     """The modules the trainer, the evaluation and ``stats --dataset`` read datasets through import without
     Beam and never try to."""
     modules = ["beam_pipelines.common.storage", "beam_pipelines.common.output", "beam_pipelines.dataset",
-               "beam_pipelines.dataset.staging", "beam_pipelines.dataset.verify", "trainer.staging", "trainer.data"]
+               "beam_pipelines.dataset.staging", "beam_pipelines.dataset.verify", "trainer.staging", "trainer.data",
+               "trainer.train_stream", "trainer.eval_stream"]
     code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     script = _LAUNCHER.split("module, sys.argv")[0] + code  # the hook, then the imports
     proc = subprocess.run([sys.executable, "-c", script, *modules], cwd=REPO_ROOT, env=subprocess_env(),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import subprocess
 import sys
+
+import grain
+from array_record.python.array_record_module import ArrayRecordReader
 
 from trainer import config as config_lib
 
@@ -62,3 +66,30 @@ def append_later_rows(sample_dir, dataset, folder, rows: int = 1000) -> None:
                    folder / "day2.parquet")
     args = ["--input", str(folder / "*.parquet"), "--output", str(dataset), "--direct_running_mode=in_memory"]
     assert pretokenize.run([*args, "--append"]) == 0
+
+
+def record_hashes(tokens) -> list[str]:
+    """sha1 of each (L,) row of a (B, L) token array, as the records' bytes on disk (little-endian uint16)."""
+    return [hashlib.sha1(row.astype("<u2").tobytes()).hexdigest() for row in tokens]
+
+
+def split_hashes(dataset, split: str) -> list[str]:
+    """sha1 of each record of ``split`` of an opened dataset, in file order."""
+    source = grain.sources.ArrayRecordDataSource(dataset.files(split))
+    return [hashlib.sha1(source[i]).hexdigest() for i in range(len(source))]
+
+
+def damage_one_record(path) -> int:
+    """Flip one byte in the middle of ``path``; returns the record that no longer reads."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+    bad = []
+    for i in range(reader.num_records()):
+        try:
+            reader.read([i])
+        except Exception:  # noqa: BLE001 - riegeli's error
+            bad.append(i)
+    assert len(bad) == 1, bad
+    return bad[0]

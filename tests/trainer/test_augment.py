@@ -13,7 +13,7 @@ from beam_pipelines.common.hashing import splitmix64
 from tokenizer import PAD, decode_measurement, encode_measurement, split_measurements
 from tokenizer.errors import DecodeError
 from tokenizer.vocab import MEASUREMENT_START, PERMUTATIONS
-from trainer import augment, data
+from trainer import augment, data, eval_stream
 from trainer.config import load_config
 
 
@@ -46,7 +46,7 @@ def sample_records(sample_dataset) -> np.ndarray:
     config = load_config("tiny")
     ds = data.open_dataset(str(sample_dataset), config)
     source = grain.sources.ArrayRecordDataSource(ds.files("train"))
-    return np.stack([data.parse_record(source[i], ds.seq_len) for i in range(8)])  # (8, 1024)
+    return np.stack([eval_stream.parse_record(source[i], ds.seq_len) for i in range(8)])  # (8, 1024)
 
 
 def test_identity_order_leaves_records_unchanged():

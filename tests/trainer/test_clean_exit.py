@@ -3,7 +3,7 @@
 Training with Grain worker processes used to end with multiprocessing's "resource_tracker: There appear
 to be N leaked shared_memory objects to clean up at shutdown": the workers' parent-death signal fired when
 Grain joined the thread that had started them, killing them mid-way through handing a batch over
-(``trainer.data._die_with_parent``). These tests run the real commands in subprocesses, as a user does,
+(``trainer.prefetch.die_with_parent``). These tests run the real commands in subprocesses, as a user does,
 and read everything they write on stderr.
 """
 
@@ -87,9 +87,9 @@ def test_evaluation_ends_without_a_warning(worker_run, sample_dataset, tmp_path)
 
 _HOLD_WORKERS = """
 import multiprocessing, sys, time
-from trainer import config as config_lib, data
+from trainer import config as config_lib, data, train_stream
 config = config_lib.load_config("tiny", sys.argv[1:])
-iterator = data.train_iterator(data.open_dataset(config.data_dir, config), config)
+iterator = train_stream.train_iterator(data.open_dataset(config.data_dir, config), config)
 next(iterator)
 print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
 time.sleep(120)

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tokenizer import PAD
-from trainer import data, model as model_lib, train
-from trainer.config import load_config
 from tests.trainer.helpers import MINI, make_config
+from tokenizer import PAD
+from trainer import data, steps, train_state, train_stream
+from trainer import model as model_lib
+from trainer.config import load_config
+from trainer.example import make_example
 
 
 @pytest.fixture(scope="module")
 def batch(sample_dataset):
     config = make_config(sample_dataset, "batch_size=2")
-    return next(data.train_iterator(data.open_dataset(str(sample_dataset), config), config))
+    return next(train_stream.train_iterator(data.open_dataset(str(sample_dataset), config), config))
 
 
 def _split(config):
@@ -32,7 +34,7 @@ def _split(config):
 def test_fresh_model_loss_is_close_to_ln_vocab(batch):
     config = load_config("tiny")
     graphdef, params = _split(config)
-    ce = jax.jit(train.token_losses, static_argnums=0)(graphdef, params, batch["inputs"], batch["targets"])
+    ce = jax.jit(steps.token_losses, static_argnums=0)(graphdef, params, batch["inputs"], batch["targets"])
     loss = float((ce * batch["weights"]).sum() / batch["weights"].sum())
     assert abs(loss - math.log(267)) < 0.02, loss
 
@@ -72,8 +74,8 @@ def test_dropout_only_with_a_key():
 def test_pad_targets_do_not_count_in_the_loss(batch):
     config = load_config("tiny", MINI)
     graphdef, params = _split(config)
-    tx, schedule = train.make_optimizer(config)
-    step = jax.jit(train.make_train_step(graphdef, tx, schedule, config))
+    tx, schedule = train_state.make_optimizer(config)
+    step = jax.jit(steps.make_train_step(graphdef, tx, schedule, config))
     state = {
         "step": jnp.zeros((), jnp.int32),
         "params": params,
@@ -83,7 +85,7 @@ def test_pad_targets_do_not_count_in_the_loss(batch):
     # Cut the first record short: everything after position 500 becomes PAD.
     inputs = np.array(batch["inputs"])
     inputs[0, 500:] = PAD
-    example = data.make_example(inputs.astype(np.uint16), PAD)
+    example = make_example(inputs.astype(np.uint16), PAD)
     _, metrics = step(state, example)
     # Scribble over what the weights say is not counted: inputs after the cut, targets of weight 0.
     scribbled = {k: np.array(v) for k, v in example.items()}
@@ -96,7 +98,7 @@ def test_pad_targets_do_not_count_in_the_loss(batch):
 
 def test_weight_decay_skips_norms_and_biases():
     _, params = _split(load_config("tiny"))
-    mask = train.decay_mask(params)
+    mask = train_state.decay_mask(params)
     flat = {"/".join(map(str, k)): v for k, v in nnx.traversals.flatten_mapping(mask).items()}
     assert flat["norm/scale"] is False and flat["blocks/0/attn_norm/scale"] is False
     assert flat["head/kernel"] is True and flat["blocks/0/mlp/gate/kernel"] is True
@@ -117,8 +119,9 @@ def _field_rows_by_loop(tokens):
 
 @pytest.mark.slow
 def test_field_ids_name_each_tokens_block_and_offset():
-    from tokenizer import encode_measurement
     import datetime as dt
+
+    from tokenizer import encode_measurement
 
     m6 = np.asarray(encode_measurement({
         "msm_id": 7, "event_time": dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc), "src_addr": "2001:db8::2",

@@ -12,8 +12,17 @@ import time
 
 import pytest
 
-from trainer import train
-from tests.trainer.helpers import MINI, REPO_ROOT, cli, make_config, overrides, run_cli, subprocess_env
+from tests.trainer.helpers import (
+    MINI,
+    REPO_ROOT,
+    cli,
+    damage_one_record,
+    make_config,
+    overrides,
+    run_cli,
+    subprocess_env,
+)
+from trainer import metrics_log, resume, train
 
 STEPS = 24
 # Same schedule, data order and model for every run compared below; only where it stops differs.
@@ -22,11 +31,11 @@ RUN = [*MINI, f"steps={STEPS}", "batch_size=4", "warmup_steps=4", "log_every=1",
 
 
 def _losses(workdir) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in train.read_metrics(str(workdir))]
+    return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(str(workdir))]
 
 
 def _evals(workdir) -> list[tuple[int, float]]:
-    return [(r["step"], r["eval_loss"]) for r in train.read_metrics(str(workdir)) if "eval_loss" in r]
+    return [(r["step"], r["eval_loss"]) for r in metrics_log.read_metrics(str(workdir)) if "eval_loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,7 @@ def reference(sample_dataset, tmp_path_factory):
 
 @pytest.mark.slow
 def test_reference_run_logs_every_step(reference):
-    records = train.read_metrics(str(reference))
+    records = metrics_log.read_metrics(str(reference))
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for key in ("loss", "learning_rate", "tokens_per_sec", "grad_norm"):
         assert all(key in r for r in records)
@@ -106,7 +115,7 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsy
     for version in manifest.get("versions", []):
         version["fingerprint"] = "f" * 64
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(train.ResumeError, match="fingerprint"):
+    with pytest.raises(resume.ResumeError, match="fingerprint"):
         train.train_and_evaluate(make_config(dataset_copy, *run), str(tmp_path))
     # The CLI says so in one line and exits 2: the config or dataset must change, not the run.
     capsys.readouterr()
@@ -121,9 +130,9 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsy
 def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
     run = ["steps=2", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1"]
     train.train_and_evaluate(make_config(sample_dataset, *MINI, *run, "stop_at=1"), str(tmp_path))
-    with pytest.raises(train.ResumeError, match="model"):
+    with pytest.raises(resume.ResumeError, match="model"):
         train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.width=64", *run), str(tmp_path))
-    with pytest.raises(train.ResumeError, match="model"):
+    with pytest.raises(resume.ResumeError, match="model"):
         train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.field_embedding=false", *run), str(tmp_path))
     # The attention kernel says how the same model is computed: resuming with another one is fine.
     summary = train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.attention=xla", *run), str(tmp_path))
@@ -143,26 +152,24 @@ def test_resume_from_an_old_augmentation_scheme_is_refused(sample_dataset, tmp_p
     assert meta["augment_scheme"] == "hash-v1"
     del meta["augment_scheme"]  # what checkpoints written before the counter-based scheme hold
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(train.ResumeError, match="augmentation scheme .*silently change the data order"):
+    with pytest.raises(resume.ResumeError, match="augmentation scheme .*silently change the data order"):
         train.train_and_evaluate(make_config(sample_dataset, *run), str(tmp_path))
     capsys.readouterr()
     assert train.run(["tiny", *overrides(sample_dataset, *run, f"workdir={tmp_path}")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "augmentation scheme" in err and len(err.splitlines()) == 1
-    with pytest.raises(train.ResumeError, match="augmentation scheme"):  # the shuffle changed too
+    with pytest.raises(resume.ResumeError, match="augmentation scheme"):  # the shuffle changed too
         train.train_and_evaluate(make_config(sample_dataset, *run, "augment=false"), str(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(dataset_copy, tmp_path):
-    from tests.trainer.test_data import _damage
-
     run = [*MINI, "train_split=val", "steps=12", "batch_size=64", "eval_every=0", "eval_batches=1",
            "checkpoint_every=1", "log_every=1", "verify_checksums=false", f"workdir={tmp_path}"]
     first = run_cli(["tiny", *overrides(dataset_copy, *run, "stop_at=1")])
     assert first.returncode == 0, first.stderr
     val = dataset_copy / "val" / "val-00000-of-00001.array_record"
-    bad = _damage(val)
+    bad = damage_one_record(val)
     result = run_cli(["tiny", *overrides(dataset_copy, *run)])  # 12 batches of 64 read all 591 records
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -173,7 +180,7 @@ def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(d
     assert "Traceback" not in result.stderr
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and steps[-1] >= 1  # the last checkpoint stays, complete
-    logged = [r["step"] for r in train.read_metrics(str(tmp_path))]
+    logged = [r["step"] for r in metrics_log.read_metrics(str(tmp_path))]
     assert logged and logged[-1] >= steps[-1]
     # By default the start-up check (sha256 of a file written since the last check) refuses the file.
     again = run_cli(["tiny", *overrides(dataset_copy, *[a for a in run if a != "verify_checksums=false"])])
@@ -218,8 +225,8 @@ def test_four_devices_match_one_device(sample_dataset, reference, tmp_path):
     result = run_cli(args, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "4 device(s)" in result.stdout
-    got = train.read_metrics(str(tmp_path))
-    want = train.read_metrics(str(reference))[:8]
+    got = metrics_log.read_metrics(str(tmp_path))
+    want = metrics_log.read_metrics(str(reference))[:8]
     assert [r["step"] for r in got] == list(range(1, 9))
     for g, w in zip(got, want):
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5, abs=1e-5)
@@ -233,7 +240,7 @@ def test_has_a_pulse(sample_dataset, tmp_path):
     run = [f"steps={steps}", "batch_size=2", "warmup_steps=5", "eval_every=0", "eval_batches=4", "checkpoint_every=100"]
     rc = train.run(["tiny", *overrides(sample_dataset, *run, f"workdir={tmp_path}")])
     assert rc == 0
-    records = train.read_metrics(str(tmp_path))
+    records = metrics_log.read_metrics(str(tmp_path))
     losses = [r["loss"] for r in records]
     assert len(losses) == steps
     assert abs(losses[0] - math.log(267)) < 0.05
@@ -318,6 +325,6 @@ def test_slurm_script_runs_two_processes_and_resumes(sample_dataset, tmp_path):
     assert {"process_0-of-2.json", "process_1-of-2.json"} <= saved  # one iterator state per host
     second = launch()
     assert "resuming from step 2" in second.stdout
-    records = train.read_metrics(str(workdir))
+    records = metrics_log.read_metrics(str(workdir))
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # the primary host alone writes metrics
     assert all(math.isfinite(r["loss"]) for r in records) and "eval_loss" in records[-1]

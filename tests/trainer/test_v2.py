@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from beam_pipelines.dataset.records import iter_record_blocks
-from tokenizer import get_scheme
-from trainer import augment, data, train
 from tests.trainer.helpers import MINI, make_config
+from tokenizer import get_scheme
+from trainer import augment, data, metrics_log, train
 
 STEPS = 12
 RUN = [*MINI, "tokenizer=v2", f"steps={STEPS}", "batch_size=4", "warmup_steps=2", "log_every=1",
@@ -97,14 +97,14 @@ def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, tmp_path):
     ref = tmp_path / "ref"
     summary = train.train_and_evaluate(make_config(v2_dataset, *RUN), str(ref))
     assert summary["step"] == STEPS
-    records = train.read_metrics(str(ref))
+    records = metrics_log.read_metrics(str(ref))
     assert abs(records[0]["loss"] - np.log(get_scheme("v2").vocab_size)) < 0.1  # near uniform over v2's ids
     assert "eval_loss_rtt" in records[-1]
     first = train.train_and_evaluate(make_config(v2_dataset, *RUN, "stop_at=5"), str(tmp_path / "b"))
     assert first["step"] == 5
     second = train.train_and_evaluate(make_config(v2_dataset, *RUN), str(tmp_path / "b"))
     assert second["start_step"] == 4 or second["start_step"] == 5
-    losses = lambda w: [(r["step"], r["loss"]) for r in train.read_metrics(str(w))]  # noqa: E731
+    losses = lambda w: [(r["step"], r["loss"]) for r in metrics_log.read_metrics(str(w))]  # noqa: E731
     assert losses(tmp_path / "b") == losses(ref)  # exact, not approximate
 
 

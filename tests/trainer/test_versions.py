@@ -17,18 +17,18 @@ from beam_pipelines.common.hashing import MASK64, splitmix64
 from beam_pipelines.dataset import DatasetError
 from beam_pipelines.dataset.records import read_records
 from tests.trainer.helpers import MINI, append_later_rows, make_config, overrides
-from trainer import augment, data, train
+from trainer import augment, data, example, metrics_log, resume, shuffle, train, train_stream
 from trainer import config as config_lib
 
 STEPS, STOP, BATCH = 6, 3, 2
-# num_workers=0: the same batches as with workers (test_data.py), without starting processes for a short run.
+# num_workers=0: the same batches as with workers (test_train_stream.py), without starting processes for a short run.
 RUN = [*MINI, f"steps={STEPS}", f"batch_size={BATCH}", "warmup_steps=2", "log_every=1", f"checkpoint_every={STOP}",
        "eval_every=0", "eval_batches=1", "num_workers=0"]
 NEW_ROWS = 1000  # appended: the sample's first rows again, one day later (new measurements of the same sources)
 
 
 def _losses(workdir) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in train.read_metrics(str(workdir))]
+    return [(r["step"], r["loss"]) for r in metrics_log.read_metrics(str(workdir))]
 
 
 def _meta(workdir, step: int) -> dict:
@@ -81,10 +81,10 @@ def test_a_run_resumed_after_an_append_reads_its_version_bit_identically(version
     assert summary["start_step"] == STOP and summary["step"] == STEPS
     assert f"(version 1 of 2), resuming from step {STOP}" in capsys.readouterr().out
     assert _losses(workdir) == _losses(versions["reference"])  # exact, all the way to the end
-    assert [r["eval_loss"] for r in train.read_metrics(str(workdir)) if "eval_loss" in r] == [
-        r["eval_loss"] for r in train.read_metrics(str(versions["reference"])) if "eval_loss" in r
+    assert [r["eval_loss"] for r in metrics_log.read_metrics(str(workdir)) if "eval_loss" in r] == [
+        r["eval_loss"] for r in metrics_log.read_metrics(str(versions["reference"])) if "eval_loss" in r
     ]
-    assert {r["data_version"] for r in train.read_metrics(str(workdir))} == {1}
+    assert {r["data_version"] for r in metrics_log.read_metrics(str(workdir))} == {1}
     assert _meta(workdir, STEPS)["data_version"] == 1 and _meta(workdir, STEPS)["fingerprint"] == v1["fingerprint"]
 
 
@@ -99,12 +99,12 @@ def test_a_checkpoint_without_a_version_resumes_as_the_version_of_its_fingerprin
         del meta["config"][key]
     assert config_lib.from_saved(meta["config"]).data_version == 0  # its config still loads (evaluate: the latest)
     config = make_config(versions["ds"], *RUN)
-    binding = train.choose_data_version(config, versions["v2"], meta, STOP)
-    assert binding == train.DataBinding(1, ((0, 1),))
-    assert binding == train.choose_data_version(config, versions["v2"], _meta(versions["root"] / "stopped", STOP), STOP)
+    binding = resume.choose_data_version(config, versions["v2"], meta, STOP)
+    assert binding == resume.DataBinding(1, ((0, 1),))
+    assert binding == resume.choose_data_version(config, versions["v2"], _meta(versions["root"] / "stopped", STOP), STOP)
     meta["fingerprint"] = "0" * 64  # another dataset: the refusal as before
-    with pytest.raises(train.ResumeError, match="has no version of that fingerprint"):
-        train.choose_data_version(config, versions["v2"], meta, STOP)
+    with pytest.raises(resume.ResumeError, match="has no version of that fingerprint"):
+        resume.choose_data_version(config, versions["v2"], meta, STOP)
 
 
 class _RuleIterator:
@@ -133,7 +133,7 @@ class _RuleIterator:
         keys = [perm[q // n][q % n] for q in p]
         tokens = augment.augment_batch(self.records[keys], self.seed, r)
         self.next += 1
-        return data.make_example(tokens, self.pad_id)
+        return example.make_example(tokens, self.pad_id)
 
 
 @pytest.mark.slow
@@ -150,15 +150,15 @@ def test_advance_data_version_moves_the_run_from_the_next_step_by_the_stated_rul
     assert [s for s, _ in got] == list(range(1, STEPS + 1))
     assert got[:STOP] == pinned[:STOP]
     assert all(g[1] != p[1] for g, p in zip(got[STOP:], pinned[STOP:]))  # another data order from step STOP + 1
-    assert [r["data_version"] for r in train.read_metrics(str(workdir))] == [1] * STOP + [2] * (STEPS - STOP)
+    assert [r["data_version"] for r in metrics_log.read_metrics(str(workdir))] == [1] * STOP + [2] * (STEPS - STOP)
     meta = _meta(workdir, STEPS)
     assert meta["data_version"] == 2 and meta["fingerprint"] == v2["fingerprint"]
     assert meta["data_segments"] == [{"start_batch": 0, "version": 1, "records": n1},
                                      {"start_batch": STOP, "version": 2, "records": n2}]
     # Resumed again later, the key still given: already on the latest version, so nothing moves and the
-    # stream keeps both segments (the iterator's resume inside a segment is tested in test_data.py).
-    again = train.choose_data_version(make_config(ds, *RUN, "advance_data_version=true"), v2, meta, STEPS)
-    assert again == train.DataBinding(2, ((0, 1), (STOP, 2)))
+    # stream keeps both segments (the iterator's resume inside a segment is tested below).
+    again = resume.choose_data_version(make_config(ds, *RUN, "advance_data_version=true"), v2, meta, STEPS)
+    assert again == resume.DataBinding(2, ((0, 1), (STOP, 2)))
 
     # The reference: the same checkpoint resumed, uninterrupted, on the batches of the stated rule built by
     # hand from version 2's records (the trainer itself believes it is still on version 1).
@@ -166,7 +166,7 @@ def test_advance_data_version_moves_the_run_from_the_next_step_by_the_stated_rul
     records = np.concatenate([read_records(str(ds / f["path"]), seq_len) for f in v2["splits"]["train"]["files"]])
     assert len(records) == n2
     rule = _RuleIterator(records, seed=0, batch_size=BATCH, moved_at=STOP, pad_id=v2["tokenizer"]["pad_id"])
-    monkeypatch.setattr(train.data, "train_iterator", lambda *a, **k: rule)
+    monkeypatch.setattr(train, "train_iterator", lambda *a, **k: rule)
     reference = versions["root"] / "rule"
     train.train_and_evaluate(make_config(ds, *RUN), str(reference))
     assert _losses(workdir) == _losses(reference)
@@ -204,9 +204,9 @@ def test_evaluation_reads_the_checkpoints_version_or_the_one_named(versions, tmp
     assert (with_model.version, with_model.latest_version, with_model.fingerprint) == (1, 2, v1["fingerprint"])
     assert files(with_model.manifest) == files(v1)
     assert with_model.num_records("test") == v1["splits"]["test"]["records"]
-    baselines = evaluate.open_dataset(str(ds))  # --baselines_only: the latest by default
+    baselines = data.open_dataset(str(ds))  # --baselines_only: the latest by default
     assert (baselines.version, baselines.fingerprint, files(baselines.manifest)) == (2, v2["fingerprint"], files(v2))
-    assert files(evaluate.open_dataset(str(ds), 1).manifest) == files(v1)
+    assert files(data.open_dataset(str(ds), version=1).manifest) == files(v1)
     args = ["--baselines_only", "--data_dir", str(ds), "--output", str(tmp_path / "r"), "--no-progress"]
     capsys.readouterr()
     assert evaluate.run([*args, "--data_version", "3"]) == 2
@@ -250,7 +250,7 @@ def _saved(version: int | None, segments=None) -> dict:
 )
 def test_the_version_a_run_reads(keys, manifest, saved, want):
     config = config_lib.load_config("tiny", ["data_dir=D", *keys])
-    got = train.choose_data_version(config, _manifest(manifest), saved, 40)
+    got = resume.choose_data_version(config, _manifest(manifest), saved, 40)
     assert (got.version, got.segments, got.moved_from) == want
 
 
@@ -259,26 +259,26 @@ def test_the_version_a_run_reads(keys, manifest, saved, want):
     [
         (["data_version=4"], 3, None, DatasetError, "D: no version 4; it has versions 1..3"),
         (["data_version=2"], 1, _saved(1), DatasetError, "D: no version 2; it has version 1"),
-        (["data_version=3"], 3, _saved(1), train.ResumeError,
+        (["data_version=3"], 3, _saved(1), resume.ResumeError,
          "reads dataset version 1 of D, not data_version=3; pass advance_data_version=true"),
-        (["advance_data_version=true", "data_version=1"], 3, _saved(2), train.ResumeError, "not back to 1"),
-        ([], 1, _saved(2), train.ResumeError, "but D has no version 2"),  # the dataset was rebuilt smaller
-        ([], 3, {"fingerprint": "f" * 64}, train.ResumeError, "has no version of that fingerprint"),
-        ([], 3, {"fingerprint": "f" * 64, "data_version": 2}, train.ResumeError,
+        (["advance_data_version=true", "data_version=1"], 3, _saved(2), resume.ResumeError, "not back to 1"),
+        ([], 1, _saved(2), resume.ResumeError, "but D has no version 2"),  # the dataset was rebuilt smaller
+        ([], 3, {"fingerprint": "f" * 64}, resume.ResumeError, "has no version of that fingerprint"),
+        ([], 3, {"fingerprint": "f" * 64, "data_version": 2}, resume.ResumeError,
          f"but D has fingerprint {FP[2]} at version 2"),
     ],
 )
 def test_a_version_that_cannot_be_read_is_refused(keys, manifest, saved, error, message):
     config = config_lib.load_config("tiny", ["data_dir=D", *keys])
     with pytest.raises(error, match=re.escape(message)):
-        train.choose_data_version(config, _manifest(manifest), saved, 40)
+        resume.choose_data_version(config, _manifest(manifest), saved, 40)
     assert issubclass(error, UsageError) or issubclass(error, InputError)  # both exit 2
 
 
 def test_allow_fingerprint_change_reads_the_asked_version_in_one_segment():
     config = config_lib.load_config("tiny", ["data_dir=D", "allow_fingerprint_change=true"])
     saved = {"fingerprint": "f" * 64, "data_version": 2, "data_segments": [{"start_batch": 0, "version": 2}]}
-    assert train.choose_data_version(config, _manifest(3), saved, 40) == train.DataBinding(3, ((0, 3),))
+    assert resume.choose_data_version(config, _manifest(3), saved, 40) == resume.DataBinding(3, ((0, 3),))
 
 
 def test_data_version_must_not_be_negative():
@@ -297,26 +297,26 @@ def test_a_stream_with_two_segments_follows_the_rule_and_resumes_inside_either(s
     ds = data.open_dataset(str(sample_dataset), config)
     n = ds.num_records("train")
     n1, moved_at, b = n - 300, 5, 4
-    segments = [data.Segment(0, 1, n1), data.Segment(moved_at, 2, n)]
+    segments = [train_stream.Segment(0, 1, n1), train_stream.Segment(moved_at, 2, n)]
     records = np.concatenate([read_records(path, ds.seq_len) for path in ds.files("train")])
-    it = data.train_iterator(ds, config, segments=segments)
+    it = train_stream.train_iterator(ds, config, segments=segments)
     batches = [next(it)["inputs"] for _ in range(9)]
     it.close()
     for j, got in enumerate(batches):
         r = j * b + np.arange(b)
         if j < moved_at:
-            keys = data.epoch_permutation(n1, 5, 0)[r]
-            assert data.epoch_permutation(n1, 5, 0).tolist() == np.random.default_rng(
+            keys = shuffle.epoch_permutation(n1, 5, 0)[r]
+            assert shuffle.epoch_permutation(n1, 5, 0).tolist() == np.random.default_rng(
                 [splitmix64(5), 0]).permutation(n1).tolist()
         else:
             keys = np.random.default_rng([splitmix64(5), 0, 1]).permutation(n)[r - moved_at * b]
-        want = data.make_example(augment.augment_batch(records[keys], 5, r), ds.pad_id)["inputs"]
+        want = example.make_example(augment.augment_batch(records[keys], 5, r), ds.pad_id)["inputs"]
         assert np.array_equal(got, want), j
     for at in (3, 7):
-        resumed = data.train_iterator(ds, config, segments=segments)
+        resumed = train_stream.train_iterator(ds, config, segments=segments)
         resumed.set_state({"next_batch": at})
         assert all(np.array_equal(next(resumed)["inputs"], batches[j]) for j in range(at, 9))
         resumed.close()
-    single = data.train_iterator(ds, config)  # one segment: the stream of a run that never moved
+    single = train_stream.train_iterator(ds, config)  # one segment: the stream of a run that never moved
     assert not np.array_equal(next(single)["inputs"], batches[0])  # n1 != n: other orders
     single.close()

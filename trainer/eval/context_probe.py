@@ -31,10 +31,10 @@ from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
 from trainer import data
-from trainer.data import make_example
 from trainer.eval import baselines as bl
 from trainer.eval import columns, sampling
-from trainer.train import token_losses
+from trainer.example import make_example
+from trainer.steps import token_losses
 
 GROUPS = ("pair_before", "pair_after", "new_before", "new_after")
 

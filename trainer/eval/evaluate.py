@@ -40,7 +40,6 @@ import sys
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
-from beam_pipelines.dataset import DatasetError
 from trainer import data
 from trainer.eval import choice, scoring
 from trainer.eval import coordinates as co
@@ -86,29 +85,6 @@ def _parser() -> StrictArgumentParser:
     return p
 
 
-def open_dataset(root: str, version: int | None = None):
-    """Open a dataset for the baselines alone, at ``version`` (None or 0: the latest): the data contract's
-    manifest and file checks (sizes and record counts), and a tokenizer this code decodes; no model config
-    to compare with. A remote ``root`` is staged into the default cache first (``$PING_LLM_CACHE_DIR``, else
-    ``~/.cache/ping-llm``), as training does."""
-    from beam_pipelines import dataset as contract
-    from tokenizer import TokenizerMismatch, check_tokenizer
-    from trainer import staging
-    from trainer.data import Dataset
-
-    root = staging.local_data_dir(root, None, version)  # an s3:// or gs:// data_dir: its verified copy in the cache
-    full = contract.read_manifest(root)
-    manifest = contract.select_version(full, version or None, root=root)  # that version's files only
-    tok = manifest["tokenizer"]
-    try:  # the one tokenizer check: any scheme this code decodes (the baselines read records through it)
-        check_tokenizer(tok, manifest["seq_len"])
-    except TokenizerMismatch as err:
-        raise DatasetError(f"{root}: {err}; this evaluation decodes no such tokenizer") from None
-    contract.verify_dataset(root, manifest, checksums=False)
-    return Dataset(root=root, manifest=manifest, seq_len=manifest["seq_len"], pad_id=tok["pad_id"],
-                   version=manifest["version"], latest_version=contract.dataset_versions(full)[-1]["version"])
-
-
 def _check_args(args) -> None:
     if args.baselines_only:
         given = [name for name in MODEL_ONLY if getattr(args, name) is not None]
@@ -151,7 +127,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         if args.baselines_only:
-            dataset = open_dataset(args.data_dir, args.data_version)
+            dataset = data.open_dataset(args.data_dir, version=args.data_version)
         else:
             # The model's side is imported here, not at the top: jax and flax, 2.0 s of CPU at start-up against
             # 0.5 s for the rest of this command (2-core AMD EPYC dev machine), which --baselines_only never needs.

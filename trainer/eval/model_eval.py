@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from tokenizer import get_scheme
 from trainer import augment
-from trainer.data import eval_batches
 from trainer.eval import baselines as bl
 from trainer.eval import coordinates as co
 from trainer.eval import probabilistic as pr
@@ -29,7 +28,8 @@ from trainer.eval import quantiles as qt
 from trainer.eval import scoring
 from trainer.eval.report import MODEL, MODEL_SAMPLED
 from trainer.eval.sampling import Sampler, sample
-from trainer.train import make_eval_step
+from trainer.eval_stream import eval_batches
+from trainer.steps import make_eval_step
 
 
 def rtt_prompt(record: np.ndarray, start: int, end: int, tokenizer: str | dict = "v1") -> np.ndarray:

@@ -31,6 +31,7 @@ from tokenizer import get_scheme
 from trainer import model as model_lib
 from trainer.checkpoint import Checkpointer
 from trainer.config import Config, from_saved
+from trainer.train_state import init_state, make_optimizer
 
 CHECKPOINT_DIR = "checkpoints"  # as trainer.train writes it
 LENGTH_BUCKET = 64  # prompt and cache lengths are rounded up to a multiple of this
@@ -60,8 +61,6 @@ def load(workdir: str, step: int | None = None) -> LoadedModel:
 
     Raises :class:`CheckpointError` when ``workdir`` holds no checkpoint.
     """
-    from trainer.train import init_state, make_optimizer
-
     directory = os.path.join(workdir, CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         raise CheckpointError(f"{workdir}: no {CHECKPOINT_DIR}/ directory; is this a training workdir?")

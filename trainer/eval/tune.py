@@ -20,6 +20,7 @@ import numpy as np
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
+from trainer.data import open_dataset
 from trainer.eval import baselines as bl
 from trainer.eval import columns
 from trainer.eval import coordinates as co
@@ -31,8 +32,6 @@ def _floats(text: str) -> list[float]:
 
 def run(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 done, 2 bad arguments or dataset."""
-    from trainer.eval.evaluate import open_dataset
-
     p = StrictArgumentParser(prog="python -m trainer.eval.tune", description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", required=True)
     p.add_argument("--split", default="val", help="split scored (default val; test is refused)")

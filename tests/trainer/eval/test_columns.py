@@ -12,6 +12,7 @@ import pytest
 from tokenizer import decode_measurement, encode_measurement, split_measurements
 from tokenizer.errors import DecodeError
 from tokenizer.vocab import PAD
+from trainer import data
 from trainer.eval import columns
 
 
@@ -60,9 +61,7 @@ def test_decode_block_matches_the_per_row_decode():
 
 
 def test_decode_block_on_the_sample_matches_the_per_row_decode(eval_dataset):
-    from trainer.eval import evaluate
-
-    dataset = evaluate.open_dataset(str(eval_dataset))
+    dataset = data.open_dataset(str(eval_dataset))
     addresses = columns.Addresses()
     blocks = list(columns.iter_split(dataset, "val", addresses, block_records=64))
     assert len(blocks) > 1  # several blocks: ids and record numbers carry across them

@@ -6,8 +6,9 @@ import dataclasses
 
 import numpy as np
 
+from trainer import data
 from trainer.eval import baselines as bl
-from trainer.eval import columns, evaluate, fitting
+from trainer.eval import columns, fitting
 from trainer.eval import coordinates as co
 
 
@@ -21,7 +22,7 @@ def _equal(a, b, what):
 
 
 def test_bucketed_fit_equals_the_in_memory_fits(eval_dataset, tmp_path):
-    dataset = evaluate.open_dataset(str(eval_dataset))
+    dataset = data.open_dataset(str(eval_dataset))
     train = columns.decode_split(dataset, "train", columns.Addresses())  # ids in order of first appearance
     tables = bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp))
     factorization = co.fit_factorization(train.src, train.dst, train.rtt, rank=4)
@@ -46,7 +47,7 @@ def test_bucketed_fit_equals_the_in_memory_fits(eval_dataset, tmp_path):
 def test_out_of_core_fit_equals_the_in_memory_fit_in_many_spill_files(eval_dataset, tmp_path):
     # Buckets of 1,500 measurements: 67 bucket files per field and as many pair files; predictions from the
     # per-block pair tables equal the in-memory tables' for every baseline, on the test split's blocks.
-    dataset = evaluate.open_dataset(str(eval_dataset))
+    dataset = data.open_dataset(str(eval_dataset))
     addresses = columns.Addresses()
     train = columns.decode_split(dataset, "train", addresses)
     tables = bl.fit(bl.Observations(train.src, train.dst, train.rtt, train.timestamp))
@@ -73,7 +74,7 @@ def test_out_of_core_fit_equals_the_in_memory_fit_in_many_spill_files(eval_datas
 
 
 def test_model_pairs_are_a_bounded_hashed_sample(eval_dataset, tmp_path):
-    dataset = evaluate.open_dataset(str(eval_dataset))
+    dataset = data.open_dataset(str(eval_dataset))
     full = fitting.fit_split(dataset, "train", columns.Addresses(), mf_rank=4, vivaldi_dims=3, bucket_rows=30_000)
     few = fitting.fit_split(dataset, "train", columns.Addresses(), mf_rank=4, vivaldi_dims=3, bucket_rows=10_000,
                             model_pairs=full.model_pairs // 4)
