@@ -181,6 +181,27 @@ def test_load_refuses_a_workdir_without_checkpoints(tmp_path):
         sampling.load(str(tmp_path))
 
 
+def test_a_scheme_without_a_grammar_is_refused_for_decoding(monkeypatch):
+    """v1 and v2 have their grammars; a checkpoint of a scheme without one (a scheme whose grammar is not
+    written yet) is refused with one usage error naming the workdir and the scheme (exit 2)."""
+    from beam_pipelines.common.errors import UsageError, exit_code
+    from tokenizer import registry
+    from tokenizer.v1 import SchemeV1
+
+    for name in ("v1", "v2"):
+        sampling.check_decodable(name, "w")  # nothing raised
+
+    class Ungrammatical(SchemeV1):
+        name = "v1_ungrammatical"
+        grammar = None
+
+    monkeypatch.setitem(registry._SCHEMES, Ungrammatical.name, Ungrammatical())
+    with pytest.raises(UsageError, match="^w: the checkpoint's tokenizer v1_ungrammatical has no constrained-decoding "
+                                         "grammar yet") as raised:
+        sampling.check_decodable("v1_ungrammatical", "w")
+    assert exit_code(raised.value) == 2
+
+
 @pytest.mark.slow
 def test_load_restores_the_trained_parameters(trained_workdir, loaded_model):
     from tests.trainer.eval.conftest import TRAIN_STEPS
