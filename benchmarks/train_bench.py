@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +43,7 @@ from jax.sharding import PartitionSpec as P
 
 from beam_pipelines.common.cores import usable_cores
 from beam_pipelines.dataset import MANIFEST_NAME
+from beam_pipelines.pretokenize import pipeline as pretokenize
 from trainer import augment, data, example, prefetch, record_reader, train_state, train_stream
 from trainer import model as model_lib
 from trainer.config import load_config
@@ -86,8 +88,6 @@ def peak_flops(dtype: str, override: float | None) -> tuple[float, str]:
 def ensure_dataset(data_dir: str) -> str:
     if os.path.isfile(os.path.join(data_dir, MANIFEST_NAME)):
         return data_dir
-    from beam_pipelines.pretokenize import pipeline as pretokenize
-
     out = os.path.join(tempfile.mkdtemp(prefix="train_bench_"), "sample")
     print(f"{data_dir} has no dataset; pretokenizing the bundled sample into {out}", file=sys.stderr)
     if pretokenize.run(["--output", out, "--direct_running_mode=in_memory"]) != 0:
@@ -193,8 +193,6 @@ def bench_input(config, dataset, batches: int) -> dict:
 def bench_naive(dataset, split: str, records: int, seed: int = 0) -> dict:
     """The baseline: one record at a time through ``ArrayRecordDataSource.__getitem__``, parsed with
     ``numpy.frombuffer`` (no augmentation, no batching, no shift), in a shuffled order."""
-    import grain
-
     source = grain.sources.ArrayRecordDataSource(dataset.files(split))
     order = np.random.default_rng(seed).permutation(len(source))
     order = np.resize(order, records)  # (records,) repeats the permutation if the split is smaller
