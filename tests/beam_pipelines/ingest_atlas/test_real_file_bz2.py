@@ -1,20 +1,21 @@
-"""The real RIPE Atlas file (488,061 results) recompressed as bz2 ingests to the same shards as the gzip file:
-read whole by the parallel decoder, in ranges of its text from its block index, and by the standard library."""
+"""The real RIPE Atlas file (488,061 results) recompressed as bz2 ingests to the same shards and rejected lines as
+the gzip file: read whole by the parallel decoder, in ranges of its text from its block index, and by the standard
+library."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow.parquet as pq
 import pytest
 
 from beam_pipelines.ingest_atlas import decompress, discovery
 from beam_pipelines.ingest_atlas import pipeline as ingest_atlas
 from tests.beam_pipelines.ingest_atlas.helpers import IN_MEMORY, load_manifest, tree_bytes
 
-pytestmark = pytest.mark.slow  # the whole real file, four times
+pytestmark = pytest.mark.slow  # the whole real file, three times (and the session's gzip run)
 
 RESULTS = 488_061
 
@@ -28,21 +29,22 @@ def _pbzip2_like(text: bytes, piece: int = 16 << 20) -> bytes:
 
 
 def _outputs_but_input_facts(out) -> dict[str, bytes]:
-    """Every file but the manifest and `_SUCCESS` (they name the input's size, sha256 and compression)."""
-    return {k: v for k, v in tree_bytes(out).items() if k not in ("manifest.json", "_SUCCESS")}
+    """Every file but the manifest and `_SUCCESS` (they name the input's size, sha256 and compression) and the
+    rejected lines (they name the input's path; compared as tables below)."""
+    return {k: v for k, v in tree_bytes(out).items() if k not in ("manifest.json", "_SUCCESS") and
+            not k.startswith("rejected/")}
 
 
-def test_real_file_as_bz2_gives_the_gzip_files_shards(tmp_path, atlas_file, monkeypatch):
-    src = tmp_path / "in" / "ping-results"  # one path for every run: the rejected lines name it
+def test_real_file_as_bz2_gives_the_gzip_files_shards(tmp_path, atlas_file, atlas_ingested, monkeypatch):
+    src = tmp_path / "in" / "ping-results"  # one path for every bz2 run: the rejected lines name it
     src.parent.mkdir()
-    shutil.copyfile(atlas_file, src)
 
     def ingest(name, *extra):
         out = tmp_path / name
         assert ingest_atlas.run(["--input", str(src), "--output", str(out), IN_MEMORY, *extra]) == 0
         return out
 
-    gz = ingest("gz")
+    gz = atlas_ingested  # the gzip file, ingested with the same options once per session (tests/conftest.py)
     with gzip.open(atlas_file, "rb") as f:
         text = f.read()
     src.write_bytes(_pbzip2_like(text))
@@ -56,8 +58,16 @@ def test_real_file_as_bz2_gives_the_gzip_files_shards(tmp_path, atlas_file, monk
 
     expected = _outputs_but_input_facts(gz)
     assert sum(1 for k in expected if k.startswith("part-")) >= 1
+    expected_rejected = pq.read_table(gz / "rejected")
+    assert expected_rejected.num_rows == 49 and set(expected_rejected.column("file").to_pylist()) == {str(atlas_file)}
     for out in (whole, ranges, stdlib):
         assert _outputs_but_input_facts(out) == expected
+        rejected = pq.read_table(out / "rejected")
+        assert sorted(k for k in tree_bytes(out) if k.startswith("rejected/")) == sorted(
+            k for k in tree_bytes(gz) if k.startswith("rejected/"))
+        # The same lines, in the same order, each naming this input instead of the gzip file.
+        assert set(rejected.column("file").to_pylist()) == {str(src)}
+        assert rejected.drop_columns(["file"]).equals(expected_rejected.drop_columns(["file"]))
         manifest = load_manifest(out)
         assert manifest["inputs"][0]["compression"] == "bz2"
         assert manifest["totals"] == load_manifest(gz)["totals"] and manifest["totals"]["records"] == RESULTS
