@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from tqdm import tqdm
+
 from beam_pipelines.common import storage
 from beam_pipelines.common.files import atomic_path
 
@@ -109,8 +111,6 @@ class Progress(threading.Thread):
         tty = stream.isatty()
         bar = None
         if tty:
-            from tqdm import tqdm  # only a terminal needs it
-
             bar = tqdm(total=self._total, unit=self._unit, unit_scale=True, desc=self._label or self._job, file=stream)
         last_line = self._start
         while not self._halt.wait(min(POLL_SECONDS, self._every)):

@@ -27,6 +27,7 @@ import os
 import sys
 
 import numpy as np
+import pyarrow.csv as pacsv
 
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
@@ -45,8 +46,6 @@ class Side:
     """One evaluation: its predictions.csv as numpy columns and its report.json."""
 
     def __init__(self, report_dir: str):
-        import pyarrow.csv as pacsv
-
         self.dir = report_dir
         csv_path, json_path = os.path.join(report_dir, "predictions.csv"), os.path.join(report_dir, "report.json")
         for path in (csv_path, json_path):

@@ -37,11 +37,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from tokenizer import get_scheme
+from trainer.eval.sampling import LENGTH_BUCKET, NEW_BUCKET, round_up
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 
@@ -98,8 +106,6 @@ def rtt_code_for(tokenizer: str | dict = "v1") -> RttCode:
     """The RTT code of a tokenizer scheme, by name or by a manifest's ``tokenizer`` entry: the scheme
     object's (``tokenizer.get_scheme(...).rtt``). Raises ``tokenizer.TokenizerMismatch`` (a ``ValueError``)
     for an unknown scheme."""
-    from tokenizer import get_scheme
-
     return get_scheme(tokenizer).rtt
 
 
@@ -226,8 +232,6 @@ def model_logits_fn(sampler, prompts: Sequence[np.ndarray], rows_per_prompt: int
     """A ``logits_fn`` for :func:`descend` over a model: a prefill of ``prompts`` at t = 0 (shared by the
     prompt's rows), then one cached step per value token, every row reading its prompt's one cache
     (:meth:`~trainer.eval.sampling.Sampler.step_shared`)."""
-    from trainer.eval.sampling import NEW_BUCKET, _bucket
-
     lengths = np.array([len(p) for p in prompts], np.int64)
     state: dict = {}
 
@@ -236,7 +240,7 @@ def model_logits_fn(sampler, prompts: Sequence[np.ndarray], rows_per_prompt: int
         if t == 0:
             logits, cache = sampler.prefill(list(prompts))  # (n, vocab)
             state["prefix"] = cache
-            state["cache"] = sampler.new_cache(cache, rows_per_prompt, _bucket(width, NEW_BUCKET))
+            state["cache"] = sampler.new_cache(cache, rows_per_prompt, round_up(width, NEW_BUCKET))
             return np.repeat(logits, rows_per_prompt, axis=0)
         positions = np.repeat(lengths, rows_per_prompt) + t - 1  # (rows,) position of the fed token
         logits, state["cache"] = sampler.step_shared(prefix[:, -1], positions, state["prefix"], lengths,
@@ -255,10 +259,6 @@ def _suffix_fn(sampler):
     :func:`shared_logits_fn`), one per sampler (compiled once per shape)."""
     fn = _SUFFIX_FNS.get(sampler)
     if fn is None:
-        import jax
-        import jax.numpy as jnp
-        from flax import nnx
-
         graphdef = sampler.graphdef
 
         def run(params, group_cache, group, tokens, positions, lengths):
@@ -289,8 +289,6 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
     later tokens, the measurement's own RTT among them) is never read for prompt ``i``. The logits equal
     :func:`model_logits_fn`'s on the whole prompts, to float rounding.
     """
-    from trainer.eval.sampling import LENGTH_BUCKET, NEW_BUCKET, _bucket
-
     n = len(prompts)
     lengths = np.array([len(p) for p in prompts], np.int64)
     groups, gidx = np.unique(np.asarray(group), return_inverse=True)
@@ -302,12 +300,12 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
         i = int(np.flatnonzero((gidx == g) & (shared == longest[g]))[0])
         heads.append(prompts[i][: max(int(longest[g]), 1)])  # a prefill needs a token: position 0 is rewritten
     own = [p[int(k):] for p, k in zip(prompts, shared)]
-    width_own = _bucket(int(max(len(o) for o in own)), NEW_BUCKET)
+    width_own = round_up(int(max(len(o) for o in own)), NEW_BUCKET)
     tokens = np.full((n, width_own), sampler.pad_id, np.int64)  # (n, S); PAD opens no block, and is never attended to
     for i, o in enumerate(own):
         tokens[i, : len(o)] = o
     positions = np.asarray(shared, np.int64)[:, None] + np.arange(width_own)[None, :]  # (n, S)
-    slots = _bucket(int(positions.max()) + 1, LENGTH_BUCKET)
+    slots = round_up(int(positions.max()) + 1, LENGTH_BUCKET)
     state: dict = {}
 
     def logits_fn(prefix: np.ndarray) -> np.ndarray:
@@ -319,7 +317,7 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
                                               np.array([len(o) for o in own], np.int32))
             del group_cache
             state["prefix"] = cache
-            state["cache"] = sampler.new_cache(cache, rows_per_prompt, _bucket(width, NEW_BUCKET))
+            state["cache"] = sampler.new_cache(cache, rows_per_prompt, round_up(width, NEW_BUCKET))
             return np.repeat(np.asarray(last), rows_per_prompt, axis=0)
         positions_t = np.repeat(lengths, rows_per_prompt) + t - 1  # (rows,) position of the fed token
         logits, state["cache"] = sampler.step_shared(prefix[:, -1], positions_t, state["prefix"], lengths,
@@ -378,10 +376,6 @@ def model_distribution(
     parts, index = [], []
     bar = None
     if progress:
-        import sys
-
-        from tqdm import tqdm
-
         bar = tqdm(total=len(prompts), desc="rtt quantiles", file=sys.stderr, dynamic_ncols=True)
     for lo in range(0, len(order), max(1, prompts_per_batch)):
         ids = order[lo : lo + prompts_per_batch]

@@ -1,6 +1,7 @@
 """The evaluation's report files: ``report.md`` (:func:`render_markdown`), the predicted-vs-true plot,
 ``predictions.csv`` (:func:`write_predictions`) and ``report.html``, all written by :func:`write_report` from
-the report dict and the per-measurement table that :mod:`trainer.eval.evaluate` builds."""
+the report dict and the per-measurement table that the ``trainer.evaluate`` command builds (the baselines'
+part in :mod:`trainer.eval.scoring`, the model's in :mod:`trainer.eval.model_eval`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import math
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from beam_pipelines.common.files import atomic_path
 from trainer.eval import baselines as bl
 from trainer.eval import coordinates as co
+from trainer.eval import html_report
+from trainer.eval import probabilistic as pr
 from trainer.eval.choice import choose
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
@@ -133,8 +138,6 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     if "distribution" in report["rtt"]:
-        from trainer.eval import probabilistic as pr
-
         lines += ["## RTT distribution", "", pr.render_markdown(report["rtt"]["distribution"]), "",
                   f"![reliability of the forecasts]({RELIABILITY_PNG})", ""]
     lines += [
@@ -162,9 +165,6 @@ def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 17) -> N
     memory maps are dropped after it), so memory does not grow with the measurements. Two threads format
     the chunks as text (Arrow releases the GIL there: a 10M-row file is 5 GB of text, most of the time), and
     the chunks are written in order, the header with the first: the same bytes as one writer would give."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     def floats(a):
         a = np.asarray(a, np.float64)
         return pa.array(a, mask=~np.isfinite(a))
@@ -218,6 +218,8 @@ def write_predictions(table: dict, path: str, *, chunk_rows: int = 1 << 17) -> N
 def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_points: int = 5000, seed: int = 0) -> None:
     """Predicted vs true RTT (log-log) for two predictors (the model with its 10-90% interval), on at most
     ``max_points`` measurements (a seeded choice: a whole split would only draw a blot, slowly)."""
+    # matplotlib here, not at the top: the Agg backend must be chosen before pyplot loads, and choosing it
+    # when this module is imported would change the backend of any program that imports it.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,8 +262,6 @@ def plot(table: dict, path: str, names: tuple = (MODEL, "dst_median"), *, max_po
 def write_report(report: dict, table: dict, output: str) -> list[str]:
     """Write report.json, report.md, the plots, predictions.csv and report.html (the Markdown's tables and
     text with the figures embedded) under ``output``; returns their paths."""
-    from trainer.eval import html_report
-
     os.makedirs(output, exist_ok=True)
     paths = [os.path.join(output, name) for name in (REPORT_JSON, REPORT_MD, PLOT_PNG, PREDICTIONS_CSV)]
     with atomic_path(paths[0]) as tmp, open(tmp, "w") as f:
@@ -272,8 +272,6 @@ def write_report(report: dict, table: dict, output: str) -> list[str]:
     plot(table, paths[2], (MODEL, "dst_median") if MODEL in table else (co.MF, "dst_median"))
     write_predictions(table, paths[3])
     if "distribution" in report["rtt"]:
-        from trainer.eval import probabilistic as pr
-
         paths.append(os.path.join(output, RELIABILITY_PNG))
         pr.plot_reliability(report["rtt"]["distribution"], paths[-1])
     paths.append(os.path.join(output, REPORT_HTML))

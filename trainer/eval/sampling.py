@@ -99,7 +99,8 @@ def check_decodable(name: str, workdir: str) -> None:
         )
 
 
-def _bucket(n: int, size: int = LENGTH_BUCKET) -> int:
+def round_up(n: int, size: int = LENGTH_BUCKET) -> int:
+    """``n`` rounded up to a multiple of ``size`` (at least ``size``): few shapes, few compilations."""
     return max(size, math.ceil(n / size) * size)
 
 
@@ -151,8 +152,8 @@ class Sampler:
         lengths = np.array([len(p) for p in prompts], dtype=np.int32)
         if lengths.min() < 1:
             raise ValueError("empty prompt")
-        slots = _bucket(int(lengths.max())) if slots is None else slots
-        width = min(_bucket(int(lengths.max())), slots)
+        slots = round_up(int(lengths.max())) if slots is None else slots
+        width = min(round_up(int(lengths.max())), slots)
         tokens = np.full((len(prompts), width), self.pad_id, dtype=np.int32)  # (B, width); PAD opens no block
         for i, p in enumerate(prompts):
             tokens[i, : len(p)] = p
@@ -224,7 +225,7 @@ def sample(
     longest_new = int(max(grammar.tokens_left(st)[0] for st in states))
     logits, prefix = sampler.prefill(prompts)  # (n, vocab); prefix (layers, n, slots, heads, head_dim)
     logits = np.repeat(logits, s, axis=0)  # (n * s, vocab)
-    cache = sampler.new_cache(prefix, s, _bucket(longest_new, NEW_BUCKET))  # the samples' own tokens
+    cache = sampler.new_cache(prefix, s, round_up(longest_new, NEW_BUCKET))  # the samples' own tokens
     gens = [np.random.default_rng([seed, int(i)]) for i in prompt_ids]
     out = np.full((n * s, longest_new), pad, dtype=np.int64)  # (n * s, new)
     positions = np.repeat(lengths, s)  # (n * s,) position of the next token of each row
