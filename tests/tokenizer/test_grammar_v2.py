@@ -48,6 +48,7 @@ def _accepts_in_batch(records: np.ndarray) -> bool:
     return bool(state.done.all())
 
 
+@pytest.mark.slow  # 80 random tables, each walked token by token: over ~2 s on 2 cores
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_every_record_of_random_rows_is_grammatical(table):

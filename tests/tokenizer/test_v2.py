@@ -78,6 +78,7 @@ def tables(draw):
     return make_table(rows)
 
 
+@pytest.mark.slow  # 120 random tables against the per-row reference: over ~2 s on 2 cores
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables(), st.sampled_from([64, 100, 1024]))
 def test_vectorized_encoder_and_assembly_equal_the_per_row_reference(table, seq_len):
@@ -98,6 +99,7 @@ def test_vectorized_encoder_and_assembly_equal_the_per_row_reference(table, seq_
         assert (got[len(expected) :] == vocab.PAD).all()
 
 
+@pytest.mark.slow  # 120 random tables encoded and decoded: over ~2 s on 2 cores
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_decode_record_gives_the_accepted_rows_back(table):

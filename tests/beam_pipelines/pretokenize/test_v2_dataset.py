@@ -39,6 +39,7 @@ def test_manifest_names_v2_and_rejects_the_same_rows(both):
     assert pad < 0.02  # below one measurement per record
 
 
+@pytest.mark.slow  # decodes every record of the sample and reads every input row: over ~2 s on 2 cores
 def test_every_record_decodes_to_the_accepted_rows(both):
     _, manifest, d = both
     scheme = get_scheme(manifest["tokenizer"])
