@@ -235,8 +235,11 @@ def test_four_devices_match_one_device(sample_dataset, reference, tmp_path):
 
 @pytest.mark.slow
 def test_has_a_pulse(sample_dataset, tmp_path):
-    """Pretokenize the sample (the session fixture runs the real job), train tiny, the loss goes down."""
-    steps = 30
+    """Pretokenize the sample (the session fixture runs the real job), train tiny, the loss goes down.
+
+    16 steps: the loss is already about 1.8 nats below ln(vocab) there (measured 3.80 over the last five
+    steps, 3.68 on validation), so the bounds below hold with a wide margin."""
+    steps = 16
     run = [f"steps={steps}", "batch_size=2", "warmup_steps=5", "eval_every=0", "eval_batches=4", "checkpoint_every=100"]
     rc = train.run(["tiny", *overrides(sample_dataset, *run, f"workdir={tmp_path}")])
     assert rc == 0
