@@ -45,6 +45,7 @@ _V1_FIELDS = get_scheme("v1").field_spec
 NO_FIELD = _V1_FIELDS.kinds
 MAX_OFFSET = _V1_FIELDS.max_offset
 FIELD_ROWS = _V1_FIELDS.rows
+_QUERY_CHUNK = 256  # Attention.prefill_masked's queries per piece
 _CODE = 16  # a block start is carried as position * _CODE + kind; every scheme's kinds (and "none") are < _CODE
 EMPTY_BLOCK_STATE = -1 * _CODE + NO_FIELD  # "no block start seen yet", below every real code
 
@@ -164,44 +165,83 @@ class Attention(nnx.Module):
         y = jax.nn.dot_product_attention(q, cache_k, cache_v, mask=mask)  # (batch, new, heads, head_dim)
         return self.out(y.reshape(b, t, n * h)), cache_k, cache_v  # (batch, new, width)
 
-    def decode_shared(self, x, positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v):
-        """:meth:`decode` for many continuations of a few prompts, without copying the prompts' cache.
+    def decode_shared(self, x, positions, prefixes, row_offset, cache_k, cache_v):
+        """:meth:`decode` for rows that continue shared caches, without copying those caches per row.
 
-        Rows come in groups of ``samples``: row ``r`` continues prompt ``r // samples``. ``prefix_k`` and
-        ``prefix_v`` (prompts, prefix_slots, heads, head_dim) hold the prompts' keys and values (slot = position,
-        valid below ``prefix_len`` (prompts,)); ``cache_k``/``cache_v`` (rows, slots, heads, head_dim) hold each
-        row's own tokens, position ``p`` in slot ``p - prefix_len``. Attention runs over both at once (one
-        softmax), so the result equals attention over the prompt and continuation laid end to end.
+        ``prefixes`` is a sequence of ``(k, v, visible)``: ``k`` and ``v`` (groups, slots, heads, head_dim) are
+        read by equal runs of consecutive rows (row ``r`` reads group ``r // (rows // groups)``), and row ``r``
+        sees their first ``visible[r]`` slots (``visible`` (rows,)), or (``visible`` (rows, 3)) their first
+        ``visible[r, 0]`` slots and the slots from ``visible[r, 1]`` to before ``visible[r, 2]``. ``cache_k``/``cache_v`` (rows, slots, heads, head_dim)
+        hold each row's own tokens, position ``p`` in slot ``p - row_offset[r]``; a query sees its own slots up
+        to its own. Attention runs over all of them at once (one softmax), so the result equals attention over
+        the visible slots and the row's tokens laid end to end.
         """
         b, t, _ = x.shape
         n, h = self.cfg.num_heads, self.cfg.head_dim
-        prompts = prefix_k.shape[0]
-        samples = b // prompts
         qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (rows, new, 3, heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (rows, new, heads, head_dim)
         q, k = rope(q, self.cfg.rope_theta, positions), rope(k, self.cfg.rope_theta, positions)
-        row_len = jnp.repeat(prefix_len, samples)  # (rows,)
-        slots = positions - row_len[:, None]  # (rows, new) slot of each new token in the row's own cache
+        slots = positions - row_offset[:, None]  # (rows, new) slot of each new token in the row's own cache
         rows = jnp.arange(b)[:, None]  # (rows, 1)
         cache_k = cache_k.at[rows, slots].set(k.astype(cache_k.dtype), mode="drop")  # (rows, slots, heads, hd)
         cache_v = cache_v.at[rows, slots].set(v.astype(cache_v.dtype), mode="drop")  # (rows, slots, heads, hd)
-        scale = 1.0 / math.sqrt(h)
-        qf = q.astype(jnp.float32).reshape(prompts, samples, t, n, h) * scale  # (prompts, samples, new, heads, hd)
-        pre = jnp.einsum("pstnd,pknd->pstnk", qf, prefix_k.astype(jnp.float32))  # (prompts, samples, new, heads, P)
-        pre_ok = jnp.arange(prefix_k.shape[1])[None, :] < prefix_len[:, None]  # (prompts, P)
-        pre = jnp.where(pre_ok[:, None, None, None, :], pre, -1e30)
-        own = jnp.einsum(
-            "btnd,bknd->btnk", qf.reshape(b, t, n, h), cache_k.astype(jnp.float32)
-        )  # (rows, new, heads, S)
+        qf = q.astype(jnp.float32) * (1.0 / math.sqrt(h))  # (rows, new, heads, hd)
+        scores = []
+        for pk, _, visible in prefixes:
+            groups = pk.shape[0]
+            per = b // groups
+            s = jnp.einsum("gstnd,gknd->gstnk", qf.reshape(groups, per, t, n, h), pk.astype(jnp.float32))
+            slot = jnp.arange(pk.shape[1])[None, :]  # (1, P)
+            if visible.ndim == 1:  # the first visible[r] slots
+                ok = slot < visible[:, None]  # (rows, P)
+            else:  # (rows, 3): the first visible[r, 0] slots and slots visible[r, 1] <= k < visible[r, 2]
+                ok = (slot < visible[:, :1]) | ((slot >= visible[:, 1:2]) & (slot < visible[:, 2:3]))
+            s = jnp.where(ok.reshape(groups, per, 1, 1, -1), s, -1e30)  # (groups, per, new, heads, P)
+            scores.append(s.reshape(b, t, n, -1))
+        own = jnp.einsum("btnd,bknd->btnk", qf, cache_k.astype(jnp.float32))  # (rows, new, heads, S)
         own_ok = jnp.arange(cache_k.shape[1])[None, None, :] <= slots[:, :, None]  # (rows, new, S)
-        own = jnp.where(own_ok[:, :, None, :], own, -1e30).reshape(prompts, samples, t, n, -1)
-        probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1)  # (prompts, samples, new, heads, P+S)
-        p_pre, p_own = probs[..., : pre.shape[-1]], probs[..., pre.shape[-1] :]
-        y = jnp.einsum("pstnk,pknd->pstnd", p_pre, prefix_v.astype(jnp.float32))  # (prompts, samples, new, heads, hd)
-        y = y.reshape(b, t, n, h) + jnp.einsum(
-            "btnk,bknd->btnd", p_own.reshape(b, t, n, -1), cache_v.astype(jnp.float32)
-        )  # (rows, new, heads, head_dim)
+        scores.append(jnp.where(own_ok[:, :, None, :], own, -1e30))
+        probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)  # (rows, new, heads, sum of slots)
+        y = jnp.zeros((b, t, n, h), jnp.float32)
+        at = 0
+        for (pk, pv, _), s in zip([*prefixes, (cache_k, cache_v, None)], scores):
+            groups, width = pk.shape[0], pk.shape[1]
+            p = probs[..., at : at + width].reshape(groups, b // groups, t, n, width)
+            y = y + jnp.einsum("gstnk,gknd->gstnd", p, pv.astype(jnp.float32)).reshape(b, t, n, h)
+            at += width
         return self.out(y.astype(x.dtype).reshape(b, t, n * h)), cache_k, cache_v  # (rows, new, width)
+
+
+    def prefill_masked(
+        self, x: jax.Array, positions: jax.Array, mask: jax.Array, pick: jax.Array | None = None
+    ) -> tuple[jax.Array, ...]:
+        """Attention of a whole sequence x (batch, seq, width) at ``positions`` (batch, seq) under an explicit
+        ``mask`` (batch, seq, seq) that sees no later index (query ``a`` sees key ``b <= a`` where
+        ``mask[:, a, b]``). Returns the output (batch, seq, width), or with ``pick`` ((n, 2) of (row, index))
+        only the output of those queries (n, width), and the sequence's keys and values (batch, seq, heads,
+        head_dim), a cache with slot = index.
+        """
+        b, t, _ = x.shape
+        n, h = self.cfg.num_heads, self.cfg.head_dim
+        qkv = self.qkv(x).reshape(b, t, 3, n, h)  # (batch, seq, 3, heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, seq, heads, head_dim)
+        q, k = rope(q, self.cfg.rope_theta, positions), rope(k, self.cfg.rope_theta, positions)
+        if pick is not None:  # a few queries, each over its row's keys
+            rows, at = pick[:, 0], pick[:, 1]
+            y = jax.nn.dot_product_attention(
+                q[rows, at][:, None], k[rows], v[rows], mask=mask[rows, at][:, None, None, :]
+            )  # (n, 1, heads, head_dim)
+            return self.out(y.reshape(-1, n * h)), k, v
+        # Queries in chunks, each over the keys up to its last index (no query sees a later one): about half
+        # the score matrix of a long sequence, which is most of the memory traffic here.
+        parts = []
+        for lo in range(0, t, _QUERY_CHUNK):
+            hi = min(t, lo + _QUERY_CHUNK)
+            parts.append(jax.nn.dot_product_attention(
+                q[:, lo:hi], k[:, :hi], v[:, :hi], mask=mask[:, None, lo:hi, :hi]
+            ))  # (batch, chunk, heads, head_dim)
+        y = jnp.concatenate(parts, axis=1)  # (batch, seq, heads, head_dim)
+        return self.out(y.reshape(b, t, n * h)), k, v
 
 
 class MLP(nnx.Module):
@@ -240,13 +280,22 @@ class Block(nnx.Module):
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
 
-    def decode_shared(self, x, positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v):
-        """:meth:`decode` over a shared prompt cache (see :meth:`Attention.decode_shared`)."""
+    def decode_shared(self, x, positions, prefixes, row_offset, cache_k, cache_v):
+        """:meth:`decode` over shared caches (see :meth:`Attention.decode_shared`)."""
         y, cache_k, cache_v = self.attn.decode_shared(
-            self.attn_norm(x), positions, prefix_k, prefix_v, prefix_len, cache_k, cache_v
+            self.attn_norm(x), positions, prefixes, row_offset, cache_k, cache_v
         )
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
+
+    def prefill_masked(self, x, positions, mask, pick=None):
+        """The block over a whole sequence under an explicit mask, or only at ``pick`` (see
+        :meth:`Attention.prefill_masked`)."""
+        y, k, v = self.attn.prefill_masked(self.attn_norm(x), positions, mask, pick)
+        if pick is not None:
+            x = x[pick[:, 0], pick[:, 1]]  # (n, width)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), k, v
 
 
 class Decoder(nnx.Module):
@@ -324,17 +373,67 @@ class Decoder(nnx.Module):
         updated row cache. Equal, within float tolerance, to :meth:`decode` with the prompt's cache repeated
         for every row, at a fraction of the memory traffic.
         """
+        row_len = jnp.repeat(prefix_len, tokens.shape[0] // prefix_len.shape[0])  # (rows,)
+        return self.decode_over(tokens, positions, [(prefix, row_len)], row_len, cache)
+
+    def decode_over(
+        self, tokens: jax.Array, positions: jax.Array, prefixes, row_offset: jax.Array, cache: dict
+    ) -> tuple[jax.Array, dict]:
+        """:meth:`decode` of rows that read several shared caches, none copied per row (the general form of
+        :meth:`decode_shared`; :func:`trainer.eval.quantiles.shared_logits_fn` reads a record's cache and a
+        measurement's own tokens this way).
+
+        ``prefixes``: a sequence of ``(shared, visible)``; ``shared`` a cache from :meth:`decode` or this
+        method (layers, groups, slots, heads, head_dim) whose group ``g`` is read by the ``g``-th of equal runs
+        of consecutive rows, ``visible`` which of its slots each row sees (see
+        :meth:`Attention.decode_shared`). ``cache`` holds
+        each row's own tokens, position ``p`` in slot ``p - row_offset[r]``, and ``"block"`` (rows,) each row's
+        block state. Returns float32 logits (rows, new, vocab) and the updated row cache.
+        """
         x, block_state = self._embed(tokens, positions, cache["block"])  # (rows, new, width), (rows,)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
-            x, k, v = block.decode_shared(
-                x, positions, prefix["k"][i], prefix["v"][i], prefix_len, cache["k"][i], cache["v"][i]
-            )  # x: (rows, new, width)
-            ks.append(k)
+            layer = [(shared["k"][i], shared["v"][i], visible) for shared, visible in prefixes]
+            x, k, v = block.decode_shared(x, positions, layer, row_offset, cache["k"][i], cache["v"][i])
+            ks.append(k)  # x: (rows, new, width)
             vs.append(v)
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (rows, new, vocab)
         # k, v: (layers, rows, slots, heads, head_dim); block: (rows,)
         return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block_state}
+
+
+    def decode_tree(
+        self, tokens: jax.Array, positions: jax.Array, segment: jax.Array, visible: jax.Array, pick: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """One pass over a shared beginning and several continuations of it, each seeing its own part of the
+        beginning: a cache for :meth:`decode_over` without running the beginning once per continuation.
+
+        Row ``g`` of ``tokens`` (groups, seq) is a beginning (``segment`` 0, positions 0, 1, ...) followed by
+        continuations (``segment`` 1, 2, ... in order, each opening with a block start, positions increasing
+        within each and from one to the next), then padding (``segment`` -1). A beginning token sees the
+        beginning up to itself; a continuation token sees the beginning's first ``visible`` (groups, seq)
+        tokens and its own continuation up to itself. Returns float32 logits at ``pick`` ((n, 2) of (row,
+        index)) as (n, vocab), and the cache (layers, groups, seq, heads, head_dim), slot = index.
+        """
+        spec = field_spec(self.cfg)
+        b, t = tokens.shape
+        idx = jnp.arange(t)
+        own = (segment[:, None, :] == segment[:, :, None]) & (segment[:, :, None] != 0) & (idx[None, None, :] <= idx[None, :, None])
+        begin = (segment[:, None, :] == 0) & (idx[None, None, :] < visible[:, :, None])
+        mask = own | begin  # (groups, seq, seq)
+        # Field embedding: each continuation reads its own blocks; the segment keeps an earlier part's block
+        # starts (larger positions in the beginning) out of its running maximum, and cancels in the offset.
+        stride = jnp.int32(1 << 16)
+        x, _ = self._embed(tokens, segment * stride + positions, jnp.full((b,), empty_block_state(spec), jnp.int32))
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            # The last block's keys and values are all the cache needs; its output only at the picked tokens.
+            x, k, v = block.prefill_masked(x, positions, mask, pick if i == len(self.blocks) - 1 else None)
+            ks.append(k)  # x: (groups, seq, width), after the last block (n, width)
+            vs.append(v)
+        logits = self.head(self.norm(x)).astype(jnp.float32)  # (n, vocab)
+        block = jnp.full((b,), empty_block_state(spec), jnp.int32)
+        return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block}
 
 
 def empty_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:

@@ -38,14 +38,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from tokenizer import get_scheme
@@ -250,30 +247,7 @@ def model_logits_fn(sampler, prompts: Sequence[np.ndarray], rows_per_prompt: int
     return logits_fn
 
 
-CACHE_TOKENS = 65_536  # a shared-prefix batch holds at most this many cached positions per copy of the cache
-_SUFFIX_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sampler -> its jitted suffix decode
-
-
-def _suffix_fn(sampler):
-    """The jitted decode of each prompt's own tokens over its group's cached prefix (see
-    :func:`shared_logits_fn`), one per sampler (compiled once per shape)."""
-    fn = _SUFFIX_FNS.get(sampler)
-    if fn is None:
-        graphdef = sampler.graphdef
-
-        def run(params, group_cache, group, tokens, positions, lengths):
-            model = nnx.merge(graphdef, params)
-            m = tokens.shape[0]
-            # Each prompt's copy of its group's keys and values; the block state starts empty, as a prompt's
-            # own tokens begin with a block start (MeasurementStart) that the field embedding reads afresh.
-            cache = {key: jnp.take(value, group, axis=1) for key, value in group_cache.items() if key != "block"}
-            cache["block"] = model.init_cache(m, 1)["block"]  # (M,)
-            logits, cache = model.decode(tokens, positions, cache)  # (M, S, vocab)
-            last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]  # (M, vocab)
-            return last, cache
-
-        fn = _SUFFIX_FNS[sampler] = jax.jit(run)
-    return fn
+CACHE_TOKENS = 131_072  # a shared-prefix batch holds prompts of at most this many tokens in all
 
 
 def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray, group: np.ndarray,
@@ -282,49 +256,94 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
     tokens are the beginning of its group's longest shared prefix (``group[i]``), as the prompts of
     measurements of one record share the record's tokens before each measurement.
 
-    At t = 0 each group's prefix is prefilled once; each prompt then copies its group's cache and decodes
-    its own tokens (``prompts[i][shared[i]:]``) at positions ``shared[i]`` on, which overwrites the cache
-    slots from there before any query reads them (a query reads slots up to its own position, the descent's
-    steps slots below the prompt's length): a slot of the group's prefix past ``shared[i]`` (the record's
+    At t = 0 one pass per group (:meth:`~trainer.model.Decoder.decode_tree`) runs the group's longest prefix
+    and, after it, each prompt's own tokens (``prompts[i][shared[i]:]``, at positions ``shared[i]`` on), which
+    see only the prefix's first ``shared[i]`` tokens and themselves. The descent's rows then read that cache,
+    the same parts of it, and their own tokens (:meth:`~trainer.model.Decoder.decode_over`): nothing is run
+    or copied once per prompt or per row, and a slot of the group's prefix past ``shared[i]`` (the record's
     later tokens, the measurement's own RTT among them) is never read for prompt ``i``. The logits equal
     :func:`model_logits_fn`'s on the whole prompts, to float rounding.
     """
-    n = len(prompts)
+    n, per = len(prompts), rows_per_prompt
     lengths = np.array([len(p) for p in prompts], np.int64)
+    shared = np.asarray(shared, np.int64)
+    own_len = lengths - shared  # (n,) >= 1
     groups, gidx = np.unique(np.asarray(group), return_inverse=True)
     gidx = gidx.reshape(-1)
     longest = np.zeros(len(groups), np.int64)
-    np.maximum.at(longest, gidx, np.asarray(shared, np.int64))
-    heads = []
+    np.maximum.at(longest, gidx, shared)
+    # Each group's row: its longest prefix, then its prompts' own tokens in the order of where they begin.
+    order = np.lexsort((shared, gidx))
+    size = longest + np.bincount(gidx, weights=own_len, minlength=len(groups)).astype(np.int64)
+    seq = round_up(int(size.max()), LENGTH_BUCKET)
+    tokens = np.full((len(groups), seq), sampler.pad_id, np.int64)  # PAD opens no block, and is never read
+    positions = np.zeros((len(groups), seq), np.int64)
+    segment = np.full((len(groups), seq), -1, np.int64)
+    visible = np.zeros((len(groups), seq), np.int64)
+    begin = np.zeros(n, np.int64)  # (n,) where prompt i's own tokens sit in its group's row
+    fill = longest.copy()
     for g in range(len(groups)):
         i = int(np.flatnonzero((gidx == g) & (shared == longest[g]))[0])
-        heads.append(prompts[i][: max(int(longest[g]), 1)])  # a prefill needs a token: position 0 is rewritten
-    own = [p[int(k):] for p, k in zip(prompts, shared)]
-    width_own = round_up(int(max(len(o) for o in own)), NEW_BUCKET)
-    tokens = np.full((n, width_own), sampler.pad_id, np.int64)  # (n, S); PAD opens no block, and is never attended to
-    for i, o in enumerate(own):
-        tokens[i, : len(o)] = o
-    positions = np.asarray(shared, np.int64)[:, None] + np.arange(width_own)[None, :]  # (n, S)
-    slots = round_up(int(positions.max()) + 1, LENGTH_BUCKET)
+        k = int(longest[g])
+        tokens[g, :k] = prompts[i][:k]
+        positions[g, :k] = np.arange(k)
+        segment[g, :k] = 0
+        visible[g, :k] = np.arange(1, k + 1)
+    for s, i in enumerate(order):
+        g, k, a = gidx[i], own_len[i], fill[gidx[i]]
+        tokens[g, a : a + k] = prompts[i][shared[i]:]
+        positions[g, a : a + k] = shared[i] + np.arange(k)
+        segment[g, a : a + k] = s + 1
+        visible[g, a : a + k] = shared[i]
+        begin[i], fill[g] = a, a + k
+    pick = np.stack([gidx, begin + own_len - 1], axis=1)  # (n, 2) each prompt's last token
+    # The descent's rows, prompt by prompt: row r of prompt i sees the prefix's first shared[i] slots and
+    # prompt i's own tokens in its group's cache, then its own value tokens from slot 0 of its own cache.
+    # A cache is read by equal runs of consecutive rows, so rows are laid out group by group, each group
+    # padded to the batch's largest with rows that see nothing and whose logits are dropped.
+    counts = np.bincount(gidx, minlength=len(groups))
+    most = int(counts.max())
+    rank = np.zeros(n, np.int64)
+    for g in range(len(groups)):
+        rank[gidx == g] = np.arange(counts[g])
+    slot = gidx * most + rank  # (n,) each prompt's place in the layout
+    m = len(groups) * most * per
+    rows = (slot[:, None] * per + np.arange(per)[None, :]).reshape(-1)  # (n * per,) descent row -> layout row
+    sees = np.zeros((m, 3), np.int64)
+    sees[rows] = np.repeat(np.stack([shared, begin, begin + own_len], axis=1), per, axis=0)
+    offset = np.zeros(m, np.int64)  # (m,) the rows' value tokens from slot 0 of their own caches
+    offset[rows] = np.repeat(lengths, per)
     state: dict = {}
 
     def logits_fn(prefix: np.ndarray) -> np.ndarray:
         t = prefix.shape[1]
         if t == 0:
-            _, group_cache = sampler.prefill(heads, slots)
-            last, cache = _suffix_fn(sampler)(sampler.params, group_cache, gidx.astype(np.int32),
-                                              tokens.astype(np.int32), positions.astype(np.int32),
-                                              np.array([len(o) for o in own], np.int32))
-            del group_cache
-            state["prefix"] = cache
-            state["cache"] = sampler.new_cache(cache, rows_per_prompt, round_up(width, NEW_BUCKET))
-            return np.repeat(np.asarray(last), rows_per_prompt, axis=0)
-        positions_t = np.repeat(lengths, rows_per_prompt) + t - 1  # (rows,) position of the fed token
-        logits, state["cache"] = sampler.step_shared(prefix[:, -1], positions_t, state["prefix"], lengths,
-                                                     state["cache"])
-        return logits
+            logits, state["group"] = sampler.decode_tree(tokens, positions, segment, visible, pick)
+            cache = sampler.empty_cache(m, round_up(width, NEW_BUCKET))
+            block = np.full(m, int(cache["block"][0]), np.int64)  # each row's block state: its prompt's
+            block[rows] = np.repeat(_block_states(sampler, prompts, shared), per)
+            cache["block"] = jnp.asarray(block, jnp.int32)
+            state["rows"] = cache
+            return np.repeat(logits, per, axis=0)
+        fed = np.full(m, sampler.pad_id, np.int64)
+        fed[rows] = prefix[:, -1]
+        logits, state["rows"] = sampler.decode_over(fed[:, None], (offset + t - 1)[:, None], np.zeros(m, np.int64),
+                                                    [(state["group"], sees)], offset, state["rows"])
+        return logits[rows]
 
     return logits_fn
+
+
+def _block_states(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray) -> np.ndarray:
+    """(n,) the field embedding's block state after each prompt: its own tokens open a block, so the state
+    is that of its own tokens alone (``trainer.model.field_ids`` at their positions)."""
+    own = [p[k:] for p, k in zip(prompts, shared)]
+    width = max(len(o) for o in own)
+    tokens = np.full((len(own), width), sampler.pad_id, np.int64)
+    for i, o in enumerate(own):
+        tokens[i, : len(o)] = o
+    positions = np.asarray(shared, np.int64)[:, None] + np.arange(width)[None, :]
+    return sampler.block_states(tokens, positions)
 
 
 def model_distribution(
@@ -345,7 +364,7 @@ def model_distribution(
     ``shared`` = ``(group, length)`` ((n,) each) says that prompt ``i``'s first ``length[i]`` tokens begin
     its group's longest such prefix (an evaluation's prompts: the record's tokens before the measurement),
     checked here; each group's prefix is then run once per batch (:func:`shared_logits_fn`) instead of once
-    per prompt, and a batch holds at most :data:`CACHE_TOKENS` cached positions per copy of the cache.
+    per prompt, and a batch holds prompts of at most :data:`CACHE_TOKENS` tokens in all (bounding its memory).
     """
     qs = check_quantiles(quantiles)
     prompts = [np.asarray(p, np.int64) for p in prompts]

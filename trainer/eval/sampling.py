@@ -133,7 +133,17 @@ class Sampler:
             logits, cache = model.decode_shared(tokens[:, None], positions[:, None], prefix, prefix_len, cache)
             return logits[:, 0], cache  # (rows, vocab)
 
+        def over(params, tokens, positions, last, prefixes, row_offset, cache):
+            model = nnx.merge(graphdef, params)
+            logits, cache = model.decode_over(tokens, positions, prefixes, row_offset, cache)  # (rows, new, vocab)
+            return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], cache  # (rows, vocab)
+
+        def tree(params, tokens, positions, segment, visible, pick):
+            return nnx.merge(graphdef, params).decode_tree(tokens, positions, segment, visible, pick)
+
         self._prefill = jax.jit(prefill)
+        self._over = jax.jit(over, donate_argnums=(6,))
+        self._tree = jax.jit(tree)
         self._step = jax.jit(step, donate_argnums=(3,))
         self._step_shared = jax.jit(step_shared, donate_argnums=(5,))
         self._cfg = nnx.merge(graphdef, params).cfg  # the ModelConfig, for cache shapes
@@ -172,6 +182,32 @@ class Sampler:
         cache = model_lib.empty_cache(self._cfg, prefix["block"].shape[0] * samples, slots)
         cache["block"] = jnp.repeat(prefix["block"], samples)  # (rows,)
         return cache
+
+    def empty_cache(self, rows: int, slots: int) -> dict:
+        """An empty cache of ``rows`` rows of ``slots`` positions (``trainer.model.empty_cache``)."""
+        return model_lib.empty_cache(self._cfg, rows, slots)
+
+    def block_states(self, tokens, positions) -> np.ndarray:
+        """(rows,) the field embedding's block state after ``tokens`` (rows, new) at ``positions``, from none."""
+        spec = model_lib.field_spec(self._cfg)
+        empty = jnp.full((len(tokens),), model_lib.empty_block_state(spec), jnp.int32)
+        _, state = model_lib.field_ids(jnp.asarray(tokens, jnp.int32), jnp.asarray(positions, jnp.int32), empty, spec)
+        return np.asarray(state)
+
+    def decode_tree(self, tokens, positions, segment, visible, pick) -> tuple[np.ndarray, dict]:
+        """A shared beginning and its continuations in one pass (``Decoder.decode_tree``): logits ((n, vocab)
+        numpy) at ``pick`` and the cache."""
+        logits, cache = self._tree(self.params, *(np.asarray(a, np.int32) for a in (tokens, positions, segment,
+                                                                                 visible, pick)))
+        return np.asarray(logits), cache
+
+    def decode_over(self, tokens, positions, last, prefixes, row_offset, cache: dict) -> tuple[np.ndarray, dict]:
+        """Logits ((rows, vocab) numpy) after each row's new token at index ``last`` (rows,), of ``tokens`` (rows,
+        new) at ``positions`` over shared caches read by runs of rows (``Decoder.decode_over``); the cache."""
+        prefixes = [(shared, np.asarray(visible, np.int32)) for shared, visible in prefixes]
+        logits, cache = self._over(self.params, np.asarray(tokens, np.int32), np.asarray(positions, np.int32),
+                                   np.asarray(last, np.int32), prefixes, np.asarray(row_offset, np.int32), cache)
+        return np.asarray(logits), cache
 
     def step_shared(self, tokens, positions, prefix: dict, prefix_len, cache: dict) -> tuple[np.ndarray, dict]:
         """:meth:`step` for rows grouped by prompt over the prompts' shared cache (see ``Decoder.decode_shared``)."""

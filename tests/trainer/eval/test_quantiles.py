@@ -376,3 +376,32 @@ def test_shared_prefixes_are_checked():
         qt.model_distribution(None, prompts, code, (0.5,), shared=(np.array([1, 1]), np.array([2, 3])))
     with pytest.raises(ValueError, match="at least one token of its own"):
         qt.model_distribution(None, prompts, code, (0.5,), shared=(np.array([1, 2]), np.array([3, 1])))
+
+
+@pytest.mark.slow
+def test_one_pass_over_a_groups_prompts_gives_each_prompts_own_logits():
+    """shared_logits_fn's one pass per group (the longest prefix, then every prompt's own tokens) and the rows'
+    steps over it give the logits of each prompt run alone (model_logits_fn, itself checked against the full
+    forward): groups of 3 prompts and of 1, a prompt with nothing shared, own tokens of unequal lengths."""
+    from flax import nnx
+
+    from tests.trainer.eval.test_sampling import _model
+    from tokenizer.vocab import MEASUREMENT_START
+    from trainer.eval import sampling
+
+    graphdef, state = nnx.split(_model(seed=7))
+    sampler = sampling.Sampler(graphdef, nnx.to_pure_dict(state))
+    rng = np.random.default_rng(11)
+    records = [rng.integers(0, VOCAB_SIZE, size=90), rng.integers(0, VOCAB_SIZE, size=50)]
+    own = lambda k: np.array([MEASUREMENT_START, *rng.integers(0, VOCAB_SIZE, size=k - 1)])  # noqa: E731 - opens a block
+    spec = [(0, 20, 5), (0, 61, 9), (0, 44, 3), (1, 0, 12)]  # (group, tokens shared with the group, own tokens)
+    prompts = [np.concatenate([records[g][:s], own(k)]) for g, s, k in spec]
+    group, shared = np.array([g for g, _, _ in spec]), np.array([s for _, s, _ in spec])
+    per, width = 3, 4
+    plain = qt.model_logits_fn(sampler, prompts, per, width)
+    tree = qt.shared_logits_fn(sampler, prompts, shared, group, per, width)
+    fed = rng.integers(0, VOCAB_SIZE, size=(len(prompts) * per, width))
+    for t in range(width):
+        want, got = plain(fed[:, :t]), tree(fed[:, :t])
+        assert want.shape == got.shape == (len(prompts) * per, VOCAB_SIZE) and np.abs(want).max() > 1.0
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
