@@ -345,7 +345,7 @@ def test_shared_record_prefixes_give_each_prompts_own_distribution_and_leak_noth
         prompts = [model_eval.rtt_prompt(recs[spans.record[i]], spans.start[i], spans.end[i]) for i in rows]
         kw = {"shared": (spans.record[rows], spans.start[rows])} if shared else {}
         truth = np.array([-1.0 if i % 5 == 0 else 20.0 + i for i in rows])
-        return qt.model_distribution(sampler, prompts, V1_RTT_CODE, levels, truth=truth, prompts_per_batch=4, **kw)
+        return qt.model_distribution(sampler, prompts, V1_RTT_CODE, levels, truth=truth, prompts_per_batch=8, **kw)
 
     rows = np.flatnonzero(np.isin(spans.record, [0, 2, 3]))[::3]  # a few measurements of three records
     plain, shared = run(records, rows, False), run(records, rows, True)
