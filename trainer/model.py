@@ -171,10 +171,10 @@ class Attention(nnx.Module):
         ``prefixes`` is a sequence of ``(k, v, visible)``: ``k`` and ``v`` (groups, slots, heads, head_dim) are
         read by equal runs of consecutive rows (row ``r`` reads group ``r // (rows // groups)``), and row ``r``
         sees their first ``visible[r]`` slots (``visible`` (rows,)), or (``visible`` (rows, 3)) their first
-        ``visible[r, 0]`` slots and the slots from ``visible[r, 1]`` to before ``visible[r, 2]``. ``cache_k``/``cache_v`` (rows, slots, heads, head_dim)
-        hold each row's own tokens, position ``p`` in slot ``p - row_offset[r]``; a query sees its own slots up
-        to its own. Attention runs over all of them at once (one softmax), so the result equals attention over
-        the visible slots and the row's tokens laid end to end.
+        ``visible[r, 0]`` slots and the slots from ``visible[r, 1]`` to before ``visible[r, 2]``.
+        ``cache_k``/``cache_v`` (rows, slots, heads, head_dim) hold each row's own tokens, position ``p`` in slot
+        ``p - row_offset[r]``; a query sees its own slots up to its own. Attention runs over all of them at once
+        (one softmax), so the result equals attention over the visible slots and the row's tokens laid end to end.
         """
         b, t, _ = x.shape
         n, h = self.cfg.num_heads, self.cfg.head_dim
@@ -204,13 +204,12 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)  # (rows, new, heads, sum of slots)
         y = jnp.zeros((b, t, n, h), jnp.float32)
         at = 0
-        for (pk, pv, _), s in zip([*prefixes, (cache_k, cache_v, None)], scores):
+        for pk, pv, _ in [*prefixes, (cache_k, cache_v, None)]:  # each part's share of the one softmax
             groups, width = pk.shape[0], pk.shape[1]
             p = probs[..., at : at + width].reshape(groups, b // groups, t, n, width)
             y = y + jnp.einsum("gstnk,gknd->gstnd", p, pv.astype(jnp.float32)).reshape(b, t, n, h)
             at += width
         return self.out(y.astype(x.dtype).reshape(b, t, n * h)), cache_k, cache_v  # (rows, new, width)
-
 
     def prefill_masked(
         self, x: jax.Array, positions: jax.Array, mask: jax.Array, pick: jax.Array | None = None
@@ -418,7 +417,8 @@ class Decoder(nnx.Module):
         spec = field_spec(self.cfg)
         b, t = tokens.shape
         idx = jnp.arange(t)
-        own = (segment[:, None, :] == segment[:, :, None]) & (segment[:, :, None] != 0) & (idx[None, None, :] <= idx[None, :, None])
+        same = (segment[:, None, :] == segment[:, :, None]) & (segment[:, :, None] != 0)  # (groups, query, key)
+        own = same & (idx[None, None, :] <= idx[None, :, None])
         begin = (segment[:, None, :] == 0) & (idx[None, None, :] < visible[:, :, None])
         mask = own | begin  # (groups, seq, seq)
         # Field embedding: each continuation reads its own blocks; the segment keeps an earlier part's block
