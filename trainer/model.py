@@ -423,6 +423,7 @@ class Decoder(nnx.Module):
         mask = own | begin  # (groups, seq, seq)
         # Field embedding: each continuation reads its own blocks; the segment keeps an earlier part's block
         # starts (larger positions in the beginning) out of its running maximum, and cancels in the offset.
+        # Segments must stay below 2**11 for the code to fit int32.
         stride = jnp.int32(1 << 16)
         x, _ = self._embed(tokens, segment * stride + positions, jnp.full((b,), empty_block_state(spec), jnp.int32))
         ks, vs = [], []

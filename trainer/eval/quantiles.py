@@ -289,11 +289,15 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
         positions[g, :k] = np.arange(k)
         segment[g, :k] = 0
         visible[g, :k] = np.arange(1, k + 1)
-    for s, i in enumerate(order):
+    # Segments count the own parts within each group's row: a record holds at most a few hundred
+    # measurements, so decode_tree's field code (segment * 2**16 + position) * 16 stays inside int32.
+    parts = np.zeros(len(groups), np.int64)
+    for i in order:
         g, k, a = gidx[i], own_len[i], fill[gidx[i]]
+        parts[g] += 1
         tokens[g, a : a + k] = prompts[i][shared[i]:]
         positions[g, a : a + k] = shared[i] + np.arange(k)
-        segment[g, a : a + k] = s + 1
+        segment[g, a : a + k] = parts[g]
         visible[g, a : a + k] = shared[i]
         begin[i], fill[g] = a, a + k
     pick = np.stack([gidx, begin + own_len - 1], axis=1)  # (n, 2) each prompt's last token
