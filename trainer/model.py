@@ -72,12 +72,17 @@ def field_ids(tokens: jax.Array, positions: jax.Array, state: jax.Array, spec: F
     start at or before each token is a running maximum of ``position * 16 + kind``. Returns the rows
     (batch, new) into a (``spec.rows``, width) table and the new state (batch,).
     """
-    kind = jnp.asarray(spec.block_kind)[tokens]  # (batch, new) the kind a token opens, -1 for none
-    code = jnp.where(kind >= 0, positions * _CODE + kind, state[:, None])  # (batch, new)
-    code = jax.lax.cummax(code, axis=1)  # (batch, new) the last block start at or before each token
+    code = _block_codes(tokens, positions, state, spec)  # (batch, new)
     role = jnp.remainder(code, _CODE)  # (batch, new)
     offset = jnp.clip(positions - jnp.floor_divide(code, _CODE), 0, spec.max_offset)  # (batch, new)
     return role * (spec.max_offset + 1) + offset, code[:, -1]
+
+
+def _block_codes(tokens: jax.Array, positions: jax.Array, state: jax.Array, spec: FieldSpec) -> jax.Array:
+    """(batch, new) the block state at every token: the code of the last block start at or before it."""
+    kind = jnp.asarray(spec.block_kind)[tokens]  # (batch, new) the kind a token opens, -1 for none
+    code = jnp.where(kind >= 0, positions * _CODE + kind, state[:, None])  # (batch, new)
+    return jax.lax.cummax(code, axis=1)
 
 
 def attention_kernel(cfg: ModelConfig) -> str:
@@ -412,7 +417,8 @@ class Decoder(nnx.Module):
         within each and from one to the next), then padding (``segment`` -1). A beginning token sees the
         beginning up to itself; a continuation token sees the beginning's first ``visible`` (groups, seq)
         tokens and its own continuation up to itself. Returns float32 logits at ``pick`` ((n, 2) of (row,
-        index)) as (n, vocab), and the cache (layers, groups, seq, heads, head_dim), slot = index.
+        index)) as (n, vocab), and the cache: keys and values (layers, groups, seq, heads, head_dim), slot =
+        index, and ``"block"`` (n,) the block state after each picked token (what a continuation of it carries).
         """
         spec = field_spec(self.cfg)
         b, t = tokens.shape
@@ -425,7 +431,8 @@ class Decoder(nnx.Module):
         # starts (larger positions in the beginning) out of its running maximum, and cancels in the offset.
         # Segments must stay below 2**11 for the code to fit int32.
         stride = jnp.int32(1 << 16)
-        x, _ = self._embed(tokens, segment * stride + positions, jnp.full((b,), empty_block_state(spec), jnp.int32))
+        empty = jnp.full((b,), empty_block_state(spec), jnp.int32)
+        x, _ = self._embed(tokens, segment * stride + positions, empty)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             # The last block's keys and values are all the cache needs; its output only at the picked tokens.
@@ -433,7 +440,10 @@ class Decoder(nnx.Module):
             ks.append(k)  # x: (groups, seq, width), after the last block (n, width)
             vs.append(v)
         logits = self.head(self.norm(x)).astype(jnp.float32)  # (n, vocab)
-        block = jnp.full((b,), empty_block_state(spec), jnp.int32)
+        # Each picked token's block state, at its true position: its part's own block start, minus the shift.
+        rows, at = pick[:, 0], pick[:, 1]
+        code = _block_codes(tokens, segment * stride + positions, empty, spec)[rows, at]  # (n,)
+        block = code - segment[rows, at] * stride * _CODE
         return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "block": block}
 
 

@@ -325,7 +325,7 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
             logits, state["group"] = sampler.decode_tree(tokens, positions, segment, visible, pick)
             cache = sampler.empty_cache(m, round_up(width, NEW_BUCKET))
             block = np.full(m, int(cache["block"][0]), np.int64)  # each row's block state: its prompt's
-            block[rows] = np.repeat(_block_states(sampler, prompts, shared), per)
+            block[rows] = np.repeat(np.asarray(state["group"]["block"]), per)
             cache["block"] = jnp.asarray(block, jnp.int32)
             state["rows"] = cache
             return np.repeat(logits, per, axis=0)
@@ -336,18 +336,6 @@ def shared_logits_fn(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray,
         return logits[rows]
 
     return logits_fn
-
-
-def _block_states(sampler, prompts: Sequence[np.ndarray], shared: np.ndarray) -> np.ndarray:
-    """(n,) the field embedding's block state after each prompt: its own tokens open a block, so the state
-    is that of its own tokens alone (``trainer.model.field_ids`` at their positions)."""
-    own = [p[k:] for p, k in zip(prompts, shared)]
-    width = max(len(o) for o in own)
-    tokens = np.full((len(own), width), sampler.pad_id, np.int64)
-    for i, o in enumerate(own):
-        tokens[i, : len(o)] = o
-    positions = np.asarray(shared, np.int64)[:, None] + np.arange(width)[None, :]
-    return sampler.block_states(tokens, positions)
 
 
 def model_distribution(

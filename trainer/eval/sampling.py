@@ -187,13 +187,6 @@ class Sampler:
         """An empty cache of ``rows`` rows of ``slots`` positions (``trainer.model.empty_cache``)."""
         return model_lib.empty_cache(self._cfg, rows, slots)
 
-    def block_states(self, tokens, positions) -> np.ndarray:
-        """(rows,) the field embedding's block state after ``tokens`` (rows, new) at ``positions``, from none."""
-        spec = model_lib.field_spec(self._cfg)
-        empty = jnp.full((len(tokens),), model_lib.empty_block_state(spec), jnp.int32)
-        _, state = model_lib.field_ids(jnp.asarray(tokens, jnp.int32), jnp.asarray(positions, jnp.int32), empty, spec)
-        return np.asarray(state)
-
     def decode_tree(self, tokens, positions, segment, visible, pick) -> tuple[np.ndarray, dict]:
         """A shared beginning and its continuations in one pass (``Decoder.decode_tree``): logits ((n, vocab)
         numpy) at ``pick`` and the cache."""
