@@ -20,7 +20,7 @@ from trainer.example import make_example
 
 @pytest.fixture(scope="module")
 def batch(sample_dataset):
-    config = make_config(sample_dataset, "batch_size=2")
+    config = make_config(sample_dataset, "batch_size=2", "num_workers=0")  # one batch: no worker processes
     return next(train_stream.train_iterator(data.open_dataset(str(sample_dataset), config), config))
 
 

@@ -80,7 +80,7 @@ def test_iterator_state_is_small_and_resumes_exactly(sample_dataset, workers, bo
 
 @pytest.mark.slow
 def test_multiprocess_prefetch_gives_the_same_batches_and_resumes(sample_dataset):
-    threads = make_config(sample_dataset, "batch_size=4")
+    threads = make_config(sample_dataset, "batch_size=4", "num_workers=0")
     procs = make_config(sample_dataset, "batch_size=4", "num_workers=2")
     ds = data.open_dataset(str(sample_dataset), threads)
     ref = train_stream.train_iterator(ds, threads)

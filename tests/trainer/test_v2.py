@@ -92,11 +92,19 @@ def test_v2_field_ids_match_a_reference_walk(v2_dataset):
             assert rows[b, i] == kind * (spec.max_offset + 1) + offset, (b, i)
 
 
-@pytest.mark.slow
-def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, tmp_path):
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def v2_reference(v2_dataset, tmp_path_factory):
+    """An uninterrupted v2 run of RUN, for the resume test to compare with and the evaluation test to read;
+    do not modify."""
+    ref = tmp_path_factory.mktemp("v2_reference")
     summary = train.train_and_evaluate(make_config(v2_dataset, *RUN), str(ref))
     assert summary["step"] == STEPS
+    return ref
+
+
+@pytest.mark.slow
+def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, v2_reference, tmp_path):
+    ref = v2_reference
     records = metrics_log.read_metrics(str(ref))
     assert abs(records[0]["loss"] - np.log(get_scheme("v2").vocab_size)) < 0.1  # near uniform over v2's ids
     assert "eval_loss_rtt" in records[-1]
@@ -109,21 +117,21 @@ def test_v2_resume_after_stop_at_is_bit_identical(v2_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_model_evaluation_and_prediction_of_a_v2_checkpoint(v2_dataset, sample_dataset, tmp_path, capsys):
+def test_model_evaluation_and_prediction_of_a_v2_checkpoint(v2_dataset, v2_reference, sample_dataset, tmp_path,
+                                                            capsys):
     """trainer.evaluate and trainer.predict on a v2 checkpoint: prompts, descent and samples through v2's
     grammar; a v1 checkpoint on the v2 dataset is refused with one error line, exit 2, nothing written."""
     import json
 
     from trainer.eval import evaluate, predict
 
-    w = tmp_path / "w"
-    train.train_and_evaluate(make_config(v2_dataset, *RUN, "steps=4", "eval_every=0"), str(w))
+    w = v2_reference
     capsys.readouterr()
     out = tmp_path / "report"
     assert evaluate.run(["--workdir", str(w), "--data_dir", str(v2_dataset), "--split", "test", "--output", str(out),
                          "--max_measurements", "64", "--samples", "4", "--nll_batches", "1", "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["meta"]["evaluated_measurements"] == 64 and report["meta"]["checkpoint_step"] == 4
+    assert report["meta"]["evaluated_measurements"] == 64 and report["meta"]["checkpoint_step"] == STEPS
     assert report["rtt"]["model"]["measurements"] == 64 and report["rtt"]["model"]["scored"] > 0
     assert set(report["rtt"]["model"]["vs"]) == set(report["rtt"]["baselines"])
     assert report["nll"]["measurements"] > 0 and report["nll_per_field"]["rtt"]["bits_per_token"] > 0

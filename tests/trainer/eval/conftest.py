@@ -35,6 +35,7 @@ def trained_workdir(eval_dataset, tmp_path_factory) -> pathlib.Path:
         "eval_every=0",
         "eval_batches=1",
         "async_checkpointing=false",
+        "num_workers=0",  # the same batches as with worker processes (tests/trainer/test_train_stream.py)
     )
     summary = train.train_and_evaluate(config, str(workdir))
     assert summary["step"] == TRAIN_STEPS

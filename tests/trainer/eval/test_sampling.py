@@ -228,7 +228,7 @@ def test_checkpoints_from_before_the_field_embedding_still_load(eval_dataset, tm
 
     config = make_config(
         eval_dataset, *MINI, "model.field_embedding=false", "steps=2", "batch_size=2", "eval_every=0",
-        "eval_batches=1", "checkpoint_every=2", "async_checkpointing=false",
+        "eval_batches=1", "checkpoint_every=2", "async_checkpointing=false", "num_workers=0",
     )  # fmt: skip
     train.train_and_evaluate(config, str(tmp_path))
     meta_file = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
