@@ -27,12 +27,13 @@ from trainer import metrics_log, resume, train
 
 STEPS = 24
 # Same schedule, data order and model for every run compared below; only where it stops differs.
-# num_workers=0: the batches are the same with worker processes (test_train_stream.py), which cost each run
-# seconds of CPU to start; the runs a user starts and stops from outside (SIGKILL, SIGTERM, the cluster
-# script) keep the default, worker processes, and must still match the reference.
+# num_workers=0: the batches are the same with worker processes (test_train_stream.py), and each worker
+# costs a run about 3 s of CPU to start (it imports the trainer). The runs a user starts and stops from
+# outside (SIGKILL, SIGTERM, the cluster script) read through a worker process, as a user's run does, and
+# must still match the reference.
 RUN = [*MINI, f"steps={STEPS}", "batch_size=4", "warmup_steps=4", "log_every=1", "checkpoint_every=4",
        "eval_every=8", "eval_batches=1", "keep_checkpoints=2", "num_workers=0"]
-WORKERS = "num_workers=-1"  # the default: one worker process per usable core
+WORKERS = "num_workers=1"
 
 
 def _losses(workdir) -> list[tuple[int, float]]:
@@ -112,8 +113,7 @@ def test_resume_after_sigkill_is_bit_identical(sample_dataset, reference, tmp_pa
 
 @pytest.mark.slow
 def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsys):
-    run = [*MINI, "steps=4", "batch_size=2", "eval_every=0", "eval_batches=1", "log_every=1", "checkpoint_every=2",
-           "num_workers=0"]
+    run = [*RUN, "stop_at=4"]  # RUN's schedule: its compiled steps are in the session's cache
     train.train_and_evaluate(make_config(dataset_copy, *run, "stop_at=2"), str(tmp_path))
     manifest_path = dataset_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -134,14 +134,14 @@ def test_resume_against_another_dataset_is_refused(dataset_copy, tmp_path, capsy
 
 @pytest.mark.slow
 def test_resume_with_another_model_is_refused(sample_dataset, tmp_path):
-    run = ["steps=2", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1", "num_workers=0"]
-    train.train_and_evaluate(make_config(sample_dataset, *MINI, *run, "stop_at=1"), str(tmp_path))
+    run = [*RUN, "stop_at=2"]  # RUN's schedule: its compiled steps are in the session's cache
+    train.train_and_evaluate(make_config(sample_dataset, *run, "stop_at=1"), str(tmp_path))
     with pytest.raises(resume.ResumeError, match="model"):
-        train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.width=64", *run), str(tmp_path))
+        train.train_and_evaluate(make_config(sample_dataset, *run, "model.width=64"), str(tmp_path))
     with pytest.raises(resume.ResumeError, match="model"):
-        train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.field_embedding=false", *run), str(tmp_path))
+        train.train_and_evaluate(make_config(sample_dataset, *run, "model.field_embedding=false"), str(tmp_path))
     # The attention kernel says how the same model is computed: resuming with another one is fine.
-    summary = train.train_and_evaluate(make_config(sample_dataset, *MINI, "model.attention=xla", *run), str(tmp_path))
+    summary = train.train_and_evaluate(make_config(sample_dataset, *run, "model.attention=xla"), str(tmp_path))
     assert summary["start_step"] == 1 and summary["step"] == 2
 
 
@@ -151,7 +151,7 @@ def _checkpoint_meta_file(workdir, step: int):
 
 @pytest.mark.slow
 def test_resume_from_an_old_augmentation_scheme_is_refused(sample_dataset, tmp_path, capsys):
-    run = [*MINI, "steps=3", "batch_size=2", "eval_every=0", "eval_batches=1", "checkpoint_every=1", "num_workers=0"]
+    run = [*RUN, "stop_at=3"]  # RUN's schedule: its compiled steps are in the session's cache
     train.train_and_evaluate(make_config(sample_dataset, *run, "stop_at=1"), str(tmp_path))
     meta_file = _checkpoint_meta_file(tmp_path, 1)
     meta = json.loads(meta_file.read_text())
@@ -330,7 +330,7 @@ def test_slurm_script_runs_two_processes_and_resumes(sample_dataset, tmp_path):
     )
     workdir = tmp_path / "run"
     args = ["tiny", *overrides(sample_dataset, *MINI, "steps=4", "batch_size=4", "checkpoint_every=2", "eval_every=2",
-                               "eval_batches=1", "log_every=1"), f"workdir={workdir}"]
+                               "eval_batches=1", "log_every=1", WORKERS), f"workdir={workdir}"]
 
     def launch(*extra):
         result = subprocess.run(["bash", "scripts/slurm_train.sh", *args, *extra], cwd=REPO_ROOT, env=env,
