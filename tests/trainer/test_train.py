@@ -296,12 +296,17 @@ def test_launch_scripts_need_a_config():
 
 
 _FAKE_SRUN = """#!/usr/bin/env bash
-# Stand-in for srun: start SLURM_NTASKS copies of the command on this machine, SLURM_PROCID set.
+# Stand-in for srun: start SLURM_NTASKS copies of the command on this machine, SLURM_PROCID set; when one
+# fails, end the others, as the script's --kill-on-bad-exit=1 asks (they would wait for it until a timeout).
 while [[ $# -gt 0 && "$1" == -* ]]; do shift; done
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i "$@" & pids+=($!); done
 rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  wait -n && continue
+  status=$?
+  if ((rc == 0)); then rc=$status; kill "${pids[@]}" 2>/dev/null; fi  # the first failure's status
+done
 exit $rc
 """
 
