@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import socket
 import urllib.request
 
 import pytest
+
+from tests.net import free_port
 
 moto_server = pytest.importorskip("moto.server", reason="the object-store tests need moto[server] (the test extra)")
 boto3 = pytest.importorskip("boto3", reason="the object-store tests need boto3 (the test extra)")
@@ -87,16 +88,10 @@ class S3:
         urllib.request.urlopen(request).read()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

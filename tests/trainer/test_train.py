@@ -6,13 +6,13 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.net import free_port
 from tests.trainer.helpers import (
     MINI,
     REPO_ROOT,
@@ -311,14 +311,6 @@ exit $rc
 """
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's pick). A port derived from the pid could be one that
-    another process holds, and then one host fails to start while the other waits for it until its timeout."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_slurm_script_runs_two_processes_and_resumes(sample_dataset, tmp_path):
     """scripts/slurm_train.sh with stand-ins for srun/scontrol: two CPU processes on one machine play two
@@ -331,7 +323,7 @@ def test_slurm_script_runs_two_processes_and_resumes(sample_dataset, tmp_path):
         (bin_dir / tool).chmod(0o755)
     env = subprocess_env(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHON=sys.executable, SLURM_JOB_NODELIST="localhost",
-        SLURM_NTASKS="2", JAX_COORDINATOR_PORT=str(_free_port()),
+        SLURM_NTASKS="2", JAX_COORDINATOR_PORT=str(free_port()),
     )
     workdir = tmp_path / "run"
     args = ["tiny", *overrides(sample_dataset, *MINI, "steps=4", "batch_size=4", "checkpoint_every=2", "eval_every=2",
