@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from beam_pipelines.common.cli import option_names_in
 from beam_pipelines.common.errors import InputError, UsageError, report
+from beam_pipelines.common.tricks import keep_freed_memory_for_xla
 from trainer import augment, data
 from trainer import model as model_lib
 from trainer.checkpoint import Checkpointer
@@ -282,6 +283,7 @@ def run(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0 if argv else 2
+    keep_freed_memory_for_xla()  # before JAX starts its backend (see the function; PING_LLM_PLAIN_MALLOC=1: off)
     try:
         _refuse_options(argv)
         config = load_config(argv[0], argv[1:])

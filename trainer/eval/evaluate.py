@@ -40,6 +40,7 @@ import sys
 from beam_pipelines.common import errors
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError
+from beam_pipelines.common.tricks import keep_freed_memory_for_xla
 from trainer import data
 from trainer.eval import choice, scoring
 from trainer.eval import coordinates as co
@@ -133,6 +134,7 @@ def run(argv: list[str] | None = None) -> int:
             # 0.5 s for the rest of this command (2-core AMD EPYC dev machine), which --baselines_only never needs.
             from trainer.eval import model_eval, sampling
 
+            keep_freed_memory_for_xla()  # before JAX starts its backend (the function says why)
             loaded = sampling.load(args.workdir, args.step)
             sampling.check_decodable(loaded.config.tokenizer, args.workdir)
             # The checkpoint's config names the version it was trained on (data_version); --data_version overrides.

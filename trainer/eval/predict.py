@@ -38,6 +38,7 @@ import numpy as np
 
 from beam_pipelines.common.cli import StrictArgumentParser, parse_options
 from beam_pipelines.common.errors import InputError, UsageError, report
+from beam_pipelines.common.tricks import keep_freed_memory_for_xla
 from tokenizer import decode_measurement, epoch_seconds, fields, grammar
 from tokenizer.addresses import parse_address
 from tokenizer.vocab import (
@@ -244,6 +245,7 @@ def run(argv: list[str] | None = None) -> int:
         args = parse_options(_parser(), argv)
     except UsageError as err:  # an unknown or bad option: one error line, nothing read or written
         return report(err)
+    keep_freed_memory_for_xla()  # before JAX starts its backend (see the function; PING_LLM_PLAIN_MALLOC=1: off)
     items = list(args.given)
     for flag, field in ((args.src, "src_addr"), (args.dst, "dst_addr"), (args.time, "timestamp")):
         if flag is not None:
