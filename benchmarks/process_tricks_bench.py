@@ -10,9 +10,14 @@ with one trick off, in pairs (on, off, on, off, ...), the tricks' order turning 
 rounds. Each run's wall time is the launcher's, from start to exit; its CPU time is the user + system time
 of the whole process tree: this script is the tree's child subreaper (Linux), so orphaned worker
 processes are reaped here too and counted. Every run's output files must be byte-identical to the first
-run's of the same job and input, or the script fails. Prints medians (wall, CPU) and the gain of each trick:
+run's of the same job and input, or the script fails. Prints medians (wall, CPU, the peak RSS of the largest process the launcher waited for) and the gain of each trick:
 (off - on) / off, of the medians, and the median of each pair's gain (an off run against the all-on run just
 before it, which cancels a load that drifts between rounds).
+
+``train`` (in ``--jobs``; the sample only): ``python -m trainer.train tiny`` for 16 steps of 2 records on the
+bundled sample, pretokenized once into the scratch folder first, with the defaults otherwise (two Grain
+worker processes). Its output is its losses: every run's (step, loss, eval_loss) must equal the first run's.
+The trick it serves is ``mallopt`` (``keep_freed_memory_for_xla``, the trainer's setting of the same switch).
 
 ``--tree DIR``: the checkout whose code runs (default: this one), so that a copy can be measured while the
 working tree changes.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import json
 import os
 import re
 import resource
@@ -41,7 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRICKS = {
     "runner": ("PING_LLM_PLAIN_RUNNER", ("pretokenize", "stats")),
     "quick exit": ("PING_LLM_PLAIN_EXIT", ("pretokenize", "stats")),
-    "mallopt": ("PING_LLM_PLAIN_MALLOC", ("pretokenize",)),
+    "mallopt": ("PING_LLM_PLAIN_MALLOC", ("pretokenize", "train")),
 }
 
 
@@ -61,8 +67,9 @@ def _tree_digest(folder: str) -> str:
     return digest.hexdigest()
 
 
-def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[float, float]:
-    """Run ``python ARGS`` in ``tree`` with ``switch`` set; (wall s of the launcher, CPU s of its whole tree)."""
+def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[float, float, float]:
+    """Run ``python ARGS`` in ``tree`` with ``switch`` set; (wall s of the launcher, CPU s of its whole tree, peak
+    RSS in GiB of the largest process of the tree the launcher waited for)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PING_LLM_PLAIN_")}
     env["PYTHONPATH"] = tree
     if switch:
@@ -71,7 +78,7 @@ def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[floa
     with open(log, "ab") as out:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, *args], cwd=tree, env=env, stdout=out, stderr=out)
-        _, status, _ = os.wait4(process.pid, 0)
+        _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
     while True:  # orphaned workers, re-parented here: their CPU time counts once they are reaped
@@ -85,16 +92,31 @@ def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[floa
             f"error: {' '.join(args)} with {switch or 'every trick on'} exited {process.returncode}; see {log}"
         )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    return wall, cpu, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+TRAIN_ARGS = ["steps=16", "batch_size=2", "warmup_steps=5", "eval_every=0", "eval_batches=4", "checkpoint_every=100",
+              "progress=false"]
+
+
+def _losses_digest(workdir: str) -> str:
+    """The run's (step, loss, eval_loss) records from its metrics.jsonl: what a training run's output is here
+    (its checkpoints and logs also hold times and rates)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    losses = [(r["step"], r["loss"], r.get("eval_loss")) for r in records]
+    return hashlib.sha256(repr(losses).encode()).hexdigest()
 
 
 def _job_args(job: str, data: str, out: str) -> list[str]:
+    if job == "train":
+        return ["-m", "trainer.train", "tiny", f"data_dir={data}", f"workdir={out}", *TRAIN_ARGS]
     if job == "pretokenize":
         return ["-m", "beam_pipelines.pretokenize", "--input", data, "--output", out]
     return ["-m", "beam_pipelines.stats", "--input", data, "--output", out, "--no_html"]
 
 
-Run = tuple[float, float]  # (wall s, CPU s) of one run
+Run = tuple[float, float, float]  # (wall s, CPU s, peak RSS GiB) of one run
 
 
 def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) -> dict[str, list[tuple[Run, Run]]]:
@@ -112,14 +134,15 @@ def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) 
             for setting in ("all on", name):
                 shutil.rmtree(out, ignore_errors=True)
                 switch = None if setting == "all on" else TRICKS[setting][0]
-                wall, cpu = _run(tree, _job_args(job, data, out), switch, log)
-                digest = _tree_digest(out)
+                wall, cpu, rss = _run(tree, _job_args(job, data, out), switch, log)
+                digest = _losses_digest(out) if job == "train" else _tree_digest(out)
                 if expected is None:
                     expected = digest
                 elif digest != expected:
                     raise SystemExit(f"error: {job} on {size} with {setting} off wrote other bytes than the first run")
-                pair.append((wall, cpu))
-                print(f"  {job} {size} round {r + 1} {setting:>12}: wall {wall:6.2f} s, CPU {cpu:6.2f} s", flush=True)
+                pair.append((wall, cpu, rss))
+                print(f"  {job} {size} round {r + 1} {setting:>12}: wall {wall:6.2f} s, CPU {cpu:6.2f} s, "
+                      f"peak RSS {rss:.2f} GiB", flush=True)
             pairs[name].append((pair[0], pair[1]))
     shutil.rmtree(out, ignore_errors=True)
     return pairs
@@ -130,15 +153,17 @@ def _report(job: str, size: str, pairs: dict[str, list[tuple[Run, Run]]]) -> lis
     the medians, (off - on) / off, and the median of the gains of its pairs (each off run against the
     all-on run just before it, which cancels a load that drifts between rounds)."""
     on = [run for runs in pairs.values() for run, _ in runs]
-    on_wall, on_cpu = statistics.median(w for w, _ in on), statistics.median(c for _, c in on)
-    lines = [f"| {job} | {size} | all on | {on_wall:.2f} | {on_cpu:.2f} | | | | |"]
+    on_wall, on_cpu = statistics.median(r[0] for r in on), statistics.median(r[1] for r in on)
+    on_rss = statistics.median(r[2] for r in on)
+    lines = [f"| {job} | {size} | all on | {on_wall:.2f} | {on_cpu:.2f} | {on_rss:.2f} | | | | |"]
     for name, runs in pairs.items():
         wall = statistics.median(off[0] for _, off in runs)
         cpu = statistics.median(off[1] for _, off in runs)
+        rss = statistics.median(off[2] for _, off in runs)
         pair_wall = statistics.median((off[0] - first[0]) / off[0] for first, off in runs)
         pair_cpu = statistics.median((off[1] - first[1]) / off[1] for first, off in runs)
         lines.append(
-            f"| {job} | {size} | {name} off | {wall:.2f} | {cpu:.2f} | {(wall - on_wall) / wall:+.1%} "
+            f"| {job} | {size} | {name} off | {wall:.2f} | {cpu:.2f} | {rss:.2f} | {(wall - on_wall) / wall:+.1%} "
             f"| {(cpu - on_cpu) / cpu:+.1%} | {pair_wall:+.1%} | {pair_cpu:+.1%} |"
         )
     return lines
@@ -152,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample_repeat", type=int, default=5, help="rounds on the bundled sample")
     parser.add_argument("--tree", default=REPO, help="the checkout whose code runs")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--jobs", default="pretokenize,stats", help="jobs to time, comma-separated")
+    parser.add_argument("--jobs", default="pretokenize,stats,train", help="jobs to time, comma-separated")
     parser.add_argument("--sizes", default="sample,big", help="inputs to time: sample, big")
     args = parser.parse_args(argv)
 
@@ -178,16 +203,28 @@ def main(argv: list[str] | None = None) -> int:
 def _table(args, tree: str, inputs: dict[str, str], work: str) -> list[str]:
     """Every job and input of ``args`` measured (:func:`_measure`): the rows of the closing table."""
     table = [
-        "| job | input | setting | wall s (median) | CPU s (median) | wall gain | CPU gain | wall gain, pairs | CPU gain, pairs |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ("| job | input | setting | wall s (median) | CPU s (median) | peak RSS GiB (median) | wall gain | CPU gain "
+         "| wall gain, pairs | CPU gain, pairs |"),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in args.sizes.split(","):
         for job in args.jobs.split(","):
-            runs = _measure(
-                tree, job, size, inputs[size], work, args.sample_repeat if size == "sample" else args.repeat
-            )
+            if job == "train" and size != "sample":
+                continue  # the trainer's input is the pretokenized sample alone
+            data = _train_data(tree, inputs["sample"], work) if job == "train" else inputs[size]
+            runs = _measure(tree, job, size, data, work, args.sample_repeat if size == "sample" else args.repeat)
             table += _report(job, size, runs)
     return table
+
+
+def _train_data(tree: str, sample: str, work: str) -> str:
+    """The bundled sample pretokenized (the default options) into ``work``, once: the ``train`` job's dataset."""
+    out = os.path.join(work, "train-data")
+    if not os.path.isfile(os.path.join(out, "manifest.json")):
+        args = ["-m", "beam_pipelines.pretokenize", "--input", os.path.join(sample, "*.parquet"), "--output", out]
+        subprocess.run([sys.executable, *args], cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
+                       stdout=subprocess.DEVNULL)
+    return out
 
 
 if __name__ == "__main__":
