@@ -169,13 +169,12 @@ def test_resume_from_an_old_augmentation_scheme_is_refused(sample_dataset, tmp_p
 
 
 @pytest.mark.slow
-def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(dataset_copy, tmp_path):
+def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(dataset_copy, tmp_path, capsys):
     # num_workers=0: a worker process's read error reaches the trainer as the same error
     # (test_record_reader.py); this is about what the CLI makes of it.
     run = [*MINI, "train_split=val", "steps=12", "batch_size=64", "eval_every=0", "eval_batches=1",
            "checkpoint_every=1", "log_every=1", "verify_checksums=false", "num_workers=0", f"workdir={tmp_path}"]
-    first = run_cli(["tiny", *overrides(dataset_copy, *run, "stop_at=1")])
-    assert first.returncode == 0, first.stderr
+    assert train.run(["tiny", *overrides(dataset_copy, *run, "stop_at=1")]) == 0  # a checkpoint to resume from
     val = dataset_copy / "val" / "val-00000-of-00001.array_record"
     bad = damage_one_record(val)
     result = run_cli(["tiny", *overrides(dataset_copy, *run)])  # 12 batches of 64 read all 591 records
@@ -191,8 +190,9 @@ def test_a_damaged_data_file_ends_the_run_with_exit_1_and_keeps_the_checkpoint(d
     logged = [r["step"] for r in metrics_log.read_metrics(str(tmp_path))]
     assert logged and logged[-1] >= steps[-1]
     # By default the start-up check (sha256 of a file written since the last check) refuses the file.
-    again = run_cli(["tiny", *overrides(dataset_copy, *[a for a in run if a != "verify_checksums=false"])])
-    assert again.returncode == 2 and "sha256 differs" in again.stderr
+    capsys.readouterr()
+    assert train.run(["tiny", *overrides(dataset_copy, *[a for a in run if a != "verify_checksums=false"])]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

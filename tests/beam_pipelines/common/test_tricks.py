@@ -179,6 +179,7 @@ def _xla_faults(tmp_path, setup: str, switch: str = "0", rounds: int = 40) -> tu
     return kept, int(faults)
 
 
+@pytest.mark.slow  # four fresh interpreters, 10 GiB of pages written
 @pytest.mark.skipif(not LINUX, reason="mallopt is glibc's")
 def test_xla_sized_blocks_are_reused_without_page_faults_unless_switched_off(tmp_path):
     kept, faults = _xla_faults(tmp_path, "tricks.keep_freed_memory_for_xla()")
