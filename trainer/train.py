@@ -283,7 +283,7 @@ def run(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0 if argv else 2
-    keep_freed_memory_for_xla()  # before JAX starts its backend (see the function; PING_LLM_PLAIN_MALLOC=1: off)
+    keep_freed_memory_for_xla()  # before JAX starts its backend (the function says why)
     try:
         _refuse_options(argv)
         config = load_config(argv[0], argv[1:])

@@ -103,7 +103,8 @@ def _mallopt(settings) -> bool:
 # time (5M page faults) beside 24 s of user time. With mmap off (M_MMAP_MAX 0), every block comes from a heap;
 # with one arena (M_ARENA_MAX 1), from the one heap, whose freed memory the trim threshold keeps for the next
 # step (the threads of XLA's pool share it). Applied before the JAX backend starts its threads: an arena, once
-# made, stays. The cost is memory: the heap keeps what a step freed (that run's peak RSS 1.19 -> 1.65 GB).
+# made, stays. The cost is memory: the heap keeps what a step freed (peak RSS 1.75 GiB against 1.24 GiB in
+# benchmarks/process_tricks_bench.py's train job).
 
 _M_MMAP_MAX, _M_ARENA_MAX = -4, -8  # mallopt parameter numbers, glibc's malloc.h
 

@@ -245,7 +245,7 @@ def run(argv: list[str] | None = None) -> int:
         args = parse_options(_parser(), argv)
     except UsageError as err:  # an unknown or bad option: one error line, nothing read or written
         return report(err)
-    keep_freed_memory_for_xla()  # before JAX starts its backend (see the function; PING_LLM_PLAIN_MALLOC=1: off)
+    keep_freed_memory_for_xla()  # before JAX starts its backend (the function says why)
     items = list(args.given)
     for flag, field in ((args.src, "src_addr"), (args.dst, "dst_addr"), (args.time, "timestamp")):
         if flag is not None:
