@@ -28,9 +28,9 @@ from trainer import metrics_log, resume, train
 STEPS = 24
 # Same schedule, data order and model for every run compared below; only where it stops differs.
 # num_workers=0: the batches are the same with worker processes (test_train_stream.py), and each worker
-# costs a run about 3 s of CPU to start (it imports the trainer). The runs a user starts and stops from
-# outside (SIGKILL, SIGTERM, the cluster script) read through a worker process, as a user's run does, and
-# must still match the reference.
+# costs a run 1 to 1.6 s of CPU to start (it imports the trainer; docs/development.md). The runs a user
+# starts and stops from outside (SIGKILL, SIGTERM, the cluster script) read through a worker process, as a
+# user's run does, and must still match the reference.
 RUN = [*MINI, f"steps={STEPS}", "batch_size=4", "warmup_steps=4", "log_every=1", "checkpoint_every=4",
        "eval_every=8", "eval_batches=1", "keep_checkpoints=2", "num_workers=0"]
 WORKERS = "num_workers=1"
