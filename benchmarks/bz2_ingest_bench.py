@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from common import cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
+from common import children_cpu, cpu_name  # benchmarks/common.py (the script's folder is on sys.path)
 
 from beam_pipelines.common.cores import usable_cores
 
@@ -128,10 +127,9 @@ def measure(script: str, bz2_path: str, folder: str, cores: list[int], decoder: 
     if decode_only:
         cmd += ["--decode_only"]
     pin = ",".join(map(str, cores))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu()
     result = subprocess.run(["taskset", "-c", pin, *cmd], env=env, capture_output=True, text=True, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the job and its workers (waited for), together
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = children_cpu() - before  # the job and its workers (waited for), together
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise SystemExit(f"measurement failed ({decoder}, cores {pin}): {result.stdout[-2000:]}{result.stderr[-2000:]}")

@@ -1,10 +1,12 @@
-"""What every benchmark shares: what it prints about the machine it ran on, and its scratch folder."""
+"""What every benchmark shares: what it prints about the machine it ran on, its scratch folder, and the CPU
+time of the processes it runs."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import resource
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +30,13 @@ def machine() -> str:
     """One line: CPU model, usable cores, memory, Python."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu_name()}, {usable_cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have been waited for (and of their waited
+    descendants); the difference of two calls is what the processes waited for in between used."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_average() -> str:

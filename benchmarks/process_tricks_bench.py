@@ -10,9 +10,10 @@ with one trick off, in pairs (on, off, on, off, ...), the tricks' order turning 
 rounds. Each run's wall time is the launcher's, from start to exit; its CPU time is the user + system time
 of the whole process tree: this script is the tree's child subreaper (Linux), so orphaned worker
 processes are reaped here too and counted. Every run's output files must be byte-identical to the first
-run's of the same job and input, or the script fails. Prints medians (wall, CPU, the peak RSS of the largest process the launcher waited for) and the gain of each trick:
-(off - on) / off, of the medians, and the median of each pair's gain (an off run against the all-on run just
-before it, which cancels a load that drifts between rounds).
+run's of the same job and input, or the script fails. Prints medians (wall, CPU, the peak RSS of the largest
+process the launcher waited for) and the gain of each trick: (off - on) / off, of the medians, and the median
+of each pair's gain (an off run against the all-on run just before it, which cancels a load that drifts
+between rounds).
 
 ``train`` (in ``--jobs``; the sample only): ``python -m trainer.train tiny`` for 16 steps of 2 records on the
 bundled sample, pretokenized once into the scratch folder first, with the defaults otherwise (two Grain
@@ -31,14 +32,19 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
-from common import load_average, machine, scratch_folder  # benchmarks/common.py (the script's folder is on sys.path)
+from common import (  # benchmarks/common.py (the script's folder is on sys.path)
+    children_cpu,
+    load_average,
+    machine,
+    scratch_folder,
+)
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,14 +73,21 @@ def _tree_digest(folder: str) -> str:
     return digest.hexdigest()
 
 
-def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[float, float, float]:
-    """Run ``python ARGS`` in ``tree`` with ``switch`` set; (wall s of the launcher, CPU s of its whole tree, peak
-    RSS in GiB of the largest process of the tree the launcher waited for)."""
+class Run(NamedTuple):
+    """One run's measures."""
+
+    wall: float  # s, the launcher's, from start to exit
+    cpu: float  # s, user + system, of the whole process tree
+    rss: float  # GiB, the peak RSS of the largest process of the tree the launcher waited for
+
+
+def _run(tree: str, args: list[str], switch: str | None, log: str) -> Run:
+    """Run ``python ARGS`` in ``tree`` with ``switch`` set, and measure it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PING_LLM_PLAIN_")}
     env["PYTHONPATH"] = tree
     if switch:
         env[switch] = "1"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu()
     with open(log, "ab") as out:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, *args], cwd=tree, env=env, stdout=out, stderr=out)
@@ -86,13 +99,12 @@ def _run(tree: str, args: list[str], switch: str | None, log: str) -> tuple[floa
             os.wait4(-1, 0)
         except ChildProcessError:
             break
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children_cpu() - before
     if process.returncode != 0:
         raise SystemExit(
             f"error: {' '.join(args)} with {switch or 'every trick on'} exited {process.returncode}; see {log}"
         )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    return Run(wall, cpu, usage.ru_maxrss / 2**20)  # ru_maxrss is in KiB on Linux
 
 
 TRAIN_ARGS = ["steps=16", "batch_size=2", "warmup_steps=5", "eval_every=0", "eval_batches=4", "checkpoint_every=100",
@@ -116,8 +128,6 @@ def _job_args(job: str, data: str, out: str) -> list[str]:
     return ["-m", "beam_pipelines.stats", "--input", data, "--output", out, "--no_html"]
 
 
-Run = tuple[float, float, float]  # (wall s, CPU s, peak RSS GiB) of one run
-
 
 def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) -> dict[str, list[tuple[Run, Run]]]:
     """Every trick of ``job`` off alone, each off run just after an all-on run, ``repeat`` rounds; the
@@ -134,15 +144,15 @@ def _measure(tree: str, job: str, size: str, data: str, work: str, repeat: int) 
             for setting in ("all on", name):
                 shutil.rmtree(out, ignore_errors=True)
                 switch = None if setting == "all on" else TRICKS[setting][0]
-                wall, cpu, rss = _run(tree, _job_args(job, data, out), switch, log)
+                run = _run(tree, _job_args(job, data, out), switch, log)
                 digest = _losses_digest(out) if job == "train" else _tree_digest(out)
                 if expected is None:
                     expected = digest
                 elif digest != expected:
                     raise SystemExit(f"error: {job} on {size} with {setting} off wrote other bytes than the first run")
-                pair.append((wall, cpu, rss))
-                print(f"  {job} {size} round {r + 1} {setting:>12}: wall {wall:6.2f} s, CPU {cpu:6.2f} s, "
-                      f"peak RSS {rss:.2f} GiB", flush=True)
+                pair.append(run)
+                print(f"  {job} {size} round {r + 1} {setting:>12}: wall {run.wall:6.2f} s, CPU {run.cpu:6.2f} s, "
+                      f"peak RSS {run.rss:.2f} GiB", flush=True)
             pairs[name].append((pair[0], pair[1]))
     shutil.rmtree(out, ignore_errors=True)
     return pairs
@@ -153,15 +163,15 @@ def _report(job: str, size: str, pairs: dict[str, list[tuple[Run, Run]]]) -> lis
     the medians, (off - on) / off, and the median of the gains of its pairs (each off run against the
     all-on run just before it, which cancels a load that drifts between rounds)."""
     on = [run for runs in pairs.values() for run, _ in runs]
-    on_wall, on_cpu = statistics.median(r[0] for r in on), statistics.median(r[1] for r in on)
-    on_rss = statistics.median(r[2] for r in on)
+    on_wall, on_cpu = statistics.median(r.wall for r in on), statistics.median(r.cpu for r in on)
+    on_rss = statistics.median(r.rss for r in on)
     lines = [f"| {job} | {size} | all on | {on_wall:.2f} | {on_cpu:.2f} | {on_rss:.2f} | | | | |"]
     for name, runs in pairs.items():
-        wall = statistics.median(off[0] for _, off in runs)
-        cpu = statistics.median(off[1] for _, off in runs)
-        rss = statistics.median(off[2] for _, off in runs)
-        pair_wall = statistics.median((off[0] - first[0]) / off[0] for first, off in runs)
-        pair_cpu = statistics.median((off[1] - first[1]) / off[1] for first, off in runs)
+        wall = statistics.median(off.wall for _, off in runs)
+        cpu = statistics.median(off.cpu for _, off in runs)
+        rss = statistics.median(off.rss for _, off in runs)
+        pair_wall = statistics.median((off.wall - first.wall) / off.wall for first, off in runs)
+        pair_cpu = statistics.median((off.cpu - first.cpu) / off.cpu for first, off in runs)
         lines.append(
             f"| {job} | {size} | {name} off | {wall:.2f} | {cpu:.2f} | {rss:.2f} | {(wall - on_wall) / wall:+.1%} "
             f"| {(cpu - on_cpu) / cpu:+.1%} | {pair_wall:+.1%} | {pair_cpu:+.1%} |"

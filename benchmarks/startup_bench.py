@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
+from common import children_cpu, load_average, machine  # benchmarks/common.py (the script's folder is on sys.path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = {
@@ -38,13 +37,12 @@ COMMANDS = {
 def _time(args: list[str], pythonpath: str) -> tuple[float, float]:
     """(wall s, CPU s) of ``python ARGS`` in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu()
     start = time.perf_counter()
     subprocess.run([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, children_cpu() - before
 
 
 def _version(pythonpath: str) -> str:
